@@ -1,0 +1,1 @@
+//! dualwrite: keeps tables in two SQL databases in sync, operated the GitOps way.
