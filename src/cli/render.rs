@@ -1,0 +1,246 @@
+//! Rendering what commands print: diagnostics and plans, as text, JSON (with a
+//! `formatVersion`) or GitHub Actions annotations. Decides nothing; only formats.
+
+use std::io::{self, Write};
+
+use serde_json::json;
+
+use super::Output;
+use crate::config::{Config, Diagnostic};
+use crate::plan::{ActualSource, AlertSummary, Change, Plan};
+
+/// The version of the JSON output format; raised on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// GitHub workflow-command escaping of a message.
+fn github_escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn github_property(s: &str) -> String {
+    github_escape(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+pub fn diagnostics(out: &mut dyn Write, format: Output, diags: &[Diagnostic]) -> io::Result<()> {
+    match format {
+        Output::Text => {
+            for d in diags {
+                writeln!(out, "{d}")?;
+            }
+            writeln!(
+                out,
+                "{} error{} found",
+                diags.len(),
+                if diags.len() == 1 { "" } else { "s" }
+            )
+        }
+        Output::Json => {
+            let doc =
+                json!({ "formatVersion": FORMAT_VERSION, "valid": false, "diagnostics": diags });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)
+        }
+        Output::Github => {
+            for d in diags {
+                let mut message = d.message.clone();
+                if let Some(h) = &d.hint {
+                    message.push_str(&format!(" ({h})"));
+                }
+                writeln!(
+                    out,
+                    "::error file={},line={},col={},title=dualwrite::{}",
+                    github_property(&d.path),
+                    d.line,
+                    d.col,
+                    github_escape(&message)
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn valid(out: &mut dyn Write, format: Output, cfg: &Config) -> io::Result<()> {
+    let counts = (cfg.maps.len(), cfg.alerts.len(), cfg.requests.len());
+    match format {
+        Output::Json => {
+            let doc = json!({
+                "formatVersion": FORMAT_VERSION,
+                "valid": true,
+                "resources": { "maps": counts.0, "alerts": counts.1, "requests": counts.2 },
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)
+        }
+        Output::Text | Output::Github => writeln!(
+            out,
+            "valid: 1 project, {} map(s), {} alert rule(s), {} request(s)",
+            counts.0, counts.1, counts.2
+        ),
+    }
+}
+
+pub fn plan(
+    out: &mut dyn Write,
+    format: Output,
+    plan: &Plan,
+    source: &ActualSource,
+) -> io::Result<()> {
+    match format {
+        Output::Json => {
+            let doc = json!({
+                "formatVersion": FORMAT_VERSION,
+                "valid": true,
+                "actualState": { "source": source, "description": source.describe() },
+                "hasChanges": plan.has_changes(),
+                "plan": plan,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)
+        }
+        Output::Text => plan_text(out, plan, source),
+        Output::Github => {
+            plan_text(out, plan, source)?;
+            for w in &plan.warnings {
+                writeln!(out, "::warning title=dualwrite::{}", github_escape(w))?;
+            }
+            writeln!(
+                out,
+                "::notice title=dualwrite plan::{}",
+                github_escape(&summary(plan))
+            )
+        }
+    }
+}
+
+fn summary(plan: &Plan) -> String {
+    let maps = plan
+        .maps
+        .iter()
+        .filter(|m| !m.actions.is_empty() || m.diff.is_some())
+        .count();
+    if !plan.has_changes() {
+        return "no changes: the actual state matches the config".into();
+    }
+    format!(
+        "{maps} map(s), {} alert rule(s) and {} request(s) to change",
+        plan.alerts.len(),
+        plan.requests.len()
+    )
+}
+
+fn sign(change: Change) -> &'static str {
+    match change {
+        Change::Added => "+",
+        Change::Changed => "~",
+        Change::Removed => "-",
+    }
+}
+
+fn alert_lines(
+    out: &mut dyn Write,
+    before: Option<&AlertSummary>,
+    after: Option<&AlertSummary>,
+) -> io::Result<()> {
+    let field = |s: Option<&AlertSummary>, f: fn(&AlertSummary) -> String| s.map(f);
+    let rows: [(&str, fn(&AlertSummary) -> String); 6] = [
+        ("maps", |s| {
+            if s.maps.is_empty() {
+                "(none)".into()
+            } else {
+                s.maps.join(", ")
+            }
+        }),
+        ("errorType", |s| s.error_type.clone()),
+        ("threshold", |s| s.threshold.to_string()),
+        ("window", |s| s.window.clone()),
+        ("recipients", |s| {
+            if s.recipients.is_empty() {
+                "(none)".into()
+            } else {
+                s.recipients.join(", ")
+            }
+        }),
+        ("action", |s| s.action.clone()),
+    ];
+    for (label, f) in rows {
+        match (field(before, f), field(after, f)) {
+            (Some(b), Some(a)) if a != b => writeln!(out, "      {label}: {b} -> {a}")?,
+            (_, Some(a)) => writeln!(out, "      {label}: {a}")?,
+            (Some(b), None) => writeln!(out, "      {label}: {b}")?,
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Result<()> {
+    writeln!(out, "Actual state: {}", source.describe())?;
+    for w in &plan.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    writeln!(out)?;
+    if !plan.has_changes() {
+        writeln!(out, "No changes. The actual state matches the config.")?;
+        return Ok(());
+    }
+    writeln!(out, "Plan: {}.", summary(plan))?;
+    for m in plan
+        .maps
+        .iter()
+        .filter(|m| !m.actions.is_empty() || m.diff.is_some())
+    {
+        let desired = m
+            .desired_state
+            .map_or("removed".to_string(), |d| d.to_string());
+        writeln!(out, "\n  map {} ({} -> {desired})", m.name, m.phase)?;
+        if let Some(alert) = &m.held_by {
+            writeln!(
+                out,
+                "      held by alert {alert} (`dualwrite resume {}` ends the hold)",
+                m.name
+            )?;
+        }
+        for a in &m.actions {
+            writeln!(out, "    * {}", a.describe())?;
+        }
+    }
+    for a in &plan.alerts {
+        writeln!(
+            out,
+            "\n  {} alert {}: {:?}",
+            sign(a.change),
+            a.name,
+            a.change
+        )?;
+        alert_lines(out, a.before.as_ref(), a.after.as_ref())?;
+    }
+    for r in &plan.requests {
+        let when = match r.change {
+            Change::Removed => String::new(),
+            _ => ": runs once, when the map is Running".into(),
+        };
+        writeln!(
+            out,
+            "\n  {} request {}: {:?} ({} on map {}){when}",
+            sign(r.change),
+            r.name,
+            r.change,
+            r.action,
+            r.map
+        )?;
+    }
+    let diffs: Vec<&String> = plan
+        .maps
+        .iter()
+        .filter_map(|m| m.diff.as_ref())
+        .chain(plan.alerts.iter().filter_map(|a| a.diff.as_ref()))
+        .chain(plan.requests.iter().filter_map(|r| r.diff.as_ref()))
+        .collect();
+    if !diffs.is_empty() {
+        writeln!(out, "\nDiff (actual -> desired):")?;
+        for d in diffs {
+            write!(out, "{d}")?;
+        }
+    }
+    Ok(())
+}

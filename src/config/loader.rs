@@ -1,0 +1,200 @@
+//! Reading the config repository's files: from the work tree, or from a git commit without
+//! touching the work tree. Knows which files belong to the config; not what is in them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::Diagnostic;
+use super::yaml::Pos;
+
+/// The project file, at the root of the config directory.
+pub const PROJECT_FILE: &str = "dualwrite.yaml";
+/// Folders whose `.yaml` / `.yml` files are read, recursively.
+pub const RESOURCE_DIRS: [&str; 3] = ["maps", "alerts", "requests"];
+
+/// A file of the config: its path relative to the config directory, and its text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// Where config files come from.
+pub trait ConfigSource {
+    /// The config's files, `dualwrite.yaml` first, then the rest sorted by path.
+    fn files(&self) -> Result<Vec<SourceFile>, String>;
+    /// A human description: "work tree" or "git revision abc1234".
+    fn describe(&self) -> String;
+}
+
+fn is_config_file(path: &str) -> bool {
+    path == PROJECT_FILE
+        || (RESOURCE_DIRS
+            .iter()
+            .any(|d| path.starts_with(d) && path[d.len()..].starts_with('/'))
+            && (path.ends_with(".yaml") || path.ends_with(".yml")))
+}
+
+fn order(mut files: Vec<SourceFile>) -> Vec<SourceFile> {
+    files.sort_by(|a, b| (a.path != PROJECT_FILE, &a.path).cmp(&(b.path != PROJECT_FILE, &b.path)));
+    files
+}
+
+/// The config directory on disk.
+pub struct WorkTree {
+    pub dir: PathBuf,
+}
+
+impl ConfigSource for WorkTree {
+    fn files(&self) -> Result<Vec<SourceFile>, String> {
+        let mut paths = Vec::new();
+        if self.dir.join(PROJECT_FILE).is_file() {
+            paths.push(PROJECT_FILE.to_string());
+        }
+        for d in RESOURCE_DIRS {
+            walk(&self.dir, d, &mut paths).map_err(|e| format!("{d}: {e}"))?;
+        }
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths.into_iter().filter(|p| is_config_file(p)) {
+            let text = std::fs::read_to_string(self.dir.join(&path))
+                .map_err(|e| format!("{path}: cannot read: {e}"))?;
+            files.push(SourceFile { path, text });
+        }
+        Ok(order(files))
+    }
+
+    fn describe(&self) -> String {
+        "work tree".into()
+    }
+}
+
+fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+    let dir = root.join(rel);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let child = format!("{rel}/{name}");
+        if entry.file_type()?.is_dir() {
+            walk(root, &child, out)?;
+        } else {
+            out.push(child);
+        }
+    }
+    Ok(())
+}
+
+/// The config as committed at a git revision, read with the git CLI.
+pub struct GitRevision {
+    pub dir: PathBuf,
+    pub revision: String,
+}
+
+impl ConfigSource for GitRevision {
+    fn files(&self) -> Result<Vec<SourceFile>, String> {
+        let rev = &self.revision;
+        // Paths relative to the config dir, which may sit below the repository root.
+        let listing = git(
+            &self.dir,
+            &["ls-tree", "-r", "-z", "--name-only", rev, "--", "."],
+            None,
+        )
+        .map_err(|e| format!("cannot read revision {rev:?}: {e}"))?;
+        let prefix = git(&self.dir, &["rev-parse", "--show-prefix"], None)?;
+        let prefix = prefix.trim();
+        let paths: Vec<String> = listing
+            .split('\0')
+            .filter(|p| !p.is_empty() && is_config_file(p))
+            .map(str::to_string)
+            .collect();
+        let request: String = paths
+            .iter()
+            .map(|p| format!("{rev}:{prefix}{p}\n"))
+            .collect();
+        let blob = git_bytes(
+            &self.dir,
+            &["cat-file", "--batch"],
+            Some(request.as_bytes()),
+        )?;
+        let mut files = Vec::with_capacity(paths.len());
+        let mut rest = &blob[..];
+        for path in paths {
+            let header_end = rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .ok_or("git cat-file: short output")?;
+            let header = String::from_utf8_lossy(&rest[..header_end]).into_owned();
+            let size: usize = header
+                .rsplit(' ')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("git cat-file: unexpected header {header:?}"))?;
+            let body = &rest[header_end + 1..header_end + 1 + size];
+            let text =
+                String::from_utf8(body.to_vec()).map_err(|_| format!("{path}: not UTF-8"))?;
+            files.push(SourceFile { path, text });
+            rest = &rest[header_end + 1 + size + 1..];
+        }
+        Ok(order(files))
+    }
+
+    fn describe(&self) -> String {
+        format!("git revision {}", self.revision)
+    }
+}
+
+/// Runs git in `dir` and returns its stdout as text.
+pub fn git(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<String, String> {
+    git_bytes(dir, args, stdin).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn git_bytes(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        // Feed stdin from a thread so a large output cannot deadlock against it.
+        std::thread::spawn(move || pipe.write_all(&input));
+    }
+    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(out.stdout)
+}
+
+/// Reads the files, or a diagnostic saying why the repository cannot be read at all.
+pub fn read_files(source: &dyn ConfigSource) -> Result<Vec<SourceFile>, Diagnostic> {
+    let files = source
+        .files()
+        .map_err(|e| Diagnostic::new(PROJECT_FILE, Pos { line: 1, col: 1 }, e))?;
+    if !files.iter().any(|f| f.path == PROJECT_FILE) {
+        return Err(Diagnostic::new(
+            PROJECT_FILE,
+            Pos { line: 1, col: 1 },
+            format!(
+                "no {PROJECT_FILE} in the {}: this is not a dualwrite config directory",
+                source.describe()
+            ),
+        ));
+    }
+    Ok(files)
+}

@@ -1,0 +1,674 @@
+//! Turning parsed documents into a validated `Config`: per-document schema checks, then the
+//! semantic checks across resources (names, references, keys, identifiers, value maps,
+//! addresses). Collects every problem; a `Config` that comes out is trusted everywhere else.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::loader::{PROJECT_FILE, SourceFile};
+use super::resources::*;
+use super::schema::{self, field_path};
+use super::yaml::{self, Document, Pos};
+use super::{Diagnostic, did_you_mean};
+
+/// A resource with the file and document it came from, for positions in later messages.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    pub file: String,
+    pub doc: Document,
+    pub resource: T,
+}
+
+impl<T> Located<T> {
+    /// Where the node at `pointer` is written.
+    pub fn at(&self, pointer: &str) -> Pos {
+        self.doc.value_pos(pointer)
+    }
+
+    fn diag(&self, pointer: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(&self.file, self.at(pointer), message)
+    }
+}
+
+/// The validated config repository.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project: Located<Project>,
+    pub maps: Vec<Located<TableMap>>,
+    pub alerts: Vec<Located<AlertRule>>,
+    pub requests: Vec<Located<ErrorRequest>>,
+}
+
+impl Config {
+    pub fn map(&self, name: &str) -> Option<&TableMap> {
+        self.maps
+            .iter()
+            .map(|m| &m.resource)
+            .find(|m| m.metadata.name == name)
+    }
+
+    /// The maps an alert rule applies to, by name or by labels.
+    pub fn maps_matched_by<'a>(
+        &'a self,
+        rule: &'a AlertRuleSpec,
+    ) -> impl Iterator<Item = &'a TableMap> + 'a {
+        self.maps
+            .iter()
+            .map(|m| &m.resource)
+            .filter(move |m| rule_matches(rule, m))
+    }
+}
+
+/// Whether an alert rule's `maps` or `selector` picks this map.
+pub fn rule_matches(rule: &AlertRuleSpec, map: &TableMap) -> bool {
+    let by_name = rule
+        .maps
+        .as_ref()
+        .is_some_and(|names| names.contains(&map.metadata.name));
+    let by_label = rule.selector.as_ref().is_some_and(|s| {
+        s.match_labels
+            .iter()
+            .all(|(k, v)| map.metadata.labels.get(k) == Some(v))
+    });
+    by_name || by_label
+}
+
+#[derive(Default)]
+struct Collected {
+    projects: Vec<Located<Project>>,
+    maps: Vec<Located<TableMap>>,
+    alerts: Vec<Located<AlertRule>>,
+    requests: Vec<Located<ErrorRequest>>,
+}
+
+/// Parses, schema-checks and semantically checks the files.
+pub fn compile(files: Vec<SourceFile>) -> Result<Config, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut got = Collected::default();
+    for file in &files {
+        match yaml::parse(&file.text) {
+            Err(e) => diags.push(Diagnostic::new(&file.path, e.pos, e.message)),
+            Ok(docs) => {
+                for doc in docs {
+                    typed_document(&file.path, doc, &mut got, &mut diags);
+                }
+            }
+        }
+    }
+    let project = match got.projects.len() {
+        0 => {
+            if !diags.iter().any(|d| d.path == PROJECT_FILE) {
+                diags.push(Diagnostic::new(
+                    PROJECT_FILE,
+                    Pos { line: 1, col: 1 },
+                    "no document of kind Project: dualwrite.yaml must hold the project",
+                ));
+            }
+            None
+        }
+        _ => {
+            for extra in &got.projects[1..] {
+                diags.push(extra.diag(
+                    "/kind",
+                    "a second Project: there must be exactly one, in dualwrite.yaml",
+                ));
+            }
+            Some(got.projects.swap_remove(0))
+        }
+    };
+    if let Some(project) = &project {
+        if project.file != PROJECT_FILE {
+            diags.push(project.diag("/kind", "the Project belongs in dualwrite.yaml"));
+        }
+        check_project(project, &mut diags);
+    }
+    check_unique("TableMap", &got.maps, |m| &m.metadata.name, &mut diags);
+    check_unique("AlertRule", &got.alerts, |a| &a.metadata.name, &mut diags);
+    check_unique(
+        "ErrorRequest",
+        &got.requests,
+        |r| &r.metadata.name,
+        &mut diags,
+    );
+    let map_names: Vec<&str> = got
+        .maps
+        .iter()
+        .map(|m| m.resource.metadata.name.as_str())
+        .collect();
+    if let Some(project) = &project {
+        for map in &got.maps {
+            check_map(&project.resource, map, &mut diags);
+        }
+        for alert in &got.alerts {
+            check_alert(&project.resource, alert, &got.maps, &mut diags);
+        }
+    }
+    for request in &got.requests {
+        check_request(request, &map_names, &mut diags);
+    }
+    match project {
+        Some(project) if diags.is_empty() => Ok(Config {
+            project,
+            maps: got.maps,
+            alerts: got.alerts,
+            requests: got.requests,
+        }),
+        _ => {
+            diags.sort();
+            diags.dedup();
+            Err(diags)
+        }
+    }
+}
+
+fn typed_document(file: &str, doc: Document, got: &mut Collected, diags: &mut Vec<Diagnostic>) {
+    let kind_name = match &doc.value {
+        Value::Object(obj) => match obj.get("kind") {
+            Some(Value::String(k)) => k.clone(),
+            Some(_) => {
+                diags.push(Diagnostic::new(
+                    file,
+                    doc.value_pos("/kind"),
+                    "kind: expected a string",
+                ));
+                return;
+            }
+            None => {
+                diags.push(Diagnostic::new(
+                    file,
+                    doc.value_pos(""),
+                    "missing required field \"kind\"",
+                ));
+                return;
+            }
+        },
+        other => {
+            diags.push(Diagnostic::new(
+                file,
+                doc.value_pos(""),
+                format!(
+                    "expected a mapping with apiVersion, kind, metadata and spec, found {}",
+                    short(other)
+                ),
+            ));
+            return;
+        }
+    };
+    let Some(kind) = Kind::from_name(&kind_name) else {
+        let names = Kind::ALL.map(Kind::name);
+        diags.push(
+            Diagnostic::new(
+                file,
+                doc.value_pos("/kind"),
+                format!(
+                    "kind: unknown kind {kind_name:?}; expected one of {}",
+                    names.join(", ")
+                ),
+            )
+            .with_hint(did_you_mean(&kind_name, names)),
+        );
+        return;
+    };
+    let errors = schema::check(kind, file, &doc);
+    if !errors.is_empty() {
+        diags.extend(errors);
+        return;
+    }
+    match kind {
+        Kind::Project => push(file, doc, &mut got.projects, diags),
+        Kind::TableMap => push(file, doc, &mut got.maps, diags),
+        Kind::AlertRule => push(file, doc, &mut got.alerts, diags),
+        Kind::ErrorRequest => push(file, doc, &mut got.requests, diags),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.len() > 40 {
+        format!("{}…", &text[..40])
+    } else {
+        text
+    }
+}
+
+fn push<T: DeserializeOwned>(
+    file: &str,
+    doc: Document,
+    out: &mut Vec<Located<T>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    match T::deserialize(&doc.value) {
+        Ok(resource) => out.push(Located {
+            file: file.to_string(),
+            doc,
+            resource,
+        }),
+        // The schema accepted it, so this is a value serde is stricter about.
+        Err(e) => diags.push(Diagnostic::new(file, doc.value_pos(""), e.to_string())),
+    }
+}
+
+fn check_unique<T>(
+    kind: &str,
+    items: &[Located<T>],
+    name: impl Fn(&T) -> &String,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut seen: HashMap<&str, &Located<T>> = HashMap::new();
+    for item in items {
+        let n = name(&item.resource);
+        if let Some(first) = seen.get(n.as_str()) {
+            let first_pos = first.at("/metadata/name");
+            diags.push(item.diag(
+                "/metadata/name",
+                format!(
+                    "metadata.name: duplicate {kind} name {n:?}, first defined at {}:{}:{}",
+                    first.file, first_pos.line, first_pos.col
+                ),
+            ));
+        } else {
+            seen.insert(n, item);
+        }
+    }
+}
+
+fn check_project(project: &Located<Project>, diags: &mut Vec<Diagnostic>) {
+    let spec = &project.resource.spec;
+    if spec.endpoints.is_empty() {
+        diags.push(project.diag(
+            "/spec/endpoints",
+            "spec.endpoints: at least one endpoint is needed",
+        ));
+    }
+    for (name, ep) in &spec.endpoints {
+        let pointer = format!("/spec/endpoints/{}", yaml::escape_pointer(name));
+        let engines = [
+            ep.sqlite.is_some(),
+            ep.postgres.is_some(),
+            ep.mysql.is_some(),
+        ];
+        if engines.iter().filter(|x| **x).count() != 1 {
+            diags.push(project.diag(
+                &pointer,
+                format!(
+                    "{}: set exactly one of sqlite, postgres, mysql",
+                    field_path(&pointer)
+                ),
+            ));
+        }
+        if !is_identifier(name) {
+            diags.push(project.diag(
+                &pointer,
+                format!("endpoint name {name:?} is not a valid identifier"),
+            ));
+        }
+    }
+    let store = &spec.state_store;
+    if usize::from(store.sqlite.is_some()) + usize::from(store.postgres.is_some()) != 1 {
+        diags.push(project.diag(
+            "/spec/stateStore",
+            "spec.stateStore: set exactly one of sqlite, postgres",
+        ));
+    }
+    if let Some(smtp) = spec.notifications.as_ref().and_then(|n| n.smtp.as_ref()) {
+        if let Err(why) = check_address(&smtp.from) {
+            diags.push(project.diag(
+                "/spec/notifications/smtp/from",
+                format!("spec.notifications.smtp.from: {why}"),
+            ));
+        }
+    }
+}
+
+/// A table (`table` or `schema.table`) or column name dualwrite will quote in SQL.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+fn is_table_name(name: &str) -> bool {
+    match name.split_once('.') {
+        Some((schema, table)) => is_identifier(schema) && is_identifier(table),
+        None => is_identifier(name),
+    }
+}
+
+fn check_map(project: &Project, map: &Located<TableMap>, diags: &mut Vec<Diagnostic>) {
+    let spec = &map.resource.spec;
+    let endpoints: Vec<&str> = project.spec.endpoints.keys().map(String::as_str).collect();
+    for (side, table) in [("source", &spec.source), ("destination", &spec.destination)] {
+        if !project.spec.endpoints.contains_key(&table.endpoint) {
+            diags.push(
+                map.diag(
+                    &format!("/spec/{side}/endpoint"),
+                    format!(
+                        "spec.{side}.endpoint: unknown endpoint {:?}; dualwrite.yaml defines {}",
+                        table.endpoint,
+                        endpoints.join(", ")
+                    ),
+                )
+                .with_hint(did_you_mean(&table.endpoint, endpoints.iter().copied())),
+            );
+        }
+        if !is_table_name(&table.table) {
+            diags.push(map.diag(
+                &format!("/spec/{side}/table"),
+                format!(
+                    "spec.{side}.table: {:?} is not a valid table name: use letters, digits and _, as table or schema.table",
+                    table.table
+                ),
+            ));
+        }
+    }
+    if spec.source == spec.destination {
+        diags.push(map.diag(
+            "/spec/destination",
+            "spec.destination: is the same table as spec.source",
+        ));
+    }
+    if !spec.columns.iter().any(|c| c.key) {
+        diags.push(map.diag(
+            "/spec/columns",
+            "spec.columns: no key column: mark the column(s) identifying a record with `key: true`",
+        ));
+    }
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, col) in spec.columns.iter().enumerate() {
+        check_column(map, i, col, spec.direction, &mut seen, diags);
+    }
+}
+
+fn check_column<'a>(
+    map: &Located<TableMap>,
+    i: usize,
+    col: &'a ColumnMap,
+    map_direction: Direction,
+    seen: &mut HashMap<(&'static str, &'a str), usize>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let at = format!("/spec/columns/{i}");
+    let field = format!("spec.columns[{i}]");
+    for (side, name) in [("source", &col.source), ("destination", &col.destination)] {
+        let Some(name) = name else { continue };
+        if !is_identifier(name) {
+            diags.push(map.diag(
+                &format!("{at}/{side}"),
+                format!(
+                    "{field}.{side}: {name:?} is not a valid column name: use letters, digits and _"
+                ),
+            ));
+        }
+        if let Some(first) = seen.insert((side, name.as_str()), i) {
+            diags.push(map.diag(
+                &format!("{at}/{side}"),
+                format!(
+                    "{field}.{side}: column {name:?} is already mapped by spec.columns[{first}]"
+                ),
+            ));
+        }
+    }
+    let effective = col.direction.unwrap_or(map_direction);
+    if let Some(d) = col.direction {
+        if d == Direction::Bidirectional {
+            diags.push(map.diag(
+                &format!("{at}/direction"),
+                format!("{field}.direction: a column can only be limited to SourceToDestination or DestinationToSource"),
+            ));
+        } else if map_direction != Direction::Bidirectional && d != map_direction {
+            diags.push(map.diag(
+                &format!("{at}/direction"),
+                format!("{field}.direction: {d} is against the map's direction {map_direction}"),
+            ));
+        }
+    }
+    match (&col.source, &col.destination) {
+        (None, None) => diags.push(map.diag(
+            &at,
+            format!("{field}: needs a source or a destination column"),
+        )),
+        (Some(_), Some(_)) => {
+            if col.default.is_some() && col.value_map.is_none() {
+                diags.push(map.diag(
+                    &format!("{at}/default"),
+                    format!("{field}.default: only a column without a source (or destination) takes a constant default"),
+                ));
+            }
+        }
+        (None, Some(_)) | (Some(_), None) => {
+            let sourceless = col.source.is_none();
+            if col.default.is_none() {
+                let (missing, has) = if sourceless {
+                    ("source", "destination")
+                } else {
+                    ("destination", "source")
+                };
+                diags.push(map.diag(
+                    &at,
+                    format!(
+                        "{field}: a {has} column with no {missing} needs a `default` value to write"
+                    ),
+                ));
+            }
+            if col.key {
+                diags.push(map.diag(
+                    &format!("{at}/key"),
+                    format!("{field}.key: a key column needs both a source and a destination"),
+                ));
+            }
+            if effective == Direction::Bidirectional {
+                diags.push(map.diag(
+                    &at,
+                    format!(
+                        "{field}: a constant column is one way: set direction: {}",
+                        if sourceless {
+                            "SourceToDestination"
+                        } else {
+                            "DestinationToSource"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(value_map) = &col.value_map {
+        if effective == Direction::Bidirectional {
+            let mut reverse: HashMap<String, &str> = HashMap::new();
+            for (from, to) in value_map {
+                if let Some(other) = reverse.insert(to.to_string(), from) {
+                    diags.push(map.diag(
+                        &format!("{at}/valueMap/{}", yaml::escape_pointer(from)),
+                        format!(
+                            "{field}.valueMap: cannot be reversed for a bidirectional column: {other:?} and {from:?} both map to {to:?}; make the values unique or set direction on the column",
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_alert(
+    project: &Project,
+    alert: &Located<AlertRule>,
+    maps: &[Located<TableMap>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let spec = &alert.resource.spec;
+    let names: Vec<&str> = maps
+        .iter()
+        .map(|m| m.resource.metadata.name.as_str())
+        .collect();
+    match (&spec.maps, &spec.selector) {
+        (None, None) => diags.push(alert.diag(
+            "/spec",
+            "spec: set `maps` or `selector` to say which maps this rule watches",
+        )),
+        (Some(_), Some(_)) => diags.push(alert.diag(
+            "/spec/selector",
+            "spec.selector: set either `maps` or `selector`, not both",
+        )),
+        _ => {}
+    }
+    for (i, name) in spec.maps.iter().flatten().enumerate() {
+        if !names.contains(&name.as_str()) {
+            diags.push(
+                alert
+                    .diag(
+                        &format!("/spec/maps/{i}"),
+                        format!("spec.maps[{i}]: unknown map {name:?}"),
+                    )
+                    .with_hint(did_you_mean(name, names.iter().copied())),
+            );
+        }
+    }
+    if let Some(selector) = &spec.selector {
+        if selector.match_labels.is_empty() {
+            diags.push(alert.diag(
+                "/spec/selector/matchLabels",
+                "spec.selector.matchLabels: needs at least one label",
+            ));
+        }
+        for (key, value) in &selector.match_labels {
+            let values: Vec<&str> = maps
+                .iter()
+                .filter_map(|m| m.resource.metadata.labels.get(key))
+                .map(String::as_str)
+                .collect();
+            if !values.contains(&value.as_str()) {
+                let pointer = format!("/spec/selector/matchLabels/{}", yaml::escape_pointer(key));
+                let message = if values.is_empty() {
+                    format!("spec.selector.matchLabels: no map has the label {key:?}")
+                } else {
+                    format!("spec.selector.matchLabels.{key}: no map has {key}={value}")
+                };
+                diags.push(
+                    alert
+                        .diag(&pointer, message)
+                        .with_hint(did_you_mean(value, values.iter().copied())),
+                );
+            }
+        }
+    }
+    if spec.window.as_secs() < 1 {
+        diags.push(alert.diag("/spec/window", "spec.window: must be at least 1s"));
+    }
+    if spec.window > project.spec.error_retention {
+        diags.push(alert.diag(
+            "/spec/window",
+            format!(
+                "spec.window: {} is longer than the project's errorRetention {}: errors would be purged before they leave the window",
+                spec.window, project.spec.error_retention
+            ),
+        ));
+    }
+    let notify = spec.notify.as_ref();
+    let addresses = notify
+        .and_then(|n| n.email.as_ref())
+        .map(EmailList::addresses);
+    let notifies = addresses.as_ref().is_some_and(|a| !a.is_empty())
+        || notify.is_some_and(|n| !n.webhook.is_empty());
+    if let Some(list) = &addresses {
+        if list.is_empty() {
+            diags.push(alert.diag(
+                "/spec/notify/email",
+                "spec.notify.email: the address list is empty",
+            ));
+        } else if project
+            .spec
+            .notifications
+            .as_ref()
+            .and_then(|n| n.smtp.as_ref())
+            .is_none()
+        {
+            diags.push(alert.diag(
+                "/spec/notify/email",
+                "spec.notify.email: dualwrite.yaml has no spec.notifications.smtp to send it with",
+            ));
+        }
+        let raw_list = matches!(
+            notify.and_then(|n| n.email.as_ref()),
+            Some(EmailList::List(_))
+        );
+        for (i, address) in list.iter().enumerate() {
+            if let Err(why) = check_address(address) {
+                let pointer = if raw_list {
+                    format!("/spec/notify/email/{i}")
+                } else {
+                    "/spec/notify/email".into()
+                };
+                diags.push(alert.diag(&pointer, format!("spec.notify.email: {why}")));
+            }
+        }
+    }
+    if spec.action == AlertAction::Stop && !notifies {
+        diags.push(alert.diag(
+            "/spec/action",
+            "spec.action: Stop needs a notification (spec.notify): a stopped map must not go unnoticed",
+        ));
+    }
+}
+
+/// A plain `local@domain` address; CR/LF (header injection) and display names are refused.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address.contains(['\r', '\n']) {
+        return Err(format!(
+            "{address:?} contains a line break (header injection)"
+        ));
+    }
+    let Some((local, domain)) = address.split_once('@') else {
+        return Err(format!("{address:?} is not an email address"));
+    };
+    let local_ok = !local.is_empty()
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let domain_ok = domain.contains('.')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(())
+    } else {
+        Err(format!("{address:?} is not an email address"))
+    }
+}
+
+fn check_request(request: &Located<ErrorRequest>, maps: &[&str], diags: &mut Vec<Diagnostic>) {
+    let spec = &request.resource.spec;
+    if !maps.contains(&spec.map.as_str()) {
+        diags.push(
+            request
+                .diag("/spec/map", format!("spec.map: unknown map {:?}", spec.map))
+                .with_hint(did_you_mean(&spec.map, maps.iter().copied())),
+        );
+    }
+    if let (Some(from), Some(to)) = (spec.filter.from, spec.filter.to) {
+        if from >= to {
+            diags.push(request.diag(
+                "/spec/filter/to",
+                format!(
+                    "spec.filter: the time range is {}: `to` ({}) must be after `from` ({})",
+                    if from == to { "empty" } else { "inverted" },
+                    to.to_rfc3339(),
+                    from.to_rfc3339()
+                ),
+            ));
+        }
+    }
+    let mut ids: BTreeMap<i64, usize> = BTreeMap::new();
+    for (i, id) in spec.filter.ids.iter().enumerate() {
+        if let Some(first) = ids.insert(*id, i) {
+            diags.push(request.diag(
+                &format!("/spec/filter/ids/{i}"),
+                format!("spec.filter.ids[{i}]: id {id} is listed twice (first at ids[{first}])"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The state store: what dualwrite has actually done, per map (phase, applied spec, cursors,
+//! initial-sync runs, errored records, activity log), per alert rule and per request. One
+//! trait, `StateStore`; the SQLite store is the embedded default. Only `reconcile` writes it.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Project, ServerConfig};
+
+/// The phase a map is in (SPEC §2).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    NotRunning,
+    InitialSync,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::NotRunning => "NotRunning",
+            Phase::InitialSync => "InitialSync",
+            Phase::Running => "Running",
+            Phase::Paused => "Paused",
+            Phase::Stopped => "Stopped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        [
+            Phase::NotRunning,
+            Phase::InitialSync,
+            Phase::Running,
+            Phase::Paused,
+            Phase::Stopped,
+        ]
+        .into_iter()
+        .find(|p| p.name() == text)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A map as the store knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapRecord {
+    pub name: String,
+    pub phase: Phase,
+    /// The TableMap (as JSON) the map was last driven with.
+    pub applied: Option<serde_json::Value>,
+    pub applied_revision: Option<String>,
+    /// The alert rule holding the map, if any.
+    pub held_by: Option<String>,
+}
+
+/// An alert rule or request as last applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppliedRecord {
+    pub name: String,
+    pub applied: serde_json::Value,
+    pub revision: Option<String>,
+    /// For requests: Queued, Running, Completed, Rejected, Failed.
+    pub state: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store: stored {what} is not valid: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state store: environment variable {0} is not set")]
+    MissingEnv(String),
+    #[error("state store: {0}")]
+    Other(String),
+}
+
+/// Read access to the actual state, as the plan needs it.
+pub trait StateStore: Send {
+    fn describe(&self) -> String;
+    fn maps(&self) -> Result<Vec<MapRecord>, StateError>;
+    fn alerts(&self) -> Result<Vec<AppliedRecord>, StateError>;
+    fn requests(&self) -> Result<Vec<AppliedRecord>, StateError>;
+}
+
+/// Opens the project's state store for reading, if it exists. Never creates one.
+pub fn open_existing(
+    dir: &Path,
+    project: &Project,
+) -> Result<Option<Box<dyn StateStore>>, StateError> {
+    let cfg = &project.spec.state_store;
+    if let Some(sqlite) = &cfg.sqlite {
+        let path = dir.join(&sqlite.path);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        return Ok(Some(Box::new(sqlite::SqliteStore::open_read_only(
+            &path,
+            &sqlite.path,
+        )?)));
+    }
+    if let Some(ServerConfig { url_from_env }) = &cfg.postgres {
+        // The PostgreSQL store lands with the data plane; until then it is not read.
+        return Err(StateError::Other(format!(
+            "the PostgreSQL state store ({url_from_env}) is not supported yet"
+        )));
+    }
+    Ok(None)
+}
