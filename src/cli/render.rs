@@ -142,7 +142,8 @@ fn alert_lines(
     after: Option<&AlertSummary>,
 ) -> io::Result<()> {
     let field = |s: Option<&AlertSummary>, f: fn(&AlertSummary) -> String| s.map(f);
-    let rows: [(&str, fn(&AlertSummary) -> String); 6] = [
+    type Field = fn(&AlertSummary) -> String;
+    let rows: [(&str, Field); 6] = [
         ("maps", |s| {
             if s.maps.is_empty() {
                 "(none)".into()

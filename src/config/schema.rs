@@ -196,7 +196,16 @@ fn describe(c: &Compiled, file: &str, doc: &Document, e: &ValidationError) -> Ve
         }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
-            vec![diag(format!("{at}: missing required field {name:?}"))]
+            let pos = if pointer.is_empty() {
+                pos
+            } else {
+                doc.key_pos(&pointer)
+            };
+            vec![Diagnostic::new(
+                file,
+                pos,
+                format!("{at}: missing required field {name:?}"),
+            )]
         }
         ValidationErrorKind::Type { kind } => vec![diag(format!(
             "{at}: expected {}, found {}",

@@ -312,13 +312,13 @@ fn check_project(project: &Located<Project>, diags: &mut Vec<Diagnostic>) {
             "spec.stateStore: set exactly one of sqlite, postgres",
         ));
     }
-    if let Some(smtp) = spec.notifications.as_ref().and_then(|n| n.smtp.as_ref()) {
-        if let Err(why) = check_address(&smtp.from) {
-            diags.push(project.diag(
-                "/spec/notifications/smtp/from",
-                format!("spec.notifications.smtp.from: {why}"),
-            ));
-        }
+    if let Some(smtp) = spec.notifications.as_ref().and_then(|n| n.smtp.as_ref())
+        && let Err(why) = check_address(&smtp.from)
+    {
+        diags.push(project.diag(
+            "/spec/notifications/smtp/from",
+            format!("spec.notifications.smtp.from: {why}"),
+        ));
     }
 }
 
@@ -474,18 +474,19 @@ fn check_column<'a>(
             }
         }
     }
-    if let Some(value_map) = &col.value_map {
-        if effective == Direction::Bidirectional {
-            let mut reverse: HashMap<String, &str> = HashMap::new();
-            for (from, to) in value_map {
-                if let Some(other) = reverse.insert(to.to_string(), from) {
-                    diags.push(map.diag(
+    if let Some(value_map) = &col.value_map
+        && effective == Direction::Bidirectional
+    {
+        let mut reverse: HashMap<String, &str> = HashMap::new();
+        for (from, to) in value_map {
+            if let Some(other) = reverse.insert(to.to_string(), from) {
+                diags.push(map.diag(
                         &format!("{at}/valueMap/{}", yaml::escape_pointer(from)),
                         format!(
-                            "{field}.valueMap: cannot be reversed for a bidirectional column: {other:?} and {from:?} both map to {to:?}; make the values unique or set direction on the column",
+                            "{field}.valueMap: cannot be reversed for a bidirectional column: {other:?} and {from:?} both map to {:?}; make the values unique or set direction on the column",
+                            to.to_string()
                         ),
                     ));
-                }
             }
         }
     }
@@ -649,18 +650,18 @@ fn check_request(request: &Located<ErrorRequest>, maps: &[&str], diags: &mut Vec
                 .with_hint(did_you_mean(&spec.map, maps.iter().copied())),
         );
     }
-    if let (Some(from), Some(to)) = (spec.filter.from, spec.filter.to) {
-        if from >= to {
-            diags.push(request.diag(
-                "/spec/filter/to",
-                format!(
-                    "spec.filter: the time range is {}: `to` ({}) must be after `from` ({})",
-                    if from == to { "empty" } else { "inverted" },
-                    to.to_rfc3339(),
-                    from.to_rfc3339()
-                ),
-            ));
-        }
+    if let (Some(from), Some(to)) = (spec.filter.from, spec.filter.to)
+        && from >= to
+    {
+        diags.push(request.diag(
+            "/spec/filter/to",
+            format!(
+                "spec.filter: the time range is {}: `to` ({}) must be after `from` ({})",
+                if from == to { "empty" } else { "inverted" },
+                to.to_rfc3339(),
+                from.to_rfc3339()
+            ),
+        ));
     }
     let mut ids: BTreeMap<i64, usize> = BTreeMap::new();
     for (i, id) in spec.filter.ids.iter().enumerate() {

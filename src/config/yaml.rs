@@ -122,8 +122,13 @@ fn syntax_error(err: serde_saphyr::Error) -> SyntaxError {
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
+        .trim();
+    // Drop the crate's own "error: line N column M:" prefix; the position is reported apart.
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let message = match message.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") && head.contains(" column ") => rest,
+        _ => message,
+    };
     SyntaxError {
         pos,
         message: format!("invalid YAML: {message}"),

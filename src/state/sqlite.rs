@@ -1,4 +1,7 @@
 //! The SQLite state store, the embedded default under `.dualwrite/`.
+//!
+//! It uses the rollback journal, not WAL: a read-only reader of a WAL database creates
+//! `-wal`/`-shm` files, and readers such as `reconcile --dry-run` must not write anything.
 
 use std::path::Path;
 
@@ -39,7 +42,7 @@ impl SqliteStore {
             std::fs::create_dir_all(parent).map_err(|e| StateError::Other(e.to_string()))?;
         }
         let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {

@@ -1,0 +1,147 @@
+//! Shared test support: temporary config repositories and running the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const PROJECT: &str = "\
+apiVersion: dualwrite/v1
+kind: Project
+metadata: { name: test }
+spec:
+  endpoints:
+    erp: { sqlite: { path: .dualwrite/erp.db } }
+    crm: { sqlite: { path: .dualwrite/crm.db } }
+  notifications:
+    smtp: { host: localhost, from: dualwrite@example.com }
+";
+
+pub const CUSTOMERS: &str = "\
+apiVersion: dualwrite/v1
+kind: TableMap
+metadata: { name: customers, labels: { team: finance } }
+spec:
+  state: Running
+  source: { endpoint: erp, table: customers }
+  destination: { endpoint: crm, table: account }
+  columns:
+    - { source: id, destination: id, key: true }
+    - { source: name, destination: name }
+";
+
+/// A config repository in a temporary directory.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// A repository with `dualwrite.yaml` = PROJECT plus the given files.
+    pub fn new(files: &[(&str, &str)]) -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        repo.write("dualwrite.yaml", PROJECT);
+        for (path, text) in files {
+            repo.write(path, text);
+        }
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, path: &str, text: &str) {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
+    pub fn remove(&self, path: &str) {
+        std::fs::remove_file(self.dir.path().join(path)).unwrap();
+    }
+
+    /// Runs `dualwrite -C <repo> args…`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_in(self.path(), args, &[])
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// `git init` and commit everything; returns the commit id.
+    pub fn commit_all(&self, message: &str) -> String {
+        if !self.path().join(".git").exists() {
+            self.git(&["init", "-q", "-b", "main"]);
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Every file under the repository (but .git) with its contents, to prove nothing changed.
+    pub fn snapshot(&self) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        walk(self.path(), self.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        if path.is_dir() {
+            out.push((path.strip_prefix(root).unwrap().to_path_buf(), "dir".into()));
+            walk(root, &path, out);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            let digest =
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
+            out.push((
+                path.strip_prefix(root).unwrap().to_path_buf(),
+                hex::encode(digest),
+            ));
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
