@@ -64,7 +64,8 @@ impl fmt::Debug for EndpointSpec {
 pub async fn connect(spec: &EndpointSpec) -> Result<Box<dyn Endpoint>, EndpointError> {
     Ok(match spec {
         EndpointSpec::Sqlite { path } => Box::new(sql::SqlEndpoint::new(sqlite::Sqlite::open(path).await?)),
-        EndpointSpec::Postgres { .. } | EndpointSpec::Mysql { .. } => {
+        EndpointSpec::Postgres { url } => Box::new(sql::SqlEndpoint::new(postgres::Postgres::connect(url).await?)),
+        EndpointSpec::Mysql { .. } => {
             return Err(EndpointError::Unsupported { engine: "x", what: "TODO".into() });
         }
     })
