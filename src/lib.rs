@@ -1,7 +1,11 @@
 //! dualwrite: keeps tables in two SQL databases in sync, operated the GitOps way.
+//!
+//! Data flows one way: config → plan → reconcile → endpoint/capture/sync → state → status.
 
+pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod endpoint;
 pub mod plan;
 pub mod state;
 pub mod status;

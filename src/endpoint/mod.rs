@@ -1,0 +1,410 @@
+//! Database endpoints: the one door through which dualwrite reads and writes a SQL database.
+//!
+//! Owns: the [`Endpoint`] trait (introspection, snapshot paging, change capture, key
+//! lookups, batched idempotent writes), [`connect`], the vocabulary those speak
+//! ([`TableName`], [`TableInfo`], [`Row`], [`WriteOp`], [`WriteError`]) and the
+//! classification of database failures into the spec's error types
+//! ([`WriteErrorClass`]). Engine differences (quoting, placeholders, upsert syntax, type
+//! names, error codes) live in `sqlite.rs`, `postgres.rs` and `mysql.rs`; the SQL shape they
+//! share lives in `sql.rs`.
+//!
+//! Does not own: which rows go where (sync), cursors and error records (state), nor the
+//! trigger DDL and changelog model (`crate::capture`).
+//!
+//! Invariants every engine keeps:
+//! - **Writes are idempotent upserts/deletes** in one transaction per batch; a failed
+//!   batch leaves the table as it was.
+//! - **dualwrite's own writes are never captured**: `write_batch` runs with the engine's
+//!   echo suppression on, so bidirectional sync cannot loop.
+//! - **Identifiers are always quoted** by the engine; no SQL text is taken from callers.
+//! - **Secrets never leak**: connection URLs appear in no error, `Debug` output or log.
+
+mod mysql;
+mod postgres;
+pub(crate) mod sql;
+mod sqlite;
+pub mod value;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+
+pub use crate::capture::{CaptureError, Change, ChangeOp};
+pub use value::{ConvertError, Value, ValueKind, key_from_json, key_string, key_to_json};
+
+/// A boxed, `Send` future, so that `Box<dyn Endpoint>` can be shared across tasks.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One row: values in the order of the columns that were asked for.
+pub type Row = Vec<Value>;
+
+/// Where an endpoint lives. URLs are secrets: `Debug` prints only the engine.
+#[derive(Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    Sqlite { path: PathBuf },
+    Postgres { url: String },
+    Mysql { url: String },
+}
+
+impl fmt::Debug for EndpointSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointSpec::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            EndpointSpec::Postgres { .. } => f.write_str("Postgres { url: <redacted> }"),
+            EndpointSpec::Mysql { .. } => f.write_str("Mysql { url: <redacted> }"),
+        }
+    }
+}
+
+/// Opens an endpoint. Fails with [`EndpointError::Connect`] (class Network) when the
+/// database cannot be reached; the message never contains the URL.
+pub async fn connect(spec: &EndpointSpec) -> Result<Box<dyn Endpoint>, EndpointError> {
+    Ok(match spec {
+        EndpointSpec::Sqlite { path } => Box::new(sql::SqlEndpoint::new(sqlite::Sqlite::open(path).await?)),
+        EndpointSpec::Postgres { url } => Box::new(sql::SqlEndpoint::new(postgres::Postgres::connect(url).await?)),
+        EndpointSpec::Mysql { .. } => {
+            return Err(EndpointError::Unsupported { engine: "x", what: "TODO".into() });
+        }
+    })
+}
+
+/// A table name: `table` or `schema.table` (for MySQL the schema is the database, for
+/// SQLite the attached database name, usually `main`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableName {
+    /// Parses `table` or `schema.table`. Parts must be non-empty and free of NUL; any
+    /// other character is allowed because identifiers are always quoted.
+    pub fn parse(text: &str) -> Result<TableName, EndpointError> {
+        let invalid = |reason: &str| EndpointError::InvalidTableName {
+            name: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let parts: Vec<&str> = text.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(invalid("expected `table` or `schema.table` with non-empty parts"));
+        }
+        if text.contains('\0') {
+            return Err(invalid("contains a NUL character"));
+        }
+        match parts.as_slice() {
+            [name] => Ok(TableName { schema: None, name: name.to_string() }),
+            [schema, name] => Ok(TableName {
+                schema: Some(schema.to_string()),
+                name: name.to_string(),
+            }),
+            _ => Err(invalid("expected `table` or `schema.table`")),
+        }
+    }
+}
+
+impl std::str::FromStr for TableName {
+    type Err = EndpointError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TableName::parse(s)
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One column as the database describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The engine-neutral kind values of this column are read as and converted to.
+    pub kind: ValueKind,
+    pub nullable: bool,
+    /// The engine's own type name (`character varying(20)`, `tinyint(1)`, `DECIMAL(10,2)`).
+    pub db_type: String,
+}
+
+/// The columns (in table order) and primary key (in key order) of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    pub columns: Vec<ColumnInfo>,
+    pub primary_key: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Converts `row` (values for `columns`, in order) to the kinds of those columns — what
+    /// `write_batch` does before writing. Call it first to turn a bad value into a
+    /// TransformError for that one record instead of failing a whole batch.
+    pub fn convert_row(&self, table: &TableName, columns: &[String], row: &[Value]) -> Result<Row, EndpointError> {
+        if row.len() != columns.len() {
+            return Err(EndpointError::RowShape {
+                expected: columns.len(),
+                got: row.len(),
+            });
+        }
+        columns
+            .iter()
+            .zip(row)
+            .map(|(name, value)| {
+                let column = self.column(name).ok_or_else(|| EndpointError::ColumnNotFound {
+                    table: table.to_string(),
+                    column: name.clone(),
+                })?;
+                value.convert_to(column.kind).map_err(|source| EndpointError::Convert {
+                    column: name.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One change to apply with [`Endpoint::write_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Insert or update a row: values for the batch's `columns`, in order.
+    Upsert(Row),
+    /// Delete by key: values for the batch's `key_columns`, in order. Deleting a missing
+    /// key is not an error.
+    Delete(Vec<Value>),
+}
+
+/// The spec's error types, as far as a database failure can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum WriteErrorClass {
+    /// The target rejected the record: constraint, validation, trigger.
+    Application,
+    /// The endpoint is unreachable or the connection broke; worth retrying.
+    Network,
+    /// A table or column is missing or incompatible.
+    Schema,
+    /// A value cannot be represented in the target column.
+    Transform,
+}
+
+/// A classified database failure. `code` is the SQLSTATE (PostgreSQL), the error number
+/// (MySQL/MariaDB) or the extended result code name (SQLite, `SQLITE_CONSTRAINT_CHECK`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}{}", code_suffix(.code))]
+pub struct WriteError {
+    pub class: WriteErrorClass,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" (code {c})")).unwrap_or_default()
+}
+
+impl WriteError {
+    pub fn new(class: WriteErrorClass, code: Option<String>, message: impl Into<String>) -> Self {
+        WriteError {
+            class,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything that can go wrong talking to an endpoint.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("invalid table name {name:?}: {reason}")]
+    InvalidTableName { name: String, reason: String },
+    #[error("table {table} does not exist")]
+    TableNotFound { table: String },
+    #[error("column {column} does not exist in table {table}")]
+    ColumnNotFound { table: String, column: String },
+    #[error("table {table} has no primary key")]
+    NoPrimaryKey { table: String },
+    #[error("{what} is not supported by the {engine} endpoint")]
+    Unsupported { engine: &'static str, what: String },
+    #[error("a row has {got} values for {expected} columns")]
+    RowShape { expected: usize, got: usize },
+    #[error("column {column}: {source}")]
+    Convert {
+        column: String,
+        #[source]
+        source: ConvertError,
+    },
+    #[error("cannot connect to the {engine} endpoint: {message}")]
+    Connect { engine: &'static str, message: String },
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Database(#[from] WriteError),
+}
+
+impl EndpointError {
+    /// Which of the spec's error types this is.
+    pub fn class(&self) -> WriteErrorClass {
+        match self {
+            EndpointError::TableNotFound { .. }
+            | EndpointError::ColumnNotFound { .. }
+            | EndpointError::NoPrimaryKey { .. }
+            | EndpointError::InvalidTableName { .. }
+            | EndpointError::Unsupported { .. }
+            | EndpointError::RowShape { .. } => WriteErrorClass::Schema,
+            EndpointError::Convert { .. } | EndpointError::Capture(_) => WriteErrorClass::Transform,
+            EndpointError::Connect { .. } => WriteErrorClass::Network,
+            EndpointError::Database(e) => e.class,
+        }
+    }
+
+    /// The database's code, when the database said no.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            EndpointError::Database(e) => e.code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<EndpointError> for WriteError {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::Database(w) => w,
+            other => WriteError::new(other.class(), None, other.to_string()),
+        }
+    }
+}
+
+/// A SQL database dualwrite reads from and writes to. Object-safe: hold it as
+/// `Box<dyn Endpoint>`. Table metadata is cached per endpoint and refreshed after a
+/// Schema-class failure.
+pub trait Endpoint: Send + Sync {
+    /// `sqlite`, `postgres` or `mysql`.
+    fn engine_name(&self) -> &'static str;
+
+    /// Columns and primary key; [`EndpointError::TableNotFound`] (class Schema) if missing.
+    /// Always asks the database (and refreshes the cache).
+    fn introspect<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<TableInfo, EndpointError>>;
+
+    /// Installs change capture for `table`: creates the endpoint's changelog table if
+    /// missing and the table's INSERT/UPDATE/DELETE triggers. Idempotent; one set of
+    /// triggers serves every map that reads the table.
+    fn install_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>>;
+
+    /// Drops the table's capture triggers (not its changelog rows: see
+    /// [`Endpoint::changelog_trim`]). Idempotent; a missing table is not an error.
+    fn remove_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>>;
+
+    /// Whether all three capture triggers of `table` exist.
+    fn capture_installed<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<bool, EndpointError>>;
+
+    /// One page of the table in key order: rows whose key is greater than `after_key`
+    /// (or the first page), at most `limit`. Values are in `columns` order, of the columns'
+    /// kinds. Feed the last row's key back as `after_key` for the next page.
+    fn read_snapshot<'a>(
+        &'a self,
+        table: &'a TableName,
+        columns: &'a [String],
+        key_columns: &'a [String],
+        after_key: Option<&'a [Value]>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Row>, EndpointError>>;
+
+    /// Captured changes of `table` with `seq > after_seq`, in `seq` order, at most `limit`.
+    /// A change carries the key only; read the current row with [`Endpoint::fetch_rows`].
+    fn read_changes<'a>(
+        &'a self,
+        table: &'a TableName,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Change>, EndpointError>>;
+
+    /// The highest captured `seq` for `table` (0 when none).
+    fn max_change_seq<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<i64, EndpointError>>;
+
+    /// Deletes captured changes of `table` with `seq <= up_to_seq`; returns how many.
+    fn changelog_trim<'a>(&'a self, table: &'a TableName, up_to_seq: i64) -> BoxFuture<'a, Result<u64, EndpointError>>;
+
+    /// The current rows for `keys` (values for `key_columns`); missing keys are absent.
+    fn fetch_rows<'a>(
+        &'a self,
+        table: &'a TableName,
+        columns: &'a [String],
+        key_columns: &'a [String],
+        keys: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<Vec<Row>, EndpointError>>;
+
+    /// Applies `ops` in order in one transaction, echo-suppressed (never captured).
+    /// Upserts carry values for `columns` (which include `key_columns`), deletes values for
+    /// `key_columns`. Values are converted to the columns' kinds first (class Transform on
+    /// failure). Idempotent. On any failure nothing is written.
+    fn write_batch<'a>(
+        &'a self,
+        table: &'a TableName,
+        columns: &'a [String],
+        key_columns: &'a [String],
+        ops: &'a [WriteOp],
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
+
+    /// The database's clock, in UTC.
+    fn now(&self) -> BoxFuture<'_, Result<DateTime<Utc>, EndpointError>>;
+}
+
+/// Replaces every secret (a URL, its password) in a driver message with `***`.
+pub(crate) fn redact(message: &str, secrets: &[String]) -> String {
+    let mut out = message.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 3) {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
+/// The secrets inside a connection URL: the URL itself and its password, if any.
+pub(crate) fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_string()];
+    if let Some((_, rest)) = url.split_once("://")
+        && let Some((userinfo, _)) = rest.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+    {
+        secrets.push(password.to_string());
+    }
+    secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_spec_debug_hides_urls() {
+        let spec = EndpointSpec::Postgres {
+            url: "postgres://u:hunter2@db/x".into(),
+        };
+        assert_eq!(format!("{spec:?}"), "Postgres { url: <redacted> }");
+        assert!(!format!("{:?}", EndpointSpec::Mysql { url: "mysql://u:pw@h/d".into() }).contains("pw"));
+    }
+
+    #[test]
+    fn redact_removes_url_and_password() {
+        let secrets = url_secrets("postgres://u:hunter2@db/x");
+        assert_eq!(
+            redact("failed for postgres://u:hunter2@db/x (hunter2)", &secrets),
+            "failed for *** (***)"
+        );
+    }
+
+    #[test]
+    fn table_names_parse_with_optional_schema() {
+        assert_eq!(TableName::parse("a").unwrap().to_string(), "a");
+        let t = TableName::parse("s.a").unwrap();
+        assert_eq!((t.schema.as_deref(), t.name.as_str()), (Some("s"), "a"));
+        assert!(TableName::parse("a.b.c").is_err());
+        assert!(TableName::parse(".a").is_err());
+    }
+}

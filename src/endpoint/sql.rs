@@ -1,0 +1,562 @@
+//! The SQL every engine shares, and the one [`Endpoint`] implementation built on it.
+//!
+//! Owns: the statement shapes (keyset pages, key lookups, multi-row upserts and deletes,
+//! changelog reads), chunking by the engine's parameter limit, the table metadata cache and
+//! value conversion before binding.
+//!
+//! Does not own: anything that differs between engines. Those are asked of the engine
+//! through [`Dialect`] (text of SQL) and [`Engine`] (running it).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    BoxFuture, Change, ColumnInfo, Endpoint, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
+    WriteErrorClass, WriteOp, key_string,
+};
+use crate::capture::{CHANGELOG_TABLE, change_from_row};
+
+/// A statement and its parameters, values already of the target columns' kinds.
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+impl Stmt {
+    pub(crate) fn new(sql: impl Into<String>, params: Vec<Value>) -> Stmt {
+        Stmt {
+            sql: sql.into(),
+            params,
+        }
+    }
+}
+
+/// Quotes an identifier with `quote`, doubling any quote inside it.
+pub(crate) fn quote_with(ident: &str, quote: char) -> String {
+    let doubled = ident.replace(quote, &format!("{quote}{quote}"));
+    format!("{quote}{doubled}{quote}")
+}
+
+/// The text of SQL where engines differ.
+pub(crate) trait Dialect {
+    /// Quotes one identifier (double quotes unless the engine says otherwise).
+    fn quote_ident(&self, ident: &str) -> String {
+        quote_with(ident, '"')
+    }
+
+    /// Quotes `schema.table` or `table`.
+    fn quote_table(&self, table: &TableName) -> String {
+        match &table.schema {
+            Some(schema) => format!("{}.{}", self.quote_ident(schema), self.quote_ident(&table.name)),
+            None => self.quote_ident(&table.name),
+        }
+    }
+
+    /// The placeholder for the `n`-th parameter (1-based).
+    fn placeholder(&self, n: usize) -> String;
+
+    /// At most this many parameters in one statement.
+    fn max_params(&self) -> usize;
+
+    /// The clause after `INSERT … VALUES …` that makes it an upsert on `keys`, updating
+    /// `others` (both already quoted; `others` may be empty).
+    fn upsert_clause(&self, keys: &[String], others: &[String]) -> String;
+
+    /// The expression that selects `column` (engines may cast types they cannot read).
+    fn select_expr(&self, column: &ColumnInfo) -> String {
+        self.quote_ident(&column.name)
+    }
+
+    /// The expression that binds parameter `n` for `column`.
+    fn param_expr(&self, _column: &ColumnInfo, n: usize) -> String {
+        self.placeholder(n)
+    }
+
+    /// A query returning the database's current UTC time as one column.
+    fn now_sql(&self) -> &'static str;
+
+    /// The changelog table, qualified and quoted.
+    fn changelog_table(&self) -> String {
+        self.quote_ident(CHANGELOG_TABLE)
+    }
+}
+
+/// Running SQL on one engine.
+pub(crate) trait Engine: Dialect + Send + Sync + 'static {
+    const NAME: &'static str;
+
+    /// Columns and primary key, or `None` when the table does not exist.
+    fn introspect(&self, table: &TableName) -> impl Future<Output = Result<Option<TableInfo>, WriteError>> + Send;
+
+    /// Runs a query; the result's values are converted to `kinds` (one per column).
+    fn query(&self, stmt: Stmt, kinds: Vec<ValueKind>) -> impl Future<Output = Result<Vec<Row>, WriteError>> + Send;
+
+    /// Runs the statements in one transaction and returns the rows affected. With
+    /// `suppress_echo` the engine's capture triggers ignore these writes.
+    fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> impl Future<Output = Result<u64, WriteError>> + Send;
+
+    /// DDL that creates the changelog (if missing) and the table's capture triggers.
+    fn capture_install(&self, table: &TableName, info: &TableInfo) -> Result<Vec<Stmt>, EndpointError>;
+
+    /// DDL that drops the table's capture triggers.
+    fn capture_remove(&self, table: &TableName) -> Result<Vec<Stmt>, EndpointError>;
+
+    /// A query returning how many of the table's capture triggers exist, and how many a
+    /// complete installation has.
+    fn capture_check(&self, table: &TableName) -> Result<(Stmt, i64), EndpointError>;
+}
+
+/// An [`Endpoint`] for any [`Engine`].
+pub(crate) struct SqlEndpoint<E> {
+    engine: E,
+    tables: Mutex<HashMap<TableName, Arc<TableInfo>>>,
+}
+
+/// Columns resolved against the table, in the caller's order.
+struct Resolved {
+    columns: Vec<ColumnInfo>,
+    keys: Vec<ColumnInfo>,
+}
+
+impl Resolved {
+    fn kinds(cols: &[ColumnInfo]) -> Vec<ValueKind> {
+        cols.iter().map(|c| c.kind).collect()
+    }
+}
+
+impl<E: Engine> SqlEndpoint<E> {
+    pub(crate) fn new(engine: E) -> Self {
+        SqlEndpoint {
+            engine,
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn fresh_info(&self, table: &TableName) -> Result<Arc<TableInfo>, EndpointError> {
+        let info = self
+            .engine
+            .introspect(table)
+            .await?
+            .ok_or_else(|| EndpointError::TableNotFound { table: table.to_string() })?;
+        let info = Arc::new(info);
+        self.lock_tables().insert(table.clone(), info.clone());
+        Ok(info)
+    }
+
+    fn lock_tables(&self) -> std::sync::MutexGuard<'_, HashMap<TableName, Arc<TableInfo>>> {
+        self.tables.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn info(&self, table: &TableName) -> Result<Arc<TableInfo>, EndpointError> {
+        let cached = self.lock_tables().get(table).cloned();
+        match cached {
+            Some(info) => Ok(info),
+            None => self.fresh_info(table).await,
+        }
+    }
+
+    /// Forgets cached metadata after a Schema-class failure, so the next call looks again.
+    fn checked<T>(&self, table: &TableName, result: Result<T, WriteError>) -> Result<T, EndpointError> {
+        result.map_err(|e| {
+            if e.class == WriteErrorClass::Schema {
+                self.lock_tables().remove(table);
+            }
+            e.into()
+        })
+    }
+
+    async fn resolve(&self, table: &TableName, columns: &[String], key_columns: &[String]) -> Result<Resolved, EndpointError> {
+        let info = self.info(table).await?;
+        let find = |name: &String| {
+            info.column(name).cloned().ok_or_else(|| EndpointError::ColumnNotFound {
+                table: table.to_string(),
+                column: name.clone(),
+            })
+        };
+        let columns = columns.iter().map(find).collect::<Result<Vec<_>, _>>()?;
+        let keys = key_columns.iter().map(find).collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(EndpointError::NoPrimaryKey { table: table.to_string() });
+        }
+        Ok(Resolved { columns, keys })
+    }
+
+    fn quoted(&self, cols: &[ColumnInfo]) -> Vec<String> {
+        cols.iter().map(|c| self.engine.quote_ident(&c.name)).collect()
+    }
+
+    fn select_list(&self, cols: &[ColumnInfo]) -> String {
+        cols.iter().map(|c| self.engine.select_expr(c)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `(p1, p2)` for `cols` starting at parameter `first`, or `p1` for one column.
+    fn param_tuple(&self, cols: &[ColumnInfo], first: usize) -> String {
+        let params: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.engine.param_expr(c, first + i))
+            .collect();
+        tuple(&params)
+    }
+
+    /// Converts `values` to the kinds of `cols`, naming the column on failure.
+    fn convert(cols: &[ColumnInfo], values: &[Value]) -> Result<Vec<Value>, EndpointError> {
+        if values.len() != cols.len() {
+            return Err(EndpointError::RowShape {
+                expected: cols.len(),
+                got: values.len(),
+            });
+        }
+        cols.iter()
+            .zip(values)
+            .map(|(c, v)| {
+                v.convert_to(c.kind).map_err(|source| EndpointError::Convert {
+                    column: c.name.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Rows per statement so that `width` parameters per row stay under the limit.
+    fn rows_per_stmt(&self, width: usize) -> usize {
+        (self.engine.max_params() / width.max(1)).clamp(1, 1000)
+    }
+
+    async fn read_snapshot(
+        &self,
+        table: &TableName,
+        columns: &[String],
+        key_columns: &[String],
+        after_key: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, EndpointError> {
+        let r = self.resolve(table, columns, key_columns).await?;
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            self.select_list(&r.columns),
+            self.engine.quote_table(table)
+        );
+        let mut params = Vec::new();
+        if let Some(after) = after_key {
+            params = Self::convert(&r.keys, after)?;
+            sql += &format!(" WHERE {} > {}", tuple(&self.quoted(&r.keys)), self.param_tuple(&r.keys, 1));
+        }
+        sql += &format!(" ORDER BY {} LIMIT {}", self.quoted(&r.keys).join(", "), limit);
+        let result = self.engine.query(Stmt::new(sql, params), Resolved::kinds(&r.columns)).await;
+        self.checked(table, result)
+    }
+
+    async fn fetch_rows(
+        &self,
+        table: &TableName,
+        columns: &[String],
+        key_columns: &[String],
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Row>, EndpointError> {
+        let r = self.resolve(table, columns, key_columns).await?;
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(self.rows_per_stmt(r.keys.len())) {
+            let mut params = Vec::with_capacity(chunk.len() * r.keys.len());
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                tuples.push(self.param_tuple(&r.keys, params.len() + 1));
+                params.extend(Self::convert(&r.keys, key)?);
+            }
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({})",
+                self.select_list(&r.columns),
+                self.engine.quote_table(table),
+                tuple(&self.quoted(&r.keys)),
+                tuples.join(", ")
+            );
+            let result = self.engine.query(Stmt::new(sql, params), Resolved::kinds(&r.columns)).await;
+            rows.extend(self.checked(table, result)?);
+        }
+        Ok(rows)
+    }
+
+    /// The statements for `ops`: runs of upserts become multi-row upserts (a key repeated
+    /// within a run keeps its last row), runs of deletes become `DELETE … IN (…)`; order
+    /// between runs is kept.
+    fn write_statements(&self, table: &TableName, r: &Resolved, ops: &[WriteOp]) -> Result<Vec<Stmt>, EndpointError> {
+        let key_pos: Vec<usize> = r
+            .keys
+            .iter()
+            .map(|k| r.columns.iter().position(|c| c.name == k.name))
+            .collect::<Option<_>>()
+            .ok_or_else(|| EndpointError::ColumnNotFound {
+                table: table.to_string(),
+                column: "(a key column missing from the written columns)".into(),
+            })?;
+        let mut stmts = Vec::new();
+        let mut upserts: Vec<Vec<Value>> = Vec::new();
+        let mut upsert_index: HashMap<String, usize> = HashMap::new();
+        let mut deletes: Vec<Vec<Value>> = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Upsert(row) => {
+                    if !deletes.is_empty() {
+                        self.delete_stmts(table, r, std::mem::take(&mut deletes), &mut stmts);
+                    }
+                    let row = Self::convert(&r.columns, row)?;
+                    let key: Vec<Value> = key_pos.iter().map(|&i| row[i].clone()).collect();
+                    match upsert_index.get(&key_string(&key)) {
+                        Some(&i) => upserts[i] = row,
+                        None => {
+                            upsert_index.insert(key_string(&key), upserts.len());
+                            upserts.push(row);
+                        }
+                    }
+                }
+                WriteOp::Delete(key) => {
+                    if !upserts.is_empty() {
+                        upsert_index.clear();
+                        self.upsert_stmts(table, r, std::mem::take(&mut upserts), &mut stmts);
+                    }
+                    deletes.push(Self::convert(&r.keys, key)?);
+                }
+            }
+        }
+        self.upsert_stmts(table, r, upserts, &mut stmts);
+        self.delete_stmts(table, r, deletes, &mut stmts);
+        Ok(stmts)
+    }
+
+    fn upsert_stmts(&self, table: &TableName, r: &Resolved, rows: Vec<Vec<Value>>, out: &mut Vec<Stmt>) {
+        let cols = self.quoted(&r.columns);
+        let keys = self.quoted(&r.keys);
+        let others: Vec<String> = cols.iter().filter(|c| !keys.contains(c)).cloned().collect();
+        let clause = self.engine.upsert_clause(&keys, &others);
+        for chunk in rows.chunks(self.rows_per_stmt(cols.len())) {
+            let tuples: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", self.param_list(&r.columns, i * cols.len() + 1)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {} {}",
+                self.engine.quote_table(table),
+                cols.join(", "),
+                tuples.join(", "),
+                clause
+            );
+            out.push(Stmt::new(sql, chunk.concat()));
+        }
+    }
+
+    fn param_list(&self, cols: &[ColumnInfo], first: usize) -> String {
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| self.engine.param_expr(c, first + i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn delete_stmts(&self, table: &TableName, r: &Resolved, keys: Vec<Vec<Value>>, out: &mut Vec<Stmt>) {
+        for chunk in keys.chunks(self.rows_per_stmt(r.keys.len())) {
+            let tuples: Vec<String> = (0..chunk.len())
+                .map(|i| self.param_tuple(&r.keys, i * r.keys.len() + 1))
+                .collect();
+            let sql = format!(
+                "DELETE FROM {} WHERE {} IN ({})",
+                self.engine.quote_table(table),
+                tuple(&self.quoted(&r.keys)),
+                tuples.join(", ")
+            );
+            out.push(Stmt::new(sql, chunk.concat()));
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        table: &TableName,
+        columns: &[String],
+        key_columns: &[String],
+        ops: &[WriteOp],
+    ) -> Result<(), EndpointError> {
+        let r = self.resolve(table, columns, key_columns).await?;
+        let stmts = self.write_statements(table, &r, ops)?;
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        let result = self.engine.transaction(stmts, true).await.map(|_| ());
+        self.checked(table, result)
+    }
+
+    async fn install_capture(&self, table: &TableName) -> Result<(), EndpointError> {
+        let info = self.fresh_info(table).await?;
+        if info.primary_key.is_empty() {
+            return Err(EndpointError::NoPrimaryKey { table: table.to_string() });
+        }
+        let ddl = self.engine.capture_install(table, &info)?;
+        self.engine.transaction(ddl, false).await?;
+        Ok(())
+    }
+
+    async fn remove_capture(&self, table: &TableName) -> Result<(), EndpointError> {
+        if self.engine.introspect(table).await?.is_none() {
+            return Ok(());
+        }
+        let ddl = self.engine.capture_remove(table)?;
+        self.engine.transaction(ddl, false).await?;
+        Ok(())
+    }
+
+    async fn capture_installed(&self, table: &TableName) -> Result<bool, EndpointError> {
+        let (stmt, expected) = self.engine.capture_check(table)?;
+        let rows = self.engine.query(stmt, vec![ValueKind::Int]).await?;
+        Ok(matches!(rows.first().and_then(|r| r.first()), Some(Value::Int(n)) if *n == expected))
+    }
+
+    async fn read_changes(&self, table: &TableName, after_seq: i64, limit: usize) -> Result<Vec<Change>, EndpointError> {
+        let info = self.info(table).await?;
+        let key_kinds = info
+            .primary_key
+            .iter()
+            .map(|k| info.column(k).map(|c| c.kind))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| EndpointError::NoPrimaryKey { table: table.to_string() })?;
+        let e = &self.engine;
+        let sql = format!(
+            "SELECT seq, op, key_json, changed_at FROM {} WHERE table_name = {} AND seq > {} ORDER BY seq LIMIT {}",
+            e.changelog_table(),
+            e.placeholder(1),
+            e.placeholder(2),
+            limit
+        );
+        let params = vec![Value::Text(table.to_string()), Value::Int(after_seq)];
+        let kinds = vec![ValueKind::Int, ValueKind::Text, ValueKind::Text, ValueKind::TimestampTz];
+        let rows = e.query(Stmt::new(sql, params), kinds).await?;
+        rows.into_iter()
+            .map(|row| change_from_row(row, &key_kinds).map_err(EndpointError::from))
+            .collect()
+    }
+
+    async fn max_change_seq(&self, table: &TableName) -> Result<i64, EndpointError> {
+        let e = &self.engine;
+        let sql = format!(
+            "SELECT COALESCE(MAX(seq), 0) FROM {} WHERE table_name = {}",
+            e.changelog_table(),
+            e.placeholder(1)
+        );
+        let rows = e
+            .query(Stmt::new(sql, vec![Value::Text(table.to_string())]), vec![ValueKind::Int])
+            .await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => Ok(*n),
+            _ => Ok(0),
+        }
+    }
+
+    async fn changelog_trim(&self, table: &TableName, up_to_seq: i64) -> Result<u64, EndpointError> {
+        let e = &self.engine;
+        let sql = format!(
+            "DELETE FROM {} WHERE table_name = {} AND seq <= {}",
+            e.changelog_table(),
+            e.placeholder(1),
+            e.placeholder(2)
+        );
+        let params = vec![Value::Text(table.to_string()), Value::Int(up_to_seq)];
+        Ok(e.transaction(vec![Stmt::new(sql, params)], false).await?)
+    }
+
+    async fn now(&self) -> Result<DateTime<Utc>, EndpointError> {
+        let rows = self
+            .engine
+            .query(Stmt::new(self.engine.now_sql(), vec![]), vec![ValueKind::TimestampTz])
+            .await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::TimestampTz(t)) => Ok(*t),
+            _ => Err(WriteError::new(WriteErrorClass::Schema, None, "the database returned no time").into()),
+        }
+    }
+}
+
+/// `(a, b)` for several items, `a` for one.
+fn tuple(items: &[String]) -> String {
+    match items {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
+}
+
+impl<E: Engine> Endpoint for SqlEndpoint<E> {
+    fn engine_name(&self) -> &'static str {
+        E::NAME
+    }
+
+    fn introspect<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<TableInfo, EndpointError>> {
+        Box::pin(async move { Ok((*self.fresh_info(table).await?).clone()) })
+    }
+
+    fn install_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>> {
+        Box::pin(self.install_capture(table))
+    }
+
+    fn remove_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>> {
+        Box::pin(self.remove_capture(table))
+    }
+
+    fn capture_installed<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<bool, EndpointError>> {
+        Box::pin(self.capture_installed(table))
+    }
+
+    fn read_snapshot<'a>(
+        &'a self,
+        table: &'a TableName,
+        columns: &'a [String],
+        key_columns: &'a [String],
+        after_key: Option<&'a [Value]>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Row>, EndpointError>> {
+        Box::pin(self.read_snapshot(table, columns, key_columns, after_key, limit))
+    }
+
+    fn read_changes<'a>(
+        &'a self,
+        table: &'a TableName,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Change>, EndpointError>> {
+        Box::pin(self.read_changes(table, after_seq, limit))
+    }
+
+    fn max_change_seq<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<i64, EndpointError>> {
+        Box::pin(self.max_change_seq(table))
+    }
+
+    fn changelog_trim<'a>(&'a self, table: &'a TableName, up_to_seq: i64) -> BoxFuture<'a, Result<u64, EndpointError>> {
+        Box::pin(self.changelog_trim(table, up_to_seq))
+    }
+
+    fn fetch_rows<'a>(
+        &'a self,
+        table: &'a TableName,
+        columns: &'a [String],
+        key_columns: &'a [String],
+        keys: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<Vec<Row>, EndpointError>> {
+        Box::pin(self.fetch_rows(table, columns, key_columns, keys))
+    }
+
+    fn write_batch<'a>(
+        &'a self,
+        table: &'a TableName,
+        columns: &'a [String],
+        key_columns: &'a [String],
+        ops: &'a [WriteOp],
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
+        Box::pin(async move {
+            self.write_batch(table, columns, key_columns, ops)
+                .await
+                .map_err(WriteError::from)
+        })
+    }
+
+    fn now(&self) -> BoxFuture<'_, Result<DateTime<Utc>, EndpointError>> {
+        Box::pin(self.now())
+    }
+}

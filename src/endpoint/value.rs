@@ -1,0 +1,512 @@
+//! Typed column values shared by every engine, and the conversions between them.
+//!
+//! Owns: [`Value`] (one cell), [`ValueKind`] (the type of a column, engine-neutral),
+//! [`Value::convert_to`] (the only place where one kind becomes another), the plain-JSON
+//! serde form of values and the canonical key text ([`key_string`]).
+//!
+//! Does not own: how an engine stores or binds a value (each engine file maps its native
+//! types to and from these kinds), nor what a failed conversion means for a record (the
+//! caller turns a [`ConvertError`] into a TransformError for that one record).
+//!
+//! # JSON form
+//! A value serializes as plain JSON: `null`, `true`, `42`, `1.5`, `"text"`; a decimal is
+//! a string (`"12.50"`, exact), bytes are `"\\x0a0b"` (PostgreSQL hex style), a date is
+//! `"2026-11-22"`, a timestamp `"2026-11-22T10:15:00.123456"`, a timestamptz
+//! `"2026-11-22T10:15:00.123456Z"`, a JSON document is itself. Deserializing plain JSON gives
+//! back `Null`, `Bool`, `Int` (integral numbers that fit an i64), `Float` (other numbers),
+//! `Text` (strings) or `Json` (arrays, objects); the column's kind restores the exact type:
+//! [`key_from_json`] does `deserialize` + [`Value::convert_to`], so every key round-trips.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One cell of a row, engine-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Decimal(Decimal),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(NaiveDate),
+    Timestamp(NaiveDateTime),
+    TimestampTz(DateTime<Utc>),
+    Json(serde_json::Value),
+}
+
+/// The engine-neutral type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ValueKind {
+    Bool,
+    Int,
+    Decimal,
+    Float,
+    Text,
+    Bytes,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Json,
+}
+
+impl ValueKind {
+    /// The lowercase name used in messages (`int`, `timestamptz`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueKind::Bool => "bool",
+            ValueKind::Int => "int",
+            ValueKind::Decimal => "decimal",
+            ValueKind::Float => "float",
+            ValueKind::Text => "text",
+            ValueKind::Bytes => "bytes",
+            ValueKind::Date => "date",
+            ValueKind::Timestamp => "timestamp",
+            ValueKind::TimestampTz => "timestamptz",
+            ValueKind::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for ValueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A value that cannot be represented in the requested kind.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot convert {from} value {value} to {to}: {reason}")]
+pub struct ConvertError {
+    /// Kind of the source value.
+    pub from: ValueKind,
+    /// Requested kind.
+    pub to: ValueKind,
+    /// The source value as JSON text, shortened to 64 characters.
+    pub value: String,
+    pub reason: String,
+}
+
+const TIMESTAMP_TEXT: &str = "%Y-%m-%dT%H:%M:%S%.f";
+
+impl Value {
+    /// The kind of this value; `None` for `Null`, which fits every kind.
+    pub fn kind(&self) -> Option<ValueKind> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(_) => ValueKind::Bool,
+            Value::Int(_) => ValueKind::Int,
+            Value::Decimal(_) => ValueKind::Decimal,
+            Value::Float(_) => ValueKind::Float,
+            Value::Text(_) => ValueKind::Text,
+            Value::Bytes(_) => ValueKind::Bytes,
+            Value::Date(_) => ValueKind::Date,
+            Value::Timestamp(_) => ValueKind::Timestamp,
+            Value::TimestampTz(_) => ValueKind::TimestampTz,
+            Value::Json(_) => ValueKind::Json,
+        })
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// This value as a value of `kind`, or an error saying why it cannot be one.
+    ///
+    /// Lossless only: `Decimal`/`Float` → `Int` need an integral value in range,
+    /// `Timestamp` → `Date` needs midnight, `Text` → anything must parse. Naive timestamps
+    /// are taken as UTC. `Null` converts to every kind.
+    pub fn convert_to(&self, kind: ValueKind) -> Result<Value, ConvertError> {
+        let Some(from) = self.kind() else {
+            return Ok(Value::Null);
+        };
+        if from == kind {
+            return Ok(self.clone());
+        }
+        let fail = |reason: &str| self.convert_error(kind, reason);
+        let unsupported = || fail("no conversion between these kinds");
+        match (self, kind) {
+            (Value::Json(j), _) => json_to(j, kind).map_err(|reason| fail(&reason)),
+            (_, ValueKind::Json) => Ok(Value::Json(self.to_json_scalar(kind)?)),
+            (Value::Text(s), _) => parse_text(s, kind).map_err(|reason| fail(&reason)),
+            (_, ValueKind::Text) => Ok(Value::Text(self.to_text())),
+            (Value::Bool(b), ValueKind::Int) => Ok(Value::Int(i64::from(*b))),
+            (Value::Bool(b), ValueKind::Decimal) => Ok(Value::Decimal(Decimal::from(*b as u8))),
+            (Value::Int(i), ValueKind::Bool) => match i {
+                0 => Ok(Value::Bool(false)),
+                1 => Ok(Value::Bool(true)),
+                _ => Err(fail("only 0 and 1 are booleans")),
+            },
+            (Value::Int(i), ValueKind::Decimal) => Ok(Value::Decimal(Decimal::from(*i))),
+            (Value::Int(i), ValueKind::Float) => Ok(Value::Float(*i as f64)),
+            (Value::Decimal(d), ValueKind::Int) => decimal_to_int(d).ok_or_else(|| {
+                fail("not an integer in the 64-bit range (would lose digits)")
+            }),
+            (Value::Decimal(d), ValueKind::Bool) => match decimal_to_int(d) {
+                Some(Value::Int(0)) => Ok(Value::Bool(false)),
+                Some(Value::Int(1)) => Ok(Value::Bool(true)),
+                _ => Err(fail("only 0 and 1 are booleans")),
+            },
+            (Value::Decimal(d), ValueKind::Float) => d
+                .to_f64()
+                .map(Value::Float)
+                .ok_or_else(|| fail("out of range")),
+            (Value::Float(f), ValueKind::Int) => {
+                if f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63) {
+                    Ok(Value::Int(*f as i64))
+                } else {
+                    Err(fail("not an integer in the 64-bit range (would lose digits)"))
+                }
+            }
+            (Value::Float(f), ValueKind::Decimal) => float_to_decimal(*f)
+                .map(Value::Decimal)
+                .ok_or_else(|| fail("not a finite number a decimal can hold")),
+            (Value::Date(d), ValueKind::Timestamp) => Ok(Value::Timestamp(d.and_time(NaiveTime::MIN))),
+            (Value::Date(d), ValueKind::TimestampTz) => {
+                Ok(Value::TimestampTz(d.and_time(NaiveTime::MIN).and_utc()))
+            }
+            (Value::Timestamp(t), ValueKind::TimestampTz) => Ok(Value::TimestampTz(t.and_utc())),
+            (Value::TimestampTz(t), ValueKind::Timestamp) => Ok(Value::Timestamp(t.naive_utc())),
+            (Value::Timestamp(t), ValueKind::Date) => midnight_date(*t).ok_or_else(|| fail("has a time of day")),
+            (Value::TimestampTz(t), ValueKind::Date) => {
+                midnight_date(t.naive_utc()).ok_or_else(|| fail("has a time of day"))
+            }
+            _ => Err(unsupported()),
+        }
+    }
+
+    fn convert_error(&self, to: ValueKind, reason: &str) -> ConvertError {
+        let mut value = serde_json::to_string(self).unwrap_or_default();
+        if value.chars().count() > 64 {
+            value = value.chars().take(61).collect::<String>() + "...";
+        }
+        ConvertError {
+            from: self.kind().unwrap_or(to),
+            to,
+            value,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Text form used for `→ Text` conversions: the JSON form without the quotes, except
+    /// that a JSON document is its JSON text.
+    fn to_text(&self) -> String {
+        match self {
+            Value::Text(s) => s.clone(),
+            Value::Json(j) => j.to_string(),
+            other => match serde_json::to_value(other) {
+                Ok(serde_json::Value::String(s)) => s,
+                Ok(v) => v.to_string(),
+                Err(_) => String::new(),
+            },
+        }
+    }
+
+    fn to_json_scalar(&self, to: ValueKind) -> Result<serde_json::Value, ConvertError> {
+        match self {
+            Value::Bool(b) => Ok((*b).into()),
+            Value::Int(i) => Ok((*i).into()),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| self.convert_error(to, "not a finite number")),
+            Value::Decimal(d) => match d.to_f64().and_then(serde_json::Number::from_f64) {
+                Some(n) if float_to_decimal(n.as_f64().unwrap_or(f64::NAN)) == Some(*d) => {
+                    Ok(serde_json::Value::Number(n))
+                }
+                _ => Ok(serde_json::Value::String(d.to_string())),
+            },
+            Value::Text(s) => serde_json::from_str(s)
+                .map_err(|e| self.convert_error(to, &format!("not valid JSON: {e}"))),
+            other => serde_json::to_value(other).map_err(|e| self.convert_error(to, &e.to_string())),
+        }
+    }
+}
+
+fn decimal_to_int(d: &Decimal) -> Option<Value> {
+    if d.is_integer() {
+        d.to_i64().map(Value::Int)
+    } else {
+        None
+    }
+}
+
+/// The decimal with the shortest text that reads back as `f` (so 0.1 is 0.1, not
+/// 0.1000000000000000055...).
+fn float_to_decimal(f: f64) -> Option<Decimal> {
+    if !f.is_finite() {
+        return None;
+    }
+    let text = f.to_string();
+    text.parse::<Decimal>()
+        .ok()
+        .or_else(|| Decimal::from_scientific(&text).ok())
+        .or_else(|| Decimal::from_f64(f))
+}
+
+fn midnight_date(t: NaiveDateTime) -> Option<Value> {
+    (t.time() == NaiveTime::MIN).then(|| Value::Date(t.date()))
+}
+
+fn json_to(j: &serde_json::Value, kind: ValueKind) -> Result<Value, String> {
+    let scalar = match j {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => number_value(n),
+        serde_json::Value::String(s) if kind != ValueKind::Text => Value::Text(s.clone()),
+        _ if kind == ValueKind::Text => return Ok(Value::Text(j.to_string())),
+        _ => return Err("a JSON array or object is not a scalar".to_string()),
+    };
+    scalar.convert_to(kind).map_err(|e| e.reason)
+}
+
+fn number_value(n: &serde_json::Number) -> Value {
+    match n.as_i64() {
+        Some(i) => Value::Int(i),
+        None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+    }
+}
+
+const BOOL_TRUE: &[&str] = &["true", "t", "1", "yes", "y", "on"];
+const BOOL_FALSE: &[&str] = &["false", "f", "0", "no", "n", "off"];
+
+fn parse_text(s: &str, kind: ValueKind) -> Result<Value, String> {
+    let t = s.trim();
+    match kind {
+        ValueKind::Text => Ok(Value::Text(s.to_string())),
+        ValueKind::Bool => {
+            let lower = t.to_ascii_lowercase();
+            if BOOL_TRUE.contains(&lower.as_str()) {
+                Ok(Value::Bool(true))
+            } else if BOOL_FALSE.contains(&lower.as_str()) {
+                Ok(Value::Bool(false))
+            } else {
+                Err("not a boolean (true/false, t/f, 1/0, yes/no)".to_string())
+            }
+        }
+        ValueKind::Int => t.parse::<i64>().map(Value::Int).map_err(|e| e.to_string()),
+        ValueKind::Decimal => t
+            .parse::<Decimal>()
+            .or_else(|_| Decimal::from_scientific(t))
+            .map(Value::Decimal)
+            .map_err(|e| e.to_string()),
+        ValueKind::Float => t.parse::<f64>().map(Value::Float).map_err(|e| e.to_string()),
+        ValueKind::Bytes => match t.strip_prefix("\\x") {
+            Some(h) => hex::decode(h).map(Value::Bytes).map_err(|e| e.to_string()),
+            None => Ok(Value::Bytes(s.as_bytes().to_vec())),
+        },
+        ValueKind::Date => NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .map(Value::Date)
+            .or_else(|_| match parse_timestamp(t) {
+                Some(ts) => midnight_date(ts.naive_utc()).ok_or(()),
+                None => Err(()),
+            })
+            .map_err(|_| "not a date (YYYY-MM-DD)".to_string()),
+        ValueKind::Timestamp => parse_timestamp(t)
+            .map(|ts| Value::Timestamp(ts.naive_utc()))
+            .ok_or_else(|| "not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff])".to_string()),
+        ValueKind::TimestampTz => parse_timestamp(t)
+            .map(Value::TimestampTz)
+            .ok_or_else(|| "not a timestamp (RFC 3339)".to_string()),
+        ValueKind::Json => serde_json::from_str(t)
+            .map(Value::Json)
+            .map_err(|e| format!("not valid JSON: {e}")),
+    }
+}
+
+/// Parses the timestamp spellings the three engines produce; text without an offset is UTC.
+fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
+    if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
+        return Some(ts.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(ts) = DateTime::parse_from_str(t, fmt) {
+            return Some(ts.with_timezone(&Utc));
+        }
+    }
+    for fmt in [TIMESTAMP_TEXT, "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(ts) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Some(ts.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_time(NaiveTime::MIN).and_utc())
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Decimal(d) => s.serialize_str(&d.to_string()),
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Bytes(b) => s.serialize_str(&format!("\\x{}", hex::encode(b))),
+            Value::Date(d) => s.serialize_str(&d.format("%Y-%m-%d").to_string()),
+            Value::Timestamp(t) => s.serialize_str(&t.format(TIMESTAMP_TEXT).to_string()),
+            Value::TimestampTz(t) => {
+                s.serialize_str(&t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+            }
+            Value::Json(j) => j.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => number_value(&n),
+            serde_json::Value::String(s) => Value::Text(s),
+            other => Value::Json(other),
+        })
+    }
+}
+
+/// The canonical text of a key: a JSON array in key-column order, with decimals
+/// normalized (`12.50` and `12.5` are the same key). Stable across releases; used to compare
+/// and index keys.
+pub fn key_string(key: &[Value]) -> String {
+    let normalized: Vec<Value> = key
+        .iter()
+        .map(|v| match v {
+            Value::Decimal(d) => Value::Decimal(d.normalize()),
+            other => other.clone(),
+        })
+        .collect();
+    serde_json::to_string(&normalized).unwrap_or_default()
+}
+
+/// The JSON array text stored for a key (see the module docs for the form).
+pub fn key_to_json(key: &[Value]) -> String {
+    serde_json::to_string(key).unwrap_or_default()
+}
+
+/// Reads a key stored by [`key_to_json`] (or written by a capture trigger) back into typed
+/// values, one kind per key column.
+pub fn key_from_json(text: &str, kinds: &[ValueKind]) -> Result<Vec<Value>, ConvertError> {
+    let bad = |reason: String| ConvertError {
+        from: ValueKind::Json,
+        to: ValueKind::Json,
+        value: text.chars().take(64).collect(),
+        reason,
+    };
+    let values: Vec<Value> =
+        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of key values: {e}")))?;
+    if values.len() != kinds.len() {
+        return Err(bad(format!(
+            "the key has {} values, the table's primary key {} columns",
+            values.len(),
+            kinds.len()
+        )));
+    }
+    values
+        .iter()
+        .zip(kinds)
+        .map(|(v, k)| v.convert_to(*k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap()
+    }
+
+    #[test]
+    fn numeric_conversions_are_lossless_or_fail() {
+        assert_eq!(Value::Int(7).convert_to(ValueKind::Decimal), Ok(Value::Decimal(7.into())));
+        let d: Decimal = "12.00".parse().unwrap();
+        assert_eq!(Value::Decimal(d).convert_to(ValueKind::Int), Ok(Value::Int(12)));
+        let err = Value::Decimal("12.5".parse().unwrap())
+            .convert_to(ValueKind::Int)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot convert decimal value \"12.5\" to int: not an integer in the 64-bit range (would lose digits)"
+        );
+        assert_eq!(
+            Value::Float(0.1).convert_to(ValueKind::Decimal),
+            Ok(Value::Decimal("0.1".parse().unwrap()))
+        );
+        assert!(Value::Float(1.5).convert_to(ValueKind::Int).is_err());
+    }
+
+    #[test]
+    fn text_parses_into_every_kind_or_says_why_not() {
+        assert_eq!(Value::Text(" 42 ".into()).convert_to(ValueKind::Int), Ok(Value::Int(42)));
+        let err = Value::Text("abc".into()).convert_to(ValueKind::Int).unwrap_err();
+        assert!(err.to_string().starts_with("cannot convert text value \"abc\" to int"), "{err}");
+        assert_eq!(Value::Text("t".into()).convert_to(ValueKind::Bool), Ok(Value::Bool(true)));
+        assert_eq!(
+            Value::Text("2026-11-22 10:15:00.000000".into()).convert_to(ValueKind::Timestamp),
+            Ok(Value::Timestamp(ts("2026-11-22 10:15:00")))
+        );
+        assert_eq!(
+            Value::Text("2026-11-22T10:15:00+01:00".into()).convert_to(ValueKind::TimestampTz),
+            Ok(Value::TimestampTz(ts("2026-11-22 09:15:00").and_utc()))
+        );
+        assert_eq!(
+            Value::Text("\\x0aff".into()).convert_to(ValueKind::Bytes),
+            Ok(Value::Bytes(vec![10, 255]))
+        );
+        assert_eq!(
+            Value::Text("{\"a\":1}".into()).convert_to(ValueKind::Json),
+            Ok(Value::Json(serde_json::json!({"a": 1})))
+        );
+    }
+
+    #[test]
+    fn bool_int_and_timestamps_convert_both_ways() {
+        assert_eq!(Value::Bool(true).convert_to(ValueKind::Int), Ok(Value::Int(1)));
+        assert_eq!(Value::Int(0).convert_to(ValueKind::Bool), Ok(Value::Bool(false)));
+        assert!(Value::Int(2).convert_to(ValueKind::Bool).is_err());
+        let t = ts("2026-11-22 10:15:00.123456");
+        assert_eq!(
+            Value::Timestamp(t).convert_to(ValueKind::TimestampTz),
+            Ok(Value::TimestampTz(t.and_utc()))
+        );
+        assert_eq!(
+            Value::TimestampTz(t.and_utc()).convert_to(ValueKind::Timestamp),
+            Ok(Value::Timestamp(t))
+        );
+        assert!(Value::Timestamp(t).convert_to(ValueKind::Date).is_err());
+        assert_eq!(
+            Value::Json(serde_json::json!([1, 2])).convert_to(ValueKind::Text),
+            Ok(Value::Text("[1,2]".into()))
+        );
+        assert_eq!(Value::Null.convert_to(ValueKind::Int), Ok(Value::Null));
+    }
+
+    #[test]
+    fn keys_round_trip_through_json_with_their_kinds() {
+        let key = vec![
+            Value::Int(-5),
+            Value::Text("C-17".into()),
+            Value::Decimal("12.50".parse().unwrap()),
+            Value::Bytes(vec![0, 1, 254]),
+            Value::Date(NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()),
+            Value::Timestamp(ts("2026-11-22 10:15:00.5")),
+            Value::TimestampTz(ts("2026-11-22 10:15:00.000001").and_utc()),
+            Value::Bool(true),
+            Value::Float(2.5),
+        ];
+        let kinds: Vec<ValueKind> = key.iter().map(|v| v.kind().unwrap()).collect();
+        let text = key_to_json(&key);
+        assert_eq!(key_from_json(&text, &kinds).unwrap(), key);
+        assert_eq!(
+            key_string(&[Value::Decimal("12.50".parse().unwrap())]),
+            key_string(&[Value::Decimal("12.5".parse().unwrap())])
+        );
+        assert_eq!(key_string(&[Value::Int(1), Value::Text("a".into())]), r#"[1,"a"]"#);
+    }
+}
