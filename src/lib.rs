@@ -5,7 +5,10 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod endpoint;
 pub mod plan;
+pub mod reconcile;
 pub mod state;
 pub mod status;
+pub mod sync;

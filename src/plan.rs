@@ -404,7 +404,7 @@ fn mapping_of(map: &TableMap) -> Value {
     spec
 }
 
-fn map_actions(desired: &TableMap, observed: Option<&ObservedMap>) -> Vec<MapAction> {
+pub fn map_actions(desired: &TableMap, observed: Option<&ObservedMap>) -> Vec<MapAction> {
     let spec = &desired.spec;
     let start = || {
         if spec.initial_sync.enabled {

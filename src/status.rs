@@ -107,3 +107,217 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
         "cannot create a temporary status file",
     ))
 }
+
+/// The revision status files report: the git commit of the config, or a content hash of its
+/// files outside git.
+pub fn revision(dir: &Path, files: &[crate::config::loader::SourceFile]) -> String {
+    if let Ok(rev) = crate::config::loader::git(dir, &["rev-parse", "--short", "HEAD"], None) {
+        return rev.trim().to_string();
+    }
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for f in files {
+        sha2::Digest::update(&mut hasher, f.path.as_bytes());
+        sha2::Digest::update(&mut hasher, [0u8]);
+        sha2::Digest::update(&mut hasher, f.text.as_bytes());
+    }
+    format!(
+        "sha256:{}",
+        &hex::encode(sha2::Digest::finalize(hasher))[..12]
+    )
+}
+
+/// `status` of a TableMapStatus file (SPEC §3).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MapStatus {
+    pub observed_revision: String,
+    pub desired_state: String,
+    pub phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<HeldBy>,
+    pub conditions: Vec<Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_sync: Option<InitialSyncStatus>,
+    pub queue: Queue,
+    pub counters: Counters,
+    pub errors: ErrorSummary,
+    pub activity: Vec<crate::state::ActivityEntry>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct InitialSyncStatus {
+    pub run: u32,
+    pub status: String,
+    pub directions: BTreeMap<String, crate::state::DirectionCounts>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Queue {
+    pub pending: u64,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub synced: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorSummary {
+    pub open: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_phase: BTreeMap<String, u64>,
+    pub recent: Vec<RecentError>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentError {
+    pub id: i64,
+    pub at: String,
+    pub phase: String,
+    pub direction: String,
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub key: serde_json::Value,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// Builds a map's status from the state store.
+pub fn map_status(
+    store: &crate::state::sqlite::SqliteStore,
+    map: &crate::config::TableMap,
+    pending: u64,
+) -> Result<MapStatus, crate::state::StateError> {
+    let name = &map.metadata.name;
+    let record = crate::state::StateStore::maps(store)?
+        .into_iter()
+        .find(|m| &m.name == name);
+    let runtime = store.runtime(name)?;
+    let phase = record
+        .as_ref()
+        .map_or(crate::state::Phase::NotRunning, |r| r.phase);
+    let held_by = record
+        .as_ref()
+        .and_then(|r| r.held_by.clone())
+        .map(|alert| HeldBy {
+            alert,
+            since: runtime.since.clone().unwrap_or_default(),
+        });
+    let counts = store.open_error_counts(name)?;
+    let mut by_type = BTreeMap::new();
+    let mut by_phase = BTreeMap::new();
+    for (t, p, n) in &counts {
+        *by_type.entry(t.clone()).or_insert(0) += n;
+        *by_phase.entry(p.clone()).or_insert(0) += n;
+    }
+    let recent = store
+        .open_errors(name, 20)?
+        .into_iter()
+        .map(|e| RecentError {
+            id: e.id,
+            at: e.last_at,
+            phase: e.phase,
+            direction: e.direction,
+            error_type: e.error_type,
+            key: serde_json::from_str(&e.key).unwrap_or(serde_json::Value::Null),
+            message: e.message,
+            code: e.code,
+        })
+        .collect();
+    let (status, reason, message) = if let Some(problem) = &runtime.problem {
+        ("False", "Error", problem.clone())
+    } else if let Some(h) = &held_by {
+        ("False", "HeldByAlert", format!("held by alert {}", h.alert))
+    } else if phase.name() == map.spec.state.to_string()
+        || (phase == crate::state::Phase::NotRunning
+            && map.spec.state != crate::config::DesiredState::Running)
+    {
+        ("True", phase.name(), format!("{} as desired", phase.name()))
+    } else {
+        (
+            "False",
+            "Reconciling",
+            format!("{} -> {}", phase.name(), map.spec.state),
+        )
+    };
+    let mut conditions = vec![Condition {
+        kind: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: runtime.since.clone(),
+    }];
+    if runtime.problem.is_some() {
+        conditions.push(Condition {
+            kind: "Stalled".into(),
+            status: "True".into(),
+            reason: "Error".into(),
+            message: runtime.problem.clone().unwrap_or_default(),
+            last_transition_time: runtime.since.clone(),
+        });
+    }
+    Ok(MapStatus {
+        observed_revision: record.and_then(|r| r.applied_revision).unwrap_or_default(),
+        desired_state: map.spec.state.to_string(),
+        phase: phase.name().to_string(),
+        held_by,
+        conditions,
+        initial_sync: runtime.initial_sync.as_ref().map(|r| InitialSyncStatus {
+            run: r.run,
+            status: r.status.clone(),
+            directions: r.directions.clone(),
+        }),
+        queue: Queue { pending },
+        counters: Counters {
+            synced: runtime.synced,
+            last_sync_at: runtime.last_sync_at.clone(),
+            lag_seconds: runtime.lag_seconds,
+        },
+        errors: ErrorSummary {
+            open: counts.iter().map(|c| c.2).sum(),
+            by_type,
+            by_phase,
+            recent,
+        },
+        activity: store.activity(name, 20)?,
+    })
+}
+
+/// Writes `status/maps/<name>.yaml`; returns whether it changed.
+pub fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> std::io::Result<bool> {
+    let file = StatusFile {
+        api_version: ApiVersion::V1,
+        kind: "TableMapStatus".into(),
+        metadata: StatusMetadata {
+            name: name.to_string(),
+        },
+        status,
+    };
+    let text = serde_saphyr::to_string(&file).map_err(|e| std::io::Error::other(e.to_string()))?;
+    write_if_changed(
+        &dir.join(STATUS_DIR)
+            .join("maps")
+            .join(format!("{name}.yaml")),
+        &text,
+    )
+}

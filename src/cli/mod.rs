@@ -38,6 +38,15 @@ pub enum Command {
     Validate(SourceArgs),
     /// Apply the plan once (or only print it with --dry-run).
     Reconcile(ReconcileArgs),
+    /// The phases, queues and error counts of the maps.
+    Status {
+        /// Only this map.
+        map: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Seed the embedded demo apps under .dualwrite/ (if missing), then reconcile once.
+    Demo,
     /// Write the JSON Schemas to schemas/.
     Schema {
         /// Where to write them.
@@ -100,6 +109,50 @@ fn source(dir: &Path, args: &SourceArgs) -> Box<dyn ConfigSource> {
     }
 }
 
+/// One reconcile pass, then the status files; prints what happened.
+fn apply(
+    dir: &Path,
+    cfg: &config::Config,
+    src: &dyn ConfigSource,
+    out: &mut dyn Write,
+) -> Result<i32, String> {
+    let files = src.files().unwrap_or_default();
+    let revision = crate::status::revision(dir, &files);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let report = runtime
+        .block_on(crate::reconcile::run(dir, cfg, &revision))
+        .map_err(|e| e.to_string())?;
+    let store = crate::reconcile::open_store(dir, cfg).map_err(|e| e.to_string())?;
+    let mut written = 0;
+    for m in &cfg.maps {
+        let pending = store
+            .runtime(&m.resource.metadata.name)
+            .map(|r| r.pending)
+            .unwrap_or(0);
+        let status =
+            crate::status::map_status(&store, &m.resource, pending).map_err(|e| e.to_string())?;
+        if crate::status::write_map_status(dir, &m.resource.metadata.name, &status)
+            .map_err(|e| e.to_string())?
+        {
+            written += 1;
+        }
+    }
+    for (name, phase, problem) in &report.maps {
+        match problem {
+            Some(p) => writeln!(out, "map {name}: {phase} (error: {p})"),
+            None => writeln!(out, "map {name}: {phase}"),
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    writeln!(out, "revision {revision}; {written} status file(s) updated")
+        .map_err(|e| e.to_string())?;
+    Ok(if report.has_problems() {
+        exit::INVALID
+    } else {
+        exit::OK
+    })
+}
+
 /// Runs a parsed command, writing what the user sees to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
     let w = |e: std::io::Error| e.to_string();
@@ -136,7 +189,46 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                     exit::OK
                 });
             }
-            Err("applying the plan is not available yet; run `dualwrite reconcile --dry-run` to see it".into())
+            if args.source.revision.is_some() {
+                return Err(
+                    "--revision is only for --dry-run: a reconcile applies the work tree".into(),
+                );
+            }
+            apply(&cli.dir, &cfg, src.as_ref(), out)
+        }
+        Command::Status { map, output } => {
+            let cfg = config::load(&WorkTree {
+                dir: cli.dir.clone(),
+            })
+            .map_err(|d| {
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
+            render::status(out, *output, &store, &cfg, map.as_deref())
+                .map_err(|e| e.to_string())?;
+            Ok(exit::OK)
+        }
+        Command::Demo => {
+            for file in crate::demo::seed(&cli.dir).map_err(|e| format!("seeding the demo: {e}"))? {
+                writeln!(out, "created {file} (demo data)").map_err(w)?;
+            }
+            let src = WorkTree {
+                dir: cli.dir.clone(),
+            };
+            let cfg = config::load(&src).map_err(|d| {
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            let code = apply(&cli.dir, &cfg, &src, out)?;
+            let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
+            writeln!(out).map_err(w)?;
+            render::status(out, Output::Text, &store, &cfg, None).map_err(|e| e.to_string())?;
+            Ok(code)
         }
         Command::Schema { out: dir } => {
             let dir = if dir.is_absolute() {

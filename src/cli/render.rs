@@ -245,3 +245,71 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
     }
     Ok(())
 }
+
+/// `dualwrite status`: one block per map, from the state store.
+pub fn status(
+    out: &mut dyn Write,
+    format: Output,
+    store: &crate::state::sqlite::SqliteStore,
+    cfg: &Config,
+    only: Option<&str>,
+) -> io::Result<()> {
+    let mut all = Vec::new();
+    for m in cfg
+        .maps
+        .iter()
+        .map(|m| &m.resource)
+        .filter(|m| only.is_none_or(|o| o == m.metadata.name))
+    {
+        let pending = store
+            .runtime(&m.metadata.name)
+            .map(|r| r.pending)
+            .unwrap_or(0);
+        let st = crate::status::map_status(store, m, pending).map_err(io::Error::other)?;
+        all.push((m.metadata.name.clone(), st));
+    }
+    if format == Output::Json {
+        let maps: serde_json::Map<String, serde_json::Value> = all
+            .into_iter()
+            .map(|(n, s)| (n, serde_json::to_value(s).unwrap_or_default()))
+            .collect();
+        return writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "formatVersion": FORMAT_VERSION, "maps": maps })
+            )?
+        );
+    }
+    writeln!(
+        out,
+        "{:<20} {:<12} {:<10} {:>8} {:>8} {:>7}  INITIAL SYNC",
+        "MAP", "PHASE", "DESIRED", "SYNCED", "QUEUED", "ERRORS"
+    )?;
+    for (name, s) in &all {
+        let init = s.initial_sync.as_ref().map_or("-".to_string(), |i| {
+            let dirs: Vec<String> = i
+                .directions
+                .iter()
+                .map(|(d, c)| format!("{d} {}/{} written, {} errors", c.written, c.read, c.errors))
+                .collect();
+            format!("run {} {} ({})", i.run, i.status, dirs.join("; "))
+        });
+        writeln!(
+            out,
+            "{:<20} {:<12} {:<10} {:>8} {:>8} {:>7}  {init}",
+            name, s.phase, s.desired_state, s.counters.synced, s.queue.pending, s.errors.open
+        )?;
+        for c in s.conditions.iter().filter(|c| c.status != "True") {
+            writeln!(out, "    {}: {} ({})", c.kind, c.reason, c.message)?;
+        }
+        for e in s.errors.recent.iter().take(5) {
+            writeln!(
+                out,
+                "    error {} {} {} {}: {}",
+                e.id, e.error_type, e.direction, e.key, e.message
+            )?;
+        }
+    }
+    Ok(())
+}

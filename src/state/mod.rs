@@ -63,6 +63,83 @@ pub struct MapRecord {
     pub held_by: Option<String>,
 }
 
+/// What a map has done so far: cursors, initial sync, counters. Saved with its phase.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MapRuntime {
+    /// Changelog position applied so far, per direction (source side, destination side).
+    /// Advances only after the write it covers is committed.
+    #[serde(default)]
+    pub cursor_source: i64,
+    #[serde(default)]
+    pub cursor_destination: i64,
+    #[serde(default)]
+    pub initial_sync: Option<InitialSyncRun>,
+    #[serde(default)]
+    pub synced: u64,
+    #[serde(default)]
+    pub last_sync_at: Option<String>,
+    #[serde(default)]
+    pub lag_seconds: Option<f64>,
+    /// Changes waiting while paused.
+    #[serde(default)]
+    pub pending: u64,
+    /// The last map-level problem (endpoint down, table missing), shown as a condition.
+    #[serde(default)]
+    pub problem: Option<String>,
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+/// One run of the initial sync.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InitialSyncRun {
+    pub run: u32,
+    /// NotStarted | Running | Completed | CompletedWithErrors | Failed
+    pub status: String,
+    /// Per direction name: read, written, errors.
+    pub directions: std::collections::BTreeMap<String, DirectionCounts>,
+    /// Where a crashed copy resumes: the last key written, per direction (JSON array).
+    #[serde(default)]
+    pub resume_after: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+pub struct DirectionCounts {
+    pub read: u64,
+    pub written: u64,
+    pub errors: u64,
+}
+
+/// One errored record (SPEC §2).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRecord {
+    pub id: i64,
+    pub map: String,
+    pub phase: String,
+    pub direction: String,
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// The key as a JSON object `{column: value}`.
+    pub key: String,
+    pub row: Option<String>,
+    pub message: String,
+    pub code: Option<String>,
+    pub first_at: String,
+    pub last_at: String,
+    pub attempts: i64,
+    pub state: String,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct ActivityEntry {
+    pub at: String,
+    pub event: String,
+    pub message: String,
+}
+
 /// An alert rule or request as last applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppliedRecord {

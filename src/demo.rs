@@ -1,0 +1,95 @@
+//! The embedded demo: two SQLite apps (an ERP and a CRM) under `.dualwrite/`, created and
+//! seeded on first run so the repository's own maps have something real to sync. The CRM
+//! has CHECK constraints that reject a few seeded rows, so a new user sees errors too.
+
+use std::path::Path;
+
+const ERP: &str = "
+CREATE TABLE customers (
+    account_no TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    currency TEXT,
+    credit_limit NUMERIC
+);
+CREATE TABLE orders (
+    order_id INTEGER PRIMARY KEY,
+    account_no TEXT NOT NULL,
+    amount NUMERIC NOT NULL,
+    status TEXT NOT NULL,
+    ordered_at TEXT NOT NULL
+);
+";
+
+const CRM: &str = "
+CREATE TABLE account (
+    accountnumber TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    currency_code INTEGER,
+    credit_limit NUMERIC CHECK (credit_limit >= 0),
+    origin TEXT
+);
+CREATE TABLE sales_order (
+    order_id INTEGER PRIMARY KEY,
+    accountnumber TEXT NOT NULL,
+    amount NUMERIC NOT NULL CHECK (amount < 100000),
+    status TEXT NOT NULL,
+    ordered_at TEXT NOT NULL
+);
+INSERT INTO account (accountnumber, name, currency_code, credit_limit, origin)
+VALUES ('C-900', 'Created in the CRM', 2, 500, 'crm');
+";
+
+/// Creates and seeds the demo databases if `dualwrite.yaml` points at them and they are
+/// missing. Returns the files created.
+pub fn seed(dir: &Path) -> Result<Vec<String>, rusqlite::Error> {
+    let mut created = Vec::new();
+    for (file, schema, rows) in [
+        (".dualwrite/erp.db", ERP, true),
+        (".dualwrite/crm.db", CRM, false),
+    ] {
+        let path = dir.join(file);
+        if path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        }
+        let mut conn = rusqlite::Connection::open(&path)?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(schema)?;
+        if rows {
+            let currencies = ["USD", "EUR", "GBP"];
+            for i in 1..=200 {
+                // Two customers have a negative credit limit: the CRM rejects them.
+                let limit = if i % 97 == 0 { -100 } else { 1000 + i * 10 };
+                tx.execute(
+                    "INSERT INTO customers VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![
+                        format!("C-{i}"),
+                        format!("Customer {i}"),
+                        currencies[i as usize % 3],
+                        limit
+                    ],
+                )?;
+            }
+            for i in 1..=500 {
+                // One order is too large for the CRM.
+                let amount = if i == 250 { 250_000 } else { 10 * i };
+                tx.execute(
+                    "INSERT INTO orders VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![
+                        i,
+                        format!("C-{}", 1 + i % 200),
+                        amount,
+                        "open",
+                        "2026-11-01T10:00:00Z"
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        created.push(file.to_string());
+    }
+    Ok(created)
+}

@@ -1,0 +1,669 @@
+//! One reconcile pass: the one place where map phases change. For each map it compares the
+//! desired state with the stored phase (the same decision as the plan), drives the map there
+//! (install capture, initial sync, pause, resume with catch-up, stop), drains captured changes
+//! until caught up, and saves progress after every committed batch. Status files are written
+//! at the end by `status`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{
+    Config, ConflictPolicy, DesiredState, Direction, EndpointConfig, Side, TableMap,
+};
+use crate::endpoint::{self, Endpoint, EndpointSpec, TableInfo, TableName};
+use crate::plan::{MapAction, ObservedMap, map_actions};
+use crate::state::sqlite::SqliteStore;
+use crate::state::{InitialSyncRun, MapRecord, MapRuntime, Phase, StateError};
+use crate::sync::{self, Flow, Journal, Sides, SyncError, Way, live::Pending};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Config(String),
+    #[error("writing status files: {0}")]
+    Status(#[from] std::io::Error),
+}
+
+/// What one pass did, per map: the phase it ended in and any map-level problem.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub maps: Vec<(String, Phase, Option<String>)>,
+}
+
+impl Report {
+    pub fn has_problems(&self) -> bool {
+        self.maps.iter().any(|(_, _, p)| p.is_some())
+    }
+}
+
+/// The state store of a project, opened for writing (created on first use).
+pub fn open_store(dir: &Path, cfg: &Config) -> Result<SqliteStore, ReconcileError> {
+    let spec = &cfg.project.resource.spec.state_store;
+    match &spec.sqlite {
+        Some(s) => Ok(SqliteStore::open(&dir.join(&s.path), &s.path)?),
+        None => Err(ReconcileError::Config(
+            "only the SQLite state store is supported so far".into(),
+        )),
+    }
+}
+
+fn endpoint_spec(dir: &Path, cfg: &EndpointConfig) -> Result<EndpointSpec, String> {
+    let env = |name: &str| {
+        std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+    };
+    if let Some(s) = &cfg.sqlite {
+        return Ok(EndpointSpec::Sqlite {
+            path: dir.join(&s.path),
+        });
+    }
+    if let Some(p) = &cfg.postgres {
+        return Ok(EndpointSpec::Postgres {
+            url: env(&p.url_from_env)?,
+        });
+    }
+    if let Some(m) = &cfg.mysql {
+        return Ok(EndpointSpec::Mysql {
+            url: env(&m.url_from_env)?,
+        });
+    }
+    Err("no engine configured".into())
+}
+
+/// Connected endpoints, by name, opened on first use.
+struct Endpoints<'a> {
+    dir: PathBuf,
+    cfg: &'a Config,
+    open: HashMap<String, Result<Arc<dyn Endpoint>, String>>,
+}
+
+impl<'a> Endpoints<'a> {
+    async fn get(&mut self, name: &str) -> Result<Arc<dyn Endpoint>, String> {
+        if !self.open.contains_key(name) {
+            let cfg = &self.cfg.project.resource.spec.endpoints[name];
+            let result = match endpoint_spec(&self.dir, cfg) {
+                Ok(spec) => endpoint::connect(&spec)
+                    .await
+                    .map(Arc::from)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            self.open.insert(name.to_string(), result);
+        }
+        match &self.open[name] {
+            Ok(ep) => Ok(Arc::clone(ep)),
+            Err(e) => Err(format!("endpoint {name}: {e}")),
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Runs one full pass over every map of the config.
+pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, ReconcileError> {
+    let mut store = open_store(dir, cfg)?;
+    let mut endpoints = Endpoints {
+        dir: dir.to_path_buf(),
+        cfg,
+        open: HashMap::new(),
+    };
+    let mut report = Report::default();
+    let stored: HashMap<String, MapRecord> = crate::state::StateStore::maps(&store)?
+        .into_iter()
+        .map(|m| (m.name.clone(), m))
+        .collect();
+    for located in &cfg.maps {
+        let map = &located.resource;
+        let name = map.metadata.name.clone();
+        let record = stored.get(&name).cloned();
+        let runtime = store.runtime(&name)?;
+        let outcome = drive(
+            &mut store,
+            &mut endpoints,
+            cfg,
+            map,
+            record,
+            runtime,
+            revision,
+        )
+        .await?;
+        report.maps.push((name, outcome.0, outcome.1));
+    }
+    for (name, record) in &stored {
+        if cfg.map(name).is_none() {
+            remove(&mut endpoints, cfg, record).await;
+            store.log(
+                name,
+                &now(),
+                "Removed",
+                "removed from the config: stopped and forgotten",
+            )?;
+            store.forget_map(name)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Removes the capture of a map that left the config, unless another map still needs it.
+async fn remove(endpoints: &mut Endpoints<'_>, cfg: &Config, record: &MapRecord) {
+    let Some(applied) = record
+        .applied
+        .as_ref()
+        .and_then(|a| serde_json::from_value::<TableMap>(a.clone()).ok())
+    else {
+        return;
+    };
+    let source = &applied.spec.source;
+    let (Ok(ep), Ok(table)) = (
+        endpoints.get(&source.endpoint).await,
+        TableName::parse(&source.table),
+    ) else {
+        return;
+    };
+    if !table_in_use(cfg, None, &source.endpoint, &source.table) {
+        let _ = ep.remove_capture(&table).await;
+    }
+}
+
+/// Whether a map of the config (other than `except`) still needs capture on this table.
+fn table_in_use(cfg: &Config, except: Option<&str>, endpoint: &str, table: &str) -> bool {
+    cfg.maps
+        .iter()
+        .map(|m| &m.resource)
+        .filter(|m| Some(m.metadata.name.as_str()) != except)
+        .map(|m| &m.spec)
+        .any(|s| {
+            s.state != DesiredState::Stopped
+                && ((s.source.endpoint == endpoint && s.source.table == table)
+                    || (s.direction != Direction::SourceToDestination
+                        && s.destination.endpoint == endpoint
+                        && s.destination.table == table))
+        })
+}
+
+struct Prepared {
+    source: TableName,
+    destination: TableName,
+    source_info: TableInfo,
+    destination_info: TableInfo,
+    flows: Vec<Flow>,
+}
+
+async fn prepare(endpoints: &mut Endpoints<'_>, map: &TableMap) -> Result<Prepared, String> {
+    let spec = &map.spec;
+    let source = TableName::parse(&spec.source.table).map_err(|e| e.to_string())?;
+    let destination = TableName::parse(&spec.destination.table).map_err(|e| e.to_string())?;
+    let source_info = endpoints
+        .get(&spec.source.endpoint)
+        .await?
+        .introspect(&source)
+        .await
+        .map_err(|e| format!("source: {e}"))?;
+    let destination_info = endpoints
+        .get(&spec.destination.endpoint)
+        .await?
+        .introspect(&destination)
+        .await
+        .map_err(|e| format!("destination: {e}"))?;
+    let flows = Way::of(spec.direction)
+        .into_iter()
+        .map(|way| match way {
+            Way::SourceToDestination => Flow::compile(map, way, &source_info, &destination_info),
+            Way::DestinationToSource => Flow::compile(map, way, &destination_info, &source_info),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared {
+        source,
+        destination,
+        source_info,
+        destination_info,
+        flows,
+    })
+}
+
+async fn drive(
+    store: &mut SqliteStore,
+    endpoints: &mut Endpoints<'_>,
+    cfg: &Config,
+    map: &TableMap,
+    record: Option<MapRecord>,
+    runtime: MapRuntime,
+    revision: &str,
+) -> Result<(Phase, Option<String>), ReconcileError> {
+    let name = map.metadata.name.clone();
+    let observed = record.as_ref().map(|r| ObservedMap {
+        phase: r.phase,
+        applied: r
+            .applied
+            .as_ref()
+            .and_then(|a| serde_json::from_value(a.clone()).ok()),
+        held_by: r.held_by.clone(),
+    });
+    let actions = map_actions(map, observed.as_ref());
+    let is_new = record.is_none();
+    let mut record = record.unwrap_or(MapRecord {
+        name: name.clone(),
+        phase: Phase::NotRunning,
+        applied: None,
+        applied_revision: None,
+        held_by: None,
+    });
+    // A commit that changes spec.state ends an alert's hold.
+    if observed
+        .as_ref()
+        .and_then(|o| o.applied.as_ref())
+        .is_some_and(|a| a.spec.state != map.spec.state)
+    {
+        record.held_by = None;
+    }
+    record.applied = Some(serde_json::to_value(map).expect("map serializes"));
+    record.applied_revision = Some(revision.to_string());
+    let mut journal = Journal {
+        store,
+        map: name.clone(),
+        record,
+        runtime,
+    };
+    if is_new {
+        journal.log("Created", "map created from the config")?;
+    }
+    match drive_actions(endpoints, cfg, map, &actions, &mut journal).await {
+        Ok(()) => {
+            journal.runtime.problem = None;
+        }
+        Err(problem) => {
+            if journal.runtime.problem.as_deref() != Some(problem.as_str()) {
+                journal.log("Error", &problem)?;
+            }
+            journal.runtime.problem = Some(problem);
+        }
+    }
+    journal.save()?;
+    Ok((journal.record.phase, journal.runtime.problem.clone()))
+}
+
+fn set_phase(journal: &mut Journal<'_>, phase: Phase, cause: &str) -> Result<(), StateError> {
+    if journal.record.phase != phase {
+        journal.record.phase = phase;
+        journal.runtime.since = Some(now());
+        journal.log(phase.name(), cause)?;
+    }
+    journal.save()
+}
+
+/// Runs the plan's actions for one map, then drains while Running. A map-level problem
+/// (endpoint down, table missing) comes back as its message; progress so far is saved.
+async fn drive_actions(
+    endpoints: &mut Endpoints<'_>,
+    cfg: &Config,
+    map: &TableMap,
+    actions: &[MapAction],
+    journal: &mut Journal<'_>,
+) -> Result<(), String> {
+    let st = |e: StateError| e.to_string();
+    let needs_tables = journal.record.phase != Phase::Stopped
+        || actions.iter().any(|a| !matches!(a, MapAction::Stop));
+    if actions
+        .iter()
+        .any(|a| matches!(a, MapAction::Create { .. }))
+        || !needs_tables
+    {
+        return Ok(());
+    }
+    let prepared = prepare(endpoints, map).await?;
+    let spec = &map.spec;
+    for action in actions {
+        match action {
+            MapAction::Pause => {
+                set_phase(journal, Phase::Paused, "spec.state is Paused").map_err(st)?
+            }
+            MapAction::Stop => {
+                stop(endpoints, cfg, map, &prepared, journal).await?;
+            }
+            MapAction::Start
+            | MapAction::StartWithInitialSync { .. }
+            | MapAction::RerunInitialSync { .. } => {
+                install(endpoints, map, &prepared, journal).await?;
+                if spec.initial_sync.enabled {
+                    initial_sync(endpoints, map, &prepared, journal).await?;
+                }
+                set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
+            }
+            MapAction::Resume => {
+                drain(endpoints, map, &prepared, "CatchUp", journal).await?;
+                set_phase(journal, Phase::Running, "resumed: queue drained").map_err(st)?;
+            }
+            MapAction::MappingChanged => journal
+                .log("MappingsUpdated", "column mapping changed")
+                .map_err(st)?,
+            MapAction::Create { .. } | MapAction::Remove => {}
+        }
+    }
+    // Resume an initial sync a crash interrupted.
+    if journal.record.phase == Phase::InitialSync {
+        initial_sync(endpoints, map, &prepared, journal).await?;
+        set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
+    }
+    if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
+        drain(endpoints, map, &prepared, "Live", journal).await?;
+    }
+    journal.runtime.pending = 0;
+    if journal.record.phase == Phase::Paused {
+        for flow in &prepared.flows {
+            let (from_name, _) = endpoint_names(map, flow.way);
+            let (from_table, ..) = sides_of(&prepared, flow.way);
+            let ep = endpoints.get(from_name).await?;
+            let mut after = match flow.way {
+                Way::SourceToDestination => journal.runtime.cursor_source,
+                Way::DestinationToSource => journal.runtime.cursor_destination,
+            };
+            loop {
+                let page = ep
+                    .read_changes(from_table, after, 10_000)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                journal.runtime.pending += page.len() as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sides data of `way` comes from and goes to.
+fn sides_of(p: &Prepared, way: Way) -> (&TableName, &TableInfo, &TableName, &TableInfo) {
+    match way {
+        Way::SourceToDestination => (
+            &p.source,
+            &p.source_info,
+            &p.destination,
+            &p.destination_info,
+        ),
+        Way::DestinationToSource => (
+            &p.destination,
+            &p.destination_info,
+            &p.source,
+            &p.source_info,
+        ),
+    }
+}
+
+fn endpoint_names(map: &TableMap, way: Way) -> (&str, &str) {
+    let (s, d) = (
+        map.spec.source.endpoint.as_str(),
+        map.spec.destination.endpoint.as_str(),
+    );
+    match way {
+        Way::SourceToDestination => (s, d),
+        Way::DestinationToSource => (d, s),
+    }
+}
+
+async fn install(
+    endpoints: &mut Endpoints<'_>,
+    map: &TableMap,
+    p: &Prepared,
+    journal: &mut Journal<'_>,
+) -> Result<(), String> {
+    for flow in &p.flows {
+        let (from_name, _) = endpoint_names(map, flow.way);
+        let (from_table, ..) = sides_of(p, flow.way);
+        let ep = endpoints.get(from_name).await?;
+        ep.install_capture(from_table)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Changes from here on are drained after the copy; re-applying one the copy already
+        // wrote is harmless (idempotent upserts).
+        let seq = ep
+            .max_change_seq(from_table)
+            .await
+            .map_err(|e| e.to_string())?;
+        match flow.way {
+            Way::SourceToDestination => journal.runtime.cursor_source = seq,
+            Way::DestinationToSource => journal.runtime.cursor_destination = seq,
+        }
+    }
+    journal.save().map_err(|e| e.to_string())
+}
+
+async fn initial_sync(
+    endpoints: &mut Endpoints<'_>,
+    map: &TableMap,
+    p: &Prepared,
+    journal: &mut Journal<'_>,
+) -> Result<(), String> {
+    let spec = &map.spec;
+    let run = spec.initial_sync.run;
+    let resuming = journal.record.phase == Phase::InitialSync
+        && journal
+            .runtime
+            .initial_sync
+            .as_ref()
+            .is_some_and(|r| r.run == run && r.status == "Running");
+    if !resuming {
+        journal.runtime.initial_sync = Some(InitialSyncRun {
+            run,
+            status: "Running".into(),
+            ..Default::default()
+        });
+        journal.record.phase = Phase::InitialSync;
+        journal.runtime.since = Some(now());
+        journal
+            .log(
+                "InitialSyncStarted",
+                &format!("initial sync run {run} started"),
+            )
+            .map_err(|e| e.to_string())?;
+        journal.save().map_err(|e| e.to_string())?;
+    }
+    // The primary side is copied in full first; the other side only adds keys it lacks.
+    let primary_way = match spec.initial_sync.primary {
+        Side::Source => Way::SourceToDestination,
+        Side::Destination => Way::DestinationToSource,
+    };
+    let mut flows: Vec<&Flow> = p.flows.iter().collect();
+    flows.sort_by_key(|f| f.way != primary_way);
+    for flow in flows {
+        let (from_name, to_name) = endpoint_names(map, flow.way);
+        let (from_table, from_info, to_table, to_info) = sides_of(p, flow.way);
+        let from = endpoints.get(from_name).await?;
+        let to = endpoints.get(to_name).await?;
+        let sides = Sides {
+            from: from.as_ref(),
+            from_table,
+            from_info,
+            to: to.as_ref(),
+            to_table,
+            to_info,
+        };
+        let only_missing = flow.way != primary_way;
+        sync::initial::copy(
+            &sides,
+            flow,
+            spec.batch_size as usize,
+            only_missing,
+            journal,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let run_state = journal.runtime.initial_sync.as_mut().expect("run started");
+    let errors: u64 = run_state.directions.values().map(|d| d.errors).sum();
+    run_state.status = if errors == 0 {
+        "Completed".into()
+    } else {
+        "CompletedWithErrors".into()
+    };
+    run_state.resume_after.clear();
+    let counts = run_state
+        .directions
+        .iter()
+        .map(|(w, d)| {
+            format!(
+                "{w}: read {}, written {}, errors {}",
+                d.read, d.written, d.errors
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let status = run_state.status.clone();
+    journal
+        .log(
+            "InitialSyncFinished",
+            &format!("initial sync run {run} {status}: {counts}"),
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// Drains captured changes of every way until caught up, resolving conflicts by policy.
+async fn drain(
+    endpoints: &mut Endpoints<'_>,
+    map: &TableMap,
+    p: &Prepared,
+    phase: &str,
+    journal: &mut Journal<'_>,
+) -> Result<(), String> {
+    let batch = map.spec.batch_size as usize;
+    loop {
+        let mut pending: Vec<(Way, Pending)> = Vec::new();
+        for flow in &p.flows {
+            let (from_name, _) = endpoint_names(map, flow.way);
+            let (from_table, from_info, to_table, to_info) = sides_of(p, flow.way);
+            let from = endpoints.get(from_name).await?;
+            let sides = Sides {
+                from: from.as_ref(),
+                from_table,
+                from_info,
+                to: from.as_ref(),
+                to_table,
+                to_info,
+            };
+            let cursor = match flow.way {
+                Way::SourceToDestination => journal.runtime.cursor_source,
+                Way::DestinationToSource => journal.runtime.cursor_destination,
+            };
+            let batch_pending = Pending::read(&sides, cursor, batch)
+                .await
+                .map_err(|e: SyncError| e.to_string())?;
+            if !batch_pending.changes.is_empty() || batch_pending.last_seq != cursor {
+                pending.push((flow.way, batch_pending));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let losers = conflicts(map.spec.conflict, &pending);
+        for (way, batch_pending) in pending {
+            let flow = p.flows.iter().find(|f| f.way == way).expect("flow of way");
+            let (from_name, to_name) = endpoint_names(map, way);
+            let (from_table, from_info, to_table, to_info) = sides_of(p, way);
+            let from = endpoints.get(from_name).await?;
+            let to = endpoints.get(to_name).await?;
+            let sides = Sides {
+                from: from.as_ref(),
+                from_table,
+                from_info,
+                to: to.as_ref(),
+                to_table,
+                to_info,
+            };
+            let empty = HashMap::new();
+            let lost = losers.get(&way).unwrap_or(&empty);
+            sync::live::apply(&sides, flow, batch_pending, lost, phase, journal)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// For keys changed on both sides of a bidirectional map, the change that loses by policy.
+fn conflicts(
+    policy: ConflictPolicy,
+    pending: &[(Way, Pending)],
+) -> HashMap<Way, HashMap<String, String>> {
+    let mut losers: HashMap<Way, HashMap<String, String>> = HashMap::new();
+    let [(w1, p1), (w2, p2)] = pending else {
+        return losers;
+    };
+    let (t1, t2) = (p1.times(), p2.times());
+    for (key, at1) in &t1 {
+        let Some(at2) = t2.get(key) else { continue };
+        let loser = match policy {
+            ConflictPolicy::SourceWins => Way::DestinationToSource,
+            ConflictPolicy::DestinationWins => Way::SourceToDestination,
+            ConflictPolicy::LastWriteWins => {
+                if at1 >= at2 {
+                    *w2
+                } else {
+                    *w1
+                }
+            }
+        };
+        losers.entry(loser).or_default().insert(
+            key.clone(),
+            format!(
+                "conflict: the key changed on both sides; {policy:?} kept the other side's change"
+            ),
+        );
+    }
+    losers
+}
+
+async fn stop(
+    endpoints: &mut Endpoints<'_>,
+    cfg: &Config,
+    map: &TableMap,
+    p: &Prepared,
+    journal: &mut Journal<'_>,
+) -> Result<(), String> {
+    let mut dropped = 0u64;
+    for flow in &p.flows {
+        let (from_name, _) = endpoint_names(map, flow.way);
+        let (from_table, ..) = sides_of(p, flow.way);
+        let table_text = match flow.way {
+            Way::SourceToDestination => &map.spec.source.table,
+            Way::DestinationToSource => &map.spec.destination.table,
+        };
+        let ep = endpoints.get(from_name).await?;
+        let cursor = match flow.way {
+            Way::SourceToDestination => journal.runtime.cursor_source,
+            Way::DestinationToSource => journal.runtime.cursor_destination,
+        };
+        let max = ep
+            .max_change_seq(from_table)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut after = cursor;
+        loop {
+            let page = ep
+                .read_changes(from_table, after, 10_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            dropped += page.len() as u64;
+        }
+        if !table_in_use(cfg, Some(&map.metadata.name), from_name, table_text) {
+            ep.remove_capture(from_table)
+                .await
+                .map_err(|e| e.to_string())?;
+            ep.changelog_trim(from_table, max)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    journal.runtime.cursor_source = 0;
+    journal.runtime.cursor_destination = 0;
+    journal.record.held_by = None;
+    set_phase(
+        journal,
+        Phase::Stopped,
+        &format!("stopped: capture removed, {dropped} queued change(s) dropped"),
+    )
+    .map_err(|e| e.to_string())
+}

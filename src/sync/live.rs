@@ -1,0 +1,123 @@
+//! The live drain: reads captured changes after a map's cursor, reads the current rows for
+//! their keys (so a write always carries the row as it is now, never a stale copy), resolves
+//! bidirectional conflicts by policy, writes, and only then advances the cursor.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{Failure, Flow, Item, Journal, Outcome, Sides, SyncError, prepare, write_isolating};
+use crate::endpoint::{Change, ChangeOp, WriteOp, key_string};
+
+/// The newest change per key of one batch, in changelog order.
+pub struct Pending {
+    pub changes: Vec<Change>,
+    pub last_seq: i64,
+}
+
+impl Pending {
+    /// Reads up to `limit` changes after `cursor` and keeps the last one per key.
+    pub async fn read(sides: &Sides<'_>, cursor: i64, limit: usize) -> Result<Pending, SyncError> {
+        let raw = sides
+            .from
+            .read_changes(sides.from_table, cursor, limit)
+            .await?;
+        let last_seq = raw.last().map_or(cursor, |c| c.seq);
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        for (i, c) in raw.iter().enumerate() {
+            latest.insert(key_string(&c.key), i);
+        }
+        let changes = raw
+            .into_iter()
+            .enumerate()
+            .filter(|(i, c)| latest.get(&key_string(&c.key)) == Some(i))
+            .map(|(_, c)| c)
+            .collect();
+        Ok(Pending { changes, last_seq })
+    }
+
+    /// When each key last changed.
+    pub fn times(&self) -> HashMap<String, DateTime<Utc>> {
+        self.changes
+            .iter()
+            .map(|c| (key_string(&c.key), c.changed_at))
+            .collect()
+    }
+}
+
+/// Applies one batch of pending changes of one way. `losers` are keys whose change lost a
+/// bidirectional conflict: they are recorded as ConflictError instead of written.
+/// Returns the number of records written.
+pub async fn apply(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    pending: Pending,
+    losers: &HashMap<String, String>,
+    phase: &str,
+    journal: &mut Journal<'_>,
+) -> Result<u64, SyncError> {
+    let mut out = Outcome::default();
+    let mut upsert_keys = Vec::new();
+    let mut deletes = Vec::new();
+    let newest = pending.changes.iter().map(|c| c.changed_at).max();
+    for c in pending.changes {
+        if let Some(reason) = losers.get(&key_string(&c.key)) {
+            out.failed.push(Failure {
+                key: c.key,
+                source_row: None,
+                error_type: "ConflictError",
+                code: None,
+                message: reason.clone(),
+            });
+            continue;
+        }
+        match c.op {
+            ChangeOp::Upsert => upsert_keys.push(c.key),
+            ChangeOp::Delete => deletes.push(c.key),
+        }
+    }
+    let rows = if upsert_keys.is_empty() {
+        Vec::new()
+    } else {
+        sides
+            .from
+            .fetch_rows(
+                sides.from_table,
+                &flow.read_columns,
+                &flow.from_key,
+                &upsert_keys,
+            )
+            .await?
+    };
+    // A key changed then deleted before we read it: it is gone now, so delete it.
+    let found: std::collections::HashSet<String> =
+        rows.iter().map(|r| key_string(flow.key_of(r))).collect();
+    deletes.extend(
+        upsert_keys
+            .into_iter()
+            .filter(|k| !found.contains(&key_string(k))),
+    );
+    let mut items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
+    items.extend(deletes.into_iter().map(|key| Item {
+        op: WriteOp::Delete(key.clone()),
+        key,
+        source_row: None,
+    }));
+    write_isolating(sides.to, sides.to_table, flow, items, &mut out).await?;
+    journal.settle(flow, phase, &out)?;
+    let written = out.written.len() as u64;
+    let rt = &mut journal.runtime;
+    match flow.way {
+        super::Way::SourceToDestination => rt.cursor_source = pending.last_seq,
+        super::Way::DestinationToSource => rt.cursor_destination = pending.last_seq,
+    }
+    rt.synced += written;
+    if let Some(at) = newest {
+        let now = Utc::now();
+        rt.lag_seconds = Some(((now - at).num_milliseconds().max(0) as f64) / 1000.0);
+        rt.last_sync_at = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    // The commit point: the cursor moves only now that the writes are committed.
+    journal.save()?;
+    Ok(written)
+}

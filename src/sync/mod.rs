@@ -1,0 +1,250 @@
+//! Moving records for one map: the initial copy (`initial`), the live drain of captured
+//! changes (`live`), and writing a batch so that one bad record never blocks the others
+//! (bisection). Invariants: writes are idempotent upserts and deletes; a cursor or resume key
+//! advances only after the write it covers is committed; dualwrite's own writes are never
+//! captured (the endpoint suppresses them), so a bidirectional map never loops.
+
+pub mod initial;
+pub mod live;
+pub mod transform;
+
+use std::time::Duration;
+
+use crate::endpoint::{
+    Endpoint, Row, TableInfo, TableName, Value, WriteError, WriteErrorClass, WriteOp,
+};
+pub use transform::{Flow, Way};
+
+/// One record to write, with what is needed to report it if it fails.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Key values on the side the record comes from.
+    pub key: Vec<Value>,
+    /// The row as read (for errored records), if any.
+    pub source_row: Option<Row>,
+    pub op: WriteOp,
+}
+
+/// A record that could not be written.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub key: Vec<Value>,
+    pub source_row: Option<Row>,
+    /// ApplicationError, TransformError, SchemaError, ConflictError.
+    pub error_type: &'static str,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// How a batch went: keys written, records that failed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub written: Vec<Vec<Value>>,
+    pub failed: Vec<Failure>,
+}
+
+/// The endpoint is unreachable: nothing after this point was written, retry later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub WriteError);
+
+pub fn error_type(class: WriteErrorClass) -> &'static str {
+    match class {
+        WriteErrorClass::Application => "ApplicationError",
+        WriteErrorClass::Network => "NetworkError",
+        WriteErrorClass::Schema => "SchemaError",
+        WriteErrorClass::Transform => "TransformError",
+    }
+}
+
+/// Maps rows read on the `from` side to write operations, converting values to the target's
+/// column kinds. A record that cannot be converted becomes a TransformError failure.
+pub fn prepare(
+    flow: &Flow,
+    target: &TableInfo,
+    target_table: &TableName,
+    rows: Vec<Row>,
+    out: &mut Outcome,
+) -> Vec<Item> {
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key = flow.key_of(&row).to_vec();
+        let converted = flow.apply(&row).and_then(|mapped| {
+            target
+                .convert_row(target_table, &flow.write_columns, &mapped)
+                .map_err(|e| e.to_string())
+        });
+        match converted {
+            Ok(values) => items.push(Item {
+                key,
+                source_row: Some(row),
+                op: WriteOp::Upsert(values),
+            }),
+            Err(message) => out.failed.push(Failure {
+                key,
+                source_row: Some(row),
+                error_type: "TransformError",
+                code: None,
+                message,
+            }),
+        }
+    }
+    items
+}
+
+/// Writes `items` in one transaction; when the database refuses, splits the batch until
+/// the refused records are isolated, so every good record lands. A network failure is
+/// retried with backoff, then returned: the caller must not advance its cursor.
+/// The kinds of the key columns on the side data comes from.
+pub fn key_kinds(flow: &Flow, from: &TableInfo) -> Vec<crate::endpoint::ValueKind> {
+    flow.from_key
+        .iter()
+        .map(|c| {
+            from.column(c)
+                .map(|c| c.kind)
+                .unwrap_or(crate::endpoint::ValueKind::Text)
+        })
+        .collect()
+}
+
+pub async fn write_isolating(
+    endpoint: &dyn Endpoint,
+    table: &TableName,
+    flow: &Flow,
+    items: Vec<Item>,
+    out: &mut Outcome,
+) -> Result<(), Unreachable> {
+    // Ranges still to write, processed left to right.
+    let mut stack: Vec<(usize, usize)> = vec![(0, items.len())];
+    let mut ops: Vec<WriteOp> = Vec::new();
+    while let Some((start, end)) = stack.pop() {
+        if start == end {
+            continue;
+        }
+        ops.clear();
+        ops.extend(items[start..end].iter().map(|i| i.op.clone()));
+        match write_with_retry(endpoint, table, flow, &ops).await {
+            Ok(()) => out
+                .written
+                .extend(items[start..end].iter().map(|i| i.key.clone())),
+            Err(e) if e.class == WriteErrorClass::Network => return Err(Unreachable(e)),
+            Err(e) if end - start == 1 => {
+                let item = &items[start];
+                out.failed.push(Failure {
+                    key: item.key.clone(),
+                    source_row: item.source_row.clone(),
+                    error_type: error_type(e.class),
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+            }
+            Err(_) => {
+                let mid = start + (end - start) / 2;
+                stack.push((mid, end));
+                stack.push((start, mid));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Backoff for unreachable endpoints: 3 attempts, 200 ms then 1 s.
+async fn write_with_retry(
+    endpoint: &dyn Endpoint,
+    table: &TableName,
+    flow: &Flow,
+    ops: &[WriteOp],
+) -> Result<(), WriteError> {
+    let mut delays = [Duration::from_millis(200), Duration::from_secs(1)].into_iter();
+    loop {
+        match endpoint
+            .write_batch(table, &flow.write_columns, &flow.to_key, ops)
+            .await
+        {
+            Err(e) if e.class == WriteErrorClass::Network => match delays.next() {
+                Some(d) => tokio::time::sleep(d).await,
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
+/// Where a map's sync writes what happened: errored records, superseded errors, progress.
+pub struct Journal<'a> {
+    pub store: &'a mut crate::state::sqlite::SqliteStore,
+    pub map: String,
+    pub record: crate::state::MapRecord,
+    pub runtime: crate::state::MapRuntime,
+}
+
+impl Journal<'_> {
+    /// Records failures and resolves errors of the keys written. Returns how many failed.
+    pub fn settle(
+        &mut self,
+        flow: &Flow,
+        phase: &str,
+        out: &Outcome,
+    ) -> Result<u64, crate::state::StateError> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for f in &out.failed {
+            self.store.record_error(&crate::state::ErrorRecord {
+                id: 0,
+                map: self.map.clone(),
+                phase: phase.to_string(),
+                direction: flow.way.name().to_string(),
+                error_type: f.error_type.to_string(),
+                key: transform::key_json(&flow.from_key, &f.key),
+                row: f
+                    .source_row
+                    .as_ref()
+                    .map(|r| transform::row_json(&flow.read_columns, r)),
+                message: f.message.clone(),
+                code: f.code.clone(),
+                first_at: now.clone(),
+                last_at: now.clone(),
+                attempts: 1,
+                state: "Open".into(),
+            })?;
+        }
+        if !out.written.is_empty() && self.store.has_open_errors(&self.map)? {
+            let keys: Vec<String> = out
+                .written
+                .iter()
+                .map(|k| transform::key_json(&flow.from_key, k))
+                .collect();
+            self.store.supersede(&self.map, flow.way.name(), &keys)?;
+        }
+        Ok(out.failed.len() as u64)
+    }
+
+    /// Saves phase and runtime atomically: the commit point of progress.
+    pub fn save(&mut self) -> Result<(), crate::state::StateError> {
+        self.store.save(&self.record, &self.runtime)
+    }
+
+    pub fn log(&self, event: &str, message: &str) -> Result<(), crate::state::StateError> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.store.log(&self.map, &now, event, message)
+    }
+}
+
+/// Both sides of a map, connected and described.
+pub struct Sides<'a> {
+    pub from: &'a dyn Endpoint,
+    pub from_table: &'a TableName,
+    pub from_info: &'a TableInfo,
+    pub to: &'a dyn Endpoint,
+    pub to_table: &'a TableName,
+    pub to_info: &'a TableInfo,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error("{0}")]
+    Endpoint(#[from] crate::endpoint::EndpointError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}

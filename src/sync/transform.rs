@@ -1,0 +1,258 @@
+//! Column mapping for one direction of a map: which columns to read on the side data comes
+//! from, and how each target column gets its value (a renamed column, through a `valueMap`,
+//! or a constant `default`). Pure: no I/O.
+
+use std::collections::HashMap;
+
+use crate::config::{ColumnMap, Direction, Scalar, TableMap};
+use crate::endpoint::{Row, TableInfo, Value};
+
+/// One way data flows in a map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Way {
+    SourceToDestination,
+    DestinationToSource,
+}
+
+impl Way {
+    pub fn name(self) -> &'static str {
+        match self {
+            Way::SourceToDestination => "SourceToDestination",
+            Way::DestinationToSource => "DestinationToSource",
+        }
+    }
+
+    /// The ways a map's direction syncs, the source side first.
+    pub fn of(direction: Direction) -> Vec<Way> {
+        match direction {
+            Direction::SourceToDestination => vec![Way::SourceToDestination],
+            Direction::DestinationToSource => vec![Way::DestinationToSource],
+            Direction::Bidirectional => vec![Way::SourceToDestination, Way::DestinationToSource],
+        }
+    }
+
+    fn allows(self, column: Option<Direction>) -> bool {
+        match column {
+            None | Some(Direction::Bidirectional) => true,
+            Some(Direction::SourceToDestination) => self == Way::SourceToDestination,
+            Some(Direction::DestinationToSource) => self == Way::DestinationToSource,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Expr {
+    /// The value read at this index, optionally through a value map (by value text).
+    Column {
+        index: usize,
+        value_map: Option<HashMap<String, Value>>,
+    },
+    Constant(Value),
+}
+
+/// The compiled mapping of one way.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub way: Way,
+    /// Columns read on the side data comes from; the key columns first, in key order.
+    pub read_columns: Vec<String>,
+    /// Key columns on the side data comes from, in that table's primary-key order.
+    pub from_key: Vec<String>,
+    /// Columns written on the target side; the key columns first, matching `from_key`.
+    pub write_columns: Vec<String>,
+    pub to_key: Vec<String>,
+    exprs: Vec<Expr>,
+}
+
+fn scalar_value(s: &Scalar) -> Value {
+    match s {
+        Scalar::Bool(b) => Value::Bool(*b),
+        Scalar::Int(i) => Value::Int(*i),
+        Scalar::Float(f) => Value::Float(*f),
+        Scalar::Text(t) => Value::Text(t.clone()),
+    }
+}
+
+/// The text a value is looked up by in a `valueMap`.
+fn value_text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Decimal(d) => d.normalize().to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Text(t) => t.clone(),
+        other => format!("{other:?}"),
+    })
+}
+
+impl Flow {
+    /// Compiles one way of a map against the two tables' descriptions. Errors are schema
+    /// problems (a mapped column or the key missing) worded for the user.
+    pub fn compile(
+        map: &TableMap,
+        way: Way,
+        from: &TableInfo,
+        to: &TableInfo,
+    ) -> Result<Flow, String> {
+        let pick = |c: &ColumnMap| -> (Option<String>, Option<String>) {
+            match way {
+                Way::SourceToDestination => (c.source.clone(), c.destination.clone()),
+                Way::DestinationToSource => (c.destination.clone(), c.source.clone()),
+            }
+        };
+        let (from_side, to_side) = match way {
+            Way::SourceToDestination => ("source", "destination"),
+            Way::DestinationToSource => ("destination", "source"),
+        };
+        // Key columns, in the from-table's primary-key order.
+        let keys: Vec<(String, String)> = map
+            .spec
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .filter_map(|c| match pick(c) {
+                (Some(f), Some(t)) => Some((f, t)),
+                _ => None,
+            })
+            .collect();
+        let mut key_names: Vec<&String> = keys.iter().map(|(f, _)| f).collect();
+        key_names.sort();
+        let mut pk: Vec<&String> = from.primary_key.iter().collect();
+        pk.sort();
+        if key_names != pk {
+            return Err(format!(
+                "the key columns ({}) are not the primary key of the {from_side} table ({})",
+                keys.iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                from.primary_key.join(", ")
+            ));
+        }
+        let ordered: Vec<(String, String)> = from
+            .primary_key
+            .iter()
+            .map(|k| {
+                keys.iter()
+                    .find(|(f, _)| f == k)
+                    .cloned()
+                    .expect("checked above")
+            })
+            .collect();
+        let mut read_columns: Vec<String> = ordered.iter().map(|(f, _)| f.clone()).collect();
+        let mut write_columns: Vec<String> = ordered.iter().map(|(_, t)| t.clone()).collect();
+        let mut exprs: Vec<Expr> = (0..ordered.len())
+            .map(|i| Expr::Column {
+                index: i,
+                value_map: None,
+            })
+            .collect();
+        for c in map
+            .spec
+            .columns
+            .iter()
+            .filter(|c| !c.key && way.allows(c.direction))
+        {
+            let (f, t) = pick(c);
+            let Some(t) = t else { continue };
+            let expr = match f {
+                Some(f) => {
+                    let value_map = c.value_map.as_ref().map(|vm| match way {
+                        Way::SourceToDestination => vm
+                            .iter()
+                            .map(|(k, v)| (k.clone(), scalar_value(v)))
+                            .collect(),
+                        Way::DestinationToSource => vm
+                            .iter()
+                            .map(|(k, v)| (v.to_string(), Value::Text(k.clone())))
+                            .collect(),
+                    });
+                    read_columns.push(f);
+                    Expr::Column {
+                        index: read_columns.len() - 1,
+                        value_map,
+                    }
+                }
+                None => match &c.default {
+                    Some(d) => Expr::Constant(scalar_value(d)),
+                    None => continue,
+                },
+            };
+            write_columns.push(t);
+            exprs.push(expr);
+        }
+        for c in &read_columns {
+            if from.column(c).is_none() {
+                return Err(format!(
+                    "column {c} does not exist in the {from_side} table"
+                ));
+            }
+        }
+        for c in &write_columns {
+            if to.column(c).is_none() {
+                return Err(format!("column {c} does not exist in the {to_side} table"));
+            }
+        }
+        Ok(Flow {
+            way,
+            from_key: ordered.iter().map(|(f, _)| f.clone()).collect(),
+            to_key: ordered.into_iter().map(|(_, t)| t).collect(),
+            read_columns,
+            write_columns,
+            exprs,
+        })
+    }
+
+    /// The target row for a row read with `read_columns`, or a TransformError message.
+    pub fn apply(&self, row: &Row) -> Result<Row, String> {
+        self.exprs
+            .iter()
+            .zip(&self.write_columns)
+            .map(|(expr, target)| match expr {
+                Expr::Constant(v) => Ok(v.clone()),
+                Expr::Column {
+                    index,
+                    value_map: None,
+                } => Ok(row[*index].clone()),
+                Expr::Column {
+                    index,
+                    value_map: Some(vm),
+                } => {
+                    let v = &row[*index];
+                    match value_text(v) {
+                        None => Ok(Value::Null),
+                        Some(text) => vm.get(&text).cloned().ok_or_else(|| {
+                            format!("column {target}: value {text:?} has no entry in the valueMap")
+                        }),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The key part of a row read with `read_columns`.
+    pub fn key_of<'a>(&self, row: &'a Row) -> &'a [Value] {
+        &row[..self.from_key.len()]
+    }
+}
+
+/// A key as the user reads it: `{"account_no": "C-17"}`.
+pub fn key_json(columns: &[String], key: &[Value]) -> String {
+    let obj: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .zip(key)
+        .map(|(c, v)| {
+            (
+                c.clone(),
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(obj).to_string()
+}
+
+/// A row as JSON, for errored records.
+pub fn row_json(columns: &[String], row: &[Value]) -> String {
+    key_json(columns, row)
+}
