@@ -14,7 +14,7 @@ use crate::config::{
 use crate::endpoint::{self, Endpoint, EndpointSpec, TableInfo, TableName};
 use crate::plan::{MapAction, ObservedMap, map_actions};
 use crate::state::sqlite::SqliteStore;
-use crate::state::{InitialSyncRun, MapRecord, MapRuntime, Phase, StateError};
+use crate::state::{InitialSyncRun, MapRecord, MapRuntime, Phase, StateError, StateStore};
 use crate::sync::{self, Flow, Journal, Sides, SyncError, Way, live::Pending};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +40,10 @@ impl Report {
 }
 
 /// The state store of a project, opened for writing (created on first use).
-pub fn open_store(dir: &Path, cfg: &Config) -> Result<SqliteStore, ReconcileError> {
+pub fn open_store(dir: &Path, cfg: &Config) -> Result<Box<dyn StateStore>, ReconcileError> {
     let spec = &cfg.project.resource.spec.state_store;
     match &spec.sqlite {
-        Some(s) => Ok(SqliteStore::open(&dir.join(&s.path), &s.path)?),
+        Some(s) => Ok(Box::new(SqliteStore::open(&dir.join(&s.path), &s.path)?)),
         None => Err(ReconcileError::Config(
             "only the SQLite state store is supported so far".into(),
         )),
@@ -112,7 +112,8 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
         open: HashMap::new(),
     };
     let mut report = Report::default();
-    let stored: HashMap<String, MapRecord> = crate::state::StateStore::maps(&store)?
+    let stored: HashMap<String, MapRecord> = store
+        .maps()?
         .into_iter()
         .map(|m| (m.name.clone(), m))
         .collect();
@@ -122,7 +123,7 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
         let record = stored.get(&name).cloned();
         let runtime = store.runtime(&name)?;
         let outcome = drive(
-            &mut store,
+            store.as_mut(),
             &mut endpoints,
             cfg,
             map,
@@ -226,7 +227,7 @@ async fn prepare(endpoints: &mut Endpoints<'_>, map: &TableMap) -> Result<Prepar
 }
 
 async fn drive(
-    store: &mut SqliteStore,
+    store: &mut dyn StateStore,
     endpoints: &mut Endpoints<'_>,
     cfg: &Config,
     map: &TableMap,

@@ -204,14 +204,12 @@ pub struct RecentError {
 
 /// Builds a map's status from the state store.
 pub fn map_status(
-    store: &crate::state::sqlite::SqliteStore,
+    store: &dyn crate::state::StateStore,
     map: &crate::config::TableMap,
     pending: u64,
 ) -> Result<MapStatus, crate::state::StateError> {
     let name = &map.metadata.name;
-    let record = crate::state::StateStore::maps(store)?
-        .into_iter()
-        .find(|m| &m.name == name);
+    let record = store.maps()?.into_iter().find(|m| &m.name == name);
     let runtime = store.runtime(name)?;
     let phase = record
         .as_ref()

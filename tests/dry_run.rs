@@ -3,6 +3,8 @@
 
 mod support;
 
+use dualwrite::state::StateStore;
+
 use support::{CUSTOMERS, Repo};
 
 const ALERT: &str = "\

@@ -129,8 +129,8 @@ fn apply(
             .runtime(&m.resource.metadata.name)
             .map(|r| r.pending)
             .unwrap_or(0);
-        let status =
-            crate::status::map_status(&store, &m.resource, pending).map_err(|e| e.to_string())?;
+        let status = crate::status::map_status(store.as_ref(), &m.resource, pending)
+            .map_err(|e| e.to_string())?;
         if crate::status::write_map_status(dir, &m.resource.metadata.name, &status)
             .map_err(|e| e.to_string())?
         {
@@ -207,7 +207,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                     .join("\n")
             })?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
-            render::status(out, *output, &store, &cfg, map.as_deref())
+            render::status(out, *output, store.as_ref(), &cfg, map.as_deref())
                 .map_err(|e| e.to_string())?;
             Ok(exit::OK)
         }
@@ -227,7 +227,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             let code = apply(&cli.dir, &cfg, &src, out)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             writeln!(out).map_err(w)?;
-            render::status(out, Output::Text, &store, &cfg, None).map_err(|e| e.to_string())?;
+            render::status(out, Output::Text, store.as_ref(), &cfg, None)
+                .map_err(|e| e.to_string())?;
             Ok(code)
         }
         Command::Schema { out: dir } => {

@@ -250,7 +250,7 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
 pub fn status(
     out: &mut dyn Write,
     format: Output,
-    store: &crate::state::sqlite::SqliteStore,
+    store: &dyn crate::state::StateStore,
     cfg: &Config,
     only: Option<&str>,
 ) -> io::Result<()> {

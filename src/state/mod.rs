@@ -166,12 +166,34 @@ pub enum StateError {
     Other(String),
 }
 
-/// Read access to the actual state, as the plan needs it.
+/// The actual state. Implementations keep every write atomic: `save` stores a map's phase
+/// and runtime (its cursors) in one transaction, the commit point of sync progress.
 pub trait StateStore: Send {
     fn describe(&self) -> String;
     fn maps(&self) -> Result<Vec<MapRecord>, StateError>;
     fn alerts(&self) -> Result<Vec<AppliedRecord>, StateError>;
     fn requests(&self) -> Result<Vec<AppliedRecord>, StateError>;
+    fn put_map(&self, m: &MapRecord) -> Result<(), StateError>;
+    fn put_alert(&self, a: &AppliedRecord) -> Result<(), StateError>;
+    /// The runtime record of a map (cursors, initial sync, counters); default when new.
+    fn runtime(&self, name: &str) -> Result<MapRuntime, StateError>;
+    /// Saves a map's phase and runtime together, atomically.
+    fn save(&mut self, map: &MapRecord, runtime: &MapRuntime) -> Result<(), StateError>;
+    /// Forgets a map removed from the config (its errors and log stay until retention).
+    fn forget_map(&self, name: &str) -> Result<(), StateError>;
+    /// Records a failed record. An open error for the same key and direction is updated
+    /// (attempts + 1) instead of duplicated. Returns its id.
+    fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError>;
+    /// Marks open errors of these keys (JSON objects) Superseded: a later write succeeded.
+    fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError>;
+    fn has_open_errors(&self, map: &str) -> Result<bool, StateError>;
+    /// Open errors of a map, newest first.
+    fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError>;
+    /// Counts of open errors of a map by (type, phase).
+    fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError>;
+    fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError>;
+    /// The newest `limit` activity entries of a map, newest first.
+    fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError>;
 }
 
 /// Opens the project's state store for reading, if it exists. Never creates one.

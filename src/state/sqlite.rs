@@ -92,182 +92,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn put_map(&self, m: &MapRecord) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT INTO maps (name, phase, applied, applied_revision, held_by) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET phase = ?2, applied = ?3, applied_revision = ?4, held_by = ?5",
-            params![m.name, m.phase.name(), m.applied.as_ref().map(|v| v.to_string()), m.applied_revision, m.held_by],
-        )?;
-        Ok(())
-    }
-
-    pub fn put_alert(&self, a: &AppliedRecord) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT INTO alerts (name, applied, revision) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET applied = ?2, revision = ?3",
-            params![a.name, a.applied.to_string(), a.revision],
-        )?;
-        Ok(())
-    }
-
-    /// The runtime record of a map (cursors, initial sync, counters); default when new.
-    pub fn runtime(&self, name: &str) -> Result<MapRuntime, StateError> {
-        let data: Option<String> = self
-            .conn
-            .query_row("SELECT data FROM runtime WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match data {
-            Some(text) => serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
-                what: name.to_string(),
-                source,
-            }),
-            None => Ok(MapRuntime::default()),
-        }
-    }
-
-    /// Saves a map's phase and runtime together, atomically.
-    pub fn save(&mut self, map: &MapRecord, runtime: &MapRuntime) -> Result<(), StateError> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO maps (name, phase, applied, applied_revision, held_by) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET phase = ?2, applied = ?3, applied_revision = ?4, held_by = ?5",
-            params![map.name, map.phase.name(), map.applied.as_ref().map(|v| v.to_string()), map.applied_revision, map.held_by],
-        )?;
-        tx.execute(
-            "INSERT INTO runtime (name, data) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET data = ?2",
-            params![map.name, serde_json::to_string(runtime).expect("runtime serializes")],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Forgets a map removed from the config (its errors and log stay until retention).
-    pub fn forget_map(&self, name: &str) -> Result<(), StateError> {
-        self.conn
-            .execute("DELETE FROM maps WHERE name = ?1", [name])?;
-        self.conn
-            .execute("DELETE FROM runtime WHERE name = ?1", [name])?;
-        Ok(())
-    }
-
-    /// Records a failed record. An open error for the same key and direction is updated
-    /// (attempts + 1) instead of duplicated. Returns its id.
-    pub fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError> {
-        let existing: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT id FROM errors WHERE map = ?1 AND direction = ?2 AND key = ?3 AND state = 'Open'",
-                params![e.map, e.direction, e.key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = existing {
-            self.conn.execute(
-                "UPDATE errors SET phase = ?2, type = ?3, row = ?4, message = ?5, code = ?6, last_at = ?7, attempts = attempts + 1 WHERE id = ?1",
-                params![id, e.phase, e.error_type, e.row, e.message, e.code, e.last_at],
-            )?;
-            return Ok(id);
-        }
-        self.conn.execute(
-            "INSERT INTO errors (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, 'Open')",
-            params![e.map, e.phase, e.direction, e.error_type, e.key, e.row, e.message, e.code, e.first_at],
-        )?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    /// A later successful write of the same key in the same direction resolves open errors.
-    pub fn supersede(
-        &self,
-        map: &str,
-        direction: &str,
-        keys: &[String],
-    ) -> Result<u64, StateError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE errors SET state = 'Superseded' WHERE map = ?1 AND direction = ?2 AND key = ?3 AND state = 'Open'",
-        )?;
-        let mut n = 0;
-        for key in keys {
-            n += stmt.execute(params![map, direction, key])? as u64;
-        }
-        Ok(n)
-    }
-
-    /// Whether the map has any open error (cheap check before superseding).
-    pub fn has_open_errors(&self, map: &str) -> Result<bool, StateError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT 1 FROM errors WHERE map = ?1 AND state = 'Open' LIMIT 1",
-                [map],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
-
-    /// Open errors of a map, newest first.
-    pub fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state
-             FROM errors WHERE map = ?1 AND state = 'Open' ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![map, limit as i64], |r| {
-            Ok(ErrorRecord {
-                id: r.get(0)?,
-                map: r.get(1)?,
-                phase: r.get(2)?,
-                direction: r.get(3)?,
-                error_type: r.get(4)?,
-                key: r.get(5)?,
-                row: r.get(6)?,
-                message: r.get(7)?,
-                code: r.get(8)?,
-                first_at: r.get(9)?,
-                last_at: r.get(10)?,
-                attempts: r.get(11)?,
-                state: r.get(12)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Counts of open errors of a map by (type, phase).
-    pub fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT type, phase, COUNT(*) FROM errors WHERE map = ?1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase",
-        )?;
-        let rows = stmt.query_map([map], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT INTO activity (map, at, event, message) VALUES (?1, ?2, ?3, ?4)",
-            params![map, at, event, message],
-        )?;
-        Ok(())
-    }
-
-    /// The newest `limit` activity entries of a map, newest first.
-    pub fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT at, event, message FROM activity WHERE map = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![map, limit as i64], |r| {
-            Ok(ActivityEntry {
-                at: r.get(0)?,
-                event: r.get(1)?,
-                message: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     fn has_table(&self, table: &str) -> Result<bool, StateError> {
         Ok(self
             .conn
@@ -318,6 +142,177 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, StateError> {
 }
 
 impl StateStore for SqliteStore {
+    fn put_map(&self, m: &MapRecord) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO maps (name, phase, applied, applied_revision, held_by) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET phase = ?2, applied = ?3, applied_revision = ?4, held_by = ?5",
+            params![m.name, m.phase.name(), m.applied.as_ref().map(|v| v.to_string()), m.applied_revision, m.held_by],
+        )?;
+        Ok(())
+    }
+
+    fn put_alert(&self, a: &AppliedRecord) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO alerts (name, applied, revision) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET applied = ?2, revision = ?3",
+            params![a.name, a.applied.to_string(), a.revision],
+        )?;
+        Ok(())
+    }
+
+    /// The runtime record of a map (cursors, initial sync, counters); default when new.
+    fn runtime(&self, name: &str) -> Result<MapRuntime, StateError> {
+        let data: Option<String> = self
+            .conn
+            .query_row("SELECT data FROM runtime WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match data {
+            Some(text) => serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
+                what: name.to_string(),
+                source,
+            }),
+            None => Ok(MapRuntime::default()),
+        }
+    }
+
+    /// Saves a map's phase and runtime together, atomically.
+    fn save(&mut self, map: &MapRecord, runtime: &MapRuntime) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO maps (name, phase, applied, applied_revision, held_by) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET phase = ?2, applied = ?3, applied_revision = ?4, held_by = ?5",
+            params![map.name, map.phase.name(), map.applied.as_ref().map(|v| v.to_string()), map.applied_revision, map.held_by],
+        )?;
+        tx.execute(
+            "INSERT INTO runtime (name, data) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET data = ?2",
+            params![map.name, serde_json::to_string(runtime).expect("runtime serializes")],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a map removed from the config (its errors and log stay until retention).
+    fn forget_map(&self, name: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM maps WHERE name = ?1", [name])?;
+        self.conn
+            .execute("DELETE FROM runtime WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Records a failed record. An open error for the same key and direction is updated
+    /// (attempts + 1) instead of duplicated. Returns its id.
+    fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError> {
+        let existing: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM errors WHERE map = ?1 AND direction = ?2 AND key = ?3 AND state = 'Open'",
+                params![e.map, e.direction, e.key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            self.conn.execute(
+                "UPDATE errors SET phase = ?2, type = ?3, row = ?4, message = ?5, code = ?6, last_at = ?7, attempts = attempts + 1 WHERE id = ?1",
+                params![id, e.phase, e.error_type, e.row, e.message, e.code, e.last_at],
+            )?;
+            return Ok(id);
+        }
+        self.conn.execute(
+            "INSERT INTO errors (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, 'Open')",
+            params![e.map, e.phase, e.direction, e.error_type, e.key, e.row, e.message, e.code, e.first_at],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A later successful write of the same key in the same direction resolves open errors.
+    fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE errors SET state = 'Superseded' WHERE map = ?1 AND direction = ?2 AND key = ?3 AND state = 'Open'",
+        )?;
+        let mut n = 0;
+        for key in keys {
+            n += stmt.execute(params![map, direction, key])? as u64;
+        }
+        Ok(n)
+    }
+
+    /// Whether the map has any open error (cheap check before superseding).
+    fn has_open_errors(&self, map: &str) -> Result<bool, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM errors WHERE map = ?1 AND state = 'Open' LIMIT 1",
+                [map],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Open errors of a map, newest first.
+    fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state
+             FROM errors WHERE map = ?1 AND state = 'Open' ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![map, limit as i64], |r| {
+            Ok(ErrorRecord {
+                id: r.get(0)?,
+                map: r.get(1)?,
+                phase: r.get(2)?,
+                direction: r.get(3)?,
+                error_type: r.get(4)?,
+                key: r.get(5)?,
+                row: r.get(6)?,
+                message: r.get(7)?,
+                code: r.get(8)?,
+                first_at: r.get(9)?,
+                last_at: r.get(10)?,
+                attempts: r.get(11)?,
+                state: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Counts of open errors of a map by (type, phase).
+    fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT type, phase, COUNT(*) FROM errors WHERE map = ?1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase",
+        )?;
+        let rows = stmt.query_map([map], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO activity (map, at, event, message) VALUES (?1, ?2, ?3, ?4)",
+            params![map, at, event, message],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` activity entries of a map, newest first.
+    fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, event, message FROM activity WHERE map = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![map, limit as i64], |r| {
+            Ok(ActivityEntry {
+                at: r.get(0)?,
+                event: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn describe(&self) -> String {
         format!("state store {}", self.label)
     }

@@ -172,7 +172,7 @@ async fn write_with_retry(
 
 /// Where a map's sync writes what happened: errored records, superseded errors, progress.
 pub struct Journal<'a> {
-    pub store: &'a mut crate::state::sqlite::SqliteStore,
+    pub store: &'a mut dyn crate::state::StateStore,
     pub map: String,
     pub record: crate::state::MapRecord,
     pub runtime: crate::state::MapRuntime,
