@@ -13,6 +13,9 @@ use crate::endpoint::{TableName, Value};
 /// Name of the trigger (trigger names are per table in PostgreSQL) and of the function.
 const TRIGGER: &str = "_dualwrite_capture";
 
+/// Advisory lock key held while installing ("dualwrit" in ASCII).
+const INSTALL_LOCK: i64 = 0x6475_616c_7772_6974;
+
 /// Marks the current transaction as dualwrite's own: its writes are not captured.
 pub(crate) const SET_ORIGIN: &str = "SELECT set_config('dualwrite.origin', '1', true)";
 
@@ -33,6 +36,9 @@ pub(crate) fn install(home: &str, table: &TableName, quoted: &str, key_columns: 
     let mut args = vec![string_literal(&table.to_string(), false)];
     args.extend(key_columns.iter().map(|k| string_literal(k, false)));
     let ddl = [
+        // Serializes concurrent installs: CREATE … IF NOT EXISTS and CREATE OR REPLACE
+        // FUNCTION are not safe against each other in parallel sessions.
+        format!("SELECT pg_advisory_xact_lock({INSTALL_LOCK})"),
         format!(
             "CREATE TABLE IF NOT EXISTS {changelog} (seq bigserial PRIMARY KEY, table_name text NOT NULL, \
              op char(1) NOT NULL, key_json text NOT NULL, changed_at timestamptz NOT NULL DEFAULT clock_timestamp())"

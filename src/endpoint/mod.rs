@@ -65,9 +65,7 @@ pub async fn connect(spec: &EndpointSpec) -> Result<Box<dyn Endpoint>, EndpointE
     Ok(match spec {
         EndpointSpec::Sqlite { path } => Box::new(sql::SqlEndpoint::new(sqlite::Sqlite::open(path).await?)),
         EndpointSpec::Postgres { url } => Box::new(sql::SqlEndpoint::new(postgres::Postgres::connect(url).await?)),
-        EndpointSpec::Mysql { .. } => {
-            return Err(EndpointError::Unsupported { engine: "x", what: "TODO".into() });
-        }
+        EndpointSpec::Mysql { url } => Box::new(sql::SqlEndpoint::new(mysql::Mysql::connect(url).await?)),
     })
 }
 
