@@ -6,7 +6,8 @@ mod common;
 use chrono::{NaiveDate, NaiveDateTime};
 use common::{TestDb, unique_table, with_timeout};
 use dualwrite::endpoint::{
-    ChangeOp, Endpoint, EndpointError, TableName, Value, ValueKind, WriteErrorClass, WriteOp, connect,
+    ChangeOp, Endpoint, EndpointError, TableName, Value, ValueKind, WriteErrorClass, WriteOp,
+    connect,
 };
 
 fn names(cols: &[&str]) -> Vec<String> {
@@ -29,7 +30,9 @@ async fn create_orders(db: &mut TestDb, table: &str) {
 }
 
 async fn open(db: &TestDb) -> Box<dyn Endpoint> {
-    connect(&db.spec).await.unwrap_or_else(|e| panic!("{}: {e}", db.engine))
+    connect(&db.spec)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.engine))
 }
 
 fn order(region: &str, id: i64, qty: i64, note: &str) -> Vec<Value> {
@@ -46,8 +49,15 @@ async fn introspect_reports_columns_kinds_and_composite_key() {
             let table = unique_table("introspect");
             create_orders(&mut db, &table).await;
             let ep = open(&db).await;
-            let info = ep.introspect(&TableName::parse(&table).unwrap()).await.unwrap();
-            let cols: Vec<(&str, ValueKind)> = info.columns.iter().map(|c| (c.name.as_str(), c.kind)).collect();
+            let info = ep
+                .introspect(&TableName::parse(&table).unwrap())
+                .await
+                .unwrap();
+            let cols: Vec<(&str, ValueKind)> = info
+                .columns
+                .iter()
+                .map(|c| (c.name.as_str(), c.kind))
+                .collect();
             assert_eq!(
                 cols,
                 vec![
@@ -60,11 +70,21 @@ async fn introspect_reports_columns_kinds_and_composite_key() {
                 db.engine
             );
             assert_eq!(info.primary_key, names(&ORDER_KEY), "{}", db.engine);
-            assert!(!info.columns[0].nullable && info.columns[3].nullable, "{}", db.engine);
+            assert!(
+                !info.columns[0].nullable && info.columns[3].nullable,
+                "{}",
+                db.engine
+            );
 
-            let missing = ep.introspect(&TableName::parse(&unique_table("missing")).unwrap()).await;
+            let missing = ep
+                .introspect(&TableName::parse(&unique_table("missing")).unwrap())
+                .await;
             let err = missing.unwrap_err();
-            assert!(matches!(err, EndpointError::TableNotFound { .. }), "{}: {err}", db.engine);
+            assert!(
+                matches!(err, EndpointError::TableNotFound { .. }),
+                "{}: {err}",
+                db.engine
+            );
             assert_eq!(err.class(), WriteErrorClass::Schema);
             db.drop_table(&table).await;
         }
@@ -124,14 +144,23 @@ async fn capture_records_inserts_updates_deletes_and_key_changes() {
             let start = ep.max_change_seq(&t).await.unwrap();
 
             db.plain
-                .exec(&format!("INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 5, 'new')"))
+                .exec(&format!(
+                    "INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 5, 'new')"
+                ))
                 .await;
-            db.plain.exec(&format!("UPDATE {table} SET qty = 6 WHERE id = 1")).await;
-            db.plain.exec(&format!("UPDATE {table} SET id = 2 WHERE id = 1")).await;
-            db.plain.exec(&format!("DELETE FROM {table} WHERE id = 2")).await;
+            db.plain
+                .exec(&format!("UPDATE {table} SET qty = 6 WHERE id = 1"))
+                .await;
+            db.plain
+                .exec(&format!("UPDATE {table} SET id = 2 WHERE id = 1"))
+                .await;
+            db.plain
+                .exec(&format!("DELETE FROM {table} WHERE id = 2"))
+                .await;
 
             let changes = ep.read_changes(&t, start, 100).await.unwrap();
-            let seen: Vec<(ChangeOp, Vec<Value>)> = changes.iter().map(|c| (c.op, c.key.clone())).collect();
+            let seen: Vec<(ChangeOp, Vec<Value>)> =
+                changes.iter().map(|c| (c.op, c.key.clone())).collect();
             let key = |id| vec![text("eu"), Value::Int(id)];
             assert_eq!(
                 seen,
@@ -147,7 +176,12 @@ async fn capture_records_inserts_updates_deletes_and_key_changes() {
             );
             assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
             let age = chrono::Utc::now() - changes[0].changed_at;
-            assert!(age.num_seconds().abs() < 60, "{}: changed_at {}", db.engine, changes[0].changed_at);
+            assert!(
+                age.num_seconds().abs() < 60,
+                "{}: changed_at {}",
+                db.engine,
+                changes[0].changed_at
+            );
 
             // Paging through the changelog with a cursor.
             let first_two = ep.read_changes(&t, start, 2).await.unwrap();
@@ -184,12 +218,18 @@ async fn own_writes_are_not_captured_but_others_still_are() {
             ];
             ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
             ep.write_batch(&t, &cols, &key, &ops).await.unwrap(); // idempotent
-            assert!(ep.read_changes(&t, start, 100).await.unwrap().is_empty(), "{}: echo captured", db.engine);
+            assert!(
+                ep.read_changes(&t, start, 100).await.unwrap().is_empty(),
+                "{}: echo captured",
+                db.engine
+            );
             let rows = ep.read_snapshot(&t, &cols, &key, None, 100).await.unwrap();
             assert_eq!(rows, vec![order("eu", 1, 7, "a2")], "{}", db.engine);
 
             // The suppression is scoped to dualwrite's own transaction.
-            db.plain.exec(&format!("UPDATE {table} SET qty = 8 WHERE id = 1")).await;
+            db.plain
+                .exec(&format!("UPDATE {table} SET qty = 8 WHERE id = 1"))
+                .await;
             let changes = ep.read_changes(&t, start, 100).await.unwrap();
             assert_eq!(changes.len(), 1, "{}", db.engine);
             ep.changelog_trim(&t, changes[0].seq).await.unwrap();
@@ -214,22 +254,45 @@ async fn check_violation_is_an_application_error_and_rolls_back_the_batch() {
                 WriteOp::Upsert(order("eu", 2, -5, "negative")),
             ];
             let err = ep.write_batch(&t, &cols, &key, &ops).await.unwrap_err();
-            assert_eq!(err.class, WriteErrorClass::Application, "{}: {err}", db.engine);
+            assert_eq!(
+                err.class,
+                WriteErrorClass::Application,
+                "{}: {err}",
+                db.engine
+            );
             let expected_code = match db.engine {
                 "sqlite" => "SQLITE_CONSTRAINT_CHECK",
                 "postgres" => "23514",
                 _ => "4025",
             };
             let code = err.code.as_deref().unwrap_or_default();
-            assert!(code == expected_code || code == "3819", "{}: code {code:?}", db.engine);
+            assert!(
+                code == expected_code || code == "3819",
+                "{}: code {code:?}",
+                db.engine
+            );
             assert!(!err.to_string().contains("://"), "{}: {err}", db.engine);
             let rows = ep.read_snapshot(&t, &cols, &key, None, 100).await.unwrap();
-            assert!(rows.is_empty(), "{}: batch not rolled back: {rows:?}", db.engine);
+            assert!(
+                rows.is_empty(),
+                "{}: batch not rolled back: {rows:?}",
+                db.engine
+            );
 
             // A value the column cannot hold is a Transform error, before any write.
-            let bad = vec![WriteOp::Upsert(vec![text("eu"), text("three"), Value::Int(1), Value::Null])];
+            let bad = vec![WriteOp::Upsert(vec![
+                text("eu"),
+                text("three"),
+                Value::Int(1),
+                Value::Null,
+            ])];
             let err = ep.write_batch(&t, &cols, &key, &bad).await.unwrap_err();
-            assert_eq!(err.class, WriteErrorClass::Transform, "{}: {err}", db.engine);
+            assert_eq!(
+                err.class,
+                WriteErrorClass::Transform,
+                "{}: {err}",
+                db.engine
+            );
             assert!(err.message.contains("column id"), "{}: {err}", db.engine);
 
             // A column that does not exist is a Schema error.
@@ -295,19 +358,31 @@ async fn two_readers_share_one_capture() {
             b.install_capture(&t).await.unwrap();
             let start = a.max_change_seq(&t).await.unwrap();
             db.plain
-                .exec(&format!("INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 1, 'a')"))
+                .exec(&format!(
+                    "INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 1, 'a')"
+                ))
                 .await;
             let seen_a = a.read_changes(&t, start, 100).await.unwrap();
-            db.plain.exec(&format!("UPDATE {table} SET qty = 2 WHERE id = 1")).await;
+            db.plain
+                .exec(&format!("UPDATE {table} SET qty = 2 WHERE id = 1"))
+                .await;
             let seen_b = b.read_changes(&t, start, 100).await.unwrap();
             assert_eq!(seen_a.len(), 1, "{}", db.engine);
-            assert_eq!(seen_b.len(), 2, "{}: each change is captured once", db.engine);
+            assert_eq!(
+                seen_b.len(),
+                2,
+                "{}: each change is captured once",
+                db.engine
+            );
             let more_a = a.read_changes(&t, seen_a[0].seq, 100).await.unwrap();
             assert_eq!(more_a, seen_b[1..].to_vec(), "{}", db.engine);
 
             // Trimming up to the slowest reader keeps what the other has not read.
             a.changelog_trim(&t, seen_a[0].seq).await.unwrap();
-            assert_eq!(b.read_changes(&t, seen_a[0].seq, 100).await.unwrap().len(), 1);
+            assert_eq!(
+                b.read_changes(&t, seen_a[0].seq, 100).await.unwrap().len(),
+                1
+            );
             a.changelog_trim(&t, seen_b[1].seq).await.unwrap();
             a.remove_capture(&t).await.unwrap();
             db.drop_table(&table).await;
@@ -330,9 +405,15 @@ async fn remove_capture_stops_capture() {
             ep.remove_capture(&t).await.unwrap(); // idempotent
             assert!(!ep.capture_installed(&t).await.unwrap(), "{}", db.engine);
             db.plain
-                .exec(&format!("INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 1, 'a')"))
+                .exec(&format!(
+                    "INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 1, 'a')"
+                ))
                 .await;
-            assert!(ep.read_changes(&t, start, 100).await.unwrap().is_empty(), "{}", db.engine);
+            assert!(
+                ep.read_changes(&t, start, 100).await.unwrap().is_empty(),
+                "{}",
+                db.engine
+            );
             db.drop_table(&table).await;
             // Removing capture of a table that is gone is not an error.
             ep.remove_capture(&t).await.unwrap();
@@ -355,16 +436,26 @@ const ALL_KINDS: [(&str, ValueKind); 10] = [
 ];
 
 async fn create_all_types(db: &mut TestDb, table: &str) -> Vec<String> {
-    let mut defs = vec![format!("id {} NOT NULL PRIMARY KEY", db.type_name(ValueKind::Int))];
-    defs.extend(ALL_KINDS.iter().map(|(c, k)| format!("{c} {}", db.type_name(*k))));
-    db.plain.exec(&format!("CREATE TABLE {table} ({})", defs.join(", "))).await;
+    let mut defs = vec![format!(
+        "id {} NOT NULL PRIMARY KEY",
+        db.type_name(ValueKind::Int)
+    )];
+    defs.extend(
+        ALL_KINDS
+            .iter()
+            .map(|(c, k)| format!("{c} {}", db.type_name(*k))),
+    );
+    db.plain
+        .exec(&format!("CREATE TABLE {table} ({})", defs.join(", ")))
+        .await;
     let mut cols = vec!["id".to_string()];
     cols.extend(ALL_KINDS.iter().map(|(c, _)| c.to_string()));
     cols
 }
 
 fn sample_rows() -> Vec<Vec<Value>> {
-    let ts = NaiveDateTime::parse_from_str("2026-11-22 10:15:00.123456", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+    let ts = NaiveDateTime::parse_from_str("2026-11-22 10:15:00.123456", "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap();
     let full = vec![
         Value::Int(1),
         Value::Bool(true),
@@ -404,8 +495,16 @@ async fn every_value_type_round_trips_between_every_pair_of_engines() {
             let ta = TableName::parse(ta).unwrap();
             let ops: Vec<WriteOp> = sample_rows().into_iter().map(WriteOp::Upsert).collect();
             ep_a.write_batch(&ta, cols, &key, &ops).await.unwrap();
-            let read_a = ep_a.read_snapshot(&ta, cols, &key, None, 100).await.unwrap();
-            assert_eq!(read_a, sample_rows(), "{} reads back what it wrote", dbs[a].engine);
+            let read_a = ep_a
+                .read_snapshot(&ta, cols, &key, None, 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                read_a,
+                sample_rows(),
+                "{} reads back what it wrote",
+                dbs[a].engine
+            );
             for b in 0..dbs.len() {
                 let ep_b = open(&dbs[b]).await;
                 let tb = TableName::parse(&tables[b].0).unwrap();
@@ -415,8 +514,17 @@ async fn every_value_type_round_trips_between_every_pair_of_engines() {
                     .map(|row| WriteOp::Upsert(info_b.convert_row(&tb, cols, row).unwrap()))
                     .collect();
                 ep_b.write_batch(&tb, cols, &key, &converted).await.unwrap();
-                let read_b = ep_b.read_snapshot(&tb, cols, &key, None, 100).await.unwrap();
-                assert_eq!(read_b, sample_rows(), "{} -> {}", dbs[a].engine, dbs[b].engine);
+                let read_b = ep_b
+                    .read_snapshot(&tb, cols, &key, None, 100)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    read_b,
+                    sample_rows(),
+                    "{} -> {}",
+                    dbs[a].engine,
+                    dbs[b].engine
+                );
             }
         }
         for (db, (table, _)) in dbs.iter_mut().zip(&tables) {

@@ -144,7 +144,13 @@ pub(crate) fn trigger_name(table: &TableName, event: Event) -> String {
     let readable: String = table
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     let hash = hex::encode(&Sha256::digest(table.to_string().as_bytes())[..4]);
@@ -162,7 +168,10 @@ pub(crate) fn string_literal(text: &str, escape_backslash: bool) -> String {
 }
 
 /// Decodes one changelog row (`seq`, `op`, `key_json`, `changed_at`) as read from any engine.
-pub(crate) fn change_from_row(row: Vec<Value>, key_kinds: &[ValueKind]) -> Result<Change, CaptureError> {
+pub(crate) fn change_from_row(
+    row: Vec<Value>,
+    key_kinds: &[ValueKind],
+) -> Result<Change, CaptureError> {
     let [seq, op, key, changed_at]: [Value; 4] = row
         .try_into()
         .map_err(|r: Vec<Value>| CaptureError::BadRow(format!("{} columns", r.len())))?;
@@ -172,7 +181,8 @@ pub(crate) fn change_from_row(row: Vec<Value>, key_kinds: &[ValueKind]) -> Resul
         return Err(CaptureError::BadRow("unexpected column types".into()));
     };
     let op = ChangeOp::from_code(&op).ok_or(CaptureError::BadOp { seq, op })?;
-    let key = crate::endpoint::key_from_json(&key, key_kinds).map_err(|source| CaptureError::BadKey { seq, source })?;
+    let key = crate::endpoint::key_from_json(&key, key_kinds)
+        .map_err(|source| CaptureError::BadKey { seq, source })?;
     Ok(Change {
         seq,
         op,
@@ -190,8 +200,14 @@ mod tests {
         let a = TableName::parse("orders").unwrap();
         let b = TableName::parse("Orders").unwrap();
         let long = TableName::parse(&"x".repeat(200)).unwrap();
-        assert_eq!(trigger_name(&a, Event::Insert), trigger_name(&a, Event::Insert));
-        assert_ne!(trigger_name(&a, Event::Insert), trigger_name(&b, Event::Insert));
+        assert_eq!(
+            trigger_name(&a, Event::Insert),
+            trigger_name(&a, Event::Insert)
+        );
+        assert_ne!(
+            trigger_name(&a, Event::Insert),
+            trigger_name(&b, Event::Insert)
+        );
         assert!(trigger_name(&long, Event::Update).len() <= 64);
     }
 

@@ -31,7 +31,9 @@ fn key_json(row: &str, keys: &[KeyColumn]) -> String {
             let col = format!("{row}.{}", q(k.name));
             match k.kind {
                 ValueKind::Bytes => format!("CONCAT('\\\\x', LOWER(HEX({col})))"),
-                ValueKind::TimestampTz => format!("CAST(CONVERT_TZ({col}, @@session.time_zone, '+00:00') AS CHAR)"),
+                ValueKind::TimestampTz => {
+                    format!("CAST(CONVERT_TZ({col}, @@session.time_zone, '+00:00') AS CHAR)")
+                }
                 _ => format!("CAST({col} AS CHAR)"),
             }
         })
@@ -48,7 +50,12 @@ fn trigger(table: &TableName, event: Event) -> String {
 
 /// Creates the changelog and the triggers of `table` (`quoted` is its quoted name), each
 /// if missing.
-pub(crate) fn install(home: &str, table: &TableName, quoted: &str, keys: &[KeyColumn]) -> Vec<Stmt> {
+pub(crate) fn install(
+    home: &str,
+    table: &TableName,
+    quoted: &str,
+    keys: &[KeyColumn],
+) -> Vec<Stmt> {
     let changelog = changelog(home);
     let mut ddl = vec![format!(
         "CREATE TABLE IF NOT EXISTS {changelog} (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
@@ -66,7 +73,12 @@ pub(crate) fn install(home: &str, table: &TableName, quoted: &str, keys: &[KeyCo
     };
     let key_changed = keys
         .iter()
-        .map(|k| format!("CAST(OLD.{c} AS BINARY) <=> CAST(NEW.{c} AS BINARY)", c = q(k.name)))
+        .map(|k| {
+            format!(
+                "CAST(OLD.{c} AS BINARY) <=> CAST(NEW.{c} AS BINARY)",
+                c = q(k.name)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" AND ");
     for event in Event::ALL {
@@ -93,7 +105,12 @@ pub(crate) fn install(home: &str, table: &TableName, quoted: &str, keys: &[KeyCo
 pub(crate) fn remove(table: &TableName) -> Vec<Stmt> {
     Event::ALL
         .iter()
-        .map(|e| Stmt::new(format!("DROP TRIGGER IF EXISTS {}", trigger(table, *e)), vec![]))
+        .map(|e| {
+            Stmt::new(
+                format!("DROP TRIGGER IF EXISTS {}", trigger(table, *e)),
+                vec![],
+            )
+        })
         .collect()
 }
 
@@ -101,7 +118,11 @@ pub(crate) fn remove(table: &TableName) -> Vec<Stmt> {
 pub(crate) fn check(table: &TableName) -> (Stmt, i64) {
     let schema = table.schema.clone().map(Value::Text).unwrap_or(Value::Null);
     let mut params = vec![schema, Value::Text(table.name.clone())];
-    params.extend(Event::ALL.iter().map(|e| Value::Text(trigger_name(table, *e))));
+    params.extend(
+        Event::ALL
+            .iter()
+            .map(|e| Value::Text(trigger_name(table, *e))),
+    );
     let sql = "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = COALESCE(?, DATABASE()) \
                AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)";
     (Stmt::new(sql, params), Event::ALL.len() as i64)

@@ -30,7 +30,12 @@ pub(crate) fn changelog(home: &str) -> String {
 
 /// Creates the changelog and the function if missing and (re)creates the trigger of
 /// `table` (`quoted` is its quoted name).
-pub(crate) fn install(home: &str, table: &TableName, quoted: &str, key_columns: &[String]) -> Vec<Stmt> {
+pub(crate) fn install(
+    home: &str,
+    table: &TableName,
+    quoted: &str,
+    key_columns: &[String],
+) -> Vec<Stmt> {
     let changelog = changelog(home);
     let function = format!("{}.{}", q(home), q(TRIGGER));
     let mut args = vec![string_literal(&table.to_string(), false)];
@@ -91,12 +96,18 @@ $dualwrite$"#
 
 /// Drops the trigger of `table`.
 pub(crate) fn remove(quoted: &str) -> Vec<Stmt> {
-    vec![Stmt::new(format!("DROP TRIGGER IF EXISTS {} ON {quoted}", q(TRIGGER)), vec![])]
+    vec![Stmt::new(
+        format!("DROP TRIGGER IF EXISTS {} ON {quoted}", q(TRIGGER)),
+        vec![],
+    )]
 }
 
 /// Counts the capture triggers of `table` (1 when installed).
 pub(crate) fn check(quoted: &str) -> (Stmt, i64) {
     let sql = "SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND NOT tgisinternal";
-    let params = vec![Value::Text(quoted.to_string()), Value::Text(TRIGGER.to_string())];
+    let params = vec![
+        Value::Text(quoted.to_string()),
+        Value::Text(TRIGGER.to_string()),
+    ];
     (Stmt::new(sql, params), 1)
 }

@@ -40,7 +40,10 @@ pub(crate) fn install(table: &TableName, keys: &[KeyColumn]) -> Vec<Stmt> {
             "CREATE INDEX IF NOT EXISTS {} ON {changelog} (table_name, seq)",
             q(&format!("{CHANGELOG_TABLE}_by_table"))
         ),
-        format!("CREATE TABLE IF NOT EXISTS {} (marker INTEGER)", q(SUPPRESS_TABLE)),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (marker INTEGER)",
+            q(SUPPRESS_TABLE)
+        ),
     ];
     let name = string_literal(&table.to_string(), false);
     let insert = |op: &str, row: &str| {
@@ -78,14 +81,23 @@ pub(crate) fn install(table: &TableName, keys: &[KeyColumn]) -> Vec<Stmt> {
 pub(crate) fn remove(table: &TableName) -> Vec<Stmt> {
     Event::ALL
         .iter()
-        .map(|e| Stmt::new(format!("DROP TRIGGER IF EXISTS {}", q(&trigger_name(table, *e))), vec![]))
+        .map(|e| {
+            Stmt::new(
+                format!("DROP TRIGGER IF EXISTS {}", q(&trigger_name(table, *e))),
+                vec![],
+            )
+        })
         .collect()
 }
 
 /// Counts the triggers of `table` that exist (3 when installed).
 pub(crate) fn check(table: &TableName) -> (Stmt, i64) {
     let mut params = vec![Value::Text(table.name.clone())];
-    params.extend(Event::ALL.iter().map(|e| Value::Text(trigger_name(table, *e))));
+    params.extend(
+        Event::ALL
+            .iter()
+            .map(|e| Value::Text(trigger_name(table, *e))),
+    );
     let sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 AND name IN (?2, ?3, ?4)";
     (Stmt::new(sql, params), Event::ALL.len() as i64)
 }

@@ -63,9 +63,15 @@ impl fmt::Debug for EndpointSpec {
 /// database cannot be reached; the message never contains the URL.
 pub async fn connect(spec: &EndpointSpec) -> Result<Box<dyn Endpoint>, EndpointError> {
     Ok(match spec {
-        EndpointSpec::Sqlite { path } => Box::new(sql::SqlEndpoint::new(sqlite::Sqlite::open(path).await?)),
-        EndpointSpec::Postgres { url } => Box::new(sql::SqlEndpoint::new(postgres::Postgres::connect(url).await?)),
-        EndpointSpec::Mysql { url } => Box::new(sql::SqlEndpoint::new(mysql::Mysql::connect(url).await?)),
+        EndpointSpec::Sqlite { path } => {
+            Box::new(sql::SqlEndpoint::new(sqlite::Sqlite::open(path).await?))
+        }
+        EndpointSpec::Postgres { url } => Box::new(sql::SqlEndpoint::new(
+            postgres::Postgres::connect(url).await?,
+        )),
+        EndpointSpec::Mysql { url } => {
+            Box::new(sql::SqlEndpoint::new(mysql::Mysql::connect(url).await?))
+        }
     })
 }
 
@@ -87,13 +93,18 @@ impl TableName {
         };
         let parts: Vec<&str> = text.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(invalid("expected `table` or `schema.table` with non-empty parts"));
+            return Err(invalid(
+                "expected `table` or `schema.table` with non-empty parts",
+            ));
         }
         if text.contains('\0') {
             return Err(invalid("contains a NUL character"));
         }
         match parts.as_slice() {
-            [name] => Ok(TableName { schema: None, name: name.to_string() }),
+            [name] => Ok(TableName {
+                schema: None,
+                name: name.to_string(),
+            }),
             [schema, name] => Ok(TableName {
                 schema: Some(schema.to_string()),
                 name: name.to_string(),
@@ -145,7 +156,12 @@ impl TableInfo {
     /// Converts `row` (values for `columns`, in order) to the kinds of those columns — what
     /// `write_batch` does before writing. Call it first to turn a bad value into a
     /// TransformError for that one record instead of failing a whole batch.
-    pub fn convert_row(&self, table: &TableName, columns: &[String], row: &[Value]) -> Result<Row, EndpointError> {
+    pub fn convert_row(
+        &self,
+        table: &TableName,
+        columns: &[String],
+        row: &[Value],
+    ) -> Result<Row, EndpointError> {
         if row.len() != columns.len() {
             return Err(EndpointError::RowShape {
                 expected: columns.len(),
@@ -156,14 +172,18 @@ impl TableInfo {
             .iter()
             .zip(row)
             .map(|(name, value)| {
-                let column = self.column(name).ok_or_else(|| EndpointError::ColumnNotFound {
-                    table: table.to_string(),
-                    column: name.clone(),
-                })?;
-                value.convert_to(column.kind).map_err(|source| EndpointError::Convert {
-                    column: name.clone(),
-                    source,
-                })
+                let column = self
+                    .column(name)
+                    .ok_or_else(|| EndpointError::ColumnNotFound {
+                        table: table.to_string(),
+                        column: name.clone(),
+                    })?;
+                value
+                    .convert_to(column.kind)
+                    .map_err(|source| EndpointError::Convert {
+                        column: name.clone(),
+                        source,
+                    })
             })
             .collect()
     }
@@ -203,7 +223,9 @@ pub struct WriteError {
 }
 
 fn code_suffix(code: &Option<String>) -> String {
-    code.as_ref().map(|c| format!(" (code {c})")).unwrap_or_default()
+    code.as_ref()
+        .map(|c| format!(" (code {c})"))
+        .unwrap_or_default()
 }
 
 impl WriteError {
@@ -238,7 +260,10 @@ pub enum EndpointError {
         source: ConvertError,
     },
     #[error("cannot connect to the {engine} endpoint: {message}")]
-    Connect { engine: &'static str, message: String },
+    Connect {
+        engine: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Capture(#[from] CaptureError),
     #[error(transparent)]
@@ -288,19 +313,31 @@ pub trait Endpoint: Send + Sync {
 
     /// Columns and primary key; [`EndpointError::TableNotFound`] (class Schema) if missing.
     /// Always asks the database (and refreshes the cache).
-    fn introspect<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<TableInfo, EndpointError>>;
+    fn introspect<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<TableInfo, EndpointError>>;
 
     /// Installs change capture for `table`: creates the endpoint's changelog table if
     /// missing and the table's INSERT/UPDATE/DELETE triggers. Idempotent; one set of
     /// triggers serves every map that reads the table.
-    fn install_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>>;
+    fn install_capture<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<(), EndpointError>>;
 
     /// Drops the table's capture triggers (not its changelog rows: see
     /// [`Endpoint::changelog_trim`]). Idempotent; a missing table is not an error.
-    fn remove_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>>;
+    fn remove_capture<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<(), EndpointError>>;
 
     /// Whether all three capture triggers of `table` exist.
-    fn capture_installed<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<bool, EndpointError>>;
+    fn capture_installed<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<bool, EndpointError>>;
 
     /// One page of the table in key order: rows whose key is greater than `after_key`
     /// (or the first page), at most `limit`. Values are in `columns` order, of the columns'
@@ -324,10 +361,17 @@ pub trait Endpoint: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Change>, EndpointError>>;
 
     /// The highest captured `seq` for `table` (0 when none).
-    fn max_change_seq<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<i64, EndpointError>>;
+    fn max_change_seq<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<i64, EndpointError>>;
 
     /// Deletes captured changes of `table` with `seq <= up_to_seq`; returns how many.
-    fn changelog_trim<'a>(&'a self, table: &'a TableName, up_to_seq: i64) -> BoxFuture<'a, Result<u64, EndpointError>>;
+    fn changelog_trim<'a>(
+        &'a self,
+        table: &'a TableName,
+        up_to_seq: i64,
+    ) -> BoxFuture<'a, Result<u64, EndpointError>>;
 
     /// The current rows for `keys` (values for `key_columns`); missing keys are absent.
     fn fetch_rows<'a>(
@@ -385,7 +429,15 @@ mod tests {
             url: "postgres://u:hunter2@db/x".into(),
         };
         assert_eq!(format!("{spec:?}"), "Postgres { url: <redacted> }");
-        assert!(!format!("{:?}", EndpointSpec::Mysql { url: "mysql://u:pw@h/d".into() }).contains("pw"));
+        assert!(
+            !format!(
+                "{:?}",
+                EndpointSpec::Mysql {
+                    url: "mysql://u:pw@h/d".into()
+                }
+            )
+            .contains("pw")
+        );
     }
 
     #[test]

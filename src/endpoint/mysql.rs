@@ -14,8 +14,8 @@ use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Value as MyValue};
 
 use super::sql::{Dialect, Engine, Stmt, quote_with};
 use super::{
-    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass, redact,
-    url_secrets,
+    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
+    WriteErrorClass, redact, url_secrets,
 };
 use crate::capture;
 
@@ -33,7 +33,8 @@ impl Mysql {
             engine: "mysql",
             message: redact(&message, &secrets),
         };
-        let opts = Opts::from_url(url).map_err(|e| connect_error(format!("invalid connection URL: {e}")))?;
+        let opts = Opts::from_url(url)
+            .map_err(|e| connect_error(format!("invalid connection URL: {e}")))?;
         let database = opts.db_name().map(str::to_string);
         let opts = OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);
         let pool = Pool::new(opts);
@@ -73,15 +74,21 @@ impl Mysql {
     }
 
     fn home(&self) -> Result<&str, EndpointError> {
-        self.database.as_deref().ok_or_else(|| EndpointError::Unsupported {
-            engine: "mysql",
-            what: "change capture without a database in the connection URL".into(),
-        })
+        self.database
+            .as_deref()
+            .ok_or_else(|| EndpointError::Unsupported {
+                engine: "mysql",
+                what: "change capture without a database in the connection URL".into(),
+            })
     }
 
     /// Runs `stmts` in one transaction on `conn`; param-less statements (DDL) go through
     /// the text protocol.
-    async fn run_in_transaction(&self, conn: &mut Conn, stmts: &[Stmt]) -> Result<u64, mysql_async::Error> {
+    async fn run_in_transaction(
+        &self,
+        conn: &mut Conn,
+        stmts: &[Stmt],
+    ) -> Result<u64, mysql_async::Error> {
         conn.query_drop("START TRANSACTION").await?;
         let mut affected = 0;
         for stmt in stmts {
@@ -113,10 +120,14 @@ fn kind_of(data_type: &str, column_type: &str) -> ValueKind {
     match data_type.to_ascii_lowercase().as_str() {
         "tinyint" if column_type.to_ascii_lowercase().starts_with("tinyint(1)") => ValueKind::Bool,
         "bool" | "boolean" => ValueKind::Bool,
-        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => ValueKind::Int,
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
+            ValueKind::Int
+        }
         "decimal" | "numeric" => ValueKind::Decimal,
         "float" | "double" | "real" => ValueKind::Float,
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" => ValueKind::Bytes,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" => {
+            ValueKind::Bytes
+        }
         "date" => ValueKind::Date,
         "datetime" => ValueKind::Timestamp,
         "timestamp" => ValueKind::TimestampTz,
@@ -171,10 +182,16 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
             .unwrap_or_else(|_| Value::Decimal(u.into())),
         MyValue::Float(f) => Value::Float(f.into()),
         MyValue::Double(f) => Value::Float(f),
-        MyValue::Date(y, mo, d, h, mi, s, us) => NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
-            .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
-            .map(Value::Timestamp)
-            .ok_or_else(|| transform(format!("invalid date {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")))?,
+        MyValue::Date(y, mo, d, h, mi, s, us) => {
+            NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+                .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
+                .map(Value::Timestamp)
+                .ok_or_else(|| {
+                    transform(format!(
+                        "invalid date {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"
+                    ))
+                })?
+        }
         MyValue::Time(neg, days, h, mi, s, us) => {
             let sign = if neg { "-" } else { "" };
             let hours = days * 24 + u32::from(h);
@@ -212,7 +229,10 @@ impl Dialect for Mysql {
         let sets: Vec<String> = if others.is_empty() {
             keys.iter().map(|k| format!("{k} = {k}")).collect()
         } else {
-            others.iter().map(|c| format!("{c} = VALUES({c})")).collect()
+            others
+                .iter()
+                .map(|c| format!("{c} = VALUES({c})"))
+                .collect()
         };
         format!("ON DUPLICATE KEY UPDATE {}", sets.join(", "))
     }
@@ -278,7 +298,8 @@ impl Engine for Mysql {
             .iter()
             .map(|r| {
                 let name = text(&r[0]);
-                let json_check = format!("json_valid({})", quote_with(&name, '`')).to_ascii_lowercase();
+                let json_check =
+                    format!("json_valid({})", quote_with(&name, '`')).to_ascii_lowercase();
                 let mut kind = kind_of(&text(&r[1]), &text(&r[2]));
                 if kind == ValueKind::Text && checks.contains(&json_check) {
                     kind = ValueKind::Json;
@@ -333,7 +354,11 @@ impl Engine for Mysql {
         result.map_err(|e| self.classify(e))
     }
 
-    fn capture_install(&self, table: &TableName, info: &TableInfo) -> Result<Vec<Stmt>, EndpointError> {
+    fn capture_install(
+        &self,
+        table: &TableName,
+        info: &TableInfo,
+    ) -> Result<Vec<Stmt>, EndpointError> {
         Ok(capture::mysql::install(
             self.home()?,
             table,

@@ -21,8 +21,8 @@ use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
 use super::sql::{Dialect, Engine, Stmt};
 use super::{
-    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass, redact,
-    url_secrets,
+    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
+    WriteErrorClass, redact, url_secrets,
 };
 use crate::capture;
 
@@ -48,7 +48,13 @@ impl Conn {
         let connecting = tokio_postgres::connect(url, NoTls);
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| WriteError::new(WriteErrorClass::Network, None, "timed out connecting to PostgreSQL"))?
+            .map_err(|_| {
+                WriteError::new(
+                    WriteErrorClass::Network,
+                    None,
+                    "timed out connecting to PostgreSQL",
+                )
+            })?
             .map_err(|e| classify(e, secrets))?;
         let secrets = secrets.to_vec();
         tokio::spawn(async move {
@@ -64,7 +70,11 @@ impl Conn {
 }
 
 /// A prepared statement for `sql`, from the cache when possible.
-async fn prepare(cache: &mut HashMap<String, Statement>, client: &impl GenericClient, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+async fn prepare(
+    cache: &mut HashMap<String, Statement>,
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<Statement, tokio_postgres::Error> {
     if let Some(stmt) = cache.get(sql) {
         return Ok(stmt.clone());
     }
@@ -170,11 +180,17 @@ fn transform(message: String) -> WriteError {
 /// The parameter for `value`, typed as the server expects it (`ty`).
 fn bind(ty: &Type, value: &Value) -> Result<Param, WriteError> {
     let kind = kind_of_type(ty).unwrap_or(ValueKind::Text);
-    let value = value.convert_to(kind).map_err(|e| transform(e.to_string()))?;
+    let value = value
+        .convert_to(kind)
+        .map_err(|e| transform(e.to_string()))?;
     let out_of_range = |i: i64| transform(format!("value {i} is out of range for type {ty}"));
     Ok(match (kind, value) {
-        (ValueKind::Int, Value::Int(i)) if *ty == Type::INT2 => Box::new(i16::try_from(i).map_err(|_| out_of_range(i))?),
-        (ValueKind::Int, Value::Int(i)) if *ty == Type::INT4 => Box::new(i32::try_from(i).map_err(|_| out_of_range(i))?),
+        (ValueKind::Int, Value::Int(i)) if *ty == Type::INT2 => {
+            Box::new(i16::try_from(i).map_err(|_| out_of_range(i))?)
+        }
+        (ValueKind::Int, Value::Int(i)) if *ty == Type::INT4 => {
+            Box::new(i32::try_from(i).map_err(|_| out_of_range(i))?)
+        }
         (ValueKind::Float, Value::Float(f)) if *ty == Type::FLOAT4 => Box::new(f as f32),
         (_, Value::Bool(b)) => Box::new(b),
         (_, Value::Int(i)) => Box::new(i),
@@ -210,27 +226,46 @@ fn typed_null(ty: &Type) -> Param {
 }
 
 fn bind_all(stmt: &Statement, values: &[Value]) -> Result<Vec<Param>, WriteError> {
-    stmt.params().iter().zip(values).map(|(ty, v)| bind(ty, v)).collect()
+    stmt.params()
+        .iter()
+        .zip(values)
+        .map(|(ty, v)| bind(ty, v))
+        .collect()
 }
 
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 fn read_raw(row: &tokio_postgres::Row, i: usize) -> Result<Value, tokio_postgres::Error> {
     let raw = match *row.columns()[i].type_() {
         Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map(Value::Bool),
-        Type::INT2 => row.try_get::<_, Option<i16>>(i)?.map(|v| Value::Int(v.into())),
-        Type::INT4 => row.try_get::<_, Option<i32>>(i)?.map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Int(v.into())),
         Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
         Type::NUMERIC => row.try_get::<_, Option<Decimal>>(i)?.map(Value::Decimal),
-        Type::FLOAT4 => row.try_get::<_, Option<f32>>(i)?.map(|v| Value::Float(v.into())),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map(|v| Value::Float(v.into())),
         Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Float),
         Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Bytes),
         Type::DATE => row.try_get::<_, Option<NaiveDate>>(i)?.map(Value::Date),
-        Type::TIMESTAMP => row.try_get::<_, Option<NaiveDateTime>>(i)?.map(Value::Timestamp),
-        Type::TIMESTAMPTZ => row.try_get::<_, Option<DateTime<Utc>>>(i)?.map(Value::TimestampTz),
-        Type::JSON | Type::JSONB => row.try_get::<_, Option<serde_json::Value>>(i)?.map(Value::Json),
+        Type::TIMESTAMP => row
+            .try_get::<_, Option<NaiveDateTime>>(i)?
+            .map(Value::Timestamp),
+        Type::TIMESTAMPTZ => row
+            .try_get::<_, Option<DateTime<Utc>>>(i)?
+            .map(Value::TimestampTz),
+        Type::JSON | Type::JSONB => row
+            .try_get::<_, Option<serde_json::Value>>(i)?
+            .map(Value::Json),
         _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
     };
     Ok(raw.unwrap_or(Value::Null))
@@ -269,7 +304,11 @@ fn classify(e: tokio_postgres::Error, secrets: &[String]) -> WriteError {
         if let Some(detail) = db.detail() {
             message = format!("{message}: {detail}");
         }
-        return WriteError::new(class_of_sqlstate(&code), Some(code), redact(&message, secrets));
+        return WriteError::new(
+            class_of_sqlstate(&code),
+            Some(code),
+            redact(&message, secrets),
+        );
     }
     let message = redact(&e.to_string(), secrets);
     let class = if message.contains("serializing") {
@@ -293,13 +332,24 @@ impl Dialect for Postgres {
         if others.is_empty() {
             return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
         }
-        let sets: Vec<String> = others.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-        format!("ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), sets.join(", "))
+        let sets: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}",
+            keys.join(", "),
+            sets.join(", ")
+        )
     }
 
     fn select_expr(&self, column: &ColumnInfo) -> String {
         let name = self.quote_ident(&column.name);
-        if is_native(&column.db_type) { name } else { format!("{name}::text") }
+        if is_native(&column.db_type) {
+            name
+        } else {
+            format!("{name}::text")
+        }
     }
 
     fn param_expr(&self, column: &ColumnInfo, n: usize) -> String {
@@ -364,7 +414,10 @@ impl Engine for Postgres {
                 };
                 ColumnInfo {
                     name: text(&r[0]),
-                    kind: Type::from_oid(oid).as_ref().and_then(kind_of_type).unwrap_or(ValueKind::Text),
+                    kind: Type::from_oid(oid)
+                        .as_ref()
+                        .and_then(kind_of_type)
+                        .unwrap_or(ValueKind::Text),
                     nullable: r[3] == Value::Bool(true),
                     db_type: text(&r[1]),
                 }
@@ -407,10 +460,14 @@ impl Engine for Postgres {
         let mut affected = 0;
         for stmt in &stmts {
             if stmt.params.is_empty() {
-                tx.batch_execute(&stmt.sql).await.map_err(|e| self.classify(e))?;
+                tx.batch_execute(&stmt.sql)
+                    .await
+                    .map_err(|e| self.classify(e))?;
                 continue;
             }
-            let prepared = prepare(statements, &tx, &stmt.sql).await.map_err(|e| self.classify(e))?;
+            let prepared = prepare(statements, &tx, &stmt.sql)
+                .await
+                .map_err(|e| self.classify(e))?;
             let params = bind_all(&prepared, &stmt.params)?;
             affected += tx
                 .execute(&prepared, &refs(&params))
@@ -421,7 +478,11 @@ impl Engine for Postgres {
         Ok(affected)
     }
 
-    fn capture_install(&self, table: &TableName, info: &TableInfo) -> Result<Vec<Stmt>, EndpointError> {
+    fn capture_install(
+        &self,
+        table: &TableName,
+        info: &TableInfo,
+    ) -> Result<Vec<Stmt>, EndpointError> {
         Ok(capture::postgres::install(
             &self.home_schema,
             table,

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoxFuture, Change, ColumnInfo, Endpoint, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
-    WriteErrorClass, WriteOp, key_string,
+    BoxFuture, Change, ColumnInfo, Endpoint, EndpointError, Row, TableInfo, TableName, Value,
+    ValueKind, WriteError, WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 
@@ -51,7 +51,11 @@ pub(crate) trait Dialect {
     /// Quotes `schema.table` or `table`.
     fn quote_table(&self, table: &TableName) -> String {
         match &table.schema {
-            Some(schema) => format!("{}.{}", self.quote_ident(schema), self.quote_ident(&table.name)),
+            Some(schema) => format!(
+                "{}.{}",
+                self.quote_ident(schema),
+                self.quote_ident(&table.name)
+            ),
             None => self.quote_ident(&table.name),
         }
     }
@@ -90,17 +94,32 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
     const NAME: &'static str;
 
     /// Columns and primary key, or `None` when the table does not exist.
-    fn introspect(&self, table: &TableName) -> impl Future<Output = Result<Option<TableInfo>, WriteError>> + Send;
+    fn introspect(
+        &self,
+        table: &TableName,
+    ) -> impl Future<Output = Result<Option<TableInfo>, WriteError>> + Send;
 
     /// Runs a query; the result's values are converted to `kinds` (one per column).
-    fn query(&self, stmt: Stmt, kinds: Vec<ValueKind>) -> impl Future<Output = Result<Vec<Row>, WriteError>> + Send;
+    fn query(
+        &self,
+        stmt: Stmt,
+        kinds: Vec<ValueKind>,
+    ) -> impl Future<Output = Result<Vec<Row>, WriteError>> + Send;
 
     /// Runs the statements in one transaction and returns the rows affected. With
     /// `suppress_echo` the engine's capture triggers ignore these writes.
-    fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> impl Future<Output = Result<u64, WriteError>> + Send;
+    fn transaction(
+        &self,
+        stmts: Vec<Stmt>,
+        suppress_echo: bool,
+    ) -> impl Future<Output = Result<u64, WriteError>> + Send;
 
     /// DDL that creates the changelog (if missing) and the table's capture triggers.
-    fn capture_install(&self, table: &TableName, info: &TableInfo) -> Result<Vec<Stmt>, EndpointError>;
+    fn capture_install(
+        &self,
+        table: &TableName,
+        info: &TableInfo,
+    ) -> Result<Vec<Stmt>, EndpointError>;
 
     /// DDL that drops the table's capture triggers.
     fn capture_remove(&self, table: &TableName) -> Result<Vec<Stmt>, EndpointError>;
@@ -137,18 +156,22 @@ impl<E: Engine> SqlEndpoint<E> {
     }
 
     async fn fresh_info(&self, table: &TableName) -> Result<Arc<TableInfo>, EndpointError> {
-        let info = self
-            .engine
-            .introspect(table)
-            .await?
-            .ok_or_else(|| EndpointError::TableNotFound { table: table.to_string() })?;
+        let info =
+            self.engine
+                .introspect(table)
+                .await?
+                .ok_or_else(|| EndpointError::TableNotFound {
+                    table: table.to_string(),
+                })?;
         let info = Arc::new(info);
         self.lock_tables().insert(table.clone(), info.clone());
         Ok(info)
     }
 
     fn lock_tables(&self) -> std::sync::MutexGuard<'_, HashMap<TableName, Arc<TableInfo>>> {
-        self.tables.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn info(&self, table: &TableName) -> Result<Arc<TableInfo>, EndpointError> {
@@ -160,7 +183,11 @@ impl<E: Engine> SqlEndpoint<E> {
     }
 
     /// Forgets cached metadata after a Schema-class failure, so the next call looks again.
-    fn checked<T>(&self, table: &TableName, result: Result<T, WriteError>) -> Result<T, EndpointError> {
+    fn checked<T>(
+        &self,
+        table: &TableName,
+        result: Result<T, WriteError>,
+    ) -> Result<T, EndpointError> {
         result.map_err(|e| {
             if e.class == WriteErrorClass::Schema {
                 self.lock_tables().remove(table);
@@ -169,28 +196,45 @@ impl<E: Engine> SqlEndpoint<E> {
         })
     }
 
-    async fn resolve(&self, table: &TableName, columns: &[String], key_columns: &[String]) -> Result<Resolved, EndpointError> {
+    async fn resolve(
+        &self,
+        table: &TableName,
+        columns: &[String],
+        key_columns: &[String],
+    ) -> Result<Resolved, EndpointError> {
         let info = self.info(table).await?;
         let find = |name: &String| {
-            info.column(name).cloned().ok_or_else(|| EndpointError::ColumnNotFound {
-                table: table.to_string(),
-                column: name.clone(),
-            })
+            info.column(name)
+                .cloned()
+                .ok_or_else(|| EndpointError::ColumnNotFound {
+                    table: table.to_string(),
+                    column: name.clone(),
+                })
         };
         let columns = columns.iter().map(find).collect::<Result<Vec<_>, _>>()?;
-        let keys = key_columns.iter().map(find).collect::<Result<Vec<_>, _>>()?;
+        let keys = key_columns
+            .iter()
+            .map(find)
+            .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
-            return Err(EndpointError::NoPrimaryKey { table: table.to_string() });
+            return Err(EndpointError::NoPrimaryKey {
+                table: table.to_string(),
+            });
         }
         Ok(Resolved { columns, keys })
     }
 
     fn quoted(&self, cols: &[ColumnInfo]) -> Vec<String> {
-        cols.iter().map(|c| self.engine.quote_ident(&c.name)).collect()
+        cols.iter()
+            .map(|c| self.engine.quote_ident(&c.name))
+            .collect()
     }
 
     fn select_list(&self, cols: &[ColumnInfo]) -> String {
-        cols.iter().map(|c| self.engine.select_expr(c)).collect::<Vec<_>>().join(", ")
+        cols.iter()
+            .map(|c| self.engine.select_expr(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `(p1, p2)` for `cols` starting at parameter `first`, or `p1` for one column.
@@ -214,10 +258,11 @@ impl<E: Engine> SqlEndpoint<E> {
         cols.iter()
             .zip(values)
             .map(|(c, v)| {
-                v.convert_to(c.kind).map_err(|source| EndpointError::Convert {
-                    column: c.name.clone(),
-                    source,
-                })
+                v.convert_to(c.kind)
+                    .map_err(|source| EndpointError::Convert {
+                        column: c.name.clone(),
+                        source,
+                    })
             })
             .collect()
     }
@@ -244,10 +289,21 @@ impl<E: Engine> SqlEndpoint<E> {
         let mut params = Vec::new();
         if let Some(after) = after_key {
             params = Self::convert(&r.keys, after)?;
-            sql += &format!(" WHERE {} > {}", tuple(&self.quoted(&r.keys)), self.param_tuple(&r.keys, 1));
+            sql += &format!(
+                " WHERE {} > {}",
+                tuple(&self.quoted(&r.keys)),
+                self.param_tuple(&r.keys, 1)
+            );
         }
-        sql += &format!(" ORDER BY {} LIMIT {}", self.quoted(&r.keys).join(", "), limit);
-        let result = self.engine.query(Stmt::new(sql, params), Resolved::kinds(&r.columns)).await;
+        sql += &format!(
+            " ORDER BY {} LIMIT {}",
+            self.quoted(&r.keys).join(", "),
+            limit
+        );
+        let result = self
+            .engine
+            .query(Stmt::new(sql, params), Resolved::kinds(&r.columns))
+            .await;
         self.checked(table, result)
     }
 
@@ -274,7 +330,10 @@ impl<E: Engine> SqlEndpoint<E> {
                 tuple(&self.quoted(&r.keys)),
                 tuples.join(", ")
             );
-            let result = self.engine.query(Stmt::new(sql, params), Resolved::kinds(&r.columns)).await;
+            let result = self
+                .engine
+                .query(Stmt::new(sql, params), Resolved::kinds(&r.columns))
+                .await;
             rows.extend(self.checked(table, result)?);
         }
         Ok(rows)
@@ -283,7 +342,12 @@ impl<E: Engine> SqlEndpoint<E> {
     /// The statements for `ops`: runs of upserts become multi-row upserts (a key repeated
     /// within a run keeps its last row), runs of deletes become `DELETE … IN (…)`; order
     /// between runs is kept.
-    fn write_statements(&self, table: &TableName, r: &Resolved, ops: &[WriteOp]) -> Result<Vec<Stmt>, EndpointError> {
+    fn write_statements(
+        &self,
+        table: &TableName,
+        r: &Resolved,
+        ops: &[WriteOp],
+    ) -> Result<Vec<Stmt>, EndpointError> {
         let key_pos: Vec<usize> = r
             .keys
             .iter()
@@ -327,7 +391,13 @@ impl<E: Engine> SqlEndpoint<E> {
         Ok(stmts)
     }
 
-    fn upsert_stmts(&self, table: &TableName, r: &Resolved, rows: Vec<Vec<Value>>, out: &mut Vec<Stmt>) {
+    fn upsert_stmts(
+        &self,
+        table: &TableName,
+        r: &Resolved,
+        rows: Vec<Vec<Value>>,
+        out: &mut Vec<Stmt>,
+    ) {
         let cols = self.quoted(&r.columns);
         let keys = self.quoted(&r.keys);
         let others: Vec<String> = cols.iter().filter(|c| !keys.contains(c)).cloned().collect();
@@ -355,7 +425,13 @@ impl<E: Engine> SqlEndpoint<E> {
             .join(", ")
     }
 
-    fn delete_stmts(&self, table: &TableName, r: &Resolved, keys: Vec<Vec<Value>>, out: &mut Vec<Stmt>) {
+    fn delete_stmts(
+        &self,
+        table: &TableName,
+        r: &Resolved,
+        keys: Vec<Vec<Value>>,
+        out: &mut Vec<Stmt>,
+    ) {
         for chunk in keys.chunks(self.rows_per_stmt(r.keys.len())) {
             let tuples: Vec<String> = (0..chunk.len())
                 .map(|i| self.param_tuple(&r.keys, i * r.keys.len() + 1))
@@ -389,7 +465,9 @@ impl<E: Engine> SqlEndpoint<E> {
     async fn install_capture(&self, table: &TableName) -> Result<(), EndpointError> {
         let info = self.fresh_info(table).await?;
         if info.primary_key.is_empty() {
-            return Err(EndpointError::NoPrimaryKey { table: table.to_string() });
+            return Err(EndpointError::NoPrimaryKey {
+                table: table.to_string(),
+            });
         }
         let ddl = self.engine.capture_install(table, &info)?;
         self.engine.transaction(ddl, false).await?;
@@ -411,14 +489,21 @@ impl<E: Engine> SqlEndpoint<E> {
         Ok(matches!(rows.first().and_then(|r| r.first()), Some(Value::Int(n)) if *n == expected))
     }
 
-    async fn read_changes(&self, table: &TableName, after_seq: i64, limit: usize) -> Result<Vec<Change>, EndpointError> {
+    async fn read_changes(
+        &self,
+        table: &TableName,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Change>, EndpointError> {
         let info = self.info(table).await?;
         let key_kinds = info
             .primary_key
             .iter()
             .map(|k| info.column(k).map(|c| c.kind))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| EndpointError::NoPrimaryKey { table: table.to_string() })?;
+            .ok_or_else(|| EndpointError::NoPrimaryKey {
+                table: table.to_string(),
+            })?;
         let e = &self.engine;
         let sql = format!(
             "SELECT seq, op, key_json, changed_at FROM {} WHERE table_name = {} AND seq > {} ORDER BY seq LIMIT {}",
@@ -428,7 +513,12 @@ impl<E: Engine> SqlEndpoint<E> {
             limit
         );
         let params = vec![Value::Text(table.to_string()), Value::Int(after_seq)];
-        let kinds = vec![ValueKind::Int, ValueKind::Text, ValueKind::Text, ValueKind::TimestampTz];
+        let kinds = vec![
+            ValueKind::Int,
+            ValueKind::Text,
+            ValueKind::Text,
+            ValueKind::TimestampTz,
+        ];
         let rows = e.query(Stmt::new(sql, params), kinds).await?;
         rows.into_iter()
             .map(|row| change_from_row(row, &key_kinds).map_err(EndpointError::from))
@@ -443,7 +533,10 @@ impl<E: Engine> SqlEndpoint<E> {
             e.placeholder(1)
         );
         let rows = e
-            .query(Stmt::new(sql, vec![Value::Text(table.to_string())]), vec![ValueKind::Int])
+            .query(
+                Stmt::new(sql, vec![Value::Text(table.to_string())]),
+                vec![ValueKind::Int],
+            )
             .await?;
         match rows.first().and_then(|r| r.first()) {
             Some(Value::Int(n)) => Ok(*n),
@@ -451,7 +544,11 @@ impl<E: Engine> SqlEndpoint<E> {
         }
     }
 
-    async fn changelog_trim(&self, table: &TableName, up_to_seq: i64) -> Result<u64, EndpointError> {
+    async fn changelog_trim(
+        &self,
+        table: &TableName,
+        up_to_seq: i64,
+    ) -> Result<u64, EndpointError> {
         let e = &self.engine;
         let sql = format!(
             "DELETE FROM {} WHERE table_name = {} AND seq <= {}",
@@ -466,11 +563,19 @@ impl<E: Engine> SqlEndpoint<E> {
     async fn now(&self) -> Result<DateTime<Utc>, EndpointError> {
         let rows = self
             .engine
-            .query(Stmt::new(self.engine.now_sql(), vec![]), vec![ValueKind::TimestampTz])
+            .query(
+                Stmt::new(self.engine.now_sql(), vec![]),
+                vec![ValueKind::TimestampTz],
+            )
             .await?;
         match rows.first().and_then(|r| r.first()) {
             Some(Value::TimestampTz(t)) => Ok(*t),
-            _ => Err(WriteError::new(WriteErrorClass::Schema, None, "the database returned no time").into()),
+            _ => Err(WriteError::new(
+                WriteErrorClass::Schema,
+                None,
+                "the database returned no time",
+            )
+            .into()),
         }
     }
 }
@@ -488,19 +593,31 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         E::NAME
     }
 
-    fn introspect<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<TableInfo, EndpointError>> {
+    fn introspect<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<TableInfo, EndpointError>> {
         Box::pin(async move { Ok((*self.fresh_info(table).await?).clone()) })
     }
 
-    fn install_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>> {
+    fn install_capture<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<(), EndpointError>> {
         Box::pin(self.install_capture(table))
     }
 
-    fn remove_capture<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<(), EndpointError>> {
+    fn remove_capture<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<(), EndpointError>> {
         Box::pin(self.remove_capture(table))
     }
 
-    fn capture_installed<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<bool, EndpointError>> {
+    fn capture_installed<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<bool, EndpointError>> {
         Box::pin(self.capture_installed(table))
     }
 
@@ -524,11 +641,18 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         Box::pin(self.read_changes(table, after_seq, limit))
     }
 
-    fn max_change_seq<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<i64, EndpointError>> {
+    fn max_change_seq<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<i64, EndpointError>> {
         Box::pin(self.max_change_seq(table))
     }
 
-    fn changelog_trim<'a>(&'a self, table: &'a TableName, up_to_seq: i64) -> BoxFuture<'a, Result<u64, EndpointError>> {
+    fn changelog_trim<'a>(
+        &'a self,
+        table: &'a TableName,
+        up_to_seq: i64,
+    ) -> BoxFuture<'a, Result<u64, EndpointError>> {
         Box::pin(self.changelog_trim(table, up_to_seq))
     }
 

@@ -19,7 +19,10 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, TransactionBehavior, params_from_iter};
 
 use super::sql::{Dialect, Engine, Stmt};
-use super::{ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass};
+use super::{
+    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
+    WriteErrorClass,
+};
 use crate::capture::{self, SUPPRESS_TABLE};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +61,13 @@ impl Sqlite {
             f(&mut conn)
         })
         .await
-        .map_err(|e| WriteError::new(WriteErrorClass::Network, None, format!("SQLite task failed: {e}")))?
+        .map_err(|e| {
+            WriteError::new(
+                WriteErrorClass::Network,
+                None,
+                format!("SQLite task failed: {e}"),
+            )
+        })?
     }
 }
 
@@ -109,7 +118,9 @@ fn to_sql(value: &Value) -> SqlValue {
         Value::Decimal(d) => SqlValue::Text(d.to_string()),
         Value::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
         Value::Timestamp(t) => SqlValue::Text(t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
-        Value::TimestampTz(t) => SqlValue::Text(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string()),
+        Value::TimestampTz(t) => {
+            SqlValue::Text(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+        }
         Value::Json(j) => SqlValue::Text(j.to_string()),
     }
 }
@@ -160,18 +171,27 @@ fn classify(e: rusqlite::Error) -> WriteError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => {
             let class = match f.code {
-                C::ConstraintViolation | C::TypeMismatch | C::TooBig => WriteErrorClass::Application,
-                C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::CannotOpen | C::DiskFull => {
-                    WriteErrorClass::Network
+                C::ConstraintViolation | C::TypeMismatch | C::TooBig => {
+                    WriteErrorClass::Application
                 }
-                _ if message.contains("no such table") || message.contains("no such column") || message.contains("has no column named") => {
+                C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::DiskFull => WriteErrorClass::Network,
+                _ if message.contains("no such table")
+                    || message.contains("no such column")
+                    || message.contains("has no column named") =>
+                {
                     WriteErrorClass::Schema
                 }
                 _ => WriteErrorClass::Application,
             };
             WriteError::new(class, Some(code_name(f.extended_code)), message)
         }
-        rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::IntegralValueOutOfRange(..) => {
+        rusqlite::Error::ToSqlConversionFailure(_)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => {
             WriteError::new(WriteErrorClass::Transform, None, message)
         }
         _ => WriteError::new(WriteErrorClass::Application, None, message),
@@ -191,8 +211,15 @@ impl Dialect for Sqlite {
         if others.is_empty() {
             return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
         }
-        let sets: Vec<String> = others.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        format!("ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), sets.join(", "))
+        let sets: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}",
+            keys.join(", "),
+            sets.join(", ")
+        )
     }
 
     fn now_sql(&self) -> &'static str {
@@ -266,8 +293,11 @@ impl Engine for Sqlite {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(classify)?;
             if suppress_echo {
-                tx.execute(&format!("CREATE TABLE IF NOT EXISTS {suppress} (marker INTEGER)"), [])
-                    .map_err(classify)?;
+                tx.execute(
+                    &format!("CREATE TABLE IF NOT EXISTS {suppress} (marker INTEGER)"),
+                    [],
+                )
+                .map_err(classify)?;
                 tx.execute(&format!("INSERT INTO {suppress} (marker) VALUES (1)"), [])
                     .map_err(classify)?;
             }
@@ -279,7 +309,8 @@ impl Engine for Sqlite {
                     .map_err(classify)? as u64;
             }
             if suppress_echo {
-                tx.execute(&format!("DELETE FROM {suppress}"), []).map_err(classify)?;
+                tx.execute(&format!("DELETE FROM {suppress}"), [])
+                    .map_err(classify)?;
             }
             tx.commit().map_err(classify)?;
             Ok(affected)
@@ -287,7 +318,11 @@ impl Engine for Sqlite {
         .await
     }
 
-    fn capture_install(&self, table: &TableName, info: &TableInfo) -> Result<Vec<Stmt>, EndpointError> {
+    fn capture_install(
+        &self,
+        table: &TableName,
+        info: &TableInfo,
+    ) -> Result<Vec<Stmt>, EndpointError> {
         main_only(table)?;
         Ok(capture::sqlite::install(table, &capture::key_columns(info)))
     }

@@ -144,9 +144,8 @@ impl Value {
             },
             (Value::Int(i), ValueKind::Decimal) => Ok(Value::Decimal(Decimal::from(*i))),
             (Value::Int(i), ValueKind::Float) => Ok(Value::Float(*i as f64)),
-            (Value::Decimal(d), ValueKind::Int) => decimal_to_int(d).ok_or_else(|| {
-                fail("not an integer in the 64-bit range (would lose digits)")
-            }),
+            (Value::Decimal(d), ValueKind::Int) => decimal_to_int(d)
+                .ok_or_else(|| fail("not an integer in the 64-bit range (would lose digits)")),
             (Value::Decimal(d), ValueKind::Bool) => match decimal_to_int(d) {
                 Some(Value::Int(0)) => Ok(Value::Bool(false)),
                 Some(Value::Int(1)) => Ok(Value::Bool(true)),
@@ -160,19 +159,25 @@ impl Value {
                 if f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63) {
                     Ok(Value::Int(*f as i64))
                 } else {
-                    Err(fail("not an integer in the 64-bit range (would lose digits)"))
+                    Err(fail(
+                        "not an integer in the 64-bit range (would lose digits)",
+                    ))
                 }
             }
             (Value::Float(f), ValueKind::Decimal) => float_to_decimal(*f)
                 .map(Value::Decimal)
                 .ok_or_else(|| fail("not a finite number a decimal can hold")),
-            (Value::Date(d), ValueKind::Timestamp) => Ok(Value::Timestamp(d.and_time(NaiveTime::MIN))),
+            (Value::Date(d), ValueKind::Timestamp) => {
+                Ok(Value::Timestamp(d.and_time(NaiveTime::MIN)))
+            }
             (Value::Date(d), ValueKind::TimestampTz) => {
                 Ok(Value::TimestampTz(d.and_time(NaiveTime::MIN).and_utc()))
             }
             (Value::Timestamp(t), ValueKind::TimestampTz) => Ok(Value::TimestampTz(t.and_utc())),
             (Value::TimestampTz(t), ValueKind::Timestamp) => Ok(Value::Timestamp(t.naive_utc())),
-            (Value::Timestamp(t), ValueKind::Date) => midnight_date(*t).ok_or_else(|| fail("has a time of day")),
+            (Value::Timestamp(t), ValueKind::Date) => {
+                midnight_date(*t).ok_or_else(|| fail("has a time of day"))
+            }
             (Value::TimestampTz(t), ValueKind::Date) => {
                 midnight_date(t.naive_utc()).ok_or_else(|| fail("has a time of day"))
             }
@@ -222,7 +227,9 @@ impl Value {
             },
             Value::Text(s) => serde_json::from_str(s)
                 .map_err(|e| self.convert_error(to, &format!("not valid JSON: {e}"))),
-            other => serde_json::to_value(other).map_err(|e| self.convert_error(to, &e.to_string())),
+            other => {
+                serde_json::to_value(other).map_err(|e| self.convert_error(to, &e.to_string()))
+            }
         }
     }
 }
@@ -294,7 +301,10 @@ fn parse_text(s: &str, kind: ValueKind) -> Result<Value, String> {
             .or_else(|_| Decimal::from_scientific(t))
             .map(Value::Decimal)
             .map_err(|e| e.to_string()),
-        ValueKind::Float => t.parse::<f64>().map(Value::Float).map_err(|e| e.to_string()),
+        ValueKind::Float => t
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|e| e.to_string()),
         ValueKind::Bytes => match t.strip_prefix("\\x") {
             Some(h) => hex::decode(h).map(Value::Bytes).map_err(|e| e.to_string()),
             None => Ok(Value::Bytes(s.as_bytes().to_vec())),
@@ -328,7 +338,12 @@ fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
             return Some(ts.with_timezone(&Utc));
         }
     }
-    for fmt in [TIMESTAMP_TEXT, "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        TIMESTAMP_TEXT,
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(ts) = NaiveDateTime::parse_from_str(t, fmt) {
             return Some(ts.and_utc());
         }
@@ -398,8 +413,8 @@ pub fn key_from_json(text: &str, kinds: &[ValueKind]) -> Result<Vec<Value>, Conv
         value: text.chars().take(64).collect(),
         reason,
     };
-    let values: Vec<Value> =
-        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of key values: {e}")))?;
+    let values: Vec<Value> = serde_json::from_str(text)
+        .map_err(|e| bad(format!("not a JSON array of key values: {e}")))?;
     if values.len() != kinds.len() {
         return Err(bad(format!(
             "the key has {} values, the table's primary key {} columns",
@@ -424,9 +439,15 @@ mod tests {
 
     #[test]
     fn numeric_conversions_are_lossless_or_fail() {
-        assert_eq!(Value::Int(7).convert_to(ValueKind::Decimal), Ok(Value::Decimal(7.into())));
+        assert_eq!(
+            Value::Int(7).convert_to(ValueKind::Decimal),
+            Ok(Value::Decimal(7.into()))
+        );
         let d: Decimal = "12.00".parse().unwrap();
-        assert_eq!(Value::Decimal(d).convert_to(ValueKind::Int), Ok(Value::Int(12)));
+        assert_eq!(
+            Value::Decimal(d).convert_to(ValueKind::Int),
+            Ok(Value::Int(12))
+        );
         let err = Value::Decimal("12.5".parse().unwrap())
             .convert_to(ValueKind::Int)
             .unwrap_err();
@@ -443,10 +464,22 @@ mod tests {
 
     #[test]
     fn text_parses_into_every_kind_or_says_why_not() {
-        assert_eq!(Value::Text(" 42 ".into()).convert_to(ValueKind::Int), Ok(Value::Int(42)));
-        let err = Value::Text("abc".into()).convert_to(ValueKind::Int).unwrap_err();
-        assert!(err.to_string().starts_with("cannot convert text value \"abc\" to int"), "{err}");
-        assert_eq!(Value::Text("t".into()).convert_to(ValueKind::Bool), Ok(Value::Bool(true)));
+        assert_eq!(
+            Value::Text(" 42 ".into()).convert_to(ValueKind::Int),
+            Ok(Value::Int(42))
+        );
+        let err = Value::Text("abc".into())
+            .convert_to(ValueKind::Int)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot convert text value \"abc\" to int"),
+            "{err}"
+        );
+        assert_eq!(
+            Value::Text("t".into()).convert_to(ValueKind::Bool),
+            Ok(Value::Bool(true))
+        );
         assert_eq!(
             Value::Text("2026-11-22 10:15:00.000000".into()).convert_to(ValueKind::Timestamp),
             Ok(Value::Timestamp(ts("2026-11-22 10:15:00")))
@@ -467,8 +500,14 @@ mod tests {
 
     #[test]
     fn bool_int_and_timestamps_convert_both_ways() {
-        assert_eq!(Value::Bool(true).convert_to(ValueKind::Int), Ok(Value::Int(1)));
-        assert_eq!(Value::Int(0).convert_to(ValueKind::Bool), Ok(Value::Bool(false)));
+        assert_eq!(
+            Value::Bool(true).convert_to(ValueKind::Int),
+            Ok(Value::Int(1))
+        );
+        assert_eq!(
+            Value::Int(0).convert_to(ValueKind::Bool),
+            Ok(Value::Bool(false))
+        );
         assert!(Value::Int(2).convert_to(ValueKind::Bool).is_err());
         let t = ts("2026-11-22 10:15:00.123456");
         assert_eq!(
@@ -507,6 +546,9 @@ mod tests {
             key_string(&[Value::Decimal("12.50".parse().unwrap())]),
             key_string(&[Value::Decimal("12.5".parse().unwrap())])
         );
-        assert_eq!(key_string(&[Value::Int(1), Value::Text("a".into())]), r#"[1,"a"]"#);
+        assert_eq!(
+            key_string(&[Value::Int(1), Value::Text("a".into())]),
+            r#"[1,"a"]"#
+        );
     }
 }
