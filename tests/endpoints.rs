@@ -6,8 +6,8 @@ mod common;
 use chrono::{NaiveDate, NaiveDateTime};
 use common::{TestDb, unique_table, with_timeout};
 use dualwrite::endpoint::{
-    ChangeOp, Endpoint, EndpointError, TableName, Value, ValueKind, WriteErrorClass, WriteOp,
-    connect,
+    ChangeOp, Endpoint, EndpointError, EndpointSpec, TableName, Value, ValueKind, WriteErrorClass,
+    WriteOp, connect,
 };
 
 fn names(cols: &[&str]) -> Vec<String> {
@@ -586,6 +586,89 @@ async fn captured_keys_of_every_key_type_read_back_typed() {
             ep.changelog_trim(&t, changes[0].seq).await.unwrap();
             ep.remove_capture(&t).await.unwrap();
             db.drop_table(&table).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bulk_upserts_write_thousands_of_rows_per_second() {
+    with_timeout(async {
+        for mut db in TestDb::all().await {
+            let table = unique_table("bulk");
+            create_orders(&mut db, &table).await;
+            let ep = open(&db).await;
+            let t = TableName::parse(&table).unwrap();
+            ep.install_capture(&t).await.unwrap();
+            let (cols, key) = (names(&ORDER_COLS), names(&ORDER_KEY));
+            let total = 20_000;
+            let started = std::time::Instant::now();
+            for batch in 0..total / 1000 {
+                let ops: Vec<WriteOp> = (0..1000)
+                    .map(|i| WriteOp::Upsert(order("eu", batch * 1000 + i, i, "bulk row")))
+                    .collect();
+                ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            let rate = total as f64 / elapsed.as_secs_f64();
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "{}: {total} upserts in {elapsed:?} ({rate:.0} rows/s)\n",
+                    db.engine
+                )
+                .as_bytes(),
+            );
+            // Debug build on a small machine: a floor that only catches row-at-a-time writes.
+            assert!(rate > 2_000.0, "{}: {rate:.0} rows/s", db.engine);
+            let count = ep
+                .read_snapshot(&t, &key, &key, None, 100_000)
+                .await
+                .unwrap()
+                .len();
+            assert_eq!(count, total as usize);
+            ep.remove_capture(&t).await.unwrap();
+            db.drop_table(&table).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_endpoints_are_network_errors_without_secrets() {
+    with_timeout(async {
+        let specs = [
+            EndpointSpec::Postgres {
+                url: "postgres://app:s3cret-pw@127.0.0.1:1/db".into(),
+            },
+            EndpointSpec::Mysql {
+                url: "mysql://app:s3cret-pw@127.0.0.1:1/db".into(),
+            },
+        ];
+        for spec in specs {
+            let err = match connect(&spec).await {
+                Ok(_) => panic!("{spec:?} connected to port 1"),
+                Err(e) => e,
+            };
+            assert_eq!(err.class(), WriteErrorClass::Network, "{err}");
+            for shown in [err.to_string(), format!("{err:?}"), format!("{spec:?}")] {
+                assert!(
+                    !shown.contains("s3cret-pw") && !shown.contains("://"),
+                    "{shown}"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn now_is_the_database_clock_in_utc() {
+    with_timeout(async {
+        for db in TestDb::all().await {
+            let now = open(&db).await.now().await.unwrap();
+            let skew = (chrono::Utc::now() - now).num_seconds().abs();
+            assert!(skew < 60, "{}: {now}", db.engine);
         }
     })
     .await;

@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
-use super::sql::{Dialect, Engine, Stmt};
+use super::sql::{Dialect, Engine, Stmt, on_conflict_clause};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -329,18 +329,7 @@ impl Dialect for Postgres {
     }
 
     fn upsert_clause(&self, keys: &[String], others: &[String]) -> String {
-        if others.is_empty() {
-            return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
-        }
-        let sets: Vec<String> = others
-            .iter()
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        format!(
-            "ON CONFLICT ({}) DO UPDATE SET {}",
-            keys.join(", "),
-            sets.join(", ")
-        )
+        on_conflict_clause(keys, others)
     }
 
     fn select_expr(&self, column: &ColumnInfo) -> String {

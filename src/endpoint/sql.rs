@@ -41,6 +41,23 @@ pub(crate) fn quote_with(ident: &str, quote: char) -> String {
     format!("{quote}{doubled}{quote}")
 }
 
+/// `ON CONFLICT (keys) DO UPDATE SET c = excluded.c …` (or `DO NOTHING` when every column
+/// is a key column): the upsert of SQLite and PostgreSQL.
+pub(crate) fn on_conflict_clause(keys: &[String], others: &[String]) -> String {
+    if others.is_empty() {
+        return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
+    }
+    let sets: Vec<String> = others
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "ON CONFLICT ({}) DO UPDATE SET {}",
+        keys.join(", "),
+        sets.join(", ")
+    )
+}
+
 /// The text of SQL where engines differ.
 pub(crate) trait Dialect {
     /// Quotes one identifier (double quotes unless the engine says otherwise).
