@@ -673,3 +673,71 @@ async fn now_is_the_database_clock_in_utc() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn postgres_schema_tables_and_types_without_native_mapping_work_as_text() {
+    with_timeout(async {
+        let Some(mut db) = TestDb::postgres().await else {
+            return;
+        };
+        let schema = unique_table("schema");
+        let table = format!("{schema}.items");
+        db.plain
+            .exec(&format!(
+                "CREATE SCHEMA {schema}; CREATE TYPE {schema}.color AS ENUM ('red', 'green'); \
+                 CREATE TABLE {table} (id uuid PRIMARY KEY, color {schema}.color, tags text[])"
+            ))
+            .await;
+        let ep = open(&db).await;
+        let t = TableName::parse(&table).unwrap();
+        let info = ep.introspect(&t).await.unwrap();
+        let kinds: Vec<ValueKind> = info.columns.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, vec![ValueKind::Text; 3]);
+        ep.install_capture(&t).await.unwrap();
+        let start = ep.max_change_seq(&t).await.unwrap();
+
+        let id = "6f1c2a5e-8d4b-4c1a-9a7e-0b7f3d2e1c00";
+        let cols = names(&["id", "color", "tags"]);
+        let row = vec![text(id), text("green"), text("{a,b}")];
+        ep.write_batch(&t, &cols, &names(&["id"]), &[WriteOp::Upsert(row.clone())])
+            .await
+            .unwrap();
+        assert_eq!(
+            ep.read_snapshot(&t, &cols, &names(&["id"]), None, 10)
+                .await
+                .unwrap(),
+            vec![row]
+        );
+        assert!(ep.read_changes(&t, start, 10).await.unwrap().is_empty());
+
+        db.plain
+            .exec(&format!("UPDATE {table} SET color = 'red'"))
+            .await;
+        let changes = ep.read_changes(&t, start, 10).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].key, vec![text(id)]);
+        let rows = ep
+            .fetch_rows(&t, &cols, &names(&["id"]), &[changes[0].key.clone()])
+            .await
+            .unwrap();
+        assert_eq!(rows[0][1], text("red"));
+
+        let bad = vec![WriteOp::Upsert(vec![text(id), text("blue"), Value::Null])];
+        let err = ep
+            .write_batch(&t, &cols, &names(&["id"]), &bad)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.class, err.code.as_deref()),
+            (WriteErrorClass::Application, Some("22P02")),
+            "{err}"
+        );
+
+        ep.changelog_trim(&t, changes[0].seq).await.unwrap();
+        ep.remove_capture(&t).await.unwrap();
+        db.plain
+            .exec(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await;
+    })
+    .await;
+}

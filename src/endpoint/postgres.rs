@@ -69,6 +69,56 @@ impl Conn {
     }
 }
 
+/// A failure inside [`Conn`]: from the server or driver, or a value that cannot be bound.
+enum ConnError {
+    Pg(tokio_postgres::Error),
+    Bind(WriteError),
+}
+
+impl From<tokio_postgres::Error> for ConnError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ConnError::Pg(e)
+    }
+}
+
+impl Conn {
+    async fn query(&mut self, stmt: &Stmt) -> Result<Vec<tokio_postgres::Row>, ConnError> {
+        let prepared = prepare(&mut self.statements, &self.client, &stmt.sql).await?;
+        let params = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+        Ok(self.client.query(&prepared, &refs(&params)).await?)
+    }
+
+    /// Runs `stmts` in one transaction; dropping it on an error rolls it back.
+    async fn transaction(&mut self, stmts: &[Stmt], suppress_echo: bool) -> Result<u64, ConnError> {
+        let tx = self.client.transaction().await?;
+        if suppress_echo {
+            tx.batch_execute(capture::postgres::SET_ORIGIN).await?;
+        }
+        let mut affected = 0;
+        for stmt in stmts {
+            if stmt.params.is_empty() {
+                tx.batch_execute(&stmt.sql).await?;
+                continue;
+            }
+            let prepared = prepare(&mut self.statements, &tx, &stmt.sql).await?;
+            let params = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+            affected += tx.execute(&prepared, &refs(&params)).await?;
+        }
+        tx.commit().await?;
+        Ok(affected)
+    }
+
+    /// Classifies a failure and forgets prepared statements, which go stale when a table
+    /// changes (PostgreSQL then refuses them).
+    fn failed(&mut self, e: ConnError, secrets: &[String]) -> WriteError {
+        self.statements.clear();
+        match e {
+            ConnError::Pg(e) => classify(e, secrets),
+            ConnError::Bind(e) => e,
+        }
+    }
+}
+
 /// A prepared statement for `sql`, from the cache when possible.
 async fn prepare(
     cache: &mut HashMap<String, Statement>,
@@ -116,10 +166,6 @@ impl Postgres {
             *guard = Some(Conn::open(&self.url, &self.secrets).await?);
         }
         Ok(guard)
-    }
-
-    fn classify(&self, e: tokio_postgres::Error) -> WriteError {
-        classify(e, &self.secrets)
     }
 }
 
@@ -423,48 +469,21 @@ impl Engine for Postgres {
         let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")
         };
-        let prepared = prepare(&mut conn.statements, &conn.client, &stmt.sql)
-            .await
-            .map_err(|e| self.classify(e))?;
-        let params = bind_all(&prepared, &stmt.params)?;
         let rows = conn
-            .client
-            .query(&prepared, &refs(&params))
+            .query(&stmt)
             .await
-            .map_err(|e| self.classify(e))?;
+            .map_err(|e| conn.failed(e, &self.secrets))?;
         rows.iter().map(|r| read_row(r, &kinds)).collect()
     }
 
     async fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> Result<u64, WriteError> {
         let mut guard = self.lock().await?;
-        let Some(Conn { client, statements }) = guard.as_mut() else {
+        let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")
         };
-        let tx = client.transaction().await.map_err(|e| self.classify(e))?;
-        if suppress_echo {
-            tx.batch_execute(capture::postgres::SET_ORIGIN)
-                .await
-                .map_err(|e| self.classify(e))?;
-        }
-        let mut affected = 0;
-        for stmt in &stmts {
-            if stmt.params.is_empty() {
-                tx.batch_execute(&stmt.sql)
-                    .await
-                    .map_err(|e| self.classify(e))?;
-                continue;
-            }
-            let prepared = prepare(statements, &tx, &stmt.sql)
-                .await
-                .map_err(|e| self.classify(e))?;
-            let params = bind_all(&prepared, &stmt.params)?;
-            affected += tx
-                .execute(&prepared, &refs(&params))
-                .await
-                .map_err(|e| self.classify(e))?;
-        }
-        tx.commit().await.map_err(|e| self.classify(e))?;
-        Ok(affected)
+        conn.transaction(&stmts, suppress_echo)
+            .await
+            .map_err(|e| conn.failed(e, &self.secrets))
     }
 
     fn capture_install(
