@@ -741,3 +741,43 @@ async fn postgres_schema_tables_and_types_without_native_mapping_work_as_text() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn qualified_table_names_are_captured_in_their_schema() {
+    with_timeout(async {
+        let mut dbs = vec![TestDb::sqlite().await];
+        dbs.extend(TestDb::mysql().await);
+        for mut db in dbs {
+            // SQLite: the main database; MySQL: another database than the URL's.
+            let schema = match db.engine {
+                "sqlite" => "main".to_string(),
+                _ => unique_table("db"),
+            };
+            if db.engine != "sqlite" {
+                db.plain.exec(&format!("CREATE DATABASE {schema}")).await;
+            }
+            let table = format!("{schema}.{}", unique_table("qualified"));
+            create_orders(&mut db, &table).await;
+            let ep = open(&db).await;
+            let t = TableName::parse(&table).unwrap();
+            ep.install_capture(&t).await.unwrap();
+            assert!(ep.capture_installed(&t).await.unwrap(), "{}", db.engine);
+            let start = ep.max_change_seq(&t).await.unwrap();
+            db.plain
+                .exec(&format!(
+                    "INSERT INTO {table} (region, id, qty, note) VALUES ('eu', 1, 1, 'a')"
+                ))
+                .await;
+            let changes = ep.read_changes(&t, start, 10).await.unwrap();
+            assert_eq!(changes.len(), 1, "{}", db.engine);
+            ep.changelog_trim(&t, changes[0].seq).await.unwrap();
+            ep.remove_capture(&t).await.unwrap();
+            assert!(!ep.capture_installed(&t).await.unwrap(), "{}", db.engine);
+            match db.engine {
+                "sqlite" => db.drop_table(&table).await,
+                _ => db.plain.exec(&format!("DROP DATABASE {schema}")).await,
+            }
+        }
+    })
+    .await;
+}
