@@ -67,7 +67,7 @@ impl ChangeOp {
 }
 
 /// One captured change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Change {
     /// Position in the endpoint's changelog; increasing.
     pub seq: i64,

@@ -251,6 +251,8 @@ pub enum EndpointError {
     NoPrimaryKey { table: String },
     #[error("{what} is not supported by the {engine} endpoint")]
     Unsupported { engine: &'static str, what: String },
+    #[error("key column {column} is not among the written columns")]
+    KeyNotWritten { column: String },
     #[error("a row has {got} values for {expected} columns")]
     RowShape { expected: usize, got: usize },
     #[error("column {column}: {source}")]
@@ -279,6 +281,7 @@ impl EndpointError {
             | EndpointError::NoPrimaryKey { .. }
             | EndpointError::InvalidTableName { .. }
             | EndpointError::Unsupported { .. }
+            | EndpointError::KeyNotWritten { .. }
             | EndpointError::RowShape { .. } => WriteErrorClass::Schema,
             EndpointError::Convert { .. } | EndpointError::Capture(_) => WriteErrorClass::Transform,
             EndpointError::Connect { .. } => WriteErrorClass::Network,

@@ -365,15 +365,18 @@ impl<E: Engine> SqlEndpoint<E> {
         r: &Resolved,
         ops: &[WriteOp],
     ) -> Result<Vec<Stmt>, EndpointError> {
-        let key_pos: Vec<usize> = r
+        let key_pos = r
             .keys
             .iter()
-            .map(|k| r.columns.iter().position(|c| c.name == k.name))
-            .collect::<Option<_>>()
-            .ok_or_else(|| EndpointError::ColumnNotFound {
-                table: table.to_string(),
-                column: "(a key column missing from the written columns)".into(),
-            })?;
+            .map(|k| {
+                r.columns
+                    .iter()
+                    .position(|c| c.name == k.name)
+                    .ok_or_else(|| EndpointError::KeyNotWritten {
+                        column: k.name.clone(),
+                    })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
         let mut stmts = Vec::new();
         let mut upserts: Vec<Vec<Value>> = Vec::new();
         let mut upsert_index: HashMap<String, usize> = HashMap::new();
