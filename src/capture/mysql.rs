@@ -7,7 +7,7 @@
 //! a changed primary key needs `remove_capture` then `install_capture`.
 //! Needs MariaDB ≥ 10.1.4 or MySQL ≥ 8.0.29 (`CREATE TRIGGER IF NOT EXISTS`).
 
-use super::{CHANGELOG_TABLE, Event, KeyColumn, string_literal, trigger_name};
+use super::{CHANGELOG_TABLE, Event, KeyColumn, drop_triggers, string_literal, trigger_name};
 use crate::endpoint::sql::{Stmt, quote_with};
 use crate::endpoint::{TableName, Value, ValueKind};
 
@@ -98,20 +98,12 @@ pub(crate) fn install(
             event.sql(),
         ));
     }
-    ddl.into_iter().map(|sql| Stmt::new(sql, vec![])).collect()
+    super::ddl(ddl)
 }
 
 /// Drops the triggers of `table`.
 pub(crate) fn remove(table: &TableName) -> Vec<Stmt> {
-    Event::ALL
-        .iter()
-        .map(|e| {
-            Stmt::new(
-                format!("DROP TRIGGER IF EXISTS {}", trigger(table, *e)),
-                vec![],
-            )
-        })
-        .collect()
+    drop_triggers(|e| trigger(table, e))
 }
 
 /// Counts the triggers of `table` that exist (3 when installed).

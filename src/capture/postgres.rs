@@ -57,22 +57,18 @@ pub(crate) fn install(
 DECLARE
   new_key jsonb;
   old_key jsonb;
-  i int;
 BEGIN
   IF current_setting('dualwrite.origin', true) = '1' THEN
     RETURN NULL;
   END IF;
+  -- TG_ARGV[0] is the table name, TG_ARGV[1..] the key columns in key order.
   IF TG_OP <> 'DELETE' THEN
-    new_key := '[]'::jsonb;
-    FOR i IN 1 .. TG_NARGS - 1 LOOP
-      new_key := new_key || jsonb_build_array(to_jsonb(NEW) ->> TG_ARGV[i]);
-    END LOOP;
+    SELECT jsonb_agg(to_jsonb(NEW) ->> c.name ORDER BY c.n) INTO new_key
+      FROM unnest(TG_ARGV[1:TG_NARGS - 1]) WITH ORDINALITY AS c(name, n);
   END IF;
   IF TG_OP <> 'INSERT' THEN
-    old_key := '[]'::jsonb;
-    FOR i IN 1 .. TG_NARGS - 1 LOOP
-      old_key := old_key || jsonb_build_array(to_jsonb(OLD) ->> TG_ARGV[i]);
-    END LOOP;
+    SELECT jsonb_agg(to_jsonb(OLD) ->> c.name ORDER BY c.n) INTO old_key
+      FROM unnest(TG_ARGV[1:TG_NARGS - 1]) WITH ORDINALITY AS c(name, n);
   END IF;
   IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
     INSERT INTO {changelog} (table_name, op, key_json) VALUES (TG_ARGV[0], 'D', old_key::text);
@@ -91,7 +87,7 @@ $dualwrite$"#
             args.join(", ")
         ),
     ];
-    ddl.into_iter().map(|sql| Stmt::new(sql, vec![])).collect()
+    super::ddl(ddl.to_vec())
 }
 
 /// Drops the trigger of `table`.

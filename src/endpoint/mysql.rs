@@ -12,7 +12,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Value as MyValue};
 
-use super::sql::{Dialect, Engine, Stmt, quote_with};
+use super::sql::{Dialect, Engine, Stmt, first_texts, quote_with, text_at};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -205,13 +205,6 @@ fn transform(message: String) -> WriteError {
     WriteError::new(WriteErrorClass::Transform, None, message)
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Text(s) => s.clone(),
-        _ => String::new(),
-    }
-}
-
 impl Dialect for Mysql {
     fn quote_ident(&self, ident: &str) -> String {
         quote_with(ident, '`')
@@ -292,29 +285,29 @@ impl Engine for Mysql {
             .await
             .unwrap_or_default()
             .iter()
-            .map(|r| text(&r[0]).replace(' ', "").to_ascii_lowercase())
+            .map(|r| text_at(r, 0).replace(' ', "").to_ascii_lowercase())
             .collect();
         let columns = columns
             .iter()
             .map(|r| {
-                let name = text(&r[0]);
+                let name = text_at(r, 0);
                 let json_check =
                     format!("json_valid({})", quote_with(&name, '`')).to_ascii_lowercase();
-                let mut kind = kind_of(&text(&r[1]), &text(&r[2]));
+                let mut kind = kind_of(&text_at(r, 1), &text_at(r, 2));
                 if kind == ValueKind::Text && checks.contains(&json_check) {
                     kind = ValueKind::Json;
                 }
                 ColumnInfo {
                     kind,
-                    nullable: text(&r[3]) == "YES",
-                    db_type: text(&r[2]),
+                    nullable: text_at(r, 3) == "YES",
+                    db_type: text_at(r, 2),
                     name,
                 }
             })
             .collect();
         Ok(Some(TableInfo {
             columns,
-            primary_key: key.iter().map(|r| text(&r[0])).collect(),
+            primary_key: first_texts(&key),
         }))
     }
 

@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
-use super::sql::{Dialect, Engine, Stmt, on_conflict_clause};
+use super::sql::{Dialect, Engine, Stmt, first_texts, on_conflict_clause, text_at};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -436,10 +436,6 @@ impl Engine for Postgres {
                 vec![ValueKind::Text],
             )
             .await?;
-        let text = |v: &Value| match v {
-            Value::Text(s) => s.clone(),
-            _ => String::new(),
-        };
         let columns = columns
             .iter()
             .map(|r| {
@@ -448,19 +444,19 @@ impl Engine for Postgres {
                     _ => 0,
                 };
                 ColumnInfo {
-                    name: text(&r[0]),
+                    name: text_at(r, 0),
                     kind: Type::from_oid(oid)
                         .as_ref()
                         .and_then(kind_of_type)
                         .unwrap_or(ValueKind::Text),
                     nullable: r[3] == Value::Bool(true),
-                    db_type: text(&r[1]),
+                    db_type: text_at(r, 1),
                 }
             })
             .collect();
         Ok(Some(TableInfo {
             columns,
-            primary_key: key.iter().map(|r| text(&r[0])).collect(),
+            primary_key: first_texts(&key),
         }))
     }
 

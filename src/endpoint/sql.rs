@@ -600,6 +600,19 @@ impl<E: Engine> SqlEndpoint<E> {
     }
 }
 
+/// The text in column `i` of a catalog row (empty when NULL or not text).
+pub(crate) fn text_at(row: &[Value], i: usize) -> String {
+    row.get(i)
+        .and_then(Value::as_text)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The first column of each catalog row, as text.
+pub(crate) fn first_texts(rows: &[Row]) -> Vec<String> {
+    rows.iter().map(|r| text_at(r, 0)).collect()
+}
+
 /// `(a, b)` for several items, `a` for one.
 fn tuple(items: &[String]) -> String {
     match items {
