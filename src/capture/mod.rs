@@ -30,6 +30,7 @@ pub(crate) mod sqlite;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::endpoint::sql::Stmt;
 use crate::endpoint::{TableInfo, TableName, Value, ValueKind};
 
 /// The changelog table every endpoint keeps (one per endpoint, shared by all tables).
@@ -67,7 +68,7 @@ impl ChangeOp {
 }
 
 /// One captured change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Change {
     /// Position in the endpoint's changelog; increasing.
     pub seq: i64,
@@ -136,6 +137,22 @@ pub(crate) fn key_columns(info: &TableInfo) -> Vec<KeyColumn<'_>> {
             kind: c.kind,
         })
         .collect()
+}
+
+/// Statements without parameters, as DDL is run.
+pub(crate) fn ddl(statements: Vec<String>) -> Vec<Stmt> {
+    statements
+        .into_iter()
+        .map(|sql| Stmt::new(sql, vec![]))
+        .collect()
+}
+
+/// `DROP TRIGGER IF EXISTS` for each event's trigger, named (and quoted) by `name`.
+pub(crate) fn drop_triggers(name: impl Fn(Event) -> String) -> Vec<Stmt> {
+    ddl(Event::ALL
+        .iter()
+        .map(|e| format!("DROP TRIGGER IF EXISTS {}", name(*e)))
+        .collect())
 }
 
 /// Name of the trigger for `event` on `table` where trigger names are per schema (SQLite,

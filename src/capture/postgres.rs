@@ -13,6 +13,9 @@ use crate::endpoint::{TableName, Value};
 /// Name of the trigger (trigger names are per table in PostgreSQL) and of the function.
 const TRIGGER: &str = "_dualwrite_capture";
 
+/// Advisory lock key held while installing ("dualwrit" in ASCII).
+const INSTALL_LOCK: i64 = 0x6475_616c_7772_6974;
+
 /// Marks the current transaction as dualwrite's own: its writes are not captured.
 pub(crate) const SET_ORIGIN: &str = "SELECT set_config('dualwrite.origin', '1', true)";
 
@@ -38,6 +41,9 @@ pub(crate) fn install(
     let mut args = vec![string_literal(&table.to_string(), false)];
     args.extend(key_columns.iter().map(|k| string_literal(k, false)));
     let ddl = [
+        // Serializes concurrent installs: CREATE … IF NOT EXISTS and CREATE OR REPLACE
+        // FUNCTION are not safe against each other in parallel sessions.
+        format!("SELECT pg_advisory_xact_lock({INSTALL_LOCK})"),
         format!(
             "CREATE TABLE IF NOT EXISTS {changelog} (seq bigserial PRIMARY KEY, table_name text NOT NULL, \
              op char(1) NOT NULL, key_json text NOT NULL, changed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
@@ -51,22 +57,18 @@ pub(crate) fn install(
 DECLARE
   new_key jsonb;
   old_key jsonb;
-  i int;
 BEGIN
   IF current_setting('dualwrite.origin', true) = '1' THEN
     RETURN NULL;
   END IF;
+  -- TG_ARGV[0] is the table name, TG_ARGV[1..] the key columns in key order.
   IF TG_OP <> 'DELETE' THEN
-    new_key := '[]'::jsonb;
-    FOR i IN 1 .. TG_NARGS - 1 LOOP
-      new_key := new_key || jsonb_build_array(to_jsonb(NEW) ->> TG_ARGV[i]);
-    END LOOP;
+    SELECT jsonb_agg(to_jsonb(NEW) ->> c.name ORDER BY c.n) INTO new_key
+      FROM unnest(TG_ARGV[1:TG_NARGS - 1]) WITH ORDINALITY AS c(name, n);
   END IF;
   IF TG_OP <> 'INSERT' THEN
-    old_key := '[]'::jsonb;
-    FOR i IN 1 .. TG_NARGS - 1 LOOP
-      old_key := old_key || jsonb_build_array(to_jsonb(OLD) ->> TG_ARGV[i]);
-    END LOOP;
+    SELECT jsonb_agg(to_jsonb(OLD) ->> c.name ORDER BY c.n) INTO old_key
+      FROM unnest(TG_ARGV[1:TG_NARGS - 1]) WITH ORDINALITY AS c(name, n);
   END IF;
   IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
     INSERT INTO {changelog} (table_name, op, key_json) VALUES (TG_ARGV[0], 'D', old_key::text);
@@ -85,7 +87,7 @@ $dualwrite$"#
             args.join(", ")
         ),
     ];
-    ddl.into_iter().map(|sql| Stmt::new(sql, vec![])).collect()
+    super::ddl(ddl.to_vec())
 }
 
 /// Drops the trigger of `table`.

@@ -5,7 +5,9 @@
 //! of its own write transactions and deletes it before commit, and since SQLite serializes
 //! writers, no other connection ever sees it. Exact, no time window.
 
-use super::{CHANGELOG_TABLE, Event, KeyColumn, SUPPRESS_TABLE, string_literal, trigger_name};
+use super::{
+    CHANGELOG_TABLE, Event, KeyColumn, SUPPRESS_TABLE, drop_triggers, string_literal, trigger_name,
+};
 use crate::endpoint::sql::{Stmt, quote_with};
 use crate::endpoint::{TableName, Value, ValueKind};
 
@@ -74,20 +76,12 @@ pub(crate) fn install(table: &TableName, keys: &[KeyColumn]) -> Vec<Stmt> {
             q(SUPPRESS_TABLE)
         ));
     }
-    ddl.into_iter().map(|sql| Stmt::new(sql, vec![])).collect()
+    super::ddl(ddl)
 }
 
 /// Drops the triggers of `table`.
 pub(crate) fn remove(table: &TableName) -> Vec<Stmt> {
-    Event::ALL
-        .iter()
-        .map(|e| {
-            Stmt::new(
-                format!("DROP TRIGGER IF EXISTS {}", q(&trigger_name(table, *e))),
-                vec![],
-            )
-        })
-        .collect()
+    drop_triggers(|e| q(&trigger_name(table, e)))
 }
 
 /// Counts the triggers of `table` that exist (3 when installed).

@@ -69,11 +69,8 @@ pub async fn connect(spec: &EndpointSpec) -> Result<Box<dyn Endpoint>, EndpointE
         EndpointSpec::Postgres { url } => Box::new(sql::SqlEndpoint::new(
             postgres::Postgres::connect(url).await?,
         )),
-        EndpointSpec::Mysql { .. } => {
-            return Err(EndpointError::Unsupported {
-                engine: "x",
-                what: "TODO".into(),
-            });
+        EndpointSpec::Mysql { url } => {
+            Box::new(sql::SqlEndpoint::new(mysql::Mysql::connect(url).await?))
         }
     })
 }
@@ -254,6 +251,8 @@ pub enum EndpointError {
     NoPrimaryKey { table: String },
     #[error("{what} is not supported by the {engine} endpoint")]
     Unsupported { engine: &'static str, what: String },
+    #[error("key column {column} is not among the written columns")]
+    KeyNotWritten { column: String },
     #[error("a row has {got} values for {expected} columns")]
     RowShape { expected: usize, got: usize },
     #[error("column {column}: {source}")]
@@ -282,6 +281,7 @@ impl EndpointError {
             | EndpointError::NoPrimaryKey { .. }
             | EndpointError::InvalidTableName { .. }
             | EndpointError::Unsupported { .. }
+            | EndpointError::KeyNotWritten { .. }
             | EndpointError::RowShape { .. } => WriteErrorClass::Schema,
             EndpointError::Convert { .. } | EndpointError::Capture(_) => WriteErrorClass::Transform,
             EndpointError::Connect { .. } => WriteErrorClass::Network,

@@ -1,1 +1,402 @@
-//! placeholder
+//! The MySQL/MariaDB engine: a mysql_async pool, sessions in UTC.
+//!
+//! Owns: MySQL types ↔ [`ValueKind`] (`tinyint(1)` is a boolean, MariaDB's JSON is a
+//! `longtext` with a `json_valid` check, DATETIME is a naive timestamp and TIMESTAMP a UTC
+//! one), binding and reading values, echo suppression (`@dualwrite_origin`, set around
+//! dualwrite's write transactions and reset after) and mapping error numbers to
+//! [`WriteErrorClass`].
+//!
+//! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::mysql`).
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Value as MyValue};
+
+use super::sql::{Dialect, Engine, Stmt, first_texts, quote_with, text_at};
+use super::{
+    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
+    WriteErrorClass, redact, url_secrets,
+};
+use crate::capture;
+
+pub(crate) struct Mysql {
+    pool: Pool,
+    secrets: Vec<String>,
+    /// The database named in the URL: home of the changelog, default schema of tables.
+    database: Option<String>,
+}
+
+impl Mysql {
+    pub(crate) async fn connect(url: &str) -> Result<Mysql, EndpointError> {
+        let secrets = url_secrets(url);
+        let connect_error = |message: String| EndpointError::Connect {
+            engine: "mysql",
+            message: redact(&message, &secrets),
+        };
+        let opts = Opts::from_url(url)
+            .map_err(|e| connect_error(format!("invalid connection URL: {e}")))?;
+        let database = opts.db_name().map(str::to_string);
+        let opts = OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);
+        let pool = Pool::new(opts);
+        let mysql = Mysql {
+            pool,
+            secrets: secrets.clone(),
+            database,
+        };
+        let connecting = async {
+            let mut conn = mysql.conn().await?;
+            conn.ping().await.map_err(|e| mysql.classify(e))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), connecting)
+            .await
+            .map_err(|_| connect_error("timed out connecting to MySQL".into()))?
+            .map_err(|e| connect_error(e.message))?;
+        Ok(mysql)
+    }
+
+    async fn conn(&self) -> Result<Conn, WriteError> {
+        self.pool.get_conn().await.map_err(|e| self.classify(e))
+    }
+
+    fn classify(&self, e: mysql_async::Error) -> WriteError {
+        let message = redact(&e.to_string(), &self.secrets);
+        match &e {
+            mysql_async::Error::Server(s) => WriteError::new(
+                class_of_errno(s.code),
+                Some(s.code.to_string()),
+                redact(&s.message, &self.secrets),
+            ),
+            mysql_async::Error::Driver(mysql_async::DriverError::FromValue { .. }) => {
+                WriteError::new(WriteErrorClass::Transform, None, message)
+            }
+            _ => WriteError::new(WriteErrorClass::Network, None, message),
+        }
+    }
+
+    fn home(&self) -> Result<&str, EndpointError> {
+        self.database
+            .as_deref()
+            .ok_or_else(|| EndpointError::Unsupported {
+                engine: "mysql",
+                what: "change capture without a database in the connection URL".into(),
+            })
+    }
+
+    /// Runs `stmts` in one transaction on `conn`; param-less statements (DDL) go through
+    /// the text protocol.
+    async fn run_in_transaction(
+        &self,
+        conn: &mut Conn,
+        stmts: &[Stmt],
+    ) -> Result<u64, mysql_async::Error> {
+        conn.query_drop("START TRANSACTION").await?;
+        let mut affected = 0;
+        for stmt in stmts {
+            if stmt.params.is_empty() {
+                conn.query_drop(&stmt.sql).await?;
+            } else {
+                conn.exec_drop(&stmt.sql, params(&stmt.params)).await?;
+            }
+            affected += conn.affected_rows();
+        }
+        conn.query_drop("COMMIT").await?;
+        Ok(affected)
+    }
+}
+
+/// Error numbers: rejected records (duplicate key, foreign key, CHECK — 3819 MySQL,
+/// 4025 MariaDB —, NOT NULL, too long, out of range, bad value) → Application; missing
+/// table/column/database → Schema; client connection errors, lock timeouts and deadlocks →
+/// Network (transient). Anything else → Application.
+fn class_of_errno(code: u16) -> WriteErrorClass {
+    match code {
+        1146 | 1054 | 1049 | 1109 => WriteErrorClass::Schema,
+        2002 | 2003 | 2006 | 2013 | 1040 | 1205 | 1213 | 1927 => WriteErrorClass::Network,
+        _ => WriteErrorClass::Application,
+    }
+}
+
+fn kind_of(data_type: &str, column_type: &str) -> ValueKind {
+    match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" if column_type.to_ascii_lowercase().starts_with("tinyint(1)") => ValueKind::Bool,
+        "bool" | "boolean" => ValueKind::Bool,
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
+            ValueKind::Int
+        }
+        "decimal" | "numeric" => ValueKind::Decimal,
+        "float" | "double" | "real" => ValueKind::Float,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" => {
+            ValueKind::Bytes
+        }
+        "date" => ValueKind::Date,
+        "datetime" => ValueKind::Timestamp,
+        "timestamp" => ValueKind::TimestampTz,
+        "json" => ValueKind::Json,
+        _ => ValueKind::Text,
+    }
+}
+
+fn date_value(t: NaiveDateTime) -> MyValue {
+    MyValue::Date(
+        t.year() as u16,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+        t.and_utc().timestamp_subsec_micros(),
+    )
+}
+
+fn to_my(value: &Value) -> MyValue {
+    match value {
+        Value::Null => MyValue::NULL,
+        Value::Bool(b) => MyValue::Int(i64::from(*b)),
+        Value::Int(i) => MyValue::Int(*i),
+        Value::Float(f) => MyValue::Double(*f),
+        Value::Decimal(d) => MyValue::Bytes(d.to_string().into_bytes()),
+        Value::Text(s) => MyValue::Bytes(s.clone().into_bytes()),
+        Value::Bytes(b) => MyValue::Bytes(b.clone()),
+        Value::Json(j) => MyValue::Bytes(j.to_string().into_bytes()),
+        Value::Date(d) => date_value(d.and_time(chrono::NaiveTime::MIN)),
+        Value::Timestamp(t) => date_value(*t),
+        Value::TimestampTz(t) => date_value(t.naive_utc()),
+    }
+}
+
+fn params(values: &[Value]) -> Params {
+    Params::Positional(values.iter().map(to_my).collect())
+}
+
+fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
+    let raw = match value {
+        MyValue::NULL => Value::Null,
+        MyValue::Bytes(b) if kind == ValueKind::Bytes => Value::Bytes(b),
+        MyValue::Bytes(b) => match String::from_utf8(b) {
+            Ok(s) => Value::Text(s),
+            Err(e) => Value::Bytes(e.into_bytes()),
+        },
+        MyValue::Int(i) => Value::Int(i),
+        MyValue::UInt(u) => i64::try_from(u)
+            .map(Value::Int)
+            .unwrap_or_else(|_| Value::Decimal(u.into())),
+        MyValue::Float(f) => Value::Float(f.into()),
+        MyValue::Double(f) => Value::Float(f),
+        MyValue::Date(y, mo, d, h, mi, s, us) => {
+            NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+                .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
+                .map(Value::Timestamp)
+                .ok_or_else(|| {
+                    transform(format!(
+                        "invalid date {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"
+                    ))
+                })?
+        }
+        MyValue::Time(neg, days, h, mi, s, us) => {
+            let sign = if neg { "-" } else { "" };
+            let hours = days * 24 + u32::from(h);
+            Value::Text(format!("{sign}{hours:02}:{mi:02}:{s:02}.{us:06}"))
+        }
+    };
+    raw.convert_to(kind).map_err(|e| transform(e.to_string()))
+}
+
+fn transform(message: String) -> WriteError {
+    WriteError::new(WriteErrorClass::Transform, None, message)
+}
+
+impl Dialect for Mysql {
+    fn quote_ident(&self, ident: &str) -> String {
+        quote_with(ident, '`')
+    }
+
+    fn placeholder(&self, _n: usize) -> String {
+        "?".to_string()
+    }
+
+    fn max_params(&self) -> usize {
+        u16::MAX as usize
+    }
+
+    fn upsert_clause(&self, keys: &[String], others: &[String]) -> String {
+        let sets: Vec<String> = if others.is_empty() {
+            keys.iter().map(|k| format!("{k} = {k}")).collect()
+        } else {
+            others
+                .iter()
+                .map(|c| format!("{c} = VALUES({c})"))
+                .collect()
+        };
+        format!("ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+    }
+
+    fn now_sql(&self) -> &'static str {
+        "SELECT UTC_TIMESTAMP(6)"
+    }
+
+    fn changelog_table(&self) -> String {
+        match &self.database {
+            Some(db) => capture::mysql::changelog(db),
+            None => self.quote_ident(capture::CHANGELOG_TABLE),
+        }
+    }
+}
+
+impl Engine for Mysql {
+    const NAME: &'static str = "mysql";
+
+    async fn introspect(&self, table: &TableName) -> Result<Option<TableInfo>, WriteError> {
+        let schema = table.schema.clone().map(Value::Text).unwrap_or(Value::Null);
+        let name = Value::Text(table.name.clone());
+        let columns = self
+            .query(
+                Stmt::new(
+                    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                    vec![schema.clone(), name.clone()],
+                ),
+                vec![ValueKind::Text; 4],
+            )
+            .await?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let key = self
+            .query(
+                Stmt::new(
+                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE CONSTRAINT_NAME = 'PRIMARY' \
+                     AND TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                    vec![schema.clone(), name.clone()],
+                ),
+                vec![ValueKind::Text],
+            )
+            .await?;
+        // MariaDB's JSON is LONGTEXT plus CHECK (json_valid(`col`)); MySQL has no such
+        // view column and a real JSON type, so a failure here just means "none".
+        let checks: Vec<String> = self
+            .query(
+                Stmt::new(
+                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                    vec![schema, name],
+                ),
+                vec![ValueKind::Text],
+            )
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| text_at(r, 0).replace(' ', "").to_ascii_lowercase())
+            .collect();
+        let columns = columns
+            .iter()
+            .map(|r| {
+                let name = text_at(r, 0);
+                let json_check =
+                    format!("json_valid({})", quote_with(&name, '`')).to_ascii_lowercase();
+                let mut kind = kind_of(&text_at(r, 1), &text_at(r, 2));
+                if kind == ValueKind::Text && checks.contains(&json_check) {
+                    kind = ValueKind::Json;
+                }
+                ColumnInfo {
+                    kind,
+                    nullable: text_at(r, 3) == "YES",
+                    db_type: text_at(r, 2),
+                    name,
+                }
+            })
+            .collect();
+        Ok(Some(TableInfo {
+            columns,
+            primary_key: first_texts(&key),
+        }))
+    }
+
+    async fn query(&self, stmt: Stmt, kinds: Vec<ValueKind>) -> Result<Vec<Row>, WriteError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(&stmt.sql, params(&stmt.params))
+            .await
+            .map_err(|e| self.classify(e))?;
+        rows.into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .zip(&kinds)
+                    .map(|(v, kind)| from_my(v, *kind))
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> Result<u64, WriteError> {
+        let mut conn = self.conn().await?;
+        if suppress_echo {
+            conn.query_drop(capture::mysql::SET_ORIGIN)
+                .await
+                .map_err(|e| self.classify(e))?;
+        }
+        let result = self.run_in_transaction(&mut conn, &stmts).await;
+        if result.is_err() {
+            // Best effort: a broken connection is dropped by the pool anyway.
+            let _ = conn.query_drop("ROLLBACK").await;
+        }
+        if suppress_echo && conn.query_drop(capture::mysql::CLEAR_ORIGIN).await.is_err() {
+            // Never hand a session with the mark back to the pool.
+            let _ = conn.disconnect().await;
+        }
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn capture_install(
+        &self,
+        table: &TableName,
+        info: &TableInfo,
+    ) -> Result<Vec<Stmt>, EndpointError> {
+        Ok(capture::mysql::install(
+            self.home()?,
+            table,
+            &self.quote_table(table),
+            &capture::key_columns(info),
+        ))
+    }
+
+    fn capture_remove(&self, table: &TableName) -> Result<Vec<Stmt>, EndpointError> {
+        Ok(capture::mysql::remove(table))
+    }
+
+    fn capture_check(&self, table: &TableName) -> Result<(Stmt, i64), EndpointError> {
+        Ok(capture::mysql::check(table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_numbers_map_to_error_types() {
+        for (code, class) in [
+            (1062, WriteErrorClass::Application),
+            (1452, WriteErrorClass::Application),
+            (3819, WriteErrorClass::Application),
+            (4025, WriteErrorClass::Application),
+            (1048, WriteErrorClass::Application),
+            (1406, WriteErrorClass::Application),
+            (1146, WriteErrorClass::Schema),
+            (1054, WriteErrorClass::Schema),
+            (2013, WriteErrorClass::Network),
+        ] {
+            assert_eq!(class_of_errno(code), class, "{code}");
+        }
+    }
+
+    #[test]
+    fn column_types_map_to_kinds() {
+        assert_eq!(kind_of("tinyint", "tinyint(1)"), ValueKind::Bool);
+        assert_eq!(kind_of("tinyint", "tinyint(4)"), ValueKind::Int);
+        assert_eq!(kind_of("datetime", "datetime(6)"), ValueKind::Timestamp);
+        assert_eq!(kind_of("timestamp", "timestamp(6)"), ValueKind::TimestampTz);
+        assert_eq!(kind_of("longblob", "longblob"), ValueKind::Bytes);
+        assert_eq!(kind_of("longtext", "longtext"), ValueKind::Text);
+    }
+}

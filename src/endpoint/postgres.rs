@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
-use super::sql::{Dialect, Engine, Stmt};
+use super::sql::{Dialect, Engine, Stmt, first_texts, on_conflict_clause, text_at};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -66,6 +66,56 @@ impl Conn {
             client,
             statements: HashMap::new(),
         })
+    }
+}
+
+/// A failure inside [`Conn`]: from the server or driver, or a value that cannot be bound.
+enum ConnError {
+    Pg(tokio_postgres::Error),
+    Bind(WriteError),
+}
+
+impl From<tokio_postgres::Error> for ConnError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ConnError::Pg(e)
+    }
+}
+
+impl Conn {
+    async fn query(&mut self, stmt: &Stmt) -> Result<Vec<tokio_postgres::Row>, ConnError> {
+        let prepared = prepare(&mut self.statements, &self.client, &stmt.sql).await?;
+        let params = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+        Ok(self.client.query(&prepared, &refs(&params)).await?)
+    }
+
+    /// Runs `stmts` in one transaction; dropping it on an error rolls it back.
+    async fn transaction(&mut self, stmts: &[Stmt], suppress_echo: bool) -> Result<u64, ConnError> {
+        let tx = self.client.transaction().await?;
+        if suppress_echo {
+            tx.batch_execute(capture::postgres::SET_ORIGIN).await?;
+        }
+        let mut affected = 0;
+        for stmt in stmts {
+            if stmt.params.is_empty() {
+                tx.batch_execute(&stmt.sql).await?;
+                continue;
+            }
+            let prepared = prepare(&mut self.statements, &tx, &stmt.sql).await?;
+            let params = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+            affected += tx.execute(&prepared, &refs(&params)).await?;
+        }
+        tx.commit().await?;
+        Ok(affected)
+    }
+
+    /// Classifies a failure and forgets prepared statements, which go stale when a table
+    /// changes (PostgreSQL then refuses them).
+    fn failed(&mut self, e: ConnError, secrets: &[String]) -> WriteError {
+        self.statements.clear();
+        match e {
+            ConnError::Pg(e) => classify(e, secrets),
+            ConnError::Bind(e) => e,
+        }
     }
 }
 
@@ -116,10 +166,6 @@ impl Postgres {
             *guard = Some(Conn::open(&self.url, &self.secrets).await?);
         }
         Ok(guard)
-    }
-
-    fn classify(&self, e: tokio_postgres::Error) -> WriteError {
-        classify(e, &self.secrets)
     }
 }
 
@@ -329,18 +375,7 @@ impl Dialect for Postgres {
     }
 
     fn upsert_clause(&self, keys: &[String], others: &[String]) -> String {
-        if others.is_empty() {
-            return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
-        }
-        let sets: Vec<String> = others
-            .iter()
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        format!(
-            "ON CONFLICT ({}) DO UPDATE SET {}",
-            keys.join(", "),
-            sets.join(", ")
-        )
+        on_conflict_clause(keys, others)
     }
 
     fn select_expr(&self, column: &ColumnInfo) -> String {
@@ -401,10 +436,6 @@ impl Engine for Postgres {
                 vec![ValueKind::Text],
             )
             .await?;
-        let text = |v: &Value| match v {
-            Value::Text(s) => s.clone(),
-            _ => String::new(),
-        };
         let columns = columns
             .iter()
             .map(|r| {
@@ -413,19 +444,19 @@ impl Engine for Postgres {
                     _ => 0,
                 };
                 ColumnInfo {
-                    name: text(&r[0]),
+                    name: text_at(r, 0),
                     kind: Type::from_oid(oid)
                         .as_ref()
                         .and_then(kind_of_type)
                         .unwrap_or(ValueKind::Text),
                     nullable: r[3] == Value::Bool(true),
-                    db_type: text(&r[1]),
+                    db_type: text_at(r, 1),
                 }
             })
             .collect();
         Ok(Some(TableInfo {
             columns,
-            primary_key: key.iter().map(|r| text(&r[0])).collect(),
+            primary_key: first_texts(&key),
         }))
     }
 
@@ -434,48 +465,21 @@ impl Engine for Postgres {
         let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")
         };
-        let prepared = prepare(&mut conn.statements, &conn.client, &stmt.sql)
-            .await
-            .map_err(|e| self.classify(e))?;
-        let params = bind_all(&prepared, &stmt.params)?;
         let rows = conn
-            .client
-            .query(&prepared, &refs(&params))
+            .query(&stmt)
             .await
-            .map_err(|e| self.classify(e))?;
+            .map_err(|e| conn.failed(e, &self.secrets))?;
         rows.iter().map(|r| read_row(r, &kinds)).collect()
     }
 
     async fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> Result<u64, WriteError> {
         let mut guard = self.lock().await?;
-        let Some(Conn { client, statements }) = guard.as_mut() else {
+        let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")
         };
-        let tx = client.transaction().await.map_err(|e| self.classify(e))?;
-        if suppress_echo {
-            tx.batch_execute(capture::postgres::SET_ORIGIN)
-                .await
-                .map_err(|e| self.classify(e))?;
-        }
-        let mut affected = 0;
-        for stmt in &stmts {
-            if stmt.params.is_empty() {
-                tx.batch_execute(&stmt.sql)
-                    .await
-                    .map_err(|e| self.classify(e))?;
-                continue;
-            }
-            let prepared = prepare(statements, &tx, &stmt.sql)
-                .await
-                .map_err(|e| self.classify(e))?;
-            let params = bind_all(&prepared, &stmt.params)?;
-            affected += tx
-                .execute(&prepared, &refs(&params))
-                .await
-                .map_err(|e| self.classify(e))?;
-        }
-        tx.commit().await.map_err(|e| self.classify(e))?;
-        Ok(affected)
+        conn.transaction(&stmts, suppress_echo)
+            .await
+            .map_err(|e| conn.failed(e, &self.secrets))
     }
 
     fn capture_install(

@@ -41,6 +41,23 @@ pub(crate) fn quote_with(ident: &str, quote: char) -> String {
     format!("{quote}{doubled}{quote}")
 }
 
+/// `ON CONFLICT (keys) DO UPDATE SET c = excluded.c …` (or `DO NOTHING` when every column
+/// is a key column): the upsert of SQLite and PostgreSQL.
+pub(crate) fn on_conflict_clause(keys: &[String], others: &[String]) -> String {
+    if others.is_empty() {
+        return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
+    }
+    let sets: Vec<String> = others
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "ON CONFLICT ({}) DO UPDATE SET {}",
+        keys.join(", "),
+        sets.join(", ")
+    )
+}
+
 /// The text of SQL where engines differ.
 pub(crate) trait Dialect {
     /// Quotes one identifier (double quotes unless the engine says otherwise).
@@ -348,15 +365,18 @@ impl<E: Engine> SqlEndpoint<E> {
         r: &Resolved,
         ops: &[WriteOp],
     ) -> Result<Vec<Stmt>, EndpointError> {
-        let key_pos: Vec<usize> = r
+        let key_pos = r
             .keys
             .iter()
-            .map(|k| r.columns.iter().position(|c| c.name == k.name))
-            .collect::<Option<_>>()
-            .ok_or_else(|| EndpointError::ColumnNotFound {
-                table: table.to_string(),
-                column: "(a key column missing from the written columns)".into(),
-            })?;
+            .map(|k| {
+                r.columns
+                    .iter()
+                    .position(|c| c.name == k.name)
+                    .ok_or_else(|| EndpointError::KeyNotWritten {
+                        column: k.name.clone(),
+                    })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
         let mut stmts = Vec::new();
         let mut upserts: Vec<Vec<Value>> = Vec::new();
         let mut upsert_index: HashMap<String, usize> = HashMap::new();
@@ -578,6 +598,19 @@ impl<E: Engine> SqlEndpoint<E> {
             .into()),
         }
     }
+}
+
+/// The text in column `i` of a catalog row (empty when NULL or not text).
+pub(crate) fn text_at(row: &[Value], i: usize) -> String {
+    row.get(i)
+        .and_then(Value::as_text)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The first column of each catalog row, as text.
+pub(crate) fn first_texts(rows: &[Row]) -> Vec<String> {
+    rows.iter().map(|r| text_at(r, 0)).collect()
 }
 
 /// `(a, b)` for several items, `a` for one.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, TransactionBehavior, params_from_iter};
 
-use super::sql::{Dialect, Engine, Stmt};
+use super::sql::{Dialect, Engine, Stmt, on_conflict_clause};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass,
@@ -208,18 +208,7 @@ impl Dialect for Sqlite {
     }
 
     fn upsert_clause(&self, keys: &[String], others: &[String]) -> String {
-        if others.is_empty() {
-            return format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "));
-        }
-        let sets: Vec<String> = others
-            .iter()
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect();
-        format!(
-            "ON CONFLICT ({}) DO UPDATE SET {}",
-            keys.join(", "),
-            sets.join(", ")
-        )
+        on_conflict_clause(keys, others)
     }
 
     fn now_sql(&self) -> &'static str {
