@@ -13,7 +13,6 @@ use crate::config::{
 };
 use crate::endpoint::{self, Endpoint, EndpointSpec, TableInfo, TableName};
 use crate::plan::{MapAction, ObservedMap, map_actions};
-use crate::state::sqlite::SqliteStore;
 use crate::state::{InitialSyncRun, MapRecord, MapRuntime, Phase, StateError, StateStore};
 use crate::sync::{self, Flow, Journal, Sides, SyncError, Way, live::Pending};
 
@@ -41,13 +40,7 @@ impl Report {
 
 /// The state store of a project, opened for writing (created on first use).
 pub fn open_store(dir: &Path, cfg: &Config) -> Result<Box<dyn StateStore>, ReconcileError> {
-    let spec = &cfg.project.resource.spec.state_store;
-    match &spec.sqlite {
-        Some(s) => Ok(Box::new(SqliteStore::open(&dir.join(&s.path), &s.path)?)),
-        None => Err(ReconcileError::Config(
-            "only the SQLite state store is supported so far".into(),
-        )),
-    }
+    Ok(crate::state::open(dir, &cfg.project.resource)?)
 }
 
 fn endpoint_spec(dir: &Path, cfg: &EndpointConfig) -> Result<EndpointSpec, String> {
@@ -186,44 +179,118 @@ fn table_in_use(cfg: &Config, except: Option<&str>, endpoint: &str, table: &str)
         })
 }
 
+/// A map's tables, described, and each way it syncs with its endpoints connected.
 struct Prepared {
     source: TableName,
     destination: TableName,
     source_info: TableInfo,
     destination_info: TableInfo,
-    flows: Vec<Flow>,
+    links: Vec<Link>,
+}
+
+/// One way of a map: its column mapping and the endpoints it reads from and writes to.
+struct Link {
+    flow: Flow,
+    from: Arc<dyn Endpoint>,
+    to: Arc<dyn Endpoint>,
+    /// The table as written in the config, on the side data comes from.
+    from_table_text: String,
+    from_endpoint: String,
+}
+
+impl Prepared {
+    /// Both sides of a way, for the sync functions.
+    fn sides<'p>(&'p self, link: &'p Link) -> Sides<'p> {
+        let (from_table, from_info, to_table, to_info) = match link.flow.way {
+            Way::SourceToDestination => (
+                &self.source,
+                &self.source_info,
+                &self.destination,
+                &self.destination_info,
+            ),
+            Way::DestinationToSource => (
+                &self.destination,
+                &self.destination_info,
+                &self.source,
+                &self.source_info,
+            ),
+        };
+        Sides {
+            from: link.from.as_ref(),
+            from_table,
+            from_info,
+            to: link.to.as_ref(),
+            to_table,
+            to_info,
+        }
+    }
+
+    fn link(&self, way: Way) -> &Link {
+        self.links
+            .iter()
+            .find(|l| l.flow.way == way)
+            .expect("a link per way")
+    }
 }
 
 async fn prepare(endpoints: &mut Endpoints<'_>, map: &TableMap) -> Result<Prepared, String> {
     let spec = &map.spec;
     let source = TableName::parse(&spec.source.table).map_err(|e| e.to_string())?;
     let destination = TableName::parse(&spec.destination.table).map_err(|e| e.to_string())?;
-    let source_info = endpoints
-        .get(&spec.source.endpoint)
-        .await?
+    let source_ep = endpoints.get(&spec.source.endpoint).await?;
+    let destination_ep = endpoints.get(&spec.destination.endpoint).await?;
+    let source_info = source_ep
         .introspect(&source)
         .await
         .map_err(|e| format!("source: {e}"))?;
-    let destination_info = endpoints
-        .get(&spec.destination.endpoint)
-        .await?
+    let destination_info = destination_ep
         .introspect(&destination)
         .await
         .map_err(|e| format!("destination: {e}"))?;
-    let flows = Way::of(spec.direction)
-        .into_iter()
-        .map(|way| match way {
-            Way::SourceToDestination => Flow::compile(map, way, &source_info, &destination_info),
-            Way::DestinationToSource => Flow::compile(map, way, &destination_info, &source_info),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut links = Vec::new();
+    for way in Way::of(spec.direction) {
+        let link = match way {
+            Way::SourceToDestination => Link {
+                flow: Flow::compile(map, way, &source_info, &destination_info)?,
+                from: Arc::clone(&source_ep),
+                to: Arc::clone(&destination_ep),
+                from_table_text: spec.source.table.clone(),
+                from_endpoint: spec.source.endpoint.clone(),
+            },
+            Way::DestinationToSource => Link {
+                flow: Flow::compile(map, way, &destination_info, &source_info)?,
+                from: Arc::clone(&destination_ep),
+                to: Arc::clone(&source_ep),
+                from_table_text: spec.destination.table.clone(),
+                from_endpoint: spec.destination.endpoint.clone(),
+            },
+        };
+        links.push(link);
+    }
     Ok(Prepared {
         source,
         destination,
         source_info,
         destination_info,
-        flows,
+        links,
     })
+}
+
+/// Captured changes after `after` still waiting to be applied.
+async fn queued(link: &Link, table: &TableName, mut after: i64) -> Result<u64, String> {
+    let mut n = 0;
+    loop {
+        let page = link
+            .from
+            .read_changes(table, after, 10_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else {
+            return Ok(n);
+        };
+        after = last.seq;
+        n += page.len() as u64;
+    }
 }
 
 async fn drive(
@@ -323,19 +390,19 @@ async fn drive_actions(
                 set_phase(journal, Phase::Paused, "spec.state is Paused").map_err(st)?
             }
             MapAction::Stop => {
-                stop(endpoints, cfg, map, &prepared, journal).await?;
+                stop(cfg, map, &prepared, journal).await?;
             }
             MapAction::Start
             | MapAction::StartWithInitialSync { .. }
             | MapAction::RerunInitialSync { .. } => {
-                install(endpoints, map, &prepared, journal).await?;
+                install(&prepared, journal).await?;
                 if spec.initial_sync.enabled {
-                    initial_sync(endpoints, map, &prepared, journal).await?;
+                    initial_sync(map, &prepared, journal).await?;
                 }
                 set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
             }
             MapAction::Resume => {
-                drain(endpoints, map, &prepared, "CatchUp", journal).await?;
+                drain(map, &prepared, "CatchUp", journal).await?;
                 set_phase(journal, Phase::Running, "resumed: queue drained").map_err(st)?;
             }
             MapAction::MappingChanged => journal
@@ -346,94 +413,43 @@ async fn drive_actions(
     }
     // Resume an initial sync a crash interrupted.
     if journal.record.phase == Phase::InitialSync {
-        initial_sync(endpoints, map, &prepared, journal).await?;
+        initial_sync(map, &prepared, journal).await?;
         set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
     }
     if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
-        drain(endpoints, map, &prepared, "Live", journal).await?;
+        drain(map, &prepared, "Live", journal).await?;
     }
     journal.runtime.pending = 0;
     if journal.record.phase == Phase::Paused {
-        for flow in &prepared.flows {
-            let (from_name, _) = endpoint_names(map, flow.way);
-            let (from_table, ..) = sides_of(&prepared, flow.way);
-            let ep = endpoints.get(from_name).await?;
-            let mut after = match flow.way {
-                Way::SourceToDestination => journal.runtime.cursor_source,
-                Way::DestinationToSource => journal.runtime.cursor_destination,
-            };
-            loop {
-                let page = ep
-                    .read_changes(from_table, after, 10_000)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                journal.runtime.pending += page.len() as u64;
-            }
+        for link in &prepared.links {
+            let table = prepared.sides(link).from_table;
+            journal.runtime.pending +=
+                queued(link, table, sync::cursor(&journal.runtime, link.flow.way)).await?;
         }
     }
     Ok(())
 }
 
-/// The sides data of `way` comes from and goes to.
-fn sides_of(p: &Prepared, way: Way) -> (&TableName, &TableInfo, &TableName, &TableInfo) {
-    match way {
-        Way::SourceToDestination => (
-            &p.source,
-            &p.source_info,
-            &p.destination,
-            &p.destination_info,
-        ),
-        Way::DestinationToSource => (
-            &p.destination,
-            &p.destination_info,
-            &p.source,
-            &p.source_info,
-        ),
-    }
-}
-
-fn endpoint_names(map: &TableMap, way: Way) -> (&str, &str) {
-    let (s, d) = (
-        map.spec.source.endpoint.as_str(),
-        map.spec.destination.endpoint.as_str(),
-    );
-    match way {
-        Way::SourceToDestination => (s, d),
-        Way::DestinationToSource => (d, s),
-    }
-}
-
-async fn install(
-    endpoints: &mut Endpoints<'_>,
-    map: &TableMap,
-    p: &Prepared,
-    journal: &mut Journal<'_>,
-) -> Result<(), String> {
-    for flow in &p.flows {
-        let (from_name, _) = endpoint_names(map, flow.way);
-        let (from_table, ..) = sides_of(p, flow.way);
-        let ep = endpoints.get(from_name).await?;
-        ep.install_capture(from_table)
+async fn install(p: &Prepared, journal: &mut Journal<'_>) -> Result<(), String> {
+    for link in &p.links {
+        let table = p.sides(link).from_table;
+        link.from
+            .install_capture(table)
             .await
             .map_err(|e| e.to_string())?;
         // Changes from here on are drained after the copy; re-applying one the copy already
         // wrote is harmless (idempotent upserts).
-        let seq = ep
-            .max_change_seq(from_table)
+        let seq = link
+            .from
+            .max_change_seq(table)
             .await
             .map_err(|e| e.to_string())?;
-        match flow.way {
-            Way::SourceToDestination => journal.runtime.cursor_source = seq,
-            Way::DestinationToSource => journal.runtime.cursor_destination = seq,
-        }
+        sync::set_cursor(&mut journal.runtime, link.flow.way, seq);
     }
     journal.save().map_err(|e| e.to_string())
 }
 
 async fn initial_sync(
-    endpoints: &mut Endpoints<'_>,
     map: &TableMap,
     p: &Prepared,
     journal: &mut Journal<'_>,
@@ -467,25 +483,13 @@ async fn initial_sync(
         Side::Source => Way::SourceToDestination,
         Side::Destination => Way::DestinationToSource,
     };
-    let mut flows: Vec<&Flow> = p.flows.iter().collect();
-    flows.sort_by_key(|f| f.way != primary_way);
-    for flow in flows {
-        let (from_name, to_name) = endpoint_names(map, flow.way);
-        let (from_table, from_info, to_table, to_info) = sides_of(p, flow.way);
-        let from = endpoints.get(from_name).await?;
-        let to = endpoints.get(to_name).await?;
-        let sides = Sides {
-            from: from.as_ref(),
-            from_table,
-            from_info,
-            to: to.as_ref(),
-            to_table,
-            to_info,
-        };
-        let only_missing = flow.way != primary_way;
+    let mut links: Vec<&Link> = p.links.iter().collect();
+    links.sort_by_key(|l| l.flow.way != primary_way);
+    for link in links {
+        let only_missing = link.flow.way != primary_way;
         sync::initial::copy(
-            &sides,
-            flow,
+            &p.sides(link),
+            &link.flow,
             spec.batch_size as usize,
             only_missing,
             journal,
@@ -523,7 +527,6 @@ async fn initial_sync(
 
 /// Drains captured changes of every way until caught up, resolving conflicts by policy.
 async fn drain(
-    endpoints: &mut Endpoints<'_>,
     map: &TableMap,
     p: &Prepared,
     phase: &str,
@@ -532,27 +535,13 @@ async fn drain(
     let batch = map.spec.batch_size as usize;
     loop {
         let mut pending: Vec<(Way, Pending)> = Vec::new();
-        for flow in &p.flows {
-            let (from_name, _) = endpoint_names(map, flow.way);
-            let (from_table, from_info, to_table, to_info) = sides_of(p, flow.way);
-            let from = endpoints.get(from_name).await?;
-            let sides = Sides {
-                from: from.as_ref(),
-                from_table,
-                from_info,
-                to: from.as_ref(),
-                to_table,
-                to_info,
-            };
-            let cursor = match flow.way {
-                Way::SourceToDestination => journal.runtime.cursor_source,
-                Way::DestinationToSource => journal.runtime.cursor_destination,
-            };
-            let batch_pending = Pending::read(&sides, cursor, batch)
+        for link in &p.links {
+            let cursor = sync::cursor(&journal.runtime, link.flow.way);
+            let batch_pending = Pending::read(&p.sides(link), cursor, batch)
                 .await
                 .map_err(|e: SyncError| e.to_string())?;
             if !batch_pending.changes.is_empty() || batch_pending.last_seq != cursor {
-                pending.push((flow.way, batch_pending));
+                pending.push((link.flow.way, batch_pending));
             }
         }
         if pending.is_empty() {
@@ -560,24 +549,19 @@ async fn drain(
         }
         let losers = conflicts(map.spec.conflict, &pending);
         for (way, batch_pending) in pending {
-            let flow = p.flows.iter().find(|f| f.way == way).expect("flow of way");
-            let (from_name, to_name) = endpoint_names(map, way);
-            let (from_table, from_info, to_table, to_info) = sides_of(p, way);
-            let from = endpoints.get(from_name).await?;
-            let to = endpoints.get(to_name).await?;
-            let sides = Sides {
-                from: from.as_ref(),
-                from_table,
-                from_info,
-                to: to.as_ref(),
-                to_table,
-                to_info,
-            };
+            let link = p.link(way);
             let empty = HashMap::new();
             let lost = losers.get(&way).unwrap_or(&empty);
-            sync::live::apply(&sides, flow, batch_pending, lost, phase, journal)
-                .await
-                .map_err(|e| e.to_string())?;
+            sync::live::apply(
+                &p.sides(link),
+                &link.flow,
+                batch_pending,
+                lost,
+                phase,
+                journal,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         }
     }
 }
@@ -616,44 +600,32 @@ fn conflicts(
 }
 
 async fn stop(
-    endpoints: &mut Endpoints<'_>,
     cfg: &Config,
     map: &TableMap,
     p: &Prepared,
     journal: &mut Journal<'_>,
 ) -> Result<(), String> {
     let mut dropped = 0u64;
-    for flow in &p.flows {
-        let (from_name, _) = endpoint_names(map, flow.way);
-        let (from_table, ..) = sides_of(p, flow.way);
-        let table_text = match flow.way {
-            Way::SourceToDestination => &map.spec.source.table,
-            Way::DestinationToSource => &map.spec.destination.table,
-        };
-        let ep = endpoints.get(from_name).await?;
-        let cursor = match flow.way {
-            Way::SourceToDestination => journal.runtime.cursor_source,
-            Way::DestinationToSource => journal.runtime.cursor_destination,
-        };
-        let max = ep
-            .max_change_seq(from_table)
+    for link in &p.links {
+        let table = p.sides(link).from_table;
+        let max = link
+            .from
+            .max_change_seq(table)
             .await
             .map_err(|e| e.to_string())?;
-        let mut after = cursor;
-        loop {
-            let page = ep
-                .read_changes(from_table, after, 10_000)
+        dropped += queued(link, table, sync::cursor(&journal.runtime, link.flow.way)).await?;
+        if !table_in_use(
+            cfg,
+            Some(&map.metadata.name),
+            &link.from_endpoint,
+            &link.from_table_text,
+        ) {
+            link.from
+                .remove_capture(table)
                 .await
                 .map_err(|e| e.to_string())?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            dropped += page.len() as u64;
-        }
-        if !table_in_use(cfg, Some(&map.metadata.name), from_name, table_text) {
-            ep.remove_capture(from_table)
-                .await
-                .map_err(|e| e.to_string())?;
-            ep.changelog_trim(from_table, max)
+            link.from
+                .changelog_trim(table, max)
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -271,7 +271,7 @@ fn conflicting_changes_follow_the_policy_and_the_loser_is_a_conflict_error() {
         let st = status(&repo);
         assert!(st.contains("ConflictError: 1"), "{policy}: {st}");
         assert!(
-            st.contains(&format!("kept the other side's change")),
+            st.contains("kept the other side's change"),
             "{st}"
         );
     }

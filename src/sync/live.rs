@@ -107,10 +107,7 @@ pub async fn apply(
     journal.settle(flow, phase, &out)?;
     let written = out.written.len() as u64;
     let rt = &mut journal.runtime;
-    match flow.way {
-        super::Way::SourceToDestination => rt.cursor_source = pending.last_seq,
-        super::Way::DestinationToSource => rt.cursor_destination = pending.last_seq,
-    }
+    super::set_cursor(rt, flow.way, pending.last_seq);
     rt.synced += written;
     if let Some(at) = newest {
         let now = Utc::now();

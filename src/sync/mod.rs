@@ -15,6 +15,21 @@ use crate::endpoint::{
 };
 pub use transform::{Flow, Way};
 
+/// The changelog position a way of a map has applied.
+pub fn cursor(runtime: &crate::state::MapRuntime, way: Way) -> i64 {
+    match way {
+        Way::SourceToDestination => runtime.cursor_source,
+        Way::DestinationToSource => runtime.cursor_destination,
+    }
+}
+
+pub fn set_cursor(runtime: &mut crate::state::MapRuntime, way: Way, seq: i64) {
+    match way {
+        Way::SourceToDestination => runtime.cursor_source = seq,
+        Way::DestinationToSource => runtime.cursor_destination = seq,
+    }
+}
+
 /// One record to write, with what is needed to report it if it fails.
 #[derive(Clone, Debug)]
 pub struct Item {
