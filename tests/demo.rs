@@ -24,10 +24,24 @@ fn demo_syncs_the_seeded_apps_and_reports_rejected_rows() {
     let run = support::run_in(dir.path(), &["demo"], &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
-    assert!(out.starts_with("created .dualwrite/erp.db (demo data)\ncreated .dualwrite/crm.db (demo data)\n"), "{out}");
-    assert!(out.contains("customers            Running      Running"), "{out}");
-    assert!(out.contains("SourceToDestination 198/200 written, 2 errors"), "{out}");
-    assert!(out.contains("SourceToDestination 499/500 written, 1 errors"), "{out}");
+    assert!(
+        out.starts_with(
+            "created .dualwrite/erp.db (demo data)\ncreated .dualwrite/crm.db (demo data)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("customers            Running      Running"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SourceToDestination 198/200 written, 2 errors"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SourceToDestination 499/500 written, 1 errors"),
+        "{out}"
+    );
     assert!(out.contains("ApplicationError SourceToDestination {\"order_id\":250}: CHECK constraint failed: amount < 100000"), "{out}");
 
     let status = std::fs::read_to_string(dir.path().join("status/maps/customers.yaml")).unwrap();
@@ -35,18 +49,40 @@ fn demo_syncs_the_seeded_apps_and_reports_rejected_rows() {
     assert!(status.contains("code: SQLITE_CONSTRAINT_CHECK"), "{status}");
     // The CRM's own customer came back to the ERP (bidirectional).
     let erp = rusqlite::Connection::open(dir.path().join(".dualwrite/erp.db")).unwrap();
-    let name: String = erp.query_row("SELECT name FROM customers WHERE account_no = 'C-900'", [], |r| r.get(0)).unwrap();
+    let name: String = erp
+        .query_row(
+            "SELECT name FROM customers WHERE account_no = 'C-900'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(name, "Created in the CRM");
 
     // Status files are rewritten only when something changed.
-    let modified = std::fs::metadata(dir.path().join("status/maps/orders.yaml")).unwrap().modified().unwrap();
+    let modified = std::fs::metadata(dir.path().join("status/maps/orders.yaml"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let again = support::run_in(dir.path(), &["reconcile"], &[]);
-    assert!(again.stdout.contains("0 status file(s) updated"), "{}", again.stdout);
-    assert_eq!(std::fs::metadata(dir.path().join("status/maps/orders.yaml")).unwrap().modified().unwrap(), modified);
+    assert!(
+        again.stdout.contains("0 status file(s) updated"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("status/maps/orders.yaml"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
 
     // `status` tells the same story; --output json for scripts.
     let st = support::run_in(dir.path(), &["status", "orders", "--output", "json"], &[]);
     let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(doc["maps"]["orders"]["errors"]["open"], 1);
-    assert_eq!(doc["maps"]["orders"]["initialSync"]["directions"]["SourceToDestination"]["written"], 499);
+    assert_eq!(
+        doc["maps"]["orders"]["initialSync"]["directions"]["SourceToDestination"]["written"],
+        499
+    );
 }
