@@ -781,3 +781,54 @@ async fn qualified_table_names_are_captured_in_their_schema() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_open_transaction_holds_back_later_changes_until_it_commits() {
+    with_timeout(async {
+        // SQLite serializes writers, so only the server engines can interleave.
+        let mut pairs = Vec::new();
+        if let (Some(a), Some(b)) = (TestDb::postgres().await, TestDb::postgres().await) {
+            pairs.push((a, b));
+        }
+        if let (Some(a), Some(b)) = (TestDb::mysql().await, TestDb::mysql().await) {
+            pairs.push((a, b));
+        }
+        for (mut slow, mut fast) in pairs {
+            let table = unique_table("order");
+            create_orders(&mut slow, &table).await;
+            let ep = open(&slow).await;
+            let t = TableName::parse(&table).unwrap();
+            ep.install_capture(&t).await.unwrap();
+            let start = ep.max_change_seq(&t).await.unwrap();
+            let insert = |id: i64| {
+                format!("INSERT INTO {table} (region, id, qty, note) VALUES ('eu', {id}, 1, 'x')")
+            };
+
+            // `slow` takes the lower seq and stays open; `fast` commits a higher one.
+            let begin = if slow.engine == "postgres" {
+                "BEGIN"
+            } else {
+                "START TRANSACTION"
+            };
+            slow.plain.exec(begin).await;
+            slow.plain.exec(&insert(1)).await;
+            fast.plain.exec(&insert(2)).await;
+            assert!(
+                ep.read_changes(&t, start, 100).await.unwrap().is_empty(),
+                "{}: a change after an open transaction's was handed out",
+                slow.engine
+            );
+            // A cursor taken now must not pass the open transaction's change either.
+            let cursor = ep.max_change_seq(&t).await.unwrap();
+
+            slow.plain.exec("COMMIT").await;
+            let changes = ep.read_changes(&t, cursor, 100).await.unwrap();
+            let ids: Vec<Value> = changes.iter().map(|c| c.key[1].clone()).collect();
+            assert_eq!(ids, vec![Value::Int(1), Value::Int(2)], "{}", slow.engine);
+            ep.changelog_trim(&t, changes[1].seq).await.unwrap();
+            ep.remove_capture(&t).await.unwrap();
+            slow.drop_table(&table).await;
+        }
+    })
+    .await;
+}

@@ -482,6 +482,20 @@ impl Engine for Postgres {
             .map_err(|e| conn.failed(e, &self.secrets))
     }
 
+    async fn change_horizon(&self) -> Result<i64, WriteError> {
+        let [allocated, open] = capture::postgres::horizon_queries(&self.home_schema);
+        let first_int = |rows: Vec<Row>| match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let allocated = first_int(self.query(allocated, vec![ValueKind::Int]).await?).unwrap_or(0);
+        let open = first_int(self.query(open, vec![ValueKind::Int]).await?);
+        Ok(match open {
+            Some(lowest) => allocated.min(lowest - 1),
+            None => allocated,
+        })
+    }
+
     fn capture_install(
         &self,
         table: &TableName,
