@@ -9,7 +9,7 @@
 //! Commit order: `seq` comes from a sequence at insert time, so a transaction still open
 //! can hold a lower `seq` than one already committed. Before its first change each
 //! capturing transaction takes a shared advisory lock keyed by the lowest `seq` it may get
-//! (`CHANGE_LOCK_BASE` + next sequence value); [`horizon_queries`] turn the sequence and
+//! (`CHANGE_LOCK_BASE` + last value of the `seq` sequence + 1); [`horizon_queries`] turn the sequence and
 //! those locks into the highest `seq` below which every change is final, so a reader never
 //! moves its cursor past a change that has yet to commit. Nothing blocks: shared locks do
 //! not conflict with each other and readers only look at `pg_locks`.
@@ -43,8 +43,13 @@ pub(crate) fn changelog(home: &str) -> String {
     format!("{}.{}", q(home), q(CHANGELOG_TABLE))
 }
 
-fn sequence(home: &str) -> String {
-    format!("{}.{}", q(home), q(&format!("{CHANGELOG_TABLE}_seq")))
+/// The highest `seq` handed out so far (0 before the first), from the changelog's own
+/// `bigserial` sequence.
+fn last_seq(changelog: &str) -> String {
+    format!(
+        "COALESCE(pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence({}, 'seq')::regclass), 0)",
+        string_literal(changelog, false)
+    )
 }
 
 /// Two queries, to run in this order, each in its own statement: the highest `seq`
@@ -53,13 +58,7 @@ fn sequence(home: &str) -> String {
 pub(crate) fn horizon_queries(home: &str) -> [Stmt; 2] {
     let lock_key = "((l.classid::bigint << 32) | l.objid::bigint)";
     [
-        Stmt::new(
-            format!(
-                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {}",
-                sequence(home)
-            ),
-            vec![],
-        ),
+        Stmt::new(format!("SELECT {}", last_seq(&changelog(home))), vec![]),
         Stmt::new(
             format!(
                 "SELECT MIN({lock_key}) - $1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
@@ -80,7 +79,7 @@ pub(crate) fn install(
     key_columns: &[String],
 ) -> Vec<Stmt> {
     let changelog = changelog(home);
-    let sequence = sequence(home);
+    let last_seq = last_seq(&changelog);
     let function = format!("{}.{}", q(home), q(TRIGGER));
     let mut args = vec![string_literal(&table.to_string(), false)];
     args.extend(key_columns.iter().map(|k| string_literal(k, false)));
@@ -88,12 +87,9 @@ pub(crate) fn install(
         // Serializes concurrent installs: CREATE … IF NOT EXISTS and CREATE OR REPLACE
         // FUNCTION are not safe against each other in parallel sessions.
         format!("SELECT pg_advisory_xact_lock({INSTALL_LOCK})"),
-        format!("CREATE SEQUENCE IF NOT EXISTS {sequence}"),
         format!(
-            "CREATE TABLE IF NOT EXISTS {changelog} (seq bigint PRIMARY KEY DEFAULT nextval({}::regclass), \
-             table_name text NOT NULL, op char(1) NOT NULL, key_json text NOT NULL, \
-             changed_at timestamptz NOT NULL DEFAULT clock_timestamp())",
-            string_literal(&sequence, false)
+            "CREATE TABLE IF NOT EXISTS {changelog} (seq bigserial PRIMARY KEY, table_name text NOT NULL, \
+             op char(1) NOT NULL, key_json text NOT NULL, changed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {changelog} (table_name, seq)",
@@ -112,7 +108,7 @@ BEGIN
   IF current_setting('dualwrite.capturing', true) IS DISTINCT FROM '1' THEN
     -- Held until this transaction ends: readers will not pass the seq it may get.
     PERFORM pg_advisory_xact_lock_shared({CHANGE_LOCK_BASE}
-      + (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {sequence}));
+      + {last_seq} + 1);
     PERFORM set_config('dualwrite.capturing', '1', true);
   END IF;
   -- TG_ARGV[0] is the table name, TG_ARGV[1..] the key columns in key order.
