@@ -20,6 +20,7 @@ fn text(s: &str) -> Value {
 
 /// Creates `orders(region text, id int, qty int CHECK (qty >= 0), note text, PK(region, id))`.
 async fn create_orders(db: &mut TestDb, table: &str) {
+    db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
     let (t, i) = (db.type_name(ValueKind::Text), db.type_name(ValueKind::Int));
     db.plain
         .exec(&format!(
@@ -445,6 +446,7 @@ async fn create_all_types(db: &mut TestDb, table: &str) -> Vec<String> {
             .iter()
             .map(|(c, k)| format!("{c} {}", db.type_name(*k))),
     );
+    db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
     db.plain
         .exec(&format!("CREATE TABLE {table} ({})", defs.join(", ")))
         .await;
@@ -545,6 +547,7 @@ async fn captured_keys_of_every_key_type_read_back_typed() {
                 .enumerate()
                 .map(|(i, k)| format!("k{i} {} NOT NULL", db.type_name(*k)))
                 .collect();
+            db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
             db.plain
                 .exec(&format!(
                     "CREATE TABLE {table} ({}, v {}, PRIMARY KEY (k0, k1, k2, k3))",
@@ -682,6 +685,7 @@ async fn postgres_schema_tables_and_types_without_native_mapping_work_as_text() 
         };
         let schema = unique_table("schema");
         let table = format!("{schema}.items");
+        db.on_drop(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         db.plain
             .exec(&format!(
                 "CREATE SCHEMA {schema}; CREATE TYPE {schema}.color AS ENUM ('red', 'green'); \
@@ -754,6 +758,7 @@ async fn qualified_table_names_are_captured_in_their_schema() {
                 _ => unique_table("db"),
             };
             if db.engine != "sqlite" {
+                db.on_drop(format!("DROP DATABASE IF EXISTS {schema}"));
                 db.plain.exec(&format!("CREATE DATABASE {schema}")).await;
             }
             let table = format!("{schema}.{}", unique_table("qualified"));
