@@ -837,3 +837,47 @@ async fn an_open_transaction_holds_back_later_changes_until_it_commits() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn mysql_timestamp_keys_are_captured_in_utc_whatever_the_writers_time_zone() {
+    with_timeout(async {
+        let Some(mut db) = TestDb::mysql().await else {
+            return;
+        };
+        let table = unique_table("tz");
+        db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+        db.plain
+            .exec(&format!(
+                "CREATE TABLE {table} (at TIMESTAMP(6) NOT NULL PRIMARY KEY, v INT)"
+            ))
+            .await;
+        let ep = open(&db).await;
+        let t = TableName::parse(&table).unwrap();
+        ep.install_capture(&t).await.unwrap();
+        let start = ep.max_change_seq(&t).await.unwrap();
+        db.plain.exec("SET time_zone = '+02:00'").await;
+        db.plain
+            .exec(&format!(
+                "INSERT INTO {table} (at, v) VALUES ('2026-11-22 12:00:00.5', 1)"
+            ))
+            .await;
+        let changes = ep.read_changes(&t, start, 10).await.unwrap();
+        let utc = NaiveDateTime::parse_from_str("2026-11-22 10:00:00.5", "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap()
+            .and_utc();
+        assert_eq!(changes[0].key, vec![Value::TimestampTz(utc)]);
+        let rows = ep
+            .fetch_rows(
+                &t,
+                &names(&["at", "v"]),
+                &names(&["at"]),
+                &[changes[0].key.clone()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![vec![Value::TimestampTz(utc), Value::Int(1)]]);
+        ep.changelog_trim(&t, changes[0].seq).await.unwrap();
+        ep.remove_capture(&t).await.unwrap();
+    })
+    .await;
+}
