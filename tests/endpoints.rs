@@ -881,3 +881,38 @@ async fn mysql_timestamp_keys_are_captured_in_utc_whatever_the_writers_time_zone
     })
     .await;
 }
+
+#[tokio::test]
+async fn postgres_endpoint_reconnects_after_its_connection_is_killed() {
+    with_timeout(async {
+        let Some(mut db) = TestDb::postgres().await else {
+            return;
+        };
+        let EndpointSpec::Postgres { url } = &db.spec else {
+            unreachable!()
+        };
+        let app = unique_table("app");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let spec = EndpointSpec::Postgres {
+            url: format!("{url}{separator}application_name={app}"),
+        };
+        let table = unique_table("reconnect");
+        create_orders(&mut db, &table).await;
+        let t = TableName::parse(&table).unwrap();
+        let ep = connect(&spec).await.unwrap();
+        ep.introspect(&t).await.unwrap();
+
+        db.plain
+            .exec(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+            ))
+            .await;
+        // The first call may notice the broken connection; the endpoint reconnects by itself.
+        if let Err(e) = ep.introspect(&t).await {
+            assert_eq!(e.class(), WriteErrorClass::Network, "{e}");
+        }
+        let info = ep.introspect(&t).await.unwrap();
+        assert_eq!(info.primary_key, names(&ORDER_KEY));
+    })
+    .await;
+}
