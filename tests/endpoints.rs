@@ -20,6 +20,7 @@ fn text(s: &str) -> Value {
 
 /// Creates `orders(region text, id int, qty int CHECK (qty >= 0), note text, PK(region, id))`.
 async fn create_orders(db: &mut TestDb, table: &str) {
+    db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
     let (t, i) = (db.type_name(ValueKind::Text), db.type_name(ValueKind::Int));
     db.plain
         .exec(&format!(
@@ -445,6 +446,7 @@ async fn create_all_types(db: &mut TestDb, table: &str) -> Vec<String> {
             .iter()
             .map(|(c, k)| format!("{c} {}", db.type_name(*k))),
     );
+    db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
     db.plain
         .exec(&format!("CREATE TABLE {table} ({})", defs.join(", ")))
         .await;
@@ -545,6 +547,7 @@ async fn captured_keys_of_every_key_type_read_back_typed() {
                 .enumerate()
                 .map(|(i, k)| format!("k{i} {} NOT NULL", db.type_name(*k)))
                 .collect();
+            db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
             db.plain
                 .exec(&format!(
                     "CREATE TABLE {table} ({}, v {}, PRIMARY KEY (k0, k1, k2, k3))",
@@ -682,6 +685,7 @@ async fn postgres_schema_tables_and_types_without_native_mapping_work_as_text() 
         };
         let schema = unique_table("schema");
         let table = format!("{schema}.items");
+        db.on_drop(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         db.plain
             .exec(&format!(
                 "CREATE SCHEMA {schema}; CREATE TYPE {schema}.color AS ENUM ('red', 'green'); \
@@ -754,6 +758,7 @@ async fn qualified_table_names_are_captured_in_their_schema() {
                 _ => unique_table("db"),
             };
             if db.engine != "sqlite" {
+                db.on_drop(format!("DROP DATABASE IF EXISTS {schema}"));
                 db.plain.exec(&format!("CREATE DATABASE {schema}")).await;
             }
             let table = format!("{schema}.{}", unique_table("qualified"));
@@ -778,6 +783,136 @@ async fn qualified_table_names_are_captured_in_their_schema() {
                 _ => db.plain.exec(&format!("DROP DATABASE {schema}")).await,
             }
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_open_transaction_holds_back_later_changes_until_it_commits() {
+    with_timeout(async {
+        // SQLite serializes writers, so only the server engines can interleave.
+        let mut pairs = Vec::new();
+        if let (Some(a), Some(b)) = (TestDb::postgres().await, TestDb::postgres().await) {
+            pairs.push((a, b));
+        }
+        if let (Some(a), Some(b)) = (TestDb::mysql().await, TestDb::mysql().await) {
+            pairs.push((a, b));
+        }
+        for (mut slow, mut fast) in pairs {
+            let table = unique_table("order");
+            create_orders(&mut slow, &table).await;
+            let ep = open(&slow).await;
+            let t = TableName::parse(&table).unwrap();
+            ep.install_capture(&t).await.unwrap();
+            let start = ep.max_change_seq(&t).await.unwrap();
+            let insert = |id: i64| {
+                format!("INSERT INTO {table} (region, id, qty, note) VALUES ('eu', {id}, 1, 'x')")
+            };
+
+            // `slow` takes the lower seq and stays open; `fast` commits a higher one.
+            let begin = if slow.engine == "postgres" {
+                "BEGIN"
+            } else {
+                "START TRANSACTION"
+            };
+            slow.plain.exec(begin).await;
+            slow.plain.exec(&insert(1)).await;
+            fast.plain.exec(&insert(2)).await;
+            assert!(
+                ep.read_changes(&t, start, 100).await.unwrap().is_empty(),
+                "{}: a change after an open transaction's was handed out",
+                slow.engine
+            );
+            // A cursor taken now must not pass the open transaction's change either.
+            let cursor = ep.max_change_seq(&t).await.unwrap();
+
+            slow.plain.exec("COMMIT").await;
+            let changes = ep.read_changes(&t, cursor, 100).await.unwrap();
+            let ids: Vec<Value> = changes.iter().map(|c| c.key[1].clone()).collect();
+            assert_eq!(ids, vec![Value::Int(1), Value::Int(2)], "{}", slow.engine);
+            ep.changelog_trim(&t, changes[1].seq).await.unwrap();
+            ep.remove_capture(&t).await.unwrap();
+            slow.drop_table(&table).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mysql_timestamp_keys_are_captured_in_utc_whatever_the_writers_time_zone() {
+    with_timeout(async {
+        let Some(mut db) = TestDb::mysql().await else {
+            return;
+        };
+        let table = unique_table("tz");
+        db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+        db.plain
+            .exec(&format!(
+                "CREATE TABLE {table} (at TIMESTAMP(6) NOT NULL PRIMARY KEY, v INT)"
+            ))
+            .await;
+        let ep = open(&db).await;
+        let t = TableName::parse(&table).unwrap();
+        ep.install_capture(&t).await.unwrap();
+        let start = ep.max_change_seq(&t).await.unwrap();
+        db.plain.exec("SET time_zone = '+02:00'").await;
+        db.plain
+            .exec(&format!(
+                "INSERT INTO {table} (at, v) VALUES ('2026-11-22 12:00:00.5', 1)"
+            ))
+            .await;
+        let changes = ep.read_changes(&t, start, 10).await.unwrap();
+        let utc = NaiveDateTime::parse_from_str("2026-11-22 10:00:00.5", "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap()
+            .and_utc();
+        assert_eq!(changes[0].key, vec![Value::TimestampTz(utc)]);
+        let rows = ep
+            .fetch_rows(
+                &t,
+                &names(&["at", "v"]),
+                &names(&["at"]),
+                &[changes[0].key.clone()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![vec![Value::TimestampTz(utc), Value::Int(1)]]);
+        ep.changelog_trim(&t, changes[0].seq).await.unwrap();
+        ep.remove_capture(&t).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_endpoint_reconnects_after_its_connection_is_killed() {
+    with_timeout(async {
+        let Some(mut db) = TestDb::postgres().await else {
+            return;
+        };
+        let EndpointSpec::Postgres { url } = &db.spec else {
+            unreachable!()
+        };
+        let app = unique_table("app");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let spec = EndpointSpec::Postgres {
+            url: format!("{url}{separator}application_name={app}"),
+        };
+        let table = unique_table("reconnect");
+        create_orders(&mut db, &table).await;
+        let t = TableName::parse(&table).unwrap();
+        let ep = connect(&spec).await.unwrap();
+        ep.introspect(&t).await.unwrap();
+
+        db.plain
+            .exec(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+            ))
+            .await;
+        // The first call may notice the broken connection; the endpoint reconnects by itself.
+        if let Err(e) = ep.introspect(&t).await {
+            assert_eq!(e.class(), WriteErrorClass::Network, "{e}");
+        }
+        let info = ep.introspect(&t).await.unwrap();
+        assert_eq!(info.primary_key, names(&ORDER_KEY));
     })
     .await;
 }

@@ -18,10 +18,10 @@
 //!   echo-suppression mark (PostgreSQL transaction setting `dualwrite.origin`, MariaDB session
 //!   variable `@dualwrite_origin`, SQLite row in [`SUPPRESS_TABLE`]).
 //! - Installing is idempotent and shared: one set of triggers per table serves every map.
-//!
-//! Caveat: PostgreSQL and MySQL allocate `seq` at insert time, not commit time, so a
-//! change from a long transaction can commit with a `seq` lower than one already read.
-//! SQLite serializes writers and has no such gap.
+//! - Commit order: PostgreSQL and MySQL assign `seq` at insert time, not commit time, so
+//!   an open transaction can hold a lower `seq` than one already committed. Readers never
+//!   pass such a `seq` (PostgreSQL: advisory-lock horizon, see `postgres.rs`; MySQL: a READ
+//!   UNCOMMITTED look after each page). SQLite serializes writers and needs neither.
 
 pub(crate) mod mysql;
 pub(crate) mod postgres;

@@ -5,6 +5,17 @@
 //! name and key columns as arguments, so one function serves every table. It does nothing
 //! when the writing transaction has set `dualwrite.origin` to `1` (dualwrite's own writes,
 //! see `SET_ORIGIN`).
+//!
+//! Commit order: `seq` comes from a sequence at insert time, so a transaction still open
+//! can hold a lower `seq` than one already committed. Before its first change each
+//! capturing transaction takes a shared advisory lock keyed by the lowest `seq` it may get
+//! (`CHANGE_LOCK_BASE` + last value of the `seq` sequence + 1); [`horizon_queries`] turn the sequence and
+//! those locks into the highest `seq` below which every change is final, so a reader never
+//! moves its cursor past a change that has yet to commit. Nothing blocks: shared locks do
+//! not conflict with each other and readers only look at `pg_locks`.
+//!
+//! The function is `SECURITY DEFINER` (with a fixed `search_path`): application roles that
+//! write captured tables need no rights on the changelog.
 
 use super::{CHANGELOG_TABLE, string_literal};
 use crate::endpoint::sql::{Stmt, quote_with};
@@ -15,6 +26,10 @@ const TRIGGER: &str = "_dualwrite_capture";
 
 /// Advisory lock key held while installing ("dualwrit" in ASCII).
 const INSTALL_LOCK: i64 = 0x6475_616c_7772_6974;
+
+/// Advisory lock keys `CHANGE_LOCK_BASE + seq` (seq < 2^48) mark open capturing
+/// transactions; the base keeps them apart from other applications' advisory locks.
+const CHANGE_LOCK_BASE: i64 = 0x6477 << 48;
 
 /// Marks the current transaction as dualwrite's own: its writes are not captured.
 pub(crate) const SET_ORIGIN: &str = "SELECT set_config('dualwrite.origin', '1', true)";
@@ -28,6 +43,33 @@ pub(crate) fn changelog(home: &str) -> String {
     format!("{}.{}", q(home), q(CHANGELOG_TABLE))
 }
 
+/// The highest `seq` handed out so far (0 before the first), from the changelog's own
+/// `bigserial` sequence.
+fn last_seq(changelog: &str) -> String {
+    format!(
+        "COALESCE(pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence({}, 'seq')::regclass), 0)",
+        string_literal(changelog, false)
+    )
+}
+
+/// Two queries, to run in this order, each in its own statement: the highest `seq`
+/// allocated so far, then the lowest `seq` an open capturing transaction may hold (NULL
+/// when none). The horizon is the smaller of the first and the second minus one.
+pub(crate) fn horizon_queries(home: &str) -> [Stmt; 2] {
+    let lock_key = "((l.classid::bigint << 32) | l.objid::bigint)";
+    [
+        Stmt::new(format!("SELECT {}", last_seq(&changelog(home))), vec![]),
+        Stmt::new(
+            format!(
+                "SELECT MIN({lock_key}) - $1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND {lock_key} >= $1 AND {lock_key} < $1 + (1::bigint << 48)"
+            ),
+            vec![Value::Int(CHANGE_LOCK_BASE)],
+        ),
+    ]
+}
+
 /// Creates the changelog and the function if missing and (re)creates the trigger of
 /// `table` (`quoted` is its quoted name).
 pub(crate) fn install(
@@ -37,6 +79,7 @@ pub(crate) fn install(
     key_columns: &[String],
 ) -> Vec<Stmt> {
     let changelog = changelog(home);
+    let last_seq = last_seq(&changelog);
     let function = format!("{}.{}", q(home), q(TRIGGER));
     let mut args = vec![string_literal(&table.to_string(), false)];
     args.extend(key_columns.iter().map(|k| string_literal(k, false)));
@@ -53,13 +96,20 @@ pub(crate) fn install(
             q(&format!("{CHANGELOG_TABLE}_by_table"))
         ),
         format!(
-            r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dualwrite$
+            r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $dualwrite$
 DECLARE
   new_key jsonb;
   old_key jsonb;
 BEGIN
   IF current_setting('dualwrite.origin', true) = '1' THEN
     RETURN NULL;
+  END IF;
+  IF current_setting('dualwrite.capturing', true) IS DISTINCT FROM '1' THEN
+    -- Held until this transaction ends: readers will not pass the seq it may get.
+    PERFORM pg_advisory_xact_lock_shared({CHANGE_LOCK_BASE}
+      + {last_seq} + 1);
+    PERFORM set_config('dualwrite.capturing', '1', true);
   END IF;
   -- TG_ARGV[0] is the table name, TG_ARGV[1..] the key columns in key order.
   IF TG_OP <> 'DELETE' THEN

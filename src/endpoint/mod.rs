@@ -356,6 +356,10 @@ pub trait Endpoint: Send + Sync {
 
     /// Captured changes of `table` with `seq > after_seq`, in `seq` order, at most `limit`.
     /// A change carries the key only; read the current row with [`Endpoint::fetch_rows`].
+    ///
+    /// **Safe to advance a cursor over**: a page stops before any `seq` that a transaction
+    /// still open holds, so a change committed late is never skipped (it holds back the
+    /// changes after it until it commits or rolls back).
     fn read_changes<'a>(
         &'a self,
         table: &'a TableName,
@@ -363,7 +367,9 @@ pub trait Endpoint: Send + Sync {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Change>, EndpointError>>;
 
-    /// The highest captured `seq` for `table` (0 when none).
+    /// The newest captured `seq` of `table` that is final (0 when none): a cursor that
+    /// starts here misses nothing still to commit. On MySQL, open transactions are looked
+    /// for among the table's newest 1,000 changes.
     fn max_change_seq<'a>(
         &'a self,
         table: &'a TableName,

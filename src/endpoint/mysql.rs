@@ -347,6 +347,38 @@ impl Engine for Mysql {
         result.map_err(|e| self.classify(e))
     }
 
+    /// InnoDB assigns `seq` at insert time; a reader cannot see uncommitted rows, except
+    /// with READ UNCOMMITTED: a `seq` visible that way but missing from the page belongs to
+    /// a transaction that was open (or committed since), and the page stops before it.
+    async fn first_unsettled(
+        &self,
+        table: &TableName,
+        after_seq: i64,
+        seen: &[i64],
+    ) -> Result<Option<i64>, WriteError> {
+        let Some(&last) = seen.last() else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT seq FROM {} WHERE table_name = ? AND seq > ? AND seq <= ? ORDER BY seq",
+            self.changelog_table()
+        );
+        let mut conn = self.conn().await?;
+        let dirty: Result<Vec<i64>, mysql_async::Error> = async {
+            conn.query_drop("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+                .await?;
+            conn.query_drop("START TRANSACTION READ ONLY").await?;
+            let seqs = conn
+                .exec(&sql, (table.to_string(), after_seq, last))
+                .await?;
+            conn.query_drop("COMMIT").await?;
+            Ok(seqs)
+        }
+        .await;
+        let dirty = dirty.map_err(|e| self.classify(e))?;
+        Ok(dirty.into_iter().find(|s| seen.binary_search(s).is_err()))
+    }
+
     fn capture_install(
         &self,
         table: &TableName,

@@ -45,7 +45,12 @@ type Param = Box<dyn ToSql + Sync + Send>;
 
 impl Conn {
     async fn open(url: &str, secrets: &[String]) -> Result<Conn, WriteError> {
-        let connecting = tokio_postgres::connect(url, NoTls);
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| classify(e, secrets))?;
+        if config.get_application_name().is_none() {
+            // Shows up in pg_stat_activity, so operators can tell dualwrite's sessions apart.
+            config.application_name("dualwrite");
+        }
+        let connecting = config.connect(NoTls);
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| {
@@ -107,16 +112,22 @@ impl Conn {
         tx.commit().await?;
         Ok(affected)
     }
+}
 
-    /// Classifies a failure and forgets prepared statements, which go stale when a table
-    /// changes (PostgreSQL then refuses them).
-    fn failed(&mut self, e: ConnError, secrets: &[String]) -> WriteError {
-        self.statements.clear();
-        match e {
-            ConnError::Pg(e) => classify(e, secrets),
-            ConnError::Bind(e) => e,
-        }
+/// Classifies a failure. Prepared statements are forgotten (they go stale when a table
+/// changes, and PostgreSQL then refuses them); after a Network-class failure the
+/// connection itself is dropped, so the next call opens a new one.
+fn failed(conn: &mut Option<Conn>, e: ConnError, secrets: &[String]) -> WriteError {
+    let error = match e {
+        ConnError::Pg(e) => classify(e, secrets),
+        ConnError::Bind(e) => e,
+    };
+    if error.class == WriteErrorClass::Network {
+        *conn = None;
+    } else if let Some(conn) = conn {
+        conn.statements.clear();
     }
+    error
 }
 
 /// A prepared statement for `sql`, from the cache when possible.
@@ -465,10 +476,8 @@ impl Engine for Postgres {
         let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")
         };
-        let rows = conn
-            .query(&stmt)
-            .await
-            .map_err(|e| conn.failed(e, &self.secrets))?;
+        let result = conn.query(&stmt).await;
+        let rows = result.map_err(|e| failed(&mut guard, e, &self.secrets))?;
         rows.iter().map(|r| read_row(r, &kinds)).collect()
     }
 
@@ -477,9 +486,22 @@ impl Engine for Postgres {
         let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")
         };
-        conn.transaction(&stmts, suppress_echo)
-            .await
-            .map_err(|e| conn.failed(e, &self.secrets))
+        let result = conn.transaction(&stmts, suppress_echo).await;
+        result.map_err(|e| failed(&mut guard, e, &self.secrets))
+    }
+
+    async fn change_horizon(&self) -> Result<i64, WriteError> {
+        let [allocated, open] = capture::postgres::horizon_queries(&self.home_schema);
+        let first_int = |rows: Vec<Row>| match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let allocated = first_int(self.query(allocated, vec![ValueKind::Int]).await?).unwrap_or(0);
+        let open = first_int(self.query(open, vec![ValueKind::Int]).await?);
+        Ok(match open {
+            Some(lowest) => allocated.min(lowest - 1),
+            None => allocated,
+        })
     }
 
     fn capture_install(

@@ -19,6 +19,10 @@ use super::{
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 
+/// How far back [`Endpoint::max_change_seq`] looks for open transactions on engines that
+/// cannot bound reads up front (MySQL).
+const RECENT_CHANGES: usize = 1000;
+
 /// A statement and its parameters, values already of the target columns' kinds.
 #[derive(Debug, Clone)]
 pub(crate) struct Stmt {
@@ -130,6 +134,25 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
         stmts: Vec<Stmt>,
         suppress_echo: bool,
     ) -> impl Future<Output = Result<u64, WriteError>> + Send;
+
+    /// The highest `seq` at or below which every change is final: no transaction still
+    /// open can add a change there. Engines whose writers are serialized need no bound.
+    fn change_horizon(&self) -> impl Future<Output = Result<i64, WriteError>> + Send {
+        async { Ok(i64::MAX) }
+    }
+
+    /// After reading a page of `table`'s changes (`seen`, ascending, all `> after_seq`): the
+    /// first `seq` in that range held by a transaction that was still open, which the page
+    /// must stop before. Engines that bound reads with [`Engine::change_horizon`] need not
+    /// check again.
+    fn first_unsettled(
+        &self,
+        _table: &TableName,
+        _after_seq: i64,
+        _seen: &[i64],
+    ) -> impl Future<Output = Result<Option<i64>, WriteError>> + Send {
+        async { Ok(None) }
+    }
 
     /// DDL that creates the changelog (if missing) and the table's capture triggers.
     fn capture_install(
@@ -525,43 +548,78 @@ impl<E: Engine> SqlEndpoint<E> {
                 table: table.to_string(),
             })?;
         let e = &self.engine;
+        let horizon = e.change_horizon().await?;
         let sql = format!(
-            "SELECT seq, op, key_json, changed_at FROM {} WHERE table_name = {} AND seq > {} ORDER BY seq LIMIT {}",
+            "SELECT seq, op, key_json, changed_at FROM {} WHERE table_name = {} AND seq > {} AND seq <= {} \
+             ORDER BY seq LIMIT {}",
             e.changelog_table(),
             e.placeholder(1),
             e.placeholder(2),
+            e.placeholder(3),
             limit
         );
-        let params = vec![Value::Text(table.to_string()), Value::Int(after_seq)];
+        let params = vec![
+            Value::Text(table.to_string()),
+            Value::Int(after_seq),
+            Value::Int(horizon),
+        ];
         let kinds = vec![
             ValueKind::Int,
             ValueKind::Text,
             ValueKind::Text,
             ValueKind::TimestampTz,
         ];
-        let rows = e.query(Stmt::new(sql, params), kinds).await?;
-        rows.into_iter()
-            .map(|row| change_from_row(row, &key_kinds).map_err(EndpointError::from))
-            .collect()
+        let mut changes = e
+            .query(Stmt::new(sql, params), kinds)
+            .await?
+            .into_iter()
+            .map(|row| change_from_row(row, &key_kinds))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !changes.is_empty() {
+            let seen: Vec<i64> = changes.iter().map(|c| c.seq).collect();
+            if let Some(unsettled) = e.first_unsettled(table, after_seq, &seen).await? {
+                changes.retain(|c| c.seq < unsettled);
+            }
+        }
+        Ok(changes)
     }
 
+    /// The newest `seq` of `table` that is final. Where the engine checks after reading
+    /// ([`Engine::first_unsettled`]), open transactions are looked for among the table's
+    /// newest [`RECENT_CHANGES`] changes.
     async fn max_change_seq(&self, table: &TableName) -> Result<i64, EndpointError> {
         let e = &self.engine;
+        let horizon = e.change_horizon().await?;
         let sql = format!(
-            "SELECT COALESCE(MAX(seq), 0) FROM {} WHERE table_name = {}",
+            "SELECT seq FROM {} WHERE table_name = {} AND seq <= {} ORDER BY seq DESC LIMIT {RECENT_CHANGES}",
             e.changelog_table(),
-            e.placeholder(1)
+            e.placeholder(1),
+            e.placeholder(2)
         );
-        let rows = e
-            .query(
-                Stmt::new(sql, vec![Value::Text(table.to_string())]),
-                vec![ValueKind::Int],
-            )
-            .await?;
-        match rows.first().and_then(|r| r.first()) {
-            Some(Value::Int(n)) => Ok(*n),
-            _ => Ok(0),
-        }
+        let params = vec![Value::Text(table.to_string()), Value::Int(horizon)];
+        let mut recent: Vec<i64> = e
+            .query(Stmt::new(sql, params), vec![ValueKind::Int])
+            .await?
+            .iter()
+            .filter_map(|r| match r.first() {
+                Some(Value::Int(n)) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        recent.reverse();
+        let (Some(&oldest), Some(&newest)) = (recent.first(), recent.last()) else {
+            return Ok(0);
+        };
+        // With fewer than RECENT_CHANGES the whole history is in view.
+        let after = if recent.len() < RECENT_CHANGES {
+            0
+        } else {
+            oldest - 1
+        };
+        Ok(match e.first_unsettled(table, after, &recent).await? {
+            Some(unsettled) => unsettled - 1,
+            None => newest,
+        })
     }
 
     async fn changelog_trim(

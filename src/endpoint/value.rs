@@ -126,9 +126,12 @@ impl Value {
 
     /// This value as a value of `kind`, or an error saying why it cannot be one.
     ///
-    /// Lossless only: `Decimal`/`Float` → `Int` need an integral value in range,
+    /// Lossless only: `Decimal`/`Float` → `Int` need an integral value in range, `Int`/
+    /// `Decimal` → `Float` a value a double holds exactly (as its shortest decimal text),
     /// `Timestamp` → `Date` needs midnight, `Text` → anything must parse. Naive timestamps
-    /// are taken as UTC. `Null` converts to every kind.
+    /// are taken as UTC. → `Text` gives the JSON form's text (bytes as `\x…` hex, which
+    /// `Text` → `Bytes` reads back); a JSON document becomes its JSON text. `Null` converts
+    /// to every kind.
     pub fn convert_to(&self, kind: ValueKind) -> Result<Value, ConvertError> {
         let Some(from) = self.kind() else {
             return Ok(Value::Null);
@@ -151,7 +154,10 @@ impl Value {
                 _ => Err(fail("only 0 and 1 are booleans")),
             },
             (Value::Int(i), ValueKind::Decimal) => Ok(Value::Decimal(Decimal::from(*i))),
-            (Value::Int(i), ValueKind::Float) => Ok(Value::Float(*i as f64)),
+            (Value::Int(i), ValueKind::Float) => match *i as f64 {
+                f if f as i64 == *i && f.abs() < 2f64.powi(63) => Ok(Value::Float(f)),
+                _ => Err(fail("a float cannot hold it exactly (would lose digits)")),
+            },
             (Value::Decimal(d), ValueKind::Int) => decimal_to_int(d)
                 .ok_or_else(|| fail("not an integer in the 64-bit range (would lose digits)")),
             (Value::Decimal(d), ValueKind::Bool) => match decimal_to_int(d) {
@@ -161,8 +167,9 @@ impl Value {
             },
             (Value::Decimal(d), ValueKind::Float) => d
                 .to_f64()
+                .filter(|f| float_to_decimal(*f) == Some(*d))
                 .map(Value::Float)
-                .ok_or_else(|| fail("out of range")),
+                .ok_or_else(|| fail("a float cannot hold it exactly (would lose digits)")),
             (Value::Float(f), ValueKind::Int) => {
                 if f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63) {
                     Ok(Value::Int(*f as i64))
@@ -468,6 +475,21 @@ mod tests {
             Ok(Value::Decimal("0.1".parse().unwrap()))
         );
         assert!(Value::Float(1.5).convert_to(ValueKind::Int).is_err());
+        assert!(
+            Value::Int((1 << 53) + 1)
+                .convert_to(ValueKind::Float)
+                .is_err()
+        );
+        assert_eq!(
+            Value::Int(1 << 53).convert_to(ValueKind::Float),
+            Ok(Value::Float(2f64.powi(53)))
+        );
+        let long: Decimal = "0.12345678901234567890".parse().unwrap();
+        assert!(Value::Decimal(long).convert_to(ValueKind::Float).is_err());
+        assert_eq!(
+            Value::Decimal("2.50".parse().unwrap()).convert_to(ValueKind::Float),
+            Ok(Value::Float(2.5))
+        );
     }
 
     #[test]

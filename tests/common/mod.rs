@@ -47,6 +47,9 @@ pub struct TestDb {
     pub engine: &'static str,
     pub spec: EndpointSpec,
     pub plain: Plain,
+    /// SQL that undoes the test's setup, run (newest first) when this is dropped, so a
+    /// failed assertion leaves nothing behind in the shared databases.
+    cleanup: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -86,6 +89,7 @@ impl TestDb {
             engine: "sqlite",
             spec: EndpointSpec::Sqlite { path: path.clone() },
             plain: Plain::Sqlite(path),
+            cleanup: Vec::new(),
             _dir: Some(dir),
         }
     }
@@ -105,6 +109,7 @@ impl TestDb {
             engine: "postgres",
             spec: EndpointSpec::Postgres { url },
             plain: Plain::Postgres(client),
+            cleanup: Vec::new(),
             _dir: None,
         })
     }
@@ -127,6 +132,7 @@ impl TestDb {
             engine: "mysql",
             spec: EndpointSpec::Mysql { url },
             plain: Plain::Mysql(conn),
+            cleanup: Vec::new(),
             _dir: None,
         })
     }
@@ -176,10 +182,55 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` when this test database is dropped (SQLite files go with their temp dir).
+    pub fn on_drop(&mut self, sql: String) {
+        self.cleanup.push(sql);
+    }
+
     pub async fn drop_table(&mut self, table: &str) {
         self.plain
             .exec(&format!("DROP TABLE IF EXISTS {table}"))
             .await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let statements: Vec<String> = self.cleanup.drain(..).rev().collect();
+        let spec = self.spec.clone();
+        if statements.is_empty() || matches!(spec, EndpointSpec::Sqlite { .. }) {
+            return;
+        }
+        // Drop may run inside a runtime (or while unwinding): clean up on a thread of our own.
+        let cleaning = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                match spec {
+                    EndpointSpec::Postgres { url } => {
+                        if let Ok((client, connection)) =
+                            tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                        {
+                            tokio::spawn(connection);
+                            for sql in &statements {
+                                let _ = client.batch_execute(sql).await;
+                            }
+                        }
+                    }
+                    EndpointSpec::Mysql { url } => {
+                        if let Ok(mut conn) = mysql_async::Conn::from_url(url).await {
+                            for sql in &statements {
+                                let _ = conn.query_drop(sql).await;
+                            }
+                        }
+                    }
+                    EndpointSpec::Sqlite { .. } => {}
+                }
+            });
+        });
+        let _ = cleaning.join();
     }
 }
 
