@@ -1,7 +1,9 @@
 //! The state store: what dualwrite has actually done, per map (phase, applied spec, cursors,
 //! initial-sync runs, errored records, activity log), per alert rule and per request. One
-//! trait, `StateStore`; the SQLite store is the embedded default. Only `reconcile` writes it.
+//! trait, `StateStore`; the SQLite store is the embedded default, PostgreSQL the shared one.
+//! Only `reconcile` writes it.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -196,7 +198,28 @@ pub trait StateStore: Send {
     fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError>;
 }
 
-/// Opens the project's state store for reading, if it exists. Never creates one.
+/// Opens the project's state store for writing, creating it on first use. A PostgreSQL store
+/// whose URL variable is unset is an error naming the variable.
+pub fn open(dir: &Path, project: &Project) -> Result<Box<dyn StateStore>, StateError> {
+    let cfg = &project.spec.state_store;
+    if let Some(sqlite) = &cfg.sqlite {
+        return Ok(Box::new(sqlite::SqliteStore::open(
+            &dir.join(&sqlite.path),
+            &sqlite.path,
+        )?));
+    }
+    if let Some(ServerConfig { url_from_env }) = &cfg.postgres {
+        let url =
+            env_url(url_from_env).ok_or_else(|| StateError::MissingEnv(url_from_env.clone()))?;
+        let store = postgres::PostgresStore::connect(&url, postgres::DEFAULT_SCHEMA)?;
+        return Ok(Box::new(store.labelled(postgres_label(url_from_env))));
+    }
+    Err(StateError::Other("no state store is configured".into()))
+}
+
+/// Opens the project's state store for reading, if it exists. Never creates one. A
+/// PostgreSQL store that cannot be reached (variable unset, server down, schema missing) is
+/// treated as absent: the dry run then reads the status files.
 pub fn open_existing(
     dir: &Path,
     project: &Project,
@@ -213,10 +236,28 @@ pub fn open_existing(
         )?)));
     }
     if let Some(ServerConfig { url_from_env }) = &cfg.postgres {
-        // The PostgreSQL store lands with the data plane; until then it is not read.
-        return Err(StateError::Other(format!(
-            "the PostgreSQL state store ({url_from_env}) is not supported yet"
-        )));
+        let Some(url) = env_url(url_from_env) else {
+            return Ok(None);
+        };
+        return match postgres::PostgresStore::open_existing(&url, postgres::DEFAULT_SCHEMA) {
+            Ok(store) => Ok(store.map(|s| {
+                Box::new(s.labelled(postgres_label(url_from_env))) as Box<dyn StateStore>
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "state store unreachable; reading status files instead");
+                Ok(None)
+            }
+        };
     }
     Ok(None)
+}
+
+/// The connection URL in an environment variable; unset and empty are the same.
+fn env_url(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|url| !url.is_empty())
+}
+
+/// How a PostgreSQL store names itself: by the variable holding its URL, never the URL.
+fn postgres_label(url_from_env: &str) -> String {
+    format!("postgres (${url_from_env})")
 }

@@ -1,0 +1,717 @@
+//! The PostgreSQL state store, for a reconciler without a durable local disk. Same tables
+//! and meanings as the SQLite store, in a dedicated schema (`dualwrite_state` unless told
+//! otherwise) created on the first open for writing. Opening for reading never creates
+//! anything and runs its session read-only.
+//!
+//! The `StateStore` trait is synchronous, and it is called both from plain code (the dry
+//! run) and from inside the reconciler's tokio runtime. So the store owns one thread with
+//! its own current-thread runtime and connection; a call sends a job over a std channel and
+//! blocks on a std channel for the reply. The caller's thread never starts, enters or blocks
+//! on a runtime, so neither kind of caller can panic with "Cannot start a runtime from
+//! within a runtime". Jobs run one at a time, in order, on the one connection.
+//!
+//! The connection URL is a secret: it lives only on the store's thread, and every driver
+//! message is redacted before it leaves (the URL and its password become `***`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use super::{
+    ActivityEntry, AppliedRecord, ErrorRecord, MapRecord, MapRuntime, Phase, StateError, StateStore,
+};
+use crate::endpoint::{redact, url_secrets};
+
+/// The schema the store lives in when opened from the project config.
+pub const DEFAULT_SCHEMA: &str = "dualwrite_state";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `{s}` stands for the quoted schema. Created in one transaction, under an advisory lock,
+/// so two reconcilers starting together cannot race on `CREATE SCHEMA`.
+const DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.maps (
+    name TEXT PRIMARY KEY,
+    phase TEXT NOT NULL,
+    applied JSONB,
+    applied_revision TEXT,
+    held_by TEXT
+);
+CREATE TABLE IF NOT EXISTS {s}.runtime (
+    name TEXT PRIMARY KEY,
+    data JSONB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.errors (
+    id BIGSERIAL PRIMARY KEY,
+    map TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    row TEXT,
+    message TEXT NOT NULL,
+    code TEXT,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS errors_by_map ON {s}.errors (map, state, last_at);
+CREATE INDEX IF NOT EXISTS errors_by_key ON {s}.errors (map, direction, key, state);
+CREATE UNIQUE INDEX IF NOT EXISTS errors_open_key ON {s}.errors (map, direction, key)
+    WHERE state = 'Open';
+CREATE TABLE IF NOT EXISTS {s}.activity (
+    id BIGSERIAL PRIMARY KEY,
+    map TEXT NOT NULL,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activity_by_map ON {s}.activity (map, id);
+CREATE TABLE IF NOT EXISTS {s}.alerts (
+    name TEXT PRIMARY KEY,
+    applied JSONB NOT NULL,
+    revision TEXT
+);
+CREATE TABLE IF NOT EXISTS {s}.requests (
+    name TEXT PRIMARY KEY,
+    applied JSONB NOT NULL,
+    revision TEXT,
+    state TEXT
+);
+";
+
+const PUT_MAP: &str = "INSERT INTO {s}.maps (name, phase, applied, applied_revision, held_by)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (name) DO UPDATE SET phase = $2, applied = $3, applied_revision = $4, held_by = $5";
+const PUT_RUNTIME: &str = "INSERT INTO {s}.runtime (name, data) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET data = $2";
+const PUT_ALERT: &str = "INSERT INTO {s}.alerts (name, applied, revision) VALUES ($1, $2, $3)
+    ON CONFLICT (name) DO UPDATE SET applied = $2, revision = $3";
+const GET_RUNTIME: &str = "SELECT data FROM {s}.runtime WHERE name = $1";
+const DELETE_MAP: &str = "DELETE FROM {s}.maps WHERE name = $1";
+const DELETE_RUNTIME: &str = "DELETE FROM {s}.runtime WHERE name = $1";
+/// One statement, so a concurrent writer cannot slip a duplicate in between (the partial
+/// unique index `errors_open_key` backs it). A new error starts with last = first attempt.
+const RECORD_ERROR: &str = "INSERT INTO {s}.errors AS e
+    (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, 'Open')
+    ON CONFLICT (map, direction, key) WHERE state = 'Open' DO UPDATE SET
+        phase = $2, type = $4, row = $6, message = $7, code = $8, last_at = $10,
+        attempts = e.attempts + 1
+    RETURNING id";
+const SUPERSEDE: &str = "UPDATE {s}.errors SET state = 'Superseded'
+    WHERE map = $1 AND direction = $2 AND key = ANY($3) AND state = 'Open'";
+const HAS_OPEN_ERRORS: &str = "SELECT 1 FROM {s}.errors WHERE map = $1 AND state = 'Open' LIMIT 1";
+const OPEN_ERRORS: &str = "SELECT id, map, phase, direction, type, key, row, message, code,
+    first_at, last_at, attempts, state
+    FROM {s}.errors WHERE map = $1 AND state = 'Open' ORDER BY id DESC LIMIT $2";
+const OPEN_ERROR_COUNTS: &str = "SELECT type, phase, COUNT(*) FROM {s}.errors
+    WHERE map = $1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase";
+const LOG: &str = "INSERT INTO {s}.activity (map, at, event, message) VALUES ($1, $2, $3, $4)";
+const ACTIVITY: &str =
+    "SELECT at, event, message FROM {s}.activity WHERE map = $1 ORDER BY id DESC LIMIT $2";
+const MAPS: &str =
+    "SELECT name, phase, applied, applied_revision, held_by FROM {s}.maps ORDER BY name";
+const ALERTS: &str = "SELECT name, applied, revision, NULL::text FROM {s}.alerts ORDER BY name";
+const REQUESTS: &str = "SELECT name, applied, revision, state FROM {s}.requests ORDER BY name";
+
+/// The PostgreSQL state store. Holds no secret itself: the URL stays on its thread.
+pub struct PostgresStore {
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    schema: String,
+    label: String,
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Create the schema and tables if missing.
+    Create,
+    /// Read-only session; no store (`None`) if the schema or its tables are missing.
+    Existing,
+}
+
+impl PostgresStore {
+    /// Connects for writing, creating `schema` and its tables if missing.
+    pub fn connect(url: &str, schema: &str) -> Result<Self, StateError> {
+        Self::start(url, schema, Mode::Create)?
+            .ok_or_else(|| StateError::Other("postgres: the store was not created".into()))
+    }
+
+    /// Connects to an existing store without changing anything: `Ok(None)` when the schema
+    /// (or its tables) does not exist. The session is read-only.
+    pub fn open_existing(url: &str, schema: &str) -> Result<Option<Self>, StateError> {
+        Self::start(url, schema, Mode::Existing)
+    }
+
+    /// Names the store in `describe()`, e.g. `postgres ($DUALWRITE_STATE_URL)`. Never the URL.
+    pub fn labelled(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// The schema the store lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn start(url: &str, schema: &str, mode: Mode) -> Result<Option<Self>, StateError> {
+        check_schema_name(schema)?;
+        let target = Target {
+            url: url.to_string(),
+            secrets: url_secrets(url),
+            schema: format!("\"{schema}\""),
+            read_only: mode == Mode::Existing,
+        };
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let worker = std::thread::Builder::new()
+            .name("dualwrite-state-pg".into())
+            .spawn(move || {
+                let mut conn = match Conn::open(target, mode) {
+                    Ok(Some(conn)) => conn,
+                    Ok(None) => {
+                        let _ = ready_tx.send(Ok(false));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(true));
+                while let Ok(job) = jobs_rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StateError::Other(format!("postgres: starting the store thread: {e}")))?;
+        let ready = ready_rx.recv().unwrap_or_else(|_| Err(stopped()));
+        let mut store = PostgresStore {
+            jobs: Some(jobs_tx),
+            worker: Some(worker),
+            schema: schema.to_string(),
+            label: format!("postgres (schema {schema})"),
+        };
+        match ready {
+            Ok(true) => Ok(Some(store)),
+            Ok(false) => {
+                store.stop();
+                Ok(None)
+            }
+            Err(e) => {
+                store.stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `job` on the store's thread and waits for its answer. Plain blocking std
+    /// channels: safe from any thread, inside a runtime or not.
+    fn call<T, F>(&self, job: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, StateError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(Box::new(move |conn: &mut Conn| {
+            let _ = reply_tx.send(job(conn));
+        }))
+        .map_err(|_| stopped())?;
+        reply_rx.recv().map_err(|_| stopped())?
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+
+    fn applied(&self, sql: &'static str) -> Result<Vec<AppliedRecord>, StateError> {
+        let rows = self.call(move |c| c.run(async |s| s.query(sql, &[]).await))?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let applied = r.get(1);
+                Ok(AppliedRecord {
+                    applied,
+                    revision: r.get(2),
+                    state: r.get(3),
+                    name,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for PostgresStore {
+    /// Closes the connection and waits for the store's thread to end.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("label", &self.label)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stopped() -> StateError {
+    StateError::Other("postgres: the state store's connection thread has stopped".into())
+}
+
+/// A plain lowercase identifier: no quoting games, no injection through the schema name.
+fn check_schema_name(schema: &str) -> Result<(), StateError> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StateError::Other(format!(
+            "postgres: invalid schema name {schema:?} (lowercase letters, digits, _)"
+        )))
+    }
+}
+
+/// Where to connect. Lives on the store's thread only.
+struct Target {
+    url: String,
+    secrets: Vec<String>,
+    /// Quoted, ready to splice into SQL.
+    schema: String,
+    read_only: bool,
+}
+
+/// The store's thread: its runtime and (re)connectable session.
+struct Conn {
+    rt: Runtime,
+    target: Target,
+    session: Option<Session>,
+}
+
+/// One live connection with its prepared statements.
+struct Session {
+    client: Client,
+    schema: String,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Session {
+    async fn prepare(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self
+            .client
+            .prepare(&sql.replace("{s}", &self.schema))
+            .await?;
+        self.statements.insert(sql, stmt.clone());
+        Ok(stmt)
+    }
+
+    async fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let stmt = self.prepare(sql).await?;
+        self.client.query(&stmt, params).await
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let stmt = self.prepare(sql).await?;
+        self.client.execute(&stmt, params).await
+    }
+}
+
+impl Conn {
+    /// Connects and, per mode, creates the store or checks that it exists.
+    fn open(target: Target, mode: Mode) -> Result<Option<Conn>, StateError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StateError::Other(format!("postgres: starting a runtime: {e}")))?;
+        let mut conn = Conn {
+            rt,
+            target,
+            session: None,
+        };
+        match mode {
+            Mode::Create => {
+                let ddl = DDL.replace("{s}", &conn.target.schema);
+                let lock = format!("dualwrite state store {}", conn.target.schema);
+                conn.run(async |s| {
+                    let tx = s.client.transaction().await?;
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+                        .await?;
+                    tx.batch_execute(&ddl).await?;
+                    tx.commit().await
+                })?;
+            }
+            Mode::Existing => {
+                let maps = format!("{}.maps", conn.target.schema);
+                let exists = conn.run(async |s| {
+                    let row = s
+                        .client
+                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&maps])
+                        .await?;
+                    Ok(row.get::<_, bool>(0))
+                })?;
+                if !exists {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(conn))
+    }
+
+    /// Runs `f` on a live session, reconnecting first if the connection was lost.
+    fn run<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Session) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StateError> {
+        if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
+            self.session = None;
+            self.session = Some(self.connect()?);
+        }
+        let session = self.session.as_mut().expect("connected above");
+        let result = self.rt.block_on(f(session));
+        result.map_err(|e| {
+            // A statement may have gone stale (schema dropped and recreated): prepare afresh.
+            session_statements_clear(&mut self.session);
+            self.error(&e)
+        })
+    }
+
+    fn connect(&self) -> Result<Session, StateError> {
+        let target = &self.target;
+        let config: tokio_postgres::Config = target
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| self.error(&e))?;
+        let (client, connection) = self
+            .rt
+            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await })
+            .map_err(|_| StateError::Other("postgres: timed out connecting".into()))?
+            .map_err(|e| self.error(&e))?;
+        let secrets = target.secrets.clone();
+        // A current-thread runtime: the connection makes progress while a call is in
+        // `block_on`, which is the only time anything waits on it.
+        self.rt.spawn(async move {
+            if let Err(e) = connection.await {
+                let error = redact(&e.to_string(), &secrets);
+                tracing::warn!(%error, "state store connection closed");
+            }
+        });
+        if target.read_only {
+            self.rt
+                .block_on(client.batch_execute("SET default_transaction_read_only = on"))
+                .map_err(|e| self.error(&e))?;
+        }
+        Ok(Session {
+            client,
+            schema: target.schema.clone(),
+            statements: HashMap::new(),
+        })
+    }
+
+    fn error(&self, e: &tokio_postgres::Error) -> StateError {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        if let Some(db) = e.as_db_error() {
+            message = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                message = format!("{message}: {detail}");
+            }
+        }
+        StateError::Other(format!(
+            "postgres: {}",
+            redact(&message, &self.target.secrets)
+        ))
+    }
+}
+
+fn session_statements_clear(session: &mut Option<Session>) {
+    if let Some(session) = session {
+        session.statements.clear();
+    }
+}
+
+fn corrupt(what: &str, source: serde_json::Error) -> StateError {
+    StateError::Corrupt {
+        what: what.to_string(),
+        source,
+    }
+}
+
+fn error_record(r: &Row) -> ErrorRecord {
+    ErrorRecord {
+        id: r.get(0),
+        map: r.get(1),
+        phase: r.get(2),
+        direction: r.get(3),
+        error_type: r.get(4),
+        key: r.get(5),
+        row: r.get(6),
+        message: r.get(7),
+        code: r.get(8),
+        first_at: r.get(9),
+        last_at: r.get(10),
+        attempts: r.get(11),
+        state: r.get(12),
+    }
+}
+
+impl StateStore for PostgresStore {
+    fn describe(&self) -> String {
+        format!("state store {}", self.label)
+    }
+
+    fn maps(&self) -> Result<Vec<MapRecord>, StateError> {
+        let rows = self.call(|c| c.run(async |s| s.query(MAPS, &[]).await))?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let phase: String = r.get(1);
+                let phase = Phase::parse(&phase).ok_or_else(|| {
+                    StateError::Other(format!("map {name}: unknown phase {phase:?}"))
+                })?;
+                Ok(MapRecord {
+                    phase,
+                    applied: r.get(2),
+                    applied_revision: r.get(3),
+                    held_by: r.get(4),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    fn alerts(&self) -> Result<Vec<AppliedRecord>, StateError> {
+        self.applied(ALERTS)
+    }
+
+    fn requests(&self) -> Result<Vec<AppliedRecord>, StateError> {
+        self.applied(REQUESTS)
+    }
+
+    fn put_map(&self, m: &MapRecord) -> Result<(), StateError> {
+        let m = m.clone();
+        self.call(move |c| {
+            c.run(async |s| {
+                s.execute(
+                    PUT_MAP,
+                    &[
+                        &m.name,
+                        &m.phase.name(),
+                        &m.applied,
+                        &m.applied_revision,
+                        &m.held_by,
+                    ],
+                )
+                .await
+            })
+        })?;
+        Ok(())
+    }
+
+    fn put_alert(&self, a: &AppliedRecord) -> Result<(), StateError> {
+        let a = a.clone();
+        self.call(move |c| {
+            c.run(async |s| {
+                s.execute(PUT_ALERT, &[&a.name, &a.applied, &a.revision])
+                    .await
+            })
+        })?;
+        Ok(())
+    }
+
+    fn runtime(&self, name: &str) -> Result<MapRuntime, StateError> {
+        let name = name.to_string();
+        let key = name.clone();
+        let data = self.call(move |c| {
+            c.run(async |s| {
+                let rows = s.query(GET_RUNTIME, &[&key]).await?;
+                Ok(rows.first().map(|r| r.get::<_, serde_json::Value>(0)))
+            })
+        })?;
+        match data {
+            Some(data) => serde_json::from_value(data).map_err(|e| corrupt(&name, e)),
+            None => Ok(MapRuntime::default()),
+        }
+    }
+
+    /// The map row and its runtime row in one transaction: the commit point of sync
+    /// progress. Either both are stored or neither is.
+    fn save(&mut self, map: &MapRecord, runtime: &MapRuntime) -> Result<(), StateError> {
+        let m = map.clone();
+        let data = serde_json::to_value(runtime).expect("runtime serializes");
+        self.call(move |c| {
+            c.run(async |s| {
+                let put_map = s.prepare(PUT_MAP).await?;
+                let put_runtime = s.prepare(PUT_RUNTIME).await?;
+                let tx = s.client.transaction().await?;
+                tx.execute(
+                    &put_map,
+                    &[
+                        &m.name,
+                        &m.phase.name(),
+                        &m.applied,
+                        &m.applied_revision,
+                        &m.held_by,
+                    ],
+                )
+                .await?;
+                tx.execute(&put_runtime, &[&m.name, &data]).await?;
+                tx.commit().await
+            })
+        })
+    }
+
+    fn forget_map(&self, name: &str) -> Result<(), StateError> {
+        let name = name.to_string();
+        self.call(move |c| {
+            c.run(async |s| {
+                let maps = s.prepare(DELETE_MAP).await?;
+                let runtime = s.prepare(DELETE_RUNTIME).await?;
+                let tx = s.client.transaction().await?;
+                tx.execute(&maps, &[&name]).await?;
+                tx.execute(&runtime, &[&name]).await?;
+                tx.commit().await
+            })
+        })
+    }
+
+    fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError> {
+        let e = e.clone();
+        self.call(move |c| {
+            c.run(async |s| {
+                let rows = s
+                    .query(
+                        RECORD_ERROR,
+                        &[
+                            &e.map,
+                            &e.phase,
+                            &e.direction,
+                            &e.error_type,
+                            &e.key,
+                            &e.row,
+                            &e.message,
+                            &e.code,
+                            &e.first_at,
+                            &e.last_at,
+                        ],
+                    )
+                    .await?;
+                Ok(rows[0].get::<_, i64>(0))
+            })
+        })
+    }
+
+    fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let (map, direction, keys) = (map.to_string(), direction.to_string(), keys.to_vec());
+        self.call(move |c| c.run(async |s| s.execute(SUPERSEDE, &[&map, &direction, &keys]).await))
+    }
+
+    fn has_open_errors(&self, map: &str) -> Result<bool, StateError> {
+        let map = map.to_string();
+        self.call(move |c| {
+            c.run(async |s| Ok(!s.query(HAS_OPEN_ERRORS, &[&map]).await?.is_empty()))
+        })
+    }
+
+    fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError> {
+        let map = map.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows =
+            self.call(move |c| c.run(async |s| s.query(OPEN_ERRORS, &[&map, &limit]).await))?;
+        Ok(rows.iter().map(error_record).collect())
+    }
+
+    fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError> {
+        let map = map.to_string();
+        let rows =
+            self.call(move |c| c.run(async |s| s.query(OPEN_ERROR_COUNTS, &[&map]).await))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
+            .collect())
+    }
+
+    fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError> {
+        let entry = [map, at, event, message].map(str::to_string);
+        self.call(move |c| {
+            c.run(async |s| {
+                let [map, at, event, message] = &entry;
+                s.execute(LOG, &[map, at, event, message]).await
+            })
+        })?;
+        Ok(())
+    }
+
+    fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError> {
+        let map = map.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.call(move |c| c.run(async |s| s.query(ACTIVITY, &[&map, &limit]).await))?;
+        Ok(rows
+            .iter()
+            .map(|r| ActivityEntry {
+                at: r.get(0),
+                event: r.get(1),
+                message: r.get(2),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema_name(DEFAULT_SCHEMA).is_ok());
+        assert!(check_schema_name("dw_test_1").is_ok());
+        for bad in ["", "1abc", "Upper", "a\"b", "a;drop", &"x".repeat(64)] {
+            assert!(check_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unreachable_server_error_hides_the_url() {
+        let url = "postgres://dualwrite:hunter2secret@127.0.0.1:1/state";
+        let err = PostgresStore::connect(url, DEFAULT_SCHEMA).unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2secret"), "{text}");
+        assert!(text.contains("postgres:"), "{text}");
+    }
+}

@@ -1,0 +1,773 @@
+//! The state store: SQLite and PostgreSQL held to one behaviour suite, and one reconcile
+//! pass through the real binary with its state in PostgreSQL.
+//!
+//! PostgreSQL tests read `DUALWRITE_TEST_POSTGRES_URL` (default: the local server). An
+//! unreachable server is skipped with a loud `SKIPPED:` line, except under `CI=true`, where
+//! it fails the test. Each test works in its own schema or database and drops it after.
+
+mod support;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dualwrite::state::postgres::PostgresStore;
+use dualwrite::state::sqlite::SqliteStore;
+use dualwrite::state::{
+    AppliedRecord, DirectionCounts, ErrorRecord, InitialSyncRun, MapRecord, MapRuntime, Phase,
+    StateStore,
+};
+
+const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// A password that would show up in any message that leaked the URL (trust auth ignores it).
+const LEAK_CANARY: &str = "notsecret";
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// Runs `f` on its own thread and fails the test if it takes longer than `secs`.
+fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => worker.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The body panicked: re-raise its panic here.
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("timed out after {secs}s"),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The test server's URL, with a password added when the default (trust) server is used, so
+/// that a leaked URL is visible in any message.
+fn postgres_url() -> String {
+    match std::env::var("DUALWRITE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => POSTGRES_DEFAULT.replace("postgres@", &format!("postgres:{LEAK_CANARY}@")),
+    }
+}
+
+/// The same server, another database.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (server, _) = base.rsplit_once('/').expect("URL has a database");
+    format!("{server}/{db}{query}")
+}
+
+/// Runs SQL as an administrator (outside dualwrite), from a thread of its own so it works
+/// whether or not the caller is inside a runtime.
+fn admin(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let connecting = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+            let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connecting)
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The test server's URL, or `None` (after a loud skip) when it cannot be reached.
+fn reachable_postgres() -> Option<String> {
+    let url = postgres_url();
+    match admin(&url, "SELECT 1") {
+        Ok(()) => Some(url),
+        Err(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL unreachable under CI=true: {why}");
+            }
+            // Straight to the stderr handle: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: PostgreSQL unreachable ({why}); set DUALWRITE_TEST_POSTGRES_URL"
+            );
+            None
+        }
+    }
+}
+
+/// A schema of its own, dropped when the test ends (pass or fail).
+struct TestSchema {
+    url: String,
+    name: String,
+}
+
+impl TestSchema {
+    fn new(url: &str) -> TestSchema {
+        TestSchema {
+            url: url.to_string(),
+            name: unique("dw_state_test"),
+        }
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let _ = admin(
+            &self.url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+/// A database of its own, dropped when the test ends (pass or fail).
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    fn create(admin_url: &str) -> TestDatabase {
+        let db = TestDatabase {
+            admin_url: admin_url.to_string(),
+            name: unique("dw_state_e2e"),
+        };
+        admin(admin_url, &format!("CREATE DATABASE {}", db.name)).unwrap();
+        db
+    }
+
+    fn url(&self) -> String {
+        with_database(&self.admin_url, &self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = admin(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The behaviour suite
+
+/// A store under test, and a way to make its runtime writes fail for some map names (a
+/// trigger installed behind the store's back), to prove `save` is atomic.
+struct Subject<'a> {
+    store: &'a mut dyn StateStore,
+    /// Makes every later insert or update of a runtime row whose name starts with the prefix
+    /// fail.
+    poison_runtime: &'a dyn Fn(&str),
+    /// Text that must never appear in a description or an error.
+    secrets: Vec<String>,
+}
+
+fn map(name: &str, phase: Phase) -> MapRecord {
+    MapRecord {
+        name: name.into(),
+        phase,
+        applied: Some(serde_json::json!({
+            "state": phase.name(),
+            "source": { "endpoint": "erp", "table": "customers" },
+            "columns": [{ "source": "id", "destination": "id", "key": true }],
+        })),
+        applied_revision: Some("abc123".into()),
+        held_by: None,
+    }
+}
+
+fn runtime(cursor: i64) -> MapRuntime {
+    MapRuntime {
+        cursor_source: cursor,
+        cursor_destination: cursor * 2,
+        initial_sync: Some(InitialSyncRun {
+            run: 1,
+            status: "Completed".into(),
+            directions: [(
+                "erp->crm".to_string(),
+                DirectionCounts {
+                    read: 10,
+                    written: 9,
+                    errors: 1,
+                },
+            )]
+            .into(),
+            resume_after: [("erp->crm".to_string(), "[9]".to_string())].into(),
+        }),
+        synced: 42,
+        last_sync_at: Some("2024-05-01T10:00:00Z".into()),
+        lag_seconds: Some(1.5),
+        pending: 3,
+        problem: None,
+        since: Some("2024-05-01T09:00:00Z".into()),
+    }
+}
+
+fn error(map: &str, direction: &str, id: i64, at: &str) -> ErrorRecord {
+    ErrorRecord {
+        id: 0,
+        map: map.into(),
+        phase: "InitialSync".into(),
+        direction: direction.into(),
+        error_type: "ApplicationError".into(),
+        key: format!("{{\"id\":{id}}}"),
+        row: Some(format!("{{\"id\":{id},\"name\":\"n{id}\"}}")),
+        message: format!("check constraint violated at {at}"),
+        code: Some("23514".into()),
+        first_at: at.into(),
+        last_at: at.into(),
+        attempts: 1,
+        state: "Open".into(),
+    }
+}
+
+fn assert_no_secret(secrets: &[String], text: &str) {
+    for secret in secrets {
+        assert!(!text.contains(secret.as_str()), "{secret:?} leaked: {text}");
+    }
+}
+
+fn behaves_as_a_state_store(s: Subject<'_>) {
+    let Subject {
+        store,
+        poison_runtime,
+        secrets,
+    } = s;
+    assert_no_secret(&secrets, &store.describe());
+    assert!(store.describe().starts_with("state store "));
+
+    // A new store knows nothing.
+    assert!(store.maps().unwrap().is_empty());
+    assert!(store.alerts().unwrap().is_empty());
+    assert!(store.requests().unwrap().is_empty());
+    assert_eq!(store.runtime("customers").unwrap(), MapRuntime::default());
+
+    // save + runtime round trip; maps() after save.
+    let customers = map("customers", Phase::InitialSync);
+    store.save(&customers, &runtime(7)).unwrap();
+    assert_eq!(store.runtime("customers").unwrap(), runtime(7));
+    assert_eq!(store.maps().unwrap(), vec![customers.clone()]);
+    let mut running = map("customers", Phase::Running);
+    running.held_by = Some("pause-on-errors".into());
+    store.save(&running, &runtime(8)).unwrap();
+    store.put_map(&map("orders", Phase::Paused)).unwrap();
+    assert_eq!(
+        store.maps().unwrap(),
+        vec![running.clone(), map("orders", Phase::Paused)]
+    );
+    assert_eq!(store.runtime("customers").unwrap(), runtime(8));
+    assert_eq!(store.runtime("orders").unwrap(), MapRuntime::default());
+
+    // save is atomic: when the runtime write fails, the map row is not written either.
+    poison_runtime("poisoned");
+    store.put_map(&map("poisoned-old", Phase::Running)).unwrap();
+    let err = store
+        .save(&map("poisoned-old", Phase::Stopped), &runtime(99))
+        .unwrap_err();
+    assert_no_secret(&secrets, &err.to_string());
+    assert_no_secret(&secrets, &format!("{err:?}"));
+    assert!(
+        store
+            .save(&map("poisoned-new", Phase::Running), &runtime(1))
+            .is_err()
+    );
+    let maps = store.maps().unwrap();
+    let names: Vec<_> = maps.iter().map(|m| (m.name.as_str(), m.phase)).collect();
+    assert_eq!(
+        names,
+        [
+            ("customers", Phase::Running),
+            ("orders", Phase::Paused),
+            ("poisoned-old", Phase::Running)
+        ]
+    );
+    assert_eq!(
+        store.runtime("poisoned-new").unwrap(),
+        MapRuntime::default()
+    );
+    // The store still works after a failed save.
+    store.save(&running, &runtime(9)).unwrap();
+    assert_eq!(store.runtime("customers").unwrap(), runtime(9));
+
+    // Alerts as last applied.
+    let alert = AppliedRecord {
+        name: "pause-on-errors".into(),
+        applied: serde_json::json!({ "maps": ["customers"], "threshold": 10 }),
+        revision: Some("abc123".into()),
+        state: None,
+    };
+    store.put_alert(&alert).unwrap();
+    let changed = AppliedRecord {
+        revision: Some("def456".into()),
+        ..alert.clone()
+    };
+    store.put_alert(&changed).unwrap();
+    assert_eq!(store.alerts().unwrap(), vec![changed]);
+
+    // record_error: the same open (map, direction, key) is updated, not duplicated.
+    assert!(!store.has_open_errors("customers").unwrap());
+    let first = store
+        .record_error(&error("customers", "erp->crm", 1, "2024-05-01T10:00:00Z"))
+        .unwrap();
+    let mut again = error("customers", "erp->crm", 1, "2024-05-01T10:05:00Z");
+    again.first_at = "2024-05-01T10:05:00Z".into();
+    again.phase = "Running".into();
+    again.error_type = "NetworkError".into();
+    again.code = None;
+    assert_eq!(store.record_error(&again).unwrap(), first);
+    let open = store.open_errors("customers", 10).unwrap();
+    assert_eq!(open.len(), 1);
+    let e = &open[0];
+    assert_eq!(
+        (e.id, e.attempts, e.first_at.as_str(), e.last_at.as_str()),
+        (first, 2, "2024-05-01T10:00:00Z", "2024-05-01T10:05:00Z")
+    );
+    assert_eq!(
+        (e.phase.as_str(), e.error_type.as_str(), e.code.as_deref()),
+        ("Running", "NetworkError", None)
+    );
+    assert_eq!(e.message, again.message);
+    assert_eq!((e.state.as_str(), e.map.as_str()), ("Open", "customers"));
+    assert_eq!(e.row, again.row);
+    assert!(store.has_open_errors("customers").unwrap());
+
+    // A different key, or the same key in the other direction, is a new error.
+    let second = store
+        .record_error(&error("customers", "erp->crm", 2, "2024-05-01T10:06:00Z"))
+        .unwrap();
+    let reverse = store
+        .record_error(&error("customers", "crm->erp", 1, "2024-05-01T10:07:00Z"))
+        .unwrap();
+    let mut schema_error = error("customers", "erp->crm", 3, "2024-05-01T10:08:00Z");
+    schema_error.error_type = "SchemaError".into();
+    schema_error.phase = "Running".into();
+    let third = store.record_error(&schema_error).unwrap();
+    let other_map = store
+        .record_error(&error("orders", "erp->crm", 1, "2024-05-01T10:09:00Z"))
+        .unwrap();
+    let ids = [first, second, reverse, third, other_map];
+    let mut distinct = ids.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+
+    // open_errors: newest first, limited, this map only.
+    let open: Vec<i64> = store
+        .open_errors("customers", 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(open, [third, reverse, second, first]);
+    let newest: Vec<i64> = store
+        .open_errors("customers", 2)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(newest, [third, reverse]);
+
+    // open_error_counts: by (type, phase).
+    assert_eq!(
+        store.open_error_counts("customers").unwrap(),
+        vec![
+            ("ApplicationError".into(), "InitialSync".into(), 2),
+            ("NetworkError".into(), "Running".into(), 1),
+            ("SchemaError".into(), "Running".into(), 1),
+        ]
+    );
+
+    // supersede resolves only the given direction (and map).
+    let key1 = "{\"id\":1}".to_string();
+    assert_eq!(store.supersede("customers", "erp->crm", &[]).unwrap(), 0);
+    assert_eq!(
+        store
+            .supersede(
+                "customers",
+                "erp->crm",
+                &[key1.clone(), "{\"id\":404}".into()]
+            )
+            .unwrap(),
+        1
+    );
+    let open: Vec<i64> = store
+        .open_errors("customers", 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(open, [third, reverse, second]);
+    assert_eq!(
+        store.open_errors("orders", 10).unwrap()[0].id,
+        other_map,
+        "another map's error with the same key stays open"
+    );
+    // Superseded again is a no-op; a later failure of that key is a new error.
+    assert_eq!(
+        store
+            .supersede("customers", "erp->crm", std::slice::from_ref(&key1))
+            .unwrap(),
+        0
+    );
+    let reopened = store
+        .record_error(&error("customers", "erp->crm", 1, "2024-05-01T11:00:00Z"))
+        .unwrap();
+    assert!(!ids.contains(&reopened));
+    assert_eq!(store.open_errors("customers", 1).unwrap()[0].attempts, 1);
+
+    // Activity: newest first, limited, per map.
+    store
+        .log(
+            "customers",
+            "2024-05-01T10:00:00Z",
+            "Created",
+            "map created",
+        )
+        .unwrap();
+    store
+        .log("orders", "2024-05-01T10:00:01Z", "Created", "map created")
+        .unwrap();
+    store
+        .log(
+            "customers",
+            "2024-05-01T10:00:02Z",
+            "StateChanged",
+            "NotRunning -> InitialSync",
+        )
+        .unwrap();
+    store
+        .log(
+            "customers",
+            "2024-05-01T10:00:03Z",
+            "InitialSyncFinished",
+            "9 written, 1 error",
+        )
+        .unwrap();
+    let events: Vec<String> = store
+        .activity("customers", 10)
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{} {} {}", a.at, a.event, a.message))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "2024-05-01T10:00:03Z InitialSyncFinished 9 written, 1 error",
+            "2024-05-01T10:00:02Z StateChanged NotRunning -> InitialSync",
+            "2024-05-01T10:00:00Z Created map created",
+        ]
+    );
+    assert_eq!(store.activity("customers", 1).unwrap().len(), 1);
+    assert_eq!(store.activity("orders", 10).unwrap().len(), 1);
+
+    // forget_map: the map and its runtime go; its errors and log stay.
+    store.forget_map("customers").unwrap();
+    let names: Vec<String> = store.maps().unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["orders", "poisoned-old"]);
+    assert_eq!(store.runtime("customers").unwrap(), MapRuntime::default());
+    assert!(store.has_open_errors("customers").unwrap());
+    assert_eq!(store.activity("customers", 10).unwrap().len(), 3);
+    store.forget_map("never-existed").unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite
+
+#[test]
+fn sqlite_store_keeps_the_state_store_contract() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".dualwrite/state.db");
+        let mut store = SqliteStore::open(&path, ".dualwrite/state.db").unwrap();
+        let poison = |prefix: &str| {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for event in ["INSERT", "UPDATE"] {
+                conn.execute_batch(&format!(
+                    "CREATE TRIGGER poison_{event} BEFORE {event} ON runtime
+                     WHEN NEW.name LIKE '{prefix}%'
+                     BEGIN SELECT RAISE(ABORT, 'poisoned'); END;"
+                ))
+                .unwrap();
+            }
+        };
+        behaves_as_a_state_store(Subject {
+            store: &mut store,
+            poison_runtime: &poison,
+            secrets: Vec::new(),
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// Installs a trigger in `schema` that rejects runtime writes of names with this prefix.
+fn poison_postgres(url: &str, schema: &str, prefix: &str) {
+    admin(
+        url,
+        &format!(
+            "CREATE FUNCTION {schema}.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'poisoned'; END $$;
+             CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON {schema}.runtime FOR EACH ROW
+             WHEN (NEW.name LIKE '{prefix}%') EXECUTE FUNCTION {schema}.poison();"
+        ),
+    )
+    .unwrap();
+}
+
+fn postgres_suite(url: &str) {
+    let schema = TestSchema::new(url);
+    let mut store = PostgresStore::connect(url, &schema.name).unwrap();
+    assert_eq!(store.schema(), schema.name);
+    let poison = |prefix: &str| poison_postgres(url, &schema.name, prefix);
+    let mut secrets = vec![url.to_string()];
+    if url.contains(&format!(":{LEAK_CANARY}@")) {
+        secrets.push(LEAK_CANARY.to_string());
+    }
+    assert_no_secret(&secrets, &format!("{store:?}"));
+    behaves_as_a_state_store(Subject {
+        store: &mut store,
+        poison_runtime: &poison,
+        secrets,
+    });
+    drop(store);
+}
+
+#[test]
+fn postgres_store_keeps_the_state_store_contract_from_plain_code() {
+    let Some(url) = reachable_postgres() else {
+        return;
+    };
+    with_timeout(120, move || postgres_suite(&url));
+}
+
+/// The reconciler calls the synchronous trait from inside a multi-thread tokio runtime:
+/// that must neither panic ("Cannot start a runtime from within a runtime") nor deadlock.
+#[test]
+fn postgres_store_works_inside_a_tokio_runtime() {
+    let Some(url) = reachable_postgres() else {
+        return;
+    };
+    with_timeout(120, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            postgres_suite(&url);
+            // A store opened and dropped on a runtime thread, including a current-thread one.
+            tokio::task::spawn(async move {
+                let schema = TestSchema::new(&url);
+                let store = PostgresStore::connect(&url, &schema.name).unwrap();
+                store
+                    .log("m", "2024-05-01T00:00:00Z", "Created", "x")
+                    .unwrap();
+                assert_eq!(store.activity("m", 5).unwrap().len(), 1);
+            })
+            .await
+            .unwrap();
+        });
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = postgres_url();
+        current.block_on(async {
+            let schema = TestSchema::new(&url);
+            let store = PostgresStore::connect(&url, &schema.name).unwrap();
+            assert!(store.maps().unwrap().is_empty());
+        });
+    });
+}
+
+#[test]
+fn postgres_open_existing_never_creates_the_store() {
+    let Some(url) = reachable_postgres() else {
+        return;
+    };
+    with_timeout(60, move || {
+        let schema = TestSchema::new(&url);
+        assert!(
+            PostgresStore::open_existing(&url, &schema.name)
+                .unwrap()
+                .is_none()
+        );
+        // Still missing: opening for reading created nothing.
+        assert!(
+            PostgresStore::open_existing(&url, &schema.name)
+                .unwrap()
+                .is_none()
+        );
+        let mut writer = PostgresStore::connect(&url, &schema.name).unwrap();
+        writer
+            .save(&map("customers", Phase::Running), &runtime(3))
+            .unwrap();
+        let reader = PostgresStore::open_existing(&url, &schema.name)
+            .unwrap()
+            .expect("the store exists now");
+        assert_eq!(
+            reader.maps().unwrap(),
+            vec![map("customers", Phase::Running)]
+        );
+        assert_eq!(reader.runtime("customers").unwrap(), runtime(3));
+        // The reader's session is read-only.
+        let err = reader
+            .log("customers", "2024-05-01T00:00:00Z", "Created", "x")
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        // Connecting twice for writing is idempotent.
+        drop(PostgresStore::connect(&url, &schema.name).unwrap());
+        assert_eq!(writer.maps().unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn postgres_errors_and_descriptions_never_show_the_url() {
+    let Some(url) = reachable_postgres() else {
+        return;
+    };
+    with_timeout(60, move || {
+        // A database that does not exist, and a server that is not there.
+        let missing_db = with_database(&url, "dw_no_such_database");
+        let unreachable = "postgres://dualwrite:hunter2hunter2@127.0.0.1:1/state";
+        for bad in [missing_db.as_str(), unreachable] {
+            let mut secrets = vec![bad.to_string(), "hunter2hunter2".to_string()];
+            if bad.contains(LEAK_CANARY) {
+                secrets.push(LEAK_CANARY.into());
+            }
+            let err = PostgresStore::connect(bad, "dualwrite_state").unwrap_err();
+            assert_no_secret(&secrets, &format!("{err} {err:?}"));
+            let err = PostgresStore::open_existing(bad, "dualwrite_state").unwrap_err();
+            assert_no_secret(&secrets, &format!("{err} {err:?}"));
+        }
+        // Bad schema names are refused before connecting.
+        assert!(PostgresStore::connect(&url, "x; DROP TABLE y").is_err());
+        let schema = TestSchema::new(&url);
+        let store = PostgresStore::connect(&url, &schema.name)
+            .unwrap()
+            .labelled("postgres ($DUALWRITE_STATE_URL)");
+        assert_eq!(
+            store.describe(),
+            "state store postgres ($DUALWRITE_STATE_URL)"
+        );
+        assert!(!format!("{store:?}").contains(LEAK_CANARY));
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end: the real binary with `stateStore: { postgres: ... }`
+
+const PG_PROJECT: &str = "\
+apiVersion: dualwrite/v1
+kind: Project
+metadata: { name: test }
+spec:
+  endpoints:
+    erp: { sqlite: { path: .dualwrite/erp.db } }
+    crm: { sqlite: { path: .dualwrite/crm.db } }
+  stateStore: { postgres: { urlFromEnv: DUALWRITE_STATE_URL } }
+";
+
+#[test]
+fn reconcile_keeps_its_state_in_postgres_and_the_dry_run_reads_it() {
+    let Some(url) = reachable_postgres() else {
+        return;
+    };
+    with_timeout(180, move || {
+        let db = TestDatabase::create(&url);
+        let state_url = db.url();
+        let repo = support::Repo::new(&[
+            ("dualwrite.yaml", PG_PROJECT),
+            ("maps/customers.yaml", support::CUSTOMERS),
+        ]);
+        std::fs::create_dir_all(repo.path().join(".dualwrite")).unwrap();
+        let erp = rusqlite::Connection::open(repo.path().join(".dualwrite/erp.db")).unwrap();
+        erp.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+             INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace'), (3, 'Edsger');",
+        )
+        .unwrap();
+        let crm = rusqlite::Connection::open(repo.path().join(".dualwrite/crm.db")).unwrap();
+        crm.execute_batch("CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT);")
+            .unwrap();
+        let secrets = [state_url.clone(), LEAK_CANARY.to_string()];
+        let env = [("DUALWRITE_STATE_URL", state_url.as_str())];
+
+        let run = support::run_in(repo.path(), &["reconcile"], &env);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert_no_secret(&secrets, &format!("{}{}", run.stdout, run.stderr));
+        let rows: Vec<(i64, String)> = crm
+            .prepare("SELECT id, name FROM account ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [(1, "Ada".into()), (2, "Grace".into()), (3, "Edsger".into())]
+        );
+        assert!(
+            !repo.path().join(".dualwrite/state.db").exists(),
+            "no SQLite state store"
+        );
+
+        let run = support::run_in(repo.path(), &["reconcile", "--dry-run"], &env);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout
+                .starts_with("Actual state: state store postgres ($DUALWRITE_STATE_URL)\n"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("No changes"), "{}", run.stdout);
+        assert_no_secret(&secrets, &format!("{}{}", run.stdout, run.stderr));
+
+        // Without the variable, or with the server gone, the dry run falls back to the
+        // status files instead of failing.
+        let unreachable = "postgres://postgres:notsecret@127.0.0.1:1/state";
+        for env in [vec![], vec![("DUALWRITE_STATE_URL", unreachable)]] {
+            let run = support::run_in(repo.path(), &["reconcile", "--dry-run"], &env);
+            assert_eq!(run.code, 0, "{env:?}: {}{}", run.stdout, run.stderr);
+            assert!(
+                run.stdout.starts_with("Actual state: ")
+                    && !run.stdout.starts_with("Actual state: state store"),
+                "{env:?}: {}",
+                run.stdout
+            );
+            assert_no_secret(&secrets, &format!("{}{}", run.stdout, run.stderr));
+        }
+
+        // Reconciling for real without the variable is a clear error naming it.
+        let run = support::run_in(repo.path(), &["reconcile"], &[]);
+        assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("DUALWRITE_STATE_URL"),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+        drop(db);
+    });
+}
