@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod endpoint;
+pub mod notify;
 pub mod plan;
 pub mod reconcile;
 pub mod state;
