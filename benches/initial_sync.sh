@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Benchmark: initial sync of ROWS rows x 10 columns (bigint key, 2 ints, numeric(12,2),
+# double, varchar, boolean, date, timestamp, text with 10% NULLs) with
+# `dualwrite -C DIR reconcile`, against each engine's own bulk path, in one run so the
+# ratios hold on a noisy machine:
+#   sqlite   -> sqlite    vs  sqlite3: ATTACH + INSERT INTO dst SELECT * FROM src.t
+#   postgres -> postgres  vs  psql -c "COPY src TO STDOUT" | psql -c "COPY dst FROM STDIN"
+#   postgres -> mariadb   vs  LOAD DATA LOCAL INFILE of the rows exported by psql COPY
+#                             (timed twice: load only, and export + load)
+# Every dualwrite run gets a fresh config dir (fresh state store) and a fresh, empty target
+# table; its wall time and peak RSS come from GNU time. Results go to stdout as a
+# markdown table (ratio = dualwrite rows/s / baseline rows/s).
+#
+#   benches/initial_sync.sh                        # from the repository root
+#   ROWS=100000 BATCHES="1000" PAIRS="pg-pg" benches/initial_sync.sh
+#
+# Needs: cargo, GNU time, sqlite3, psql, mariadb (client), and the servers of
+# BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test, psql-compatible) and
+# MariaDB at MY_HOST/MY_USER/MY_DB (default 127.0.0.1/root/test, no password).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROWS=${ROWS:-1000000}
+BATCHES=${BATCHES:-"1000 5000"}
+PAIRS=${PAIRS:-"sqlite-sqlite pg-pg pg-mariadb"}
+export BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+MY_HOST=${MY_HOST:-127.0.0.1}
+MY_USER=${MY_USER:-root}
+MY_DB=${MY_DB:-test}
+export BENCH_MY_URL=${BENCH_MY_URL:-mysql://$MY_USER@$MY_HOST:3306/$MY_DB}
+
+PSQL=(psql "$BENCH_PG_URL" -X -q -v ON_ERROR_STOP=1)
+MARIADB=(mariadb -h "$MY_HOST" -u "$MY_USER" "$MY_DB")
+
+if [ ! -x /usr/bin/time ]; then
+    echo "GNU time (/usr/bin/time) is missing: apt-get install -y time" >&2
+    exit 1
+fi
+
+if [ -z "${NO_BUILD:-}" ]; then
+    echo "== building (release)" >&2
+    (cd "$ROOT" && cargo build --release --quiet --bin dualwrite)
+fi
+DUALWRITE=${DUALWRITE:-$ROOT/target/release/dualwrite}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dualwrite-initial.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+now() { date +%s.%N; }
+rate() { awk -v r="$ROWS" -v s="$1" 'BEGIN { printf "%.0f", r / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }  # baseline s, dualwrite s
+
+# --- schemas and data -------------------------------------------------------------------
+SQLITE_COLS="id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, category INTEGER NOT NULL,
+  amount NUMERIC(12,2) NOT NULL, score DOUBLE NOT NULL, name VARCHAR(40) NOT NULL,
+  active BOOLEAN NOT NULL, born DATE NOT NULL, updated_at TIMESTAMP NOT NULL, note TEXT"
+PG_COLS="id bigint PRIMARY KEY, qty integer NOT NULL, category integer NOT NULL,
+  amount numeric(12,2) NOT NULL, score double precision NOT NULL, name varchar(40) NOT NULL,
+  active boolean NOT NULL, born date NOT NULL, updated_at timestamp NOT NULL, note text"
+MY_COLS="id BIGINT PRIMARY KEY, qty INT NOT NULL, category INT NOT NULL,
+  amount DECIMAL(12,2) NOT NULL, score DOUBLE NOT NULL, name VARCHAR(40) NOT NULL,
+  active BOOLEAN NOT NULL, born DATE NOT NULL, updated_at DATETIME(6) NOT NULL, note TEXT"
+
+need_sqlite=0; need_pg=0; need_my=0
+for p in $PAIRS; do
+    case $p in
+        sqlite-sqlite) need_sqlite=1 ;;
+        pg-pg) need_pg=1 ;;
+        pg-mariadb) need_pg=1; need_my=1 ;;
+        *) echo "unknown pair $p" >&2; exit 1 ;;
+    esac
+done
+
+if [ $need_sqlite = 1 ]; then
+    echo "== generating $ROWS rows in SQLite" >&2
+    sqlite3 "$WORK/src.db" >/dev/null <<SQL
+PRAGMA journal_mode = WAL;
+CREATE TABLE bench ($SQLITE_COLS);
+WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < $ROWS)
+INSERT INTO bench SELECT g, (g * 7) % 1000, g % 50, printf('%.2f', ((g * 37) % 100000) / 100.0),
+  g * 0.001, 'customer-' || g, g % 3 = 0, date('1950-01-01', '+' || (g % 20000) || ' days'),
+  strftime('%Y-%m-%d %H:%M:%S', '2020-01-01', '+' || g || ' seconds'),
+  CASE WHEN g % 10 = 0 THEN NULL ELSE 'xxxxxxxxxxxxxxxxxxxx' || g END
+FROM c;
+SQL
+fi
+if [ $need_pg = 1 ]; then
+    echo "== generating $ROWS rows in PostgreSQL (bench_src)" >&2
+    "${PSQL[@]}" <<SQL
+DROP TABLE IF EXISTS bench_src, bench_dst;
+CREATE TABLE bench_src ($PG_COLS);
+INSERT INTO bench_src SELECT g, (g * 7) % 1000, g % 50, ((g * 37) % 100000) / 100.0,
+  g * 0.001, 'customer-' || g, g % 3 = 0, date '1950-01-01' + (g % 20000),
+  timestamp '2020-01-01' + g * interval '1 second',
+  CASE WHEN g % 10 = 0 THEN NULL ELSE 'xxxxxxxxxxxxxxxxxxxx' || g END
+FROM generate_series(1, $ROWS) g;
+VACUUM ANALYZE bench_src;
+SQL
+fi
+if [ $need_my = 1 ]; then
+    "${MARIADB[@]}" -e "SET GLOBAL local_infile = 1"
+fi
+
+# --- dualwrite --------------------------------------------------------------------------
+# run_dualwrite NAME (config dir $WORK/cfg-NAME, created fresh by the caller or here) SRC_ENDPOINT_YAML DST_ENDPOINT_YAML SRC_TABLE DST_TABLE BATCH
+# prints "seconds rss_kb"
+run_dualwrite() {
+    local dir="$WORK/cfg-$1"
+    mkdir -p "$dir/maps"
+    cat >"$dir/dualwrite.yaml" <<YAML
+apiVersion: dualwrite/v1
+kind: Project
+metadata: { name: bench }
+spec:
+  endpoints:
+    src: $2
+    dst: $3
+YAML
+    cat >"$dir/maps/bench.yaml" <<YAML
+apiVersion: dualwrite/v1
+kind: TableMap
+metadata: { name: bench }
+spec:
+  state: Running
+  source: { endpoint: src, table: $4 }
+  destination: { endpoint: dst, table: $5 }
+  direction: SourceToDestination
+  columns:
+    - { source: id, destination: id, key: true }
+    - { source: qty, destination: qty }
+    - { source: category, destination: category }
+    - { source: amount, destination: amount }
+    - { source: score, destination: score }
+    - { source: name, destination: name }
+    - { source: active, destination: active }
+    - { source: born, destination: born }
+    - { source: updated_at, destination: updated_at }
+    - { source: note, destination: note }
+  batchSize: $6
+YAML
+    [ -f "$WORK/src.db" ] && ln -sf "$WORK/src.db" "$dir/src.db"
+    local start end
+    start=$(now)
+    /usr/bin/time -v -o "$dir/time.txt" "$DUALWRITE" -C "$dir" reconcile >"$dir/out.txt" 2>&1 || {
+        cat "$dir/out.txt" >&2
+        exit 1
+    }
+    end=$(now)
+    grep -q "error" "$dir/out.txt" && { cat "$dir/out.txt" >&2; exit 1; }
+    local rss
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$dir/time.txt")
+    awk -v s="$start" -v e="$end" -v r="$rss" 'BEGIN { printf "%.2f %d\n", e - s, r }'
+}
+
+check_count() { # what got want
+    if [ "$2" != "$3" ]; then
+        echo "$1: expected $3 rows, found $2" >&2
+        exit 1
+    fi
+}
+
+RESULTS=()
+row() { RESULTS+=("$1"); echo "$1" >&2; }
+
+for pair in $PAIRS; do
+    case $pair in
+    sqlite-sqlite)
+        echo "== sqlite -> sqlite" >&2
+        sqlite3 "$WORK/base.db" "CREATE TABLE bench ($SQLITE_COLS);"
+        start=$(now)
+        sqlite3 "$WORK/base.db" "ATTACH '$WORK/src.db' AS s; INSERT INTO main.bench SELECT * FROM s.bench;"
+        base=$(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }')
+        check_count baseline "$(sqlite3 "$WORK/base.db" "SELECT count(*) FROM bench")" "$ROWS"
+        row "| SQLite → SQLite | sqlite3 ATTACH + INSERT … SELECT | – | $base | $(rate "$base") | – | – |"
+        for b in $BATCHES; do
+            dir="$WORK/cfg-ss$b"
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            sqlite3 "$dir/dst.db" "CREATE TABLE bench ($SQLITE_COLS);"
+            read -r secs rss < <(run_dualwrite "ss$b" "{ sqlite: { path: src.db } }" "{ sqlite: { path: dst.db } }" bench bench "$b")
+            check_count dualwrite "$(sqlite3 "$dir/dst.db" "SELECT count(*) FROM bench")" "$ROWS"
+            row "| SQLite → SQLite | dualwrite reconcile | $b | $secs | $(rate "$secs") | $(ratio "$base" "$secs") | $((rss / 1024)) MB |"
+        done
+        ;;
+    pg-pg)
+        echo "== postgres -> postgres" >&2
+        "${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_dst; CREATE TABLE bench_dst ($PG_COLS);"
+        start=$(now)
+        "${PSQL[@]}" -c "COPY bench_src TO STDOUT" | "${PSQL[@]}" -c "COPY bench_dst FROM STDIN"
+        base=$(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }')
+        check_count baseline "$("${PSQL[@]}" -Atc "SELECT count(*) FROM bench_dst")" "$ROWS"
+        row "| PostgreSQL → PostgreSQL | psql COPY TO STDOUT \\| psql COPY FROM STDIN | – | $base | $(rate "$base") | – | – |"
+        for b in $BATCHES; do
+            "${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_dst; CREATE TABLE bench_dst ($PG_COLS);"
+            read -r secs rss < <(run_dualwrite "pp$b" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" bench_src bench_dst "$b")
+            check_count dualwrite "$("${PSQL[@]}" -Atc "SELECT count(*) FROM bench_dst")" "$ROWS"
+            row "| PostgreSQL → PostgreSQL | dualwrite reconcile | $b | $secs | $(rate "$secs") | $(ratio "$base" "$secs") | $((rss / 1024)) MB |"
+        done
+        "${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_dst"
+        ;;
+    pg-mariadb)
+        echo "== postgres -> mariadb" >&2
+        "${MARIADB[@]}" -e "DROP TABLE IF EXISTS bench_dst; CREATE TABLE bench_dst ($MY_COLS) ENGINE=InnoDB;"
+        start=$(now)
+        "${PSQL[@]}" -c "COPY (SELECT id, qty, category, amount, score, name, active::int, born, updated_at, note FROM bench_src ORDER BY id) TO STDOUT" >"$WORK/rows.tsv"
+        mid=$(now)
+        "${MARIADB[@]}" --local-infile=1 -e "LOAD DATA LOCAL INFILE '$WORK/rows.tsv' INTO TABLE bench_dst"
+        end=$(now)
+        export_s=$(awk -v s="$start" -v e="$mid" 'BEGIN { printf "%.2f", e - s }')
+        load_s=$(awk -v s="$mid" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
+        both_s=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
+        check_count baseline "$("${MARIADB[@]}" -N -e "SELECT count(*) FROM bench_dst")" "$ROWS"
+        row "| PostgreSQL → MariaDB | LOAD DATA LOCAL INFILE (load only; export took ${export_s} s) | – | $load_s | $(rate "$load_s") | – | – |"
+        row "| PostgreSQL → MariaDB | psql COPY export + LOAD DATA LOCAL INFILE | – | $both_s | $(rate "$both_s") | – | – |"
+        rm -f "$WORK/rows.tsv"
+        for b in $BATCHES; do
+            "${MARIADB[@]}" -e "DROP TABLE IF EXISTS bench_dst; CREATE TABLE bench_dst ($MY_COLS) ENGINE=InnoDB;"
+            read -r secs rss < <(run_dualwrite "pm$b" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" "{ mysql: { urlFromEnv: BENCH_MY_URL } }" bench_src bench_dst "$b")
+            check_count dualwrite "$("${MARIADB[@]}" -N -e "SELECT count(*) FROM bench_dst")" "$ROWS"
+            row "| PostgreSQL → MariaDB | dualwrite reconcile | $b | $secs | $(rate "$secs") | $(ratio "$load_s" "$secs") (vs load) / $(ratio "$both_s" "$secs") (vs export+load) | $((rss / 1024)) MB |"
+        done
+        "${MARIADB[@]}" -e "DROP TABLE IF EXISTS bench_dst"
+        ;;
+    esac
+done
+
+if [ $need_pg = 1 ]; then
+    # Capture was installed on bench_src by the runs; dropping the table drops it.
+    "${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_src; DELETE FROM _dualwrite_changelog WHERE table_name = 'bench_src'" 2>/dev/null || true
+fi
+
+echo
+echo "rows: $ROWS; machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo
+echo "| pair | how | batchSize | seconds | rows/s | ratio to baseline | peak RSS |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s\n' "${RESULTS[@]}"
