@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: config → plan → reconcile → endpoint/capture/sync → state → status.
 
+pub mod alert;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,8 @@ pub enum ReconcileError {
 #[derive(Debug, Default)]
 pub struct Report {
     pub maps: Vec<(String, Phase, Option<String>)>,
+    /// Each alert rule's state per matched map, after the pass.
+    pub alerts: std::collections::BTreeMap<String, crate::alert::RuleState>,
 }
 
 impl Report {
@@ -105,6 +107,8 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
         open: HashMap::new(),
     };
     let mut report = Report::default();
+    let mut alerts = load_alerts(store.as_ref(), cfg)?;
+    let mut deliveries = Vec::new();
     let stored: HashMap<String, MapRecord> = store
         .maps()?
         .into_iter()
@@ -118,6 +122,8 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
         let outcome = drive(
             store.as_mut(),
             &mut endpoints,
+            &mut alerts,
+            &mut deliveries,
             cfg,
             map,
             record,
@@ -139,7 +145,247 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
             store.forget_map(name)?;
         }
     }
+    // Deliveries ran in the background while maps synced; record how each went.
+    for (rule, map, handle) in deliveries {
+        let results = handle.await.unwrap_or_default();
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|d| !d.ok)
+            .map(|d| format!("{}: {}", d.target, d.error.clone().unwrap_or_default()))
+            .collect();
+        let state = alerts.state_mut(&rule, &map);
+        state.last_delivery_error = (!failed.is_empty()).then(|| failed.join("; "));
+        if !failed.is_empty() {
+            store.log(
+                &map,
+                &now(),
+                "NotificationFailed",
+                &format!("alert {rule}: {}", failed.join("; ")),
+            )?;
+        }
+    }
+    for located in &cfg.alerts {
+        let rule = &located.resource;
+        let state = alerts
+            .states
+            .get(&rule.metadata.name)
+            .cloned()
+            .unwrap_or_default();
+        store.save_alert_state(
+            &rule.metadata.name,
+            &serde_json::to_value(&state).expect("state serializes"),
+        )?;
+        store.put_alert(&crate::state::AppliedRecord {
+            name: rule.metadata.name.clone(),
+            applied: serde_json::to_value(rule).expect("rule serializes"),
+            revision: Some(revision.to_string()),
+            state: None,
+        })?;
+        report.alerts.insert(rule.metadata.name.clone(), state);
+    }
+    for applied in store.alerts()? {
+        if !cfg
+            .alerts
+            .iter()
+            .any(|a| a.resource.metadata.name == applied.name)
+        {
+            store.forget_alert(&applied.name)?;
+        }
+    }
     Ok(report)
+}
+
+/// The alert engine for a pass: the config's rules, their stored state, and the errors
+/// recorded within the longest window (so windows survive restarts).
+fn load_alerts(
+    store: &dyn StateStore,
+    cfg: &Config,
+) -> Result<crate::alert::Engine, ReconcileError> {
+    let mut engine = crate::alert::Engine {
+        rules: cfg.alerts.iter().map(|a| a.resource.clone()).collect(),
+        ..Default::default()
+    };
+    for rule in &engine.rules {
+        if let Some(v) = store.alert_state(&rule.metadata.name)?
+            && let Ok(state) = serde_json::from_value(v)
+        {
+            engine.states.insert(rule.metadata.name.clone(), state);
+        }
+    }
+    if !engine.rules.is_empty() {
+        let since = crate::alert::format_time(
+            crate::alert::millis(chrono::Utc::now()) - engine.longest_window(),
+        );
+        for (map, error_type, at) in store.error_events_since(&since)? {
+            if let Some(at) = crate::alert::parse_time(&at) {
+                engine.windows.record(&map, &error_type, at);
+            }
+        }
+    }
+    Ok(engine)
+}
+
+/// Ends an alert's hold on a map (`dualwrite resume`, or a commit changing `spec.state`).
+/// Errors recorded before now no longer count toward any rule for it. Returns the alert
+/// that held it, if any.
+pub fn end_hold(
+    store: &mut dyn StateStore,
+    map: &str,
+    cause: &str,
+) -> Result<Option<String>, StateError> {
+    let Some(mut record) = store.maps()?.into_iter().find(|m| m.name == map) else {
+        return Ok(None);
+    };
+    let Some(alert) = record.held_by.take() else {
+        return Ok(None);
+    };
+    let mut runtime = store.runtime(map)?;
+    runtime.held_action = None;
+    runtime.resumed_at = Some(crate::alert::format_time(crate::alert::millis(
+        chrono::Utc::now(),
+    )));
+    store.save(&record, &runtime)?;
+    store.log(
+        map,
+        &now(),
+        "Resumed",
+        &format!("hold by alert {alert} ended by {cause}"),
+    )?;
+    Ok(Some(alert))
+}
+
+/// Notifications being delivered in the background: (rule, map, deliveries).
+type Deliveries = Vec<(
+    String,
+    String,
+    tokio::task::JoinHandle<Vec<crate::notify::Delivery>>,
+)>;
+
+/// Evaluates the rules for a map with the errors it recorded so far; holds the map when a
+/// Pause or Stop rule fires and starts the notifications. Returns whether the map is held.
+async fn check_alerts(
+    cfg: &Config,
+    map: &TableMap,
+    alerts: &mut crate::alert::Engine,
+    deliveries: &mut Deliveries,
+    journal: &mut Journal<'_>,
+) -> Result<bool, StateError> {
+    let name = map.metadata.name.clone();
+    for (error_type, at) in journal.recorded.drain(..) {
+        if let Some(at) = crate::alert::parse_time(&at) {
+            alerts.windows.record(&name, &error_type, at);
+        }
+    }
+    let resumed_at = journal
+        .runtime
+        .resumed_at
+        .as_deref()
+        .and_then(crate::alert::parse_time);
+    let now_ms = crate::alert::millis(chrono::Utc::now());
+    for (rule, event) in alerts.evaluate_map(map, resumed_at, now_ms) {
+        let rule_name = rule.metadata.name.clone();
+        let (kind, count, notify) = match event {
+            crate::alert::Event::Fired {
+                count,
+                action,
+                notify,
+            } => {
+                let what = format!(
+                    "alert {rule_name} fired: {count} {:?} within {}",
+                    rule.spec.error_type, rule.spec.window
+                );
+                journal.log("AlertFired", &what)?;
+                if action != crate::config::AlertAction::None && journal.record.held_by.is_none() {
+                    journal.record.held_by = Some(rule_name.clone());
+                    journal.runtime.held_action = Some(format!("{action:?}"));
+                    journal.log("HeldByAlert", &format!("{what}; action {action:?}"))?;
+                    journal.save()?;
+                }
+                (crate::notify::NotificationKind::Firing, count, notify)
+            }
+            crate::alert::Event::Resolved { count, notify } => {
+                journal.log(
+                    "AlertResolved",
+                    &format!("alert {rule_name} resolved: {count} in the window"),
+                )?;
+                (crate::notify::NotificationKind::Resolved, count, notify)
+            }
+        };
+        let Some(targets) = rule.spec.notify.clone().filter(|_| notify) else {
+            continue;
+        };
+        let newest = journal
+            .store
+            .open_errors(&name, 5)?
+            .into_iter()
+            .map(|e| crate::notify::ErrorLine {
+                id: e.id,
+                at: e.last_at,
+                error_type: e.error_type,
+                direction: e.direction,
+                key: e.key,
+                message: e.message,
+                code: e.code,
+            })
+            .collect();
+        let n = crate::notify::Notification {
+            rule: rule_name.clone(),
+            map: name.clone(),
+            kind,
+            error_type: format!("{:?}", rule.spec.error_type),
+            count,
+            threshold: rule.spec.threshold,
+            window: rule.spec.window.to_string(),
+            action: format!("{:?}", rule.spec.action),
+            action_taken: alerts
+                .state_mut(&rule_name, &name)
+                .action_taken
+                .clone()
+                .filter(|_| kind == crate::notify::NotificationKind::Firing),
+            newest_errors: newest,
+            at: chrono::Utc::now(),
+        };
+        let smtp = cfg
+            .project
+            .resource
+            .spec
+            .notifications
+            .as_ref()
+            .and_then(|n| n.smtp.clone());
+        let handle = tokio::task::spawn_blocking(move || {
+            crate::notify::send(
+                &n,
+                &targets,
+                smtp.as_ref(),
+                &crate::notify::Retry::default(),
+            )
+        });
+        deliveries.push((rule_name, name.clone(), handle));
+    }
+    Ok(journal.record.held_by.is_some())
+}
+
+/// Puts a held map in the phase its alert's action asks for.
+async fn enforce_hold(
+    cfg: &Config,
+    map: &TableMap,
+    p: &Prepared,
+    journal: &mut Journal<'_>,
+) -> Result<(), String> {
+    let alert = journal.record.held_by.clone().unwrap_or_default();
+    match journal.runtime.held_action.as_deref() {
+        Some("Pause") if matches!(journal.record.phase, Phase::Running | Phase::InitialSync) => {
+            set_phase(journal, Phase::Paused, &format!("held by alert {alert}"))
+                .map_err(|e| e.to_string())
+        }
+        Some("Stop") if journal.record.phase != Phase::Stopped => {
+            let held = journal.record.held_by.clone();
+            stop(cfg, map, p, journal).await?;
+            journal.record.held_by = held;
+            journal.save().map_err(|e| e.to_string())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Removes the capture of a map that left the config, unless another map still needs it.
@@ -293,9 +539,12 @@ async fn queued(link: &Link, table: &TableName, mut after: i64) -> Result<u64, S
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     store: &mut dyn StateStore,
     endpoints: &mut Endpoints<'_>,
+    alerts: &mut crate::alert::Engine,
+    deliveries: &mut Deliveries,
     cfg: &Config,
     map: &TableMap,
     record: Option<MapRecord>,
@@ -325,21 +574,49 @@ async fn drive(
         .as_ref()
         .and_then(|o| o.applied.as_ref())
         .is_some_and(|a| a.spec.state != map.spec.state)
+        && let Some(alert) = record.held_by.take()
     {
-        record.held_by = None;
+        store.log(
+            &name,
+            &now(),
+            "Resumed",
+            &format!("hold by alert {alert} ended: spec.state changed"),
+        )?;
     }
     record.applied = Some(serde_json::to_value(map).expect("map serializes"));
     record.applied_revision = Some(revision.to_string());
+    let ended_hold =
+        observed.as_ref().is_some_and(|o| o.held_by.is_some()) && record.held_by.is_none();
+    let mut runtime = runtime;
+    if ended_hold {
+        runtime.held_action = None;
+        runtime.resumed_at = Some(crate::alert::format_time(crate::alert::millis(
+            chrono::Utc::now(),
+        )));
+    }
     let mut journal = Journal {
         store,
         map: name.clone(),
         record,
         runtime,
+        recorded: Vec::new(),
     };
     if is_new {
         journal.log("Created", "map created from the config")?;
     }
-    match drive_actions(endpoints, cfg, map, &actions, &mut journal).await {
+    let outcome = drive_actions(
+        endpoints,
+        cfg,
+        map,
+        &actions,
+        alerts,
+        deliveries,
+        &mut journal,
+    )
+    .await;
+    // Rules are evaluated every pass, so a rule resolves when its errors age out.
+    check_alerts(cfg, map, alerts, deliveries, &mut journal).await?;
+    match outcome {
         Ok(()) => {
             journal.runtime.problem = None;
         }
@@ -370,6 +647,8 @@ async fn drive_actions(
     cfg: &Config,
     map: &TableMap,
     actions: &[MapAction],
+    alerts: &mut crate::alert::Engine,
+    deliveries: &mut Deliveries,
     journal: &mut Journal<'_>,
 ) -> Result<(), String> {
     let st = |e: StateError| e.to_string();
@@ -383,6 +662,7 @@ async fn drive_actions(
         return Ok(());
     }
     let prepared = prepare(endpoints, map).await?;
+    enforce_hold(cfg, map, &prepared, journal).await?;
     let spec = &map.spec;
     for action in actions {
         match action {
@@ -398,11 +678,18 @@ async fn drive_actions(
                 install(&prepared, journal).await?;
                 if spec.initial_sync.enabled {
                     initial_sync(map, &prepared, journal).await?;
+                    let held = check_alerts(cfg, map, alerts, deliveries, journal)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if held {
+                        set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
+                        return enforce_hold(cfg, map, &prepared, journal).await;
+                    }
                 }
                 set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
             }
             MapAction::Resume => {
-                drain(map, &prepared, "CatchUp", journal).await?;
+                drain(cfg, map, &prepared, "CatchUp", alerts, deliveries, journal).await?;
                 set_phase(journal, Phase::Running, "resumed: queue drained").map_err(st)?;
             }
             MapAction::MappingChanged => journal
@@ -417,7 +704,7 @@ async fn drive_actions(
         set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
     }
     if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
-        drain(map, &prepared, "Live", journal).await?;
+        drain(cfg, map, &prepared, "Live", alerts, deliveries, journal).await?;
     }
     journal.runtime.pending = 0;
     if journal.record.phase == Phase::Paused {
@@ -527,9 +814,12 @@ async fn initial_sync(
 
 /// Drains captured changes of every way until caught up, resolving conflicts by policy.
 async fn drain(
+    cfg: &Config,
     map: &TableMap,
     p: &Prepared,
     phase: &str,
+    alerts: &mut crate::alert::Engine,
+    deliveries: &mut Deliveries,
     journal: &mut Journal<'_>,
 ) -> Result<(), String> {
     let batch = map.spec.batch_size as usize;
@@ -562,6 +852,14 @@ async fn drain(
             )
             .await
             .map_err(|e| e.to_string())?;
+            // Rules are evaluated as errors happen: a Pause or Stop takes effect mid-drain.
+            if !journal.recorded.is_empty()
+                && check_alerts(cfg, map, alerts, deliveries, journal)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                return enforce_hold(cfg, map, p, journal).await;
+            }
         }
     }
 }

@@ -319,3 +319,30 @@ pub fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> std::io::
         &text,
     )
 }
+
+/// `status` of an AlertRuleStatus file: the rule's state per matched map (SPEC §3).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertStatus {
+    pub observed_revision: String,
+    pub maps: crate::alert::RuleState,
+}
+
+/// Writes `status/alerts/<name>.yaml`; returns whether it changed.
+pub fn write_alert_status(dir: &Path, name: &str, status: &AlertStatus) -> std::io::Result<bool> {
+    let file = StatusFile {
+        api_version: ApiVersion::V1,
+        kind: "AlertRuleStatus".into(),
+        metadata: StatusMetadata {
+            name: name.to_string(),
+        },
+        status,
+    };
+    let text = serde_saphyr::to_string(&file).map_err(|e| std::io::Error::other(e.to_string()))?;
+    write_if_changed(
+        &dir.join(STATUS_DIR)
+            .join("alerts")
+            .join(format!("{name}.yaml")),
+        &text,
+    )
+}

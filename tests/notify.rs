@@ -1,19 +1,21 @@
-//! Alert notifications delivered to real local receivers: an SMTP server (aiosmtpd, writing an
-//! mbox) and an HTTP server on a plain TcpListener. Covers what the receiver sees, retries
+//! Alert notifications delivered to real local receivers: an SMTP server (aiosmtpd, writing a
+//! Maildir) and an HTTP server on a plain TcpListener. Covers what the receiver sees, retries
 //! with backoff, and that webhook tokens and SMTP secrets never show up in a `Delivery`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod support;
 
 use dualwrite::config::{EmailList, Notify, SmtpConfig, SmtpTls, Webhook};
 use dualwrite::notify::{
     Delivery, ErrorLine, Notification, NotificationKind, Retry, send, webhook_payload,
 };
+use support::free_port;
+use support::mail::SmtpServer;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -54,14 +56,6 @@ fn fast() -> Retry {
         attempts: 3,
         backoff: Duration::from_millis(10),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn notification(kind: NotificationKind) -> Notification {
@@ -114,71 +108,11 @@ fn webhooks(vars: &[&str]) -> Notify {
 // ---------------------------------------------------------------------------------------------
 // SMTP: aiosmtpd writing every message it receives to an mbox file
 
-/// A running `python3 -m aiosmtpd`, killed on drop (also when the test panics).
-struct SmtpServer {
-    child: Child,
-    port: u16,
-}
-
-impl SmtpServer {
-    /// `None` (after a loud message) when aiosmtpd is not installed, unless CI=true.
-    fn start(mbox: &Path) -> Option<Self> {
-        let installed = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "aiosmtpd is not installed (python3 -m pip install aiosmtpd)"
-            );
-            eprintln!(
-                "\n*** SKIPPED: aiosmtpd not installed (python3 -m pip install aiosmtpd) ***\n"
-            );
-            return None;
-        }
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(mbox)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs");
-        let mut server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("aiosmtpd exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(server)
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn email_reaches_every_address_with_rule_map_count_and_newest_error() {
     within(60, || {
         let _serial = serial();
-        let dir = tempfile::tempdir().unwrap();
-        let mbox = dir.path().join("mbox");
-        let Some(server) = SmtpServer::start(&mbox) else {
+        let Some(server) = SmtpServer::start() else {
             return;
         };
         let smtp = SmtpConfig {
@@ -208,7 +142,7 @@ fn email_reaches_every_address_with_rule_map_count_and_newest_error() {
                 error: None
             }]
         );
-        let messages = maildir_messages(&mbox);
+        let messages = server.messages();
         assert_eq!(messages.len(), 1, "one message for all addresses");
         let mail = &messages[0];
         assert_eq!(mail.header("To"), "a@example.com, b@example.com");
@@ -248,8 +182,7 @@ fn email_reaches_every_address_with_rule_map_count_and_newest_error() {
 fn one_failing_target_does_not_stop_the_others() {
     within(60, || {
         let _serial = serial();
-        let dir = tempfile::tempdir().unwrap();
-        let Some(server) = SmtpServer::start(&dir.path().join("mail")) else {
+        let Some(server) = SmtpServer::start() else {
             return;
         };
         let hook = HookServer::start(vec![200]);
@@ -284,7 +217,7 @@ fn one_failing_target_does_not_stop_the_others() {
                 ("webhook $DUALWRITE_TEST_HOOK_OK", true),
             ]
         );
-        let mail = &maildir_messages(&dir.path().join("mail"))[0];
+        let mail = &server.messages()[0];
         assert!(mail.header("Subject").starts_with("[dualwrite] RESOLVED "));
         let requests = hook.requests();
         assert_eq!(requests.len(), 1);
@@ -646,130 +579,4 @@ fn missing_webhook_variable_is_named_and_not_retried() {
         let error = d.error.unwrap();
         assert!(error.contains("DUALWRITE_TEST_HOOK_NEVER_SET"), "{error}");
     });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Maildir reading (aiosmtpd's Mailbox handler writes a Python `mailbox.Maildir`)
-
-struct Mail {
-    /// Unfolded headers, encoded words decoded.
-    headers: Vec<(String, String)>,
-    /// The body, transfer encoding decoded.
-    body: String,
-}
-
-impl Mail {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("no {name} header"))
-    }
-
-    fn parse(text: &str) -> Self {
-        let text = text.replace("\r\n", "\n");
-        let (head, body) = text
-            .split_once("\n\n")
-            .expect("headers end with a blank line");
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for line in head.lines() {
-            if line.starts_with([' ', '\t']) {
-                headers.last_mut().expect("continuation after a header").1 += line;
-            } else {
-                let (name, value) = line.split_once(':').expect("a header line");
-                headers.push((name.to_string(), value.trim().to_string()));
-            }
-        }
-        for (_, value) in &mut headers {
-            *value = decode_words(value);
-        }
-        let qp = headers.iter().any(|(n, v)| {
-            n.eq_ignore_ascii_case("Content-Transfer-Encoding") && v == "quoted-printable"
-        });
-        let body = if qp {
-            String::from_utf8(decode_quoted_printable(body)).unwrap()
-        } else {
-            body.to_string()
-        };
-        Self { headers, body }
-    }
-}
-
-fn maildir_messages(dir: &Path) -> Vec<Mail> {
-    std::fs::read_dir(dir.join("new"))
-        .unwrap()
-        .map(|e| Mail::parse(&std::fs::read_to_string(e.unwrap().path()).unwrap()))
-        .collect()
-}
-
-/// RFC 2047 encoded words (`=?utf-8?b?…?=`, `=?utf-8?q?…?=`) in a header value.
-fn decode_words(value: &str) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    let mut after_word = false;
-    while let Some((before, word, tail)) = next_word(rest) {
-        // Whitespace between two encoded words is not part of the text.
-        if !(after_word && before.trim().is_empty()) {
-            out.push_str(before);
-        }
-        out.push_str(&word);
-        after_word = true;
-        rest = tail;
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The text before the next encoded word, that word decoded, and the text after it.
-fn next_word(text: &str) -> Option<(&str, String, &str)> {
-    let start = text.find("=?")?;
-    let mut parts = text[start + 2..].splitn(3, '?');
-    let (_charset, encoding, tail) = (parts.next()?, parts.next()?, parts.next()?);
-    let end = tail.find("?=")?;
-    let payload = &tail[..end];
-    let bytes = if encoding.eq_ignore_ascii_case("b") {
-        decode_base64(payload)
-    } else {
-        decode_quoted_printable(&payload.replace('_', " "))
-    };
-    Some((
-        &text[..start],
-        String::from_utf8(bytes).ok()?,
-        &tail[end + 2..],
-    ))
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-fn decode_quoted_printable(text: &str) -> Vec<u8> {
-    let bytes = text.replace("=\n", "").into_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).expect("quoted-printable escape"));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    out
 }

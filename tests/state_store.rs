@@ -218,6 +218,8 @@ fn runtime(cursor: i64) -> MapRuntime {
         last_sync_at: Some("2024-05-01T10:00:00Z".into()),
         lag_seconds: Some(1.5),
         pending: 3,
+        resumed_at: Some("2024-05-01T09:00:00.000Z".into()),
+        held_action: Some("Pause".into()),
         problem: None,
         since: Some("2024-05-01T09:00:00Z".into()),
     }

@@ -270,9 +270,6 @@ fn conflicting_changes_follow_the_policy_and_the_loser_is_a_conflict_error() {
         );
         let st = status(&repo);
         assert!(st.contains("ConflictError: 1"), "{policy}: {st}");
-        assert!(
-            st.contains("kept the other side's change"),
-            "{st}"
-        );
+        assert!(st.contains("kept the other side's change"), "{st}");
     }
 }

@@ -45,6 +45,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// End an alert's hold on a map, then reconcile (the map resumes with catch-up).
+    Resume { map: String },
+    /// Alert rules.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Seed the embedded demo apps under .dualwrite/ (if missing), then reconcile once.
     Demo,
     /// Write the JSON Schemas to schemas/.
@@ -52,6 +57,16 @@ pub enum Command {
         /// Where to write them.
         #[arg(long, default_value = "schemas")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCommand {
+    /// Run unit tests for alert rules (in the spirit of `promtool test rules`).
+    Test {
+        /// Test files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -137,6 +152,26 @@ fn apply(
             written += 1;
         }
     }
+    for (name, maps) in &report.alerts {
+        let status = crate::status::AlertStatus {
+            observed_revision: revision.clone(),
+            maps: maps.clone(),
+        };
+        if crate::status::write_alert_status(dir, name, &status).map_err(|e| e.to_string())? {
+            written += 1;
+        }
+        for (map, st) in maps
+            .iter()
+            .filter(|(_, st)| st.state == crate::alert::AlertState::Firing)
+        {
+            writeln!(
+                out,
+                "alert {name}: Firing for map {map} ({} in window)",
+                st.count
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
     for (name, phase, problem) in &report.maps {
         match problem {
             Some(p) => writeln!(out, "map {name}: {phase} (error: {p})"),
@@ -210,6 +245,65 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             render::status(out, *output, store.as_ref(), &cfg, map.as_deref())
                 .map_err(|e| e.to_string())?;
             Ok(exit::OK)
+        }
+        Command::Alerts(AlertsCommand::Test { files }) => {
+            let mut failed = 0;
+            let mut passed = 0;
+            for file in files {
+                let path = if file.is_absolute() {
+                    file.clone()
+                } else {
+                    cli.dir.join(file)
+                };
+                match crate::alert::test::run_file(&path) {
+                    Err(e) => {
+                        failed += 1;
+                        writeln!(out, "ERROR {e}").map_err(w)?;
+                    }
+                    Ok(outcomes) => {
+                        for o in outcomes {
+                            if o.failures.is_empty() {
+                                passed += 1;
+                                writeln!(out, "ok   {}: {}", o.file, o.test).map_err(w)?;
+                            } else {
+                                failed += 1;
+                                writeln!(out, "FAIL {}: {}", o.file, o.test).map_err(w)?;
+                                for f in o.failures {
+                                    writeln!(out, "{f}").map_err(w)?;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            writeln!(out, "{passed} passed, {failed} failed").map_err(w)?;
+            Ok(if failed == 0 { exit::OK } else { exit::INVALID })
+        }
+        Command::Resume { map } => {
+            let src = WorkTree {
+                dir: cli.dir.clone(),
+            };
+            let cfg = config::load(&src).map_err(|d| {
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            if cfg.map(map).is_none() {
+                return Err(format!("no map named {map:?} in the config"));
+            }
+            let mut store =
+                crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
+            let alert = crate::reconcile::end_hold(store.as_mut(), map, "dualwrite resume")
+                .map_err(|e| e.to_string())?;
+            match alert {
+                Some(alert) => {
+                    writeln!(out, "map {map}: hold by alert {alert} ended").map_err(w)?
+                }
+                None => writeln!(out, "map {map} is not held by an alert").map_err(w)?,
+            }
+            drop(store);
+            apply(&cli.dir, &cfg, &src, out)
         }
         Command::Demo => {
             for file in crate::demo::seed(&cli.dir).map_err(|e| format!("seeding the demo: {e}"))? {

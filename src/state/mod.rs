@@ -83,6 +83,12 @@ pub struct MapRuntime {
     pub last_sync_at: Option<String>,
     #[serde(default)]
     pub lag_seconds: Option<f64>,
+    /// When `dualwrite resume` last ended an alert's hold: errors before it no longer count.
+    #[serde(default)]
+    pub resumed_at: Option<String>,
+    /// The action (Pause or Stop) of the alert holding the map, if any.
+    #[serde(default)]
+    pub held_action: Option<String>,
     /// Changes waiting while paused.
     #[serde(default)]
     pub pending: u64,
@@ -196,6 +202,14 @@ pub trait StateStore: Send {
     fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError>;
     /// The newest `limit` activity entries of a map, newest first.
     fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError>;
+    /// Errored records whose latest failure is at or after `since` (RFC 3339), oldest first,
+    /// as (map, type, at): what alert windows count. Survives restarts with the store.
+    fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError>;
+    /// The evaluation state of an alert rule (per matched map), as JSON.
+    fn alert_state(&self, rule: &str) -> Result<Option<serde_json::Value>, StateError>;
+    fn save_alert_state(&self, rule: &str, state: &serde_json::Value) -> Result<(), StateError>;
+    /// Forgets a rule removed from the config: its applied spec and its state.
+    fn forget_alert(&self, rule: &str) -> Result<(), StateError>;
 }
 
 /// Opens the project's state store for writing, creating it on first use. A PostgreSQL store

@@ -66,6 +66,11 @@ CREATE INDEX IF NOT EXISTS errors_by_map ON {s}.errors (map, state, last_at);
 CREATE INDEX IF NOT EXISTS errors_by_key ON {s}.errors (map, direction, key, state);
 CREATE UNIQUE INDEX IF NOT EXISTS errors_open_key ON {s}.errors (map, direction, key)
     WHERE state = 'Open';
+CREATE INDEX IF NOT EXISTS errors_by_time ON {s}.errors (last_at);
+CREATE TABLE IF NOT EXISTS {s}.alert_state (
+    name TEXT PRIMARY KEY,
+    data JSONB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS {s}.activity (
     id BIGSERIAL PRIMARY KEY,
     map TEXT NOT NULL,
@@ -94,6 +99,13 @@ const PUT_RUNTIME: &str = "INSERT INTO {s}.runtime (name, data) VALUES ($1, $2)
     ON CONFLICT (name) DO UPDATE SET data = $2";
 const PUT_ALERT: &str = "INSERT INTO {s}.alerts (name, applied, revision) VALUES ($1, $2, $3)
     ON CONFLICT (name) DO UPDATE SET applied = $2, revision = $3";
+const ERROR_EVENTS_SINCE: &str =
+    "SELECT map, type, last_at FROM {s}.errors WHERE last_at >= $1 ORDER BY last_at";
+const GET_ALERT_STATE: &str = "SELECT data FROM {s}.alert_state WHERE name = $1";
+const PUT_ALERT_STATE: &str = "INSERT INTO {s}.alert_state (name, data) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET data = $2";
+const DELETE_ALERT: &str = "DELETE FROM {s}.alerts WHERE name = $1";
+const DELETE_ALERT_STATE: &str = "DELETE FROM {s}.alert_state WHERE name = $1";
 const GET_RUNTIME: &str = "SELECT data FROM {s}.runtime WHERE name = $1";
 const DELETE_MAP: &str = "DELETE FROM {s}.maps WHERE name = $1";
 const DELETE_RUNTIME: &str = "DELETE FROM {s}.runtime WHERE name = $1";
@@ -489,6 +501,39 @@ fn error_record(r: &Row) -> ErrorRecord {
 }
 
 impl StateStore for PostgresStore {
+    fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError> {
+        let since = since.to_string();
+        let rows =
+            self.call(move |c| c.run(async |s| s.query(ERROR_EVENTS_SINCE, &[&since]).await))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn alert_state(&self, rule: &str) -> Result<Option<serde_json::Value>, StateError> {
+        let rule = rule.to_string();
+        let rows = self.call(move |c| c.run(async |s| s.query(GET_ALERT_STATE, &[&rule]).await))?;
+        Ok(rows.first().map(|r| r.get::<_, serde_json::Value>(0)))
+    }
+
+    fn save_alert_state(&self, rule: &str, state: &serde_json::Value) -> Result<(), StateError> {
+        let (rule, state) = (rule.to_string(), state.clone());
+        self.call(move |c| c.run(async |s| s.execute(PUT_ALERT_STATE, &[&rule, &state]).await))?;
+        Ok(())
+    }
+
+    fn forget_alert(&self, rule: &str) -> Result<(), StateError> {
+        let rule = rule.to_string();
+        self.call(move |c| {
+            c.run(async |s| {
+                s.execute(DELETE_ALERT, &[&rule]).await?;
+                s.execute(DELETE_ALERT_STATE, &[&rule]).await
+            })
+        })?;
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         format!("state store {}", self.label)
     }

@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS errors (
 );
 CREATE INDEX IF NOT EXISTS errors_by_map ON errors (map, state, last_at);
 CREATE INDEX IF NOT EXISTS errors_by_key ON errors (map, direction, key, state);
+CREATE INDEX IF NOT EXISTS errors_by_time ON errors (last_at);
+CREATE TABLE IF NOT EXISTS alert_state (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS activity (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     map TEXT NOT NULL,
@@ -142,6 +147,42 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, StateError> {
 }
 
 impl StateStore for SqliteStore {
+    fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT map, type, last_at FROM errors WHERE last_at >= ?1 ORDER BY last_at",
+        )?;
+        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn alert_state(&self, rule: &str) -> Result<Option<serde_json::Value>, StateError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT data FROM alert_state WHERE name = ?1",
+                [rule],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| parse_json(rule, &t)).transpose()
+    }
+
+    fn save_alert_state(&self, rule: &str, state: &serde_json::Value) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO alert_state (name, data) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET data = ?2",
+            params![rule, state.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn forget_alert(&self, rule: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM alerts WHERE name = ?1", [rule])?;
+        self.conn
+            .execute("DELETE FROM alert_state WHERE name = ?1", [rule])?;
+        Ok(())
+    }
+
     fn put_map(&self, m: &MapRecord) -> Result<(), StateError> {
         self.conn.execute(
             "INSERT INTO maps (name, phase, applied, applied_revision, held_by) VALUES (?1, ?2, ?3, ?4, ?5)

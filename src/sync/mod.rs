@@ -191,6 +191,9 @@ pub struct Journal<'a> {
     pub map: String,
     pub record: crate::state::MapRecord,
     pub runtime: crate::state::MapRuntime,
+    /// Failures recorded since the caller last took them, as (error type, RFC 3339 time):
+    /// what alert windows count.
+    pub recorded: Vec<(String, String)>,
 }
 
 impl Journal<'_> {
@@ -201,7 +204,8 @@ impl Journal<'_> {
         phase: &str,
         out: &Outcome,
     ) -> Result<u64, crate::state::StateError> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // Milliseconds: alert windows and resumes compare these times.
+        let now = crate::alert::format_time(crate::alert::millis(chrono::Utc::now()));
         for f in &out.failed {
             self.store.record_error(&crate::state::ErrorRecord {
                 id: 0,
@@ -221,6 +225,7 @@ impl Journal<'_> {
                 attempts: 1,
                 state: "Open".into(),
             })?;
+            self.recorded.push((f.error_type.to_string(), now.clone()));
         }
         if !out.written.is_empty() && self.store.has_open_errors(&self.map)? {
             let keys: Vec<String> = out

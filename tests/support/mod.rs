@@ -1,5 +1,8 @@
-//! Shared test support: temporary config repositories and running the real binary.
+//! Shared test support: temporary config repositories, running the real binary, and a real
+//! SMTP server (`mail`).
 #![allow(dead_code)]
+
+pub mod mail;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,4 +147,13 @@ pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
