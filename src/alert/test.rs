@@ -155,8 +155,8 @@ fn map_stub(m: &TestMap) -> TableMap {
     map
 }
 
-/// Runs every test of one file.
-pub fn run_file(path: &Path) -> Result<Vec<Outcome>, String> {
+/// Runs every test of one file; `label` is how the user named it.
+pub fn run_file(path: &Path, label: &str) -> Result<Vec<Outcome>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file: TestFile =
         serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -169,7 +169,7 @@ pub fn run_file(path: &Path) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::new();
     for case in &file.tests {
         outcomes.push(Outcome {
-            file: path.display().to_string(),
+            file: label.to_string(),
             test: case.name.clone(),
             failures: run_case(&rules, &maps, case)?,
         });

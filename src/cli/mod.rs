@@ -255,7 +255,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 } else {
                     cli.dir.join(file)
                 };
-                match crate::alert::test::run_file(&path) {
+                match crate::alert::test::run_file(&path, &file.display().to_string()) {
                     Err(e) => {
                         failed += 1;
                         writeln!(out, "ERROR {e}").map_err(w)?;

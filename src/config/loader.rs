@@ -28,12 +28,19 @@ pub trait ConfigSource {
     fn describe(&self) -> String;
 }
 
+/// Alert rule unit tests (`dualwrite alerts test`) live beside the rules but are not resources.
+pub fn is_alert_test_file(path: &str) -> bool {
+    path.ends_with(".test.yaml") || path.ends_with(".test.yml")
+}
+
 fn is_config_file(path: &str) -> bool {
+    let in_resource_dir = RESOURCE_DIRS
+        .iter()
+        .any(|d| path.starts_with(d) && path[d.len()..].starts_with('/'));
     path == PROJECT_FILE
-        || (RESOURCE_DIRS
-            .iter()
-            .any(|d| path.starts_with(d) && path[d.len()..].starts_with('/'))
-            && (path.ends_with(".yaml") || path.ends_with(".yml")))
+        || (in_resource_dir
+            && (path.ends_with(".yaml") || path.ends_with(".yml"))
+            && !is_alert_test_file(path))
 }
 
 fn order(mut files: Vec<SourceFile>) -> Vec<SourceFile> {
