@@ -462,10 +462,10 @@ impl Prepared {
             ),
         };
         Sides {
-            from: link.from.as_ref(),
+            from: &link.from,
             from_table,
             from_info,
-            to: link.to.as_ref(),
+            to: &link.to,
             to_table,
             to_info,
         }

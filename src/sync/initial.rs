@@ -1,12 +1,19 @@
 //! The initial sync: copies a table page by page in key order (bounded memory), writing each
-//! page as one batch. Progress (the last key written) is saved after every committed batch,
-//! so a killed run resumes where it stopped and rewrites at most one batch (idempotently).
+//! page as one batch. Progress (the last key written and the counts) is saved at most once
+//! per [`SAVE_EVERY`], always at the end and before returning an error; the key saved only
+//! ever covers committed batches. A killed run resumes from the last saved key and rewrites
+//! at most about a second of rows (idempotent upserts).
+
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Journal, Outcome, Sides, SyncError, prepare, write_isolating};
 use crate::endpoint::{Value, key_from_json, key_to_json};
 use crate::sync::Flow;
+
+/// How often progress is saved to the state store during a copy.
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Copies every row of one way. With `only_missing`, rows whose key already exists on the
 /// target are left alone (the target side is primary for them).
@@ -23,11 +30,44 @@ pub async fn copy(
         .initial_sync
         .as_mut()
         .expect("initial sync run started");
-    let mut after: Option<Vec<Value>> = run
+    let after: Option<Vec<Value>> = run
         .resume_after
         .get(&way)
         .and_then(|v| key_from_json(v, &super::key_kinds(flow, sides.from_info)).ok());
     let progress = progress_bar(&journal.map, &way);
+    let result = copy_pages(
+        sides,
+        flow,
+        batch_size,
+        only_missing,
+        journal,
+        &way,
+        after,
+        &progress,
+    )
+    .await;
+    progress.finish_and_clear();
+    // The in-memory resume key covers only committed batches: always safe to save, and
+    // saving it on an error keeps the progress made since the last periodic save.
+    let saved = journal.save();
+    result?;
+    saved?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_pages(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    batch_size: usize,
+    only_missing: bool,
+    journal: &mut Journal<'_>,
+    way: &str,
+    mut after: Option<Vec<Value>>,
+    progress: &ProgressBar,
+) -> Result<(), SyncError> {
+    let way = way.to_string();
+    let mut last_save = Instant::now();
     loop {
         let page = sides
             .from
@@ -60,7 +100,7 @@ pub async fn copy(
         };
         let mut out = Outcome::default();
         let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
-        write_isolating(sides.to, sides.to_table, flow, items, &mut out).await?;
+        write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
         let errors = journal.settle(flow, "InitialSync", &out)?;
         let run = journal
             .runtime
@@ -72,11 +112,13 @@ pub async fn copy(
         counts.written += out.written.len() as u64;
         counts.errors += errors;
         run.resume_after.insert(way.clone(), key_to_json(&last_key));
-        journal.save()?;
+        if last_save.elapsed() >= SAVE_EVERY {
+            journal.save()?;
+            last_save = Instant::now();
+        }
         progress.inc(read);
         after = Some(last_key);
     }
-    progress.finish_and_clear();
     Ok(())
 }
 

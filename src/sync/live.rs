@@ -103,7 +103,7 @@ pub async fn apply(
         key,
         source_row: None,
     }));
-    write_isolating(sides.to, sides.to_table, flow, items, &mut out).await?;
+    write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
     journal.settle(flow, phase, &out)?;
     let written = out.written.len() as u64;
     let rt = &mut journal.runtime;

@@ -251,10 +251,11 @@ impl Journal<'_> {
 
 /// Both sides of a map, connected and described.
 pub struct Sides<'a> {
-    pub from: &'a dyn Endpoint,
+    /// Shared, so that a reader task can page the table while the caller writes.
+    pub from: &'a std::sync::Arc<dyn Endpoint>,
     pub from_table: &'a TableName,
     pub from_info: &'a TableInfo,
-    pub to: &'a dyn Endpoint,
+    pub to: &'a std::sync::Arc<dyn Endpoint>,
     pub to_table: &'a TableName,
     pub to_info: &'a TableInfo,
 }
