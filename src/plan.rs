@@ -113,7 +113,17 @@ pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
             warnings: Vec::new(),
         });
     }
-    Ok(observe_status_files(dir))
+    let mut actual = observe_status_files(dir);
+    if let Some(pg) = &cfg.project.resource.spec.state_store.postgres {
+        actual.warnings.insert(
+            0,
+            format!(
+                "the PostgreSQL state store (${}) is not reachable or not created yet; the actual state comes from committed status files",
+                pg.url_from_env
+            ),
+        );
+    }
+    Ok(actual)
 }
 
 fn observe_status_files(dir: &Path) -> Actual {
@@ -460,6 +470,7 @@ pub fn map_actions(desired: &TableMap, observed: Option<&ObservedMap>) -> Vec<Ma
 
 impl Plan {
     pub fn new(cfg: &Config, actual: &Actual) -> Plan {
+        let index = cfg.map_index();
         let mut maps = Vec::new();
         for located in &cfg.maps {
             let desired = &located.resource;
@@ -487,7 +498,7 @@ impl Plan {
             });
         }
         for (name, observed) in &actual.maps {
-            if cfg.map(name).is_none() {
+            if index.get(name).is_none() {
                 maps.push(MapPlan {
                     name: name.clone(),
                     phase: observed.phase,
@@ -505,7 +516,9 @@ impl Plan {
         }
 
         let matched = |rule: &AlertRule| -> Vec<String> {
-            cfg.maps_matched_by(&rule.spec)
+            index
+                .matched(&rule.spec)
+                .into_iter()
                 .map(|m| m.metadata.name.clone())
                 .collect()
         };

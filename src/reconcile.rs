@@ -133,8 +133,9 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
         .await?;
         report.maps.push((name, outcome.0, outcome.1));
     }
+    let index = cfg.map_index();
     for (name, record) in &stored {
-        if cfg.map(name).is_none() {
+        if index.get(name).is_none() {
             remove(&mut endpoints, cfg, record).await;
             store.log(
                 name,

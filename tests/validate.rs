@@ -483,3 +483,65 @@ fn every_yaml_example_names_its_schema() {
         );
     }
 }
+
+#[test]
+fn a_broken_map_does_not_cascade_into_unknown_map_errors() {
+    let alert = "apiVersion: dualwrite/v1\nkind: AlertRule\nmetadata: { name: a }\nspec:\n  maps: [customers]\n  threshold: 1\n  window: 1m\n";
+    let repo = Repo::new(&[
+        (
+            "maps/customers.yaml",
+            &CUSTOMERS.replace("state: Running", "state: Runing"),
+        ),
+        ("alerts/a.yaml", alert),
+    ]);
+    assert_errors(
+        &repo,
+        &[
+            "maps/customers.yaml:5:10: spec.state: \"Runing\" is not one of Running, Paused, Stopped (did you mean \"Running\"?)",
+        ],
+    );
+}
+
+#[test]
+fn yaml_1_2_scalars_yes_is_a_string_and_whole_floats_are_integers() {
+    let repo = Repo::new(&[(
+        "maps/customers.yaml",
+        &CUSTOMERS
+            .replace("key: true", "key: yes")
+            .replace("  columns:", "  batchSize: 500.0\n  columns:"),
+    )]);
+    assert_errors(
+        &repo,
+        &["maps/customers.yaml:10:43: spec.columns[0].key: expected a boolean, found a string"],
+    );
+    repo.write(
+        "maps/customers.yaml",
+        &CUSTOMERS.replace("  columns:", "  batchSize: 500.0\n  columns:"),
+    );
+    assert_eq!(
+        validate(&repo).0,
+        0,
+        "500.0 is the integer 500, as JSON Schema reads it"
+    );
+}
+
+#[test]
+fn github_annotations_name_files_from_the_repository_root() {
+    let repo = Repo::new(&[]);
+    let sub = repo.path().join("deploy/dualwrite");
+    std::fs::create_dir_all(sub.join("maps")).unwrap();
+    std::fs::write(sub.join("dualwrite.yaml"), support::PROJECT).unwrap();
+    std::fs::write(
+        sub.join("maps/customers.yaml"),
+        CUSTOMERS.replace("state: Running", "state: Runing"),
+    )
+    .unwrap();
+    repo.commit_all("config in a subdirectory");
+    let run = support::run_in(&sub, &["validate", "--output", "github"], &[]);
+    assert!(
+        run.stdout
+            .starts_with("::error file=deploy/dualwrite/maps/customers.yaml,line=5,col=10,"),
+        "{}",
+        run.stdout
+    );
+}

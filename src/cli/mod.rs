@@ -104,6 +104,8 @@ pub fn main() -> i32 {
     let mut out = std::io::stdout().lock();
     match run(&cli, &mut out) {
         Ok(code) => code,
+        // `dualwrite … | head`: the reader went away; that is not a failure.
+        Err(message) if message.contains("Broken pipe") => exit::OK,
         Err(message) => {
             let _ = out.flush();
             eprintln!("dualwrite: {message}");
@@ -188,6 +190,25 @@ fn apply(
     })
 }
 
+/// Diagnostics with paths relative to the git repository root when the config sits in a
+/// subdirectory, so GitHub annotations point at the right file.
+fn from_repo_root(
+    dir: &Path,
+    format: Output,
+    mut diags: Vec<config::Diagnostic>,
+) -> Vec<config::Diagnostic> {
+    if format != Output::Github {
+        return diags;
+    }
+    let prefix =
+        config::loader::git(dir, &["rev-parse", "--show-prefix"], None).unwrap_or_default();
+    let prefix = prefix.trim();
+    for d in &mut diags {
+        d.path = format!("{prefix}{}", d.path);
+    }
+    diags
+}
+
 /// Runs a parsed command, writing what the user sees to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
     let w = |e: std::io::Error| e.to_string();
@@ -200,6 +221,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                     Ok(exit::OK)
                 }
                 Err(diags) => {
+                    let diags = from_repo_root(&cli.dir, args.output, diags);
                     render::diagnostics(out, args.output, &diags).map_err(w)?;
                     Ok(exit::INVALID)
                 }
@@ -210,6 +232,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             let cfg = match config::load(src.as_ref()) {
                 Ok(cfg) => cfg,
                 Err(diags) => {
+                    let diags = from_repo_root(&cli.dir, args.source.output, diags);
                     render::diagnostics(out, args.source.output, &diags).map_err(w)?;
                     return Ok(exit::INVALID);
                 }

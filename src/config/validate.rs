@@ -49,15 +49,82 @@ impl Config {
             .find(|m| m.metadata.name == name)
     }
 
-    /// The maps an alert rule applies to, by name or by labels.
-    pub fn maps_matched_by<'a>(
-        &'a self,
-        rule: &'a AlertRuleSpec,
-    ) -> impl Iterator<Item = &'a TableMap> + 'a {
-        self.maps
+    /// The maps indexed by name and label, for matching many rules at once.
+    pub fn map_index(&self) -> MapIndex<'_> {
+        MapIndex::new(self.maps.iter().map(|m| &m.resource))
+    }
+}
+
+/// Maps by name and by label, so matching alert rules never scans every map per rule.
+pub struct MapIndex<'a> {
+    by_name: HashMap<&'a str, &'a TableMap>,
+    by_label: HashMap<(&'a str, &'a str), Vec<&'a TableMap>>,
+    /// Every value each label key takes, for "did you mean" hints.
+    label_values: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> MapIndex<'a> {
+    pub fn new(maps: impl Iterator<Item = &'a TableMap>) -> Self {
+        let mut index = MapIndex {
+            by_name: HashMap::new(),
+            by_label: HashMap::new(),
+            label_values: HashMap::new(),
+        };
+        for map in maps {
+            index.by_name.insert(map.metadata.name.as_str(), map);
+            for (k, v) in &map.metadata.labels {
+                let maps = index.by_label.entry((k.as_str(), v.as_str())).or_default();
+                if maps.is_empty() {
+                    index
+                        .label_values
+                        .entry(k.as_str())
+                        .or_default()
+                        .push(v.as_str());
+                }
+                maps.push(map);
+            }
+        }
+        index
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a TableMap> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.by_name.keys().copied()
+    }
+
+    /// The values label `key` takes across the maps (empty if no map has it).
+    pub fn label_values(&self, key: &str) -> &[&'a str] {
+        self.label_values.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The maps a rule applies to (by name or by labels), sorted by name.
+    pub fn matched(&self, rule: &AlertRuleSpec) -> Vec<&'a TableMap> {
+        let mut out: Vec<&TableMap> = rule
+            .maps
             .iter()
-            .map(|m| &m.resource)
-            .filter(move |m| rule_matches(rule, m))
+            .flatten()
+            .filter_map(|n| self.get(n))
+            .collect();
+        if let Some(selector) = &rule.selector {
+            // Start from the rarest label, then check the others on those maps only.
+            let rarest = selector
+                .match_labels
+                .iter()
+                .map(|(k, v)| {
+                    self.by_label
+                        .get(&(k.as_str(), v.as_str()))
+                        .map_or(&[][..], Vec::as_slice)
+                })
+                .min_by_key(|maps| maps.len())
+                .unwrap_or(&[]);
+            out.extend(rarest.iter().copied().filter(|m| rule_matches(rule, m)));
+        }
+        out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        out.dedup_by(|a, b| a.metadata.name == b.metadata.name);
+        out
     }
 }
 
@@ -81,6 +148,8 @@ struct Collected {
     maps: Vec<Located<TableMap>>,
     alerts: Vec<Located<AlertRule>>,
     requests: Vec<Located<ErrorRequest>>,
+    /// Names of TableMap documents that failed their schema check.
+    broken_maps: std::collections::HashSet<String>,
 }
 
 /// Parses, schema-checks and semantically checks the files.
@@ -132,21 +201,19 @@ pub fn compile(files: Vec<SourceFile>) -> Result<Config, Vec<Diagnostic>> {
         |r| &r.metadata.name,
         &mut diags,
     );
-    let map_names: Vec<&str> = got
-        .maps
-        .iter()
-        .map(|m| m.resource.metadata.name.as_str())
-        .collect();
+    let index = MapIndex::new(got.maps.iter().map(|m| &m.resource));
+    // A map with its own errors is still a known name: no cascade of "unknown map".
+    let known = |name: &str| index.get(name).is_some() || got.broken_maps.contains(name);
     if let Some(project) = &project {
         for map in &got.maps {
             check_map(&project.resource, map, &mut diags);
         }
         for alert in &got.alerts {
-            check_alert(&project.resource, alert, &got.maps, &mut diags);
+            check_alert(&project.resource, alert, &index, &known, &mut diags);
         }
     }
     for request in &got.requests {
-        check_request(request, &map_names, &mut diags);
+        check_request(request, &index, &known, &mut diags);
     }
     match project {
         Some(project) if diags.is_empty() => Ok(Config {
@@ -213,6 +280,12 @@ fn typed_document(file: &str, doc: Document, got: &mut Collected, diags: &mut Ve
     };
     let errors = schema::check(kind, file, &doc);
     if !errors.is_empty() {
+        if let (Kind::TableMap, Some(name)) = (
+            kind,
+            doc.value.pointer("/metadata/name").and_then(Value::as_str),
+        ) {
+            got.broken_maps.insert(name.to_string());
+        }
         diags.extend(errors);
         return;
     }
@@ -495,14 +568,11 @@ fn check_column<'a>(
 fn check_alert(
     project: &Project,
     alert: &Located<AlertRule>,
-    maps: &[Located<TableMap>],
+    maps: &MapIndex<'_>,
+    known: &dyn Fn(&str) -> bool,
     diags: &mut Vec<Diagnostic>,
 ) {
     let spec = &alert.resource.spec;
-    let names: Vec<&str> = maps
-        .iter()
-        .map(|m| m.resource.metadata.name.as_str())
-        .collect();
     match (&spec.maps, &spec.selector) {
         (None, None) => diags.push(alert.diag(
             "/spec",
@@ -515,14 +585,14 @@ fn check_alert(
         _ => {}
     }
     for (i, name) in spec.maps.iter().flatten().enumerate() {
-        if !names.contains(&name.as_str()) {
+        if !known(name) {
             diags.push(
                 alert
                     .diag(
                         &format!("/spec/maps/{i}"),
                         format!("spec.maps[{i}]: unknown map {name:?}"),
                     )
-                    .with_hint(did_you_mean(name, names.iter().copied())),
+                    .with_hint(did_you_mean(name, maps.names())),
             );
         }
     }
@@ -534,11 +604,7 @@ fn check_alert(
             ));
         }
         for (key, value) in &selector.match_labels {
-            let values: Vec<&str> = maps
-                .iter()
-                .filter_map(|m| m.resource.metadata.labels.get(key))
-                .map(String::as_str)
-                .collect();
+            let values = maps.label_values(key);
             if !values.contains(&value.as_str()) {
                 let pointer = format!("/spec/selector/matchLabels/{}", yaml::escape_pointer(key));
                 let message = if values.is_empty() {
@@ -641,13 +707,18 @@ pub fn check_address(address: &str) -> Result<(), String> {
     }
 }
 
-fn check_request(request: &Located<ErrorRequest>, maps: &[&str], diags: &mut Vec<Diagnostic>) {
+fn check_request(
+    request: &Located<ErrorRequest>,
+    maps: &MapIndex<'_>,
+    known: &dyn Fn(&str) -> bool,
+    diags: &mut Vec<Diagnostic>,
+) {
     let spec = &request.resource.spec;
-    if !maps.contains(&spec.map.as_str()) {
+    if !known(&spec.map) {
         diags.push(
             request
                 .diag("/spec/map", format!("spec.map: unknown map {:?}", spec.map))
-                .with_hint(did_you_mean(&spec.map, maps.iter().copied())),
+                .with_hint(did_you_mean(&spec.map, maps.names())),
         );
     }
     if let (Some(from), Some(to)) = (spec.filter.from, spec.filter.to)

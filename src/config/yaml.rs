@@ -80,6 +80,8 @@ impl fmt::Display for SyntaxError {
 /// Limits that keep a hostile file from exhausting memory or time.
 fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
+        // YAML 1.2: `yes`/`no`/`on`/`off` are strings, as editors and check-jsonschema read them.
+        strict_booleans: true,
         budget: serde_saphyr::budget! {
             max_depth: 64,
             flow_nesting_limit: 32,
@@ -211,6 +213,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        // A number with no fraction is an integer to JSON Schema; keep it one (`500.0`, `1e3`).
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        if v.fract() == 0.0 && v.abs() < EXACT {
+            return Ok(Node::Scalar(Value::Number((v as i64).into())));
+        }
         Ok(Node::Scalar(
             Number::from_f64(v).map_or(Value::Null, Value::Number),
         ))
@@ -314,6 +321,17 @@ mod tests {
         let err = parse("a: 1\nb: [1, 2\n").unwrap_err();
         assert!(err.pos.line >= 2, "{err}");
         assert!(err.message.starts_with("invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn yaml_1_2_scalars() {
+        let d = &parse("a: yes\nb: on\nc: true\nd: 500.0\ne: 1e3\nf: 0.5\n").unwrap()[0];
+        assert_eq!(d.value["a"], Value::String("yes".into()));
+        assert_eq!(d.value["b"], Value::String("on".into()));
+        assert_eq!(d.value["c"], Value::Bool(true));
+        assert_eq!(d.value["d"], serde_json::json!(500));
+        assert_eq!(d.value["e"], serde_json::json!(1000));
+        assert_eq!(d.value["f"], serde_json::json!(0.5));
     }
 
     #[test]

@@ -153,6 +153,40 @@ impl TableInfo {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// [`TableInfo::convert_row`], consuming the row: values already of their column's kind
+    /// are moved, not copied.
+    pub fn convert_row_owned(
+        &self,
+        table: &TableName,
+        columns: &[String],
+        row: Row,
+    ) -> Result<Row, EndpointError> {
+        if row.len() != columns.len() {
+            return Err(EndpointError::RowShape {
+                expected: columns.len(),
+                got: row.len(),
+            });
+        }
+        columns
+            .iter()
+            .zip(row)
+            .map(|(name, value)| {
+                let column = self
+                    .column(name)
+                    .ok_or_else(|| EndpointError::ColumnNotFound {
+                        table: table.to_string(),
+                        column: name.clone(),
+                    })?;
+                value
+                    .into_kind(column.kind)
+                    .map_err(|source| EndpointError::Convert {
+                        column: name.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
     /// Converts `row` (values for `columns`, in order) to the kinds of those columns — what
     /// `write_batch` does before writing. Call it first to turn a bad value into a
     /// TransformError for that one record instead of failing a whole batch.

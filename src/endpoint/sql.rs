@@ -298,6 +298,9 @@ impl<E: Engine> SqlEndpoint<E> {
         cols.iter()
             .zip(values)
             .map(|(c, v)| {
+                if v.is_of(c.kind) {
+                    return Ok(v.clone());
+                }
                 v.convert_to(c.kind)
                     .map_err(|source| EndpointError::Convert {
                         column: c.name.clone(),
@@ -381,7 +384,7 @@ impl<E: Engine> SqlEndpoint<E> {
 
     /// The statements for `ops`: runs of upserts become multi-row upserts (a key repeated
     /// within a run keeps its last row), runs of deletes become `DELETE … IN (…)`; order
-    /// between runs is kept.
+    /// between runs is kept. Each value is copied once, into the statement's parameters.
     fn write_statements(
         &self,
         table: &TableName,
@@ -402,7 +405,7 @@ impl<E: Engine> SqlEndpoint<E> {
             .collect::<Result<Vec<usize>, _>>()?;
         let mut stmts = Vec::new();
         let mut upserts: Vec<Vec<Value>> = Vec::new();
-        let mut upsert_index: HashMap<String, usize> = HashMap::new();
+        let mut upsert_index: HashMap<DedupKey, usize> = HashMap::new();
         let mut deletes: Vec<Vec<Value>> = Vec::new();
         for op in ops {
             match op {
@@ -411,11 +414,11 @@ impl<E: Engine> SqlEndpoint<E> {
                         self.delete_stmts(table, r, std::mem::take(&mut deletes), &mut stmts);
                     }
                     let row = Self::convert(&r.columns, row)?;
-                    let key: Vec<Value> = key_pos.iter().map(|&i| row[i].clone()).collect();
-                    match upsert_index.get(&key_string(&key)) {
+                    let key = DedupKey::of(&row, &key_pos);
+                    match upsert_index.get(&key) {
                         Some(&i) => upserts[i] = row,
                         None => {
-                            upsert_index.insert(key_string(&key), upserts.len());
+                            upsert_index.insert(key, upserts.len());
                             upserts.push(row);
                         }
                     }
@@ -441,31 +444,44 @@ impl<E: Engine> SqlEndpoint<E> {
         rows: Vec<Vec<Value>>,
         out: &mut Vec<Stmt>,
     ) {
+        if rows.is_empty() {
+            return;
+        }
         let cols = self.quoted(&r.columns);
         let keys = self.quoted(&r.keys);
         let others: Vec<String> = cols.iter().filter(|c| !keys.contains(c)).cloned().collect();
         let clause = self.engine.upsert_clause(&keys, &others);
-        for chunk in rows.chunks(self.rows_per_stmt(cols.len())) {
-            let tuples: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", self.param_list(&r.columns, i * cols.len() + 1)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES {} {}",
+        let per_stmt = self.rows_per_stmt(cols.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_stmt).collect();
+            let mut sql = format!(
+                "INSERT INTO {} ({}) VALUES ",
                 self.engine.quote_table(table),
-                cols.join(", "),
-                tuples.join(", "),
-                clause
+                cols.join(", ")
             );
-            out.push(Stmt::new(sql, chunk.concat()));
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                self.push_params(&mut sql, &r.columns, i * cols.len() + 1);
+                sql.push(')');
+            }
+            sql.push(' ');
+            sql.push_str(&clause);
+            out.push(Stmt::new(sql, chunk.into_iter().flatten().collect()));
         }
     }
 
-    fn param_list(&self, cols: &[ColumnInfo], first: usize) -> String {
-        cols.iter()
-            .enumerate()
-            .map(|(i, c)| self.engine.param_expr(c, first + i))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// Appends `p1, p2, …` for `cols` starting at parameter `first`.
+    fn push_params(&self, sql: &mut String, cols: &[ColumnInfo], first: usize) {
+        for (i, c) in cols.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&self.engine.param_expr(c, first + i));
+        }
     }
 
     fn delete_stmts(
@@ -475,7 +491,10 @@ impl<E: Engine> SqlEndpoint<E> {
         keys: Vec<Vec<Value>>,
         out: &mut Vec<Stmt>,
     ) {
-        for chunk in keys.chunks(self.rows_per_stmt(r.keys.len())) {
+        let per_stmt = self.rows_per_stmt(r.keys.len());
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let chunk: Vec<Vec<Value>> = keys.by_ref().take(per_stmt).collect();
             let tuples: Vec<String> = (0..chunk.len())
                 .map(|i| self.param_tuple(&r.keys, i * r.keys.len() + 1))
                 .collect();
@@ -485,7 +504,7 @@ impl<E: Engine> SqlEndpoint<E> {
                 tuple(&self.quoted(&r.keys)),
                 tuples.join(", ")
             );
-            out.push(Stmt::new(sql, chunk.concat()));
+            out.push(Stmt::new(sql, chunk.into_iter().flatten().collect()));
         }
     }
 
@@ -669,6 +688,26 @@ pub(crate) fn text_at(row: &[Value], i: usize) -> String {
 /// The first column of each catalog row, as text.
 pub(crate) fn first_texts(rows: &[Row]) -> Vec<String> {
     rows.iter().map(|r| text_at(r, 0)).collect()
+}
+
+/// A key within one batch, to find a repeated one: a single integer key as is (the common
+/// case, no allocation), any other key as its canonical text.
+#[derive(PartialEq, Eq, Hash)]
+enum DedupKey {
+    Int(i64),
+    Text(String),
+}
+
+impl DedupKey {
+    fn of(row: &[Value], key_pos: &[usize]) -> DedupKey {
+        if let [i] = key_pos
+            && let Value::Int(n) = row[*i]
+        {
+            return DedupKey::Int(n);
+        }
+        let key: Vec<Value> = key_pos.iter().map(|&i| row[i].clone()).collect();
+        DedupKey::Text(key_string(&key))
+    }
 }
 
 /// `(a, b)` for several items, `a` for one.

@@ -15,13 +15,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, TransactionBehavior, params_from_iter};
 
 use super::sql::{Dialect, Engine, Stmt, on_conflict_clause};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
-    WriteErrorClass,
+    WriteErrorClass, value,
 };
 use crate::capture::{self, SUPPRESS_TABLE};
 
@@ -116,25 +116,46 @@ fn to_sql(value: &Value) -> SqlValue {
         Value::Text(s) => SqlValue::Text(s.clone()),
         Value::Bytes(b) => SqlValue::Blob(b.clone()),
         Value::Decimal(d) => SqlValue::Text(d.to_string()),
-        Value::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
-        Value::Timestamp(t) => SqlValue::Text(t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
-        Value::TimestampTz(t) => {
-            SqlValue::Text(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
-        }
+        Value::Date(d) => SqlValue::Text(value::format_date(*d)),
+        Value::Timestamp(t) => SqlValue::Text(value::format_timestamp(*t, ' ', "")),
+        Value::TimestampTz(t) => SqlValue::Text(value::format_timestamp(t.naive_utc(), 'T', "Z")),
         Value::Json(j) => SqlValue::Text(j.to_string()),
     }
 }
 
+/// A parameter bound straight from a [`Value`]: text and blobs by reference, no copy.
+struct Bind<'a>(&'a Value);
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Float(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            other => ToSqlOutput::Owned(to_sql(other)),
+        })
+    }
+}
+
+fn binds(values: &[Value]) -> impl rusqlite::Params + '_ {
+    params_from_iter(values.iter().map(Bind))
+}
+
 fn from_sql(value: ValueRef<'_>, kind: ValueKind) -> Result<Value, WriteError> {
-    let raw = match value {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Int(i),
-        ValueRef::Real(f) => Value::Float(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    let converted = match value {
+        ValueRef::Null => Ok(Value::Null),
+        ValueRef::Integer(i) => Value::Int(i).into_kind(kind),
+        ValueRef::Real(f) => Value::Float(f).into_kind(kind),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(text) => Value::from_text(text, kind),
+            Err(_) => Value::Text(String::from_utf8_lossy(t).into_owned()).into_kind(kind),
+        },
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()).into_kind(kind),
     };
-    raw.convert_to(kind)
-        .map_err(|e| WriteError::new(WriteErrorClass::Transform, None, e.to_string()))
+    converted.map_err(|e| WriteError::new(WriteErrorClass::Transform, None, e.to_string()))
 }
 
 /// Extended result code names for the codes dualwrite tells apart.
@@ -258,9 +279,7 @@ impl Engine for Sqlite {
     async fn query(&self, stmt: Stmt, kinds: Vec<ValueKind>) -> Result<Vec<Row>, WriteError> {
         self.run(move |conn| {
             let mut prepared = conn.prepare_cached(&stmt.sql).map_err(classify)?;
-            let mut rows = prepared
-                .query(params_from_iter(stmt.params.iter().map(to_sql)))
-                .map_err(classify)?;
+            let mut rows = prepared.query(binds(&stmt.params)).map_err(classify)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(classify)? {
                 let values = kinds
@@ -293,9 +312,7 @@ impl Engine for Sqlite {
             let mut affected = 0u64;
             for stmt in &stmts {
                 let mut prepared = tx.prepare_cached(&stmt.sql).map_err(classify)?;
-                affected += prepared
-                    .execute(params_from_iter(stmt.params.iter().map(to_sql)))
-                    .map_err(classify)? as u64;
+                affected += prepared.execute(binds(&stmt.params)).map_err(classify)? as u64;
             }
             if suppress_echo {
                 tx.execute(&format!("DELETE FROM {suppress}"), [])

@@ -124,6 +124,27 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// Whether this value is already of `kind` (`Null` fits every kind).
+    pub fn is_of(&self, kind: ValueKind) -> bool {
+        self.kind().is_none_or(|k| k == kind)
+    }
+
+    /// [`Value::convert_to`], consuming the value: no copy when it already is of `kind`.
+    pub fn into_kind(self, kind: ValueKind) -> Result<Value, ConvertError> {
+        if self.is_of(kind) {
+            Ok(self)
+        } else {
+            self.convert_to(kind)
+        }
+    }
+
+    /// The value of `kind` that text `s` spells (as `Value::Text(s).convert_to(kind)`),
+    /// without copying the text first.
+    pub fn from_text(s: &str, kind: ValueKind) -> Result<Value, ConvertError> {
+        parse_text(s, kind)
+            .map_err(|reason| Value::Text(s.to_string()).convert_error(kind, &reason))
+    }
+
     /// This value as a value of `kind`, or an error saying why it cannot be one.
     ///
     /// Lossless only: `Decimal`/`Float` → `Int` need an integral value in range, `Int`/
@@ -324,7 +345,9 @@ fn parse_text(s: &str, kind: ValueKind) -> Result<Value, String> {
             Some(h) => hex::decode(h).map(Value::Bytes).map_err(|e| e.to_string()),
             None => Ok(Value::Bytes(s.as_bytes().to_vec())),
         },
-        ValueKind::Date => NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        ValueKind::Date => fast_date(t.as_bytes())
+            .ok_or(())
+            .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d"))
             .map(Value::Date)
             .or_else(|_| match parse_timestamp(t) {
                 Some(ts) => midnight_date(ts.naive_utc()).ok_or(()),
@@ -345,6 +368,9 @@ fn parse_text(s: &str, kind: ValueKind) -> Result<Value, String> {
 
 /// Parses the timestamp spellings the three engines produce; text without an offset is UTC.
 fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
+    if let Some((naive, offset)) = fast_timestamp(t) {
+        return Some(naive.and_utc() - chrono::TimeDelta::seconds(offset.unwrap_or(0).into()));
+    }
     if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
         return Some(ts.with_timezone(&Utc));
     }
@@ -368,6 +394,124 @@ fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
         .map(|d| d.and_time(NaiveTime::MIN).and_utc())
 }
 
+/// The number the ASCII digits `b` spell, if they all are digits.
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD` exactly, without a format string (the common case; others go to chrono).
+fn fast_date(b: &[u8]) -> Option<NaiveDate> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(
+        digits(&b[..4])? as i32,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )
+}
+
+/// `YYYY-MM-DD[ T]HH:MM:SS[.f…][Z|±HH[:MM]]` without a format string: the naive time as
+/// written and the offset in seconds, if any. `None` for anything else (chrono decides).
+fn fast_timestamp(t: &str) -> Option<(NaiveDateTime, Option<i32>)> {
+    let b = t.as_bytes();
+    if b.len() < 19 || !matches!(b[10], b' ' | b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let date = fast_date(&b[..10])?;
+    let (h, mi, sec) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    let mut i = 19;
+    let mut nanos = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        nanos = digits(&b[start..i])? * 10u32.pow((9 - n) as u32);
+    }
+    let offset = match &b[i..] {
+        [] => None,
+        [b'Z'] => Some(0),
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (hh, mm) = match rest {
+                [h1, h2] => (digits(&[*h1, *h2])?, 0),
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
+                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
+                }
+                _ => return None,
+            };
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            let secs = (hh * 3600 + mm * 60) as i32;
+            Some(if *sign == b'-' { -secs } else { secs })
+        }
+        _ => return None,
+    };
+    let time = NaiveTime::from_hms_nano_opt(h, mi, sec, nanos)?;
+    Some((date.and_time(time), offset))
+}
+
+/// `YYYY-MM-DD`, as chrono's `%Y-%m-%d` writes it, without a format string.
+pub(crate) fn format_date(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    if !(0..=9999).contains(&d.year()) {
+        return d.format("%Y-%m-%d").to_string();
+    }
+    let mut out = String::with_capacity(10);
+    push_date(&mut out, d);
+    out
+}
+
+fn push_date(out: &mut String, d: NaiveDate) {
+    use chrono::Datelike;
+    use std::fmt::Write;
+    let _ = write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
+}
+
+/// `YYYY-MM-DD{sep}HH:MM:SS[.fff|.ffffff|.fffffffff]{suffix}`, as chrono's
+/// `%Y-%m-%d{sep}%H:%M:%S%.f{suffix}` writes it, without a format string.
+pub(crate) fn format_timestamp(t: NaiveDateTime, sep: char, suffix: &str) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let nanos = t.nanosecond();
+    if !(0..=9999).contains(&t.year()) || nanos >= 1_000_000_000 {
+        let fmt = format!("%Y-%m-%d{sep}%H:%M:%S%.f{suffix}");
+        return t.format(&fmt).to_string();
+    }
+    let mut out = String::with_capacity(32);
+    push_date(&mut out, t.date());
+    let _ = write!(
+        out,
+        "{sep}{:02}:{:02}:{:02}",
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    if nanos != 0 {
+        let _ = if nanos % 1_000_000 == 0 {
+            write!(out, ".{:03}", nanos / 1_000_000)
+        } else if nanos % 1_000 == 0 {
+            write!(out, ".{:06}", nanos / 1_000)
+        } else {
+            write!(out, ".{nanos:09}")
+        };
+    }
+    out.push_str(suffix);
+    out
+}
+
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -378,11 +522,9 @@ impl Serialize for Value {
             Value::Float(f) => s.serialize_f64(*f),
             Value::Text(t) => s.serialize_str(t),
             Value::Bytes(b) => s.serialize_str(&format!("\\x{}", hex::encode(b))),
-            Value::Date(d) => s.serialize_str(&d.format("%Y-%m-%d").to_string()),
-            Value::Timestamp(t) => s.serialize_str(&t.format(TIMESTAMP_TEXT).to_string()),
-            Value::TimestampTz(t) => {
-                s.serialize_str(&t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
-            }
+            Value::Date(d) => s.serialize_str(&format_date(*d)),
+            Value::Timestamp(t) => s.serialize_str(&format_timestamp(*t, 'T', "")),
+            Value::TimestampTz(t) => s.serialize_str(&format_timestamp(t.naive_utc(), 'T', "Z")),
             Value::Json(j) => j.serialize(s),
         }
     }
@@ -404,6 +546,9 @@ impl<'de> Deserialize<'de> for Value {
 /// normalized (`12.50` and `12.5` are the same key). Stable across releases; used to compare
 /// and index keys.
 pub fn key_string(key: &[Value]) -> String {
+    if !key.iter().any(|v| matches!(v, Value::Decimal(_))) {
+        return serde_json::to_string(key).unwrap_or_default();
+    }
     let normalized: Vec<Value> = key
         .iter()
         .map(|v| match v {
@@ -526,6 +671,54 @@ mod tests {
             Value::Text("{\"a\":1}".into()).convert_to(ValueKind::Json),
             Ok(Value::Json(serde_json::json!({"a": 1})))
         );
+    }
+
+    #[test]
+    fn fast_date_and_timestamp_paths_agree_with_chrono() {
+        for text in [
+            "2026-11-22 10:15:00",
+            "2026-11-22T10:15:00.5",
+            "2026-11-22 10:15:00.123456",
+            "2026-11-22 10:15:00.123456789",
+            "2026-11-22T10:15:00Z",
+            "2026-11-22T10:15:00.25+01:00",
+            "2026-11-22 10:15:00-0530",
+            "2026-11-22 10:15:00+02",
+        ] {
+            let fast = fast_timestamp(text).expect(text);
+            let fast = fast.0.and_utc() - chrono::TimeDelta::seconds(fast.1.unwrap_or(0).into());
+            let slow = DateTime::parse_from_rfc3339(text)
+                .ok()
+                .or_else(|| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").ok())
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|| {
+                    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                        .or_else(|_| NaiveDateTime::parse_from_str(text, TIMESTAMP_TEXT))
+                        .ok()
+                        .map(|t| t.and_utc())
+                })
+                .expect(text);
+            assert_eq!(fast, slow, "{text}");
+            assert_eq!(
+                format_timestamp(fast.naive_utc(), ' ', ""),
+                fast.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string()
+            );
+        }
+        for bad in [
+            "2026-13-01 00:00:00",
+            "2026-11-22 25:00:00",
+            "2026-11-22 10:15",
+            "x",
+        ] {
+            assert!(fast_timestamp(bad).is_none(), "{bad}");
+        }
+        let d = NaiveDate::from_ymd_opt(7, 3, 9).unwrap();
+        assert_eq!(format_date(d), d.format("%Y-%m-%d").to_string());
+        assert_eq!(
+            fast_date(b"2024-02-29"),
+            NaiveDate::from_ymd_opt(2024, 2, 29)
+        );
+        assert_eq!(fast_date(b"2023-02-29"), None);
     }
 
     #[test]

@@ -97,6 +97,38 @@ impl SqliteStore {
         })
     }
 
+    /// Inserts many errored records in one transaction (benchmarks and imports).
+    pub fn bulk_insert_errors(
+        &mut self,
+        records: impl Iterator<Item = ErrorRecord>,
+    ) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO errors (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for e in records {
+                stmt.execute(params![
+                    e.map,
+                    e.phase,
+                    e.direction,
+                    e.error_type,
+                    e.key,
+                    e.row,
+                    e.message,
+                    e.code,
+                    e.first_at,
+                    e.last_at,
+                    e.attempts,
+                    e.state
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn has_table(&self, table: &str) -> Result<bool, StateError> {
         Ok(self
             .conn

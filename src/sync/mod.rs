@@ -86,7 +86,7 @@ pub fn prepare(
         let key = flow.key_of(&row).to_vec();
         let converted = flow.apply(&row).and_then(|mapped| {
             target
-                .convert_row(target_table, &flow.write_columns, &mapped)
+                .convert_row_owned(target_table, &flow.write_columns, mapped)
                 .map_err(|e| e.to_string())
         });
         match converted {
@@ -129,25 +129,27 @@ pub async fn write_isolating(
     items: Vec<Item>,
     out: &mut Outcome,
 ) -> Result<(), Unreachable> {
+    // The ops apart from what reports them, so that any range is a slice: no copies.
+    let (meta, ops): (Vec<(Vec<Value>, Option<Row>)>, Vec<WriteOp>) = items
+        .into_iter()
+        .map(|i| ((i.key, i.source_row), i.op))
+        .unzip();
     // Ranges still to write, processed left to right.
-    let mut stack: Vec<(usize, usize)> = vec![(0, items.len())];
-    let mut ops: Vec<WriteOp> = Vec::new();
+    let mut stack: Vec<(usize, usize)> = vec![(0, ops.len())];
     while let Some((start, end)) = stack.pop() {
         if start == end {
             continue;
         }
-        ops.clear();
-        ops.extend(items[start..end].iter().map(|i| i.op.clone()));
-        match write_with_retry(endpoint, table, flow, &ops).await {
+        match write_with_retry(endpoint, table, flow, &ops[start..end]).await {
             Ok(()) => out
                 .written
-                .extend(items[start..end].iter().map(|i| i.key.clone())),
+                .extend(meta[start..end].iter().map(|(key, _)| key.clone())),
             Err(e) if e.class == WriteErrorClass::Network => return Err(Unreachable(e)),
             Err(e) if end - start == 1 => {
-                let item = &items[start];
+                let (key, source_row) = &meta[start];
                 out.failed.push(Failure {
-                    key: item.key.clone(),
-                    source_row: item.source_row.clone(),
+                    key: key.clone(),
+                    source_row: source_row.clone(),
                     error_type: error_type(e.class),
                     code: e.code.clone(),
                     message: e.message.clone(),
