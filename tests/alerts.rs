@@ -354,3 +354,43 @@ fn a_stop_rule_stops_the_map_and_resume_starts_it_again_with_an_initial_sync() {
         .unwrap();
     assert_eq!(sum, 7 + 7 + 3);
 }
+
+#[test]
+fn a_commit_changing_spec_state_ends_the_hold() {
+    let port = support::free_port();
+    let rule = RULE.replace("threshold: 10", "threshold: 2").replace(
+        "  notify:\n    email: \"ops@example.com, dba@example.com\"\n",
+        "",
+    );
+    let repo = sqlite_repo(&rule, port);
+    let erp = rusqlite::Connection::open(repo.path().join("erp.db")).unwrap();
+    erp.execute_batch("UPDATE items SET qty = -5 WHERE id <= 2")
+        .unwrap();
+    repo.run(&["reconcile"]);
+    assert!(status(&repo, "status/maps/customers.yaml").contains("reason: HeldByAlert"));
+
+    // The owner pauses the map in git: the hold is over, the map follows its spec.
+    let map = std::fs::read_to_string(repo.path().join("maps/customers.yaml")).unwrap();
+    repo.write(
+        "maps/customers.yaml",
+        &map.replace("spec:\n", "spec:\n  state: Paused\n"),
+    );
+    repo.run(&["reconcile"]);
+    let st = status(&repo, "status/maps/customers.yaml");
+    assert!(
+        st.contains("phase: Paused") && !st.contains("heldBy"),
+        "{st}"
+    );
+    assert!(
+        st.contains("hold by alert pause-on-app-errors ended: spec.state changed"),
+        "{st}"
+    );
+    // And back to Running: the old errors no longer count, so it is not held again.
+    repo.write("maps/customers.yaml", &map);
+    repo.run(&["reconcile"]);
+    let st = status(&repo, "status/maps/customers.yaml");
+    assert!(
+        st.contains("phase: Running") && !st.contains("heldBy"),
+        "{st}"
+    );
+}
