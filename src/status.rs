@@ -301,11 +301,17 @@ pub fn map_status(
     })
 }
 
-/// Writes `status/maps/<name>.yaml`; returns whether it changed.
-pub fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> std::io::Result<bool> {
+/// Writes `status/<folder>/<name>.yaml` of `kind`; returns whether it changed.
+fn write_status<S: Serialize>(
+    dir: &Path,
+    folder: &str,
+    kind: &str,
+    name: &str,
+    status: &S,
+) -> std::io::Result<bool> {
     let file = StatusFile {
         api_version: ApiVersion::V1,
-        kind: "TableMapStatus".into(),
+        kind: kind.to_string(),
         metadata: StatusMetadata {
             name: name.to_string(),
         },
@@ -314,10 +320,15 @@ pub fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> std::io::
     let text = serde_saphyr::to_string(&file).map_err(|e| std::io::Error::other(e.to_string()))?;
     write_if_changed(
         &dir.join(STATUS_DIR)
-            .join("maps")
+            .join(folder)
             .join(format!("{name}.yaml")),
         &text,
     )
+}
+
+/// Writes `status/maps/<name>.yaml`; returns whether it changed.
+pub fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> std::io::Result<bool> {
+    write_status(dir, "maps", "TableMapStatus", name, status)
 }
 
 /// `status` of an AlertRuleStatus file: the rule's state per matched map (SPEC §3).
@@ -330,19 +341,5 @@ pub struct AlertStatus {
 
 /// Writes `status/alerts/<name>.yaml`; returns whether it changed.
 pub fn write_alert_status(dir: &Path, name: &str, status: &AlertStatus) -> std::io::Result<bool> {
-    let file = StatusFile {
-        api_version: ApiVersion::V1,
-        kind: "AlertRuleStatus".into(),
-        metadata: StatusMetadata {
-            name: name.to_string(),
-        },
-        status,
-    };
-    let text = serde_saphyr::to_string(&file).map_err(|e| std::io::Error::other(e.to_string()))?;
-    write_if_changed(
-        &dir.join(STATUS_DIR)
-            .join("alerts")
-            .join(format!("{name}.yaml")),
-        &text,
-    )
+    write_status(dir, "alerts", "AlertRuleStatus", name, status)
 }

@@ -11,7 +11,11 @@ fn copy_project(to: &Path) {
     std::fs::copy(root.join("dualwrite.yaml"), to.join("dualwrite.yaml")).unwrap();
     for dir in ["maps", "alerts"] {
         std::fs::create_dir_all(to.join(dir)).unwrap();
-        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+        for entry in std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+        {
             std::fs::copy(entry.path(), to.join(dir).join(entry.file_name())).unwrap();
         }
     }

@@ -209,6 +209,21 @@ fn from_repo_root(
     diags
 }
 
+/// The work tree's config for commands that act on it; invalid config is an error listing
+/// every diagnostic.
+fn load_work_tree(dir: &Path) -> Result<(WorkTree, config::Config), String> {
+    let src = WorkTree {
+        dir: dir.to_path_buf(),
+    };
+    let cfg = config::load(&src).map_err(|d| {
+        d.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    Ok((src, cfg))
+}
+
 /// Runs a parsed command, writing what the user sees to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
     let w = |e: std::io::Error| e.to_string();
@@ -255,15 +270,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             apply(&cli.dir, &cfg, src.as_ref(), out)
         }
         Command::Status { map, output } => {
-            let cfg = config::load(&WorkTree {
-                dir: cli.dir.clone(),
-            })
-            .map_err(|d| {
-                d.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })?;
+            let (_, cfg) = load_work_tree(&cli.dir)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             render::status(out, *output, store.as_ref(), &cfg, map.as_deref())
                 .map_err(|e| e.to_string())?;
@@ -303,15 +310,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             Ok(if failed == 0 { exit::OK } else { exit::INVALID })
         }
         Command::Resume { map } => {
-            let src = WorkTree {
-                dir: cli.dir.clone(),
-            };
-            let cfg = config::load(&src).map_err(|d| {
-                d.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })?;
+            let (src, cfg) = load_work_tree(&cli.dir)?;
             if cfg.map(map).is_none() {
                 return Err(format!("no map named {map:?} in the config"));
             }
@@ -332,15 +331,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             for file in crate::demo::seed(&cli.dir).map_err(|e| format!("seeding the demo: {e}"))? {
                 writeln!(out, "created {file} (demo data)").map_err(w)?;
             }
-            let src = WorkTree {
-                dir: cli.dir.clone(),
-            };
-            let cfg = config::load(&src).map_err(|d| {
-                d.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })?;
+            let (src, cfg) = load_work_tree(&cli.dir)?;
             let code = apply(&cli.dir, &cfg, &src, out)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             writeln!(out).map_err(w)?;
