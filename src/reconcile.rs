@@ -665,6 +665,11 @@ async fn drive_actions(
     let prepared = prepare(endpoints, map).await?;
     enforce_hold(cfg, map, &prepared, journal).await?;
     let spec = &map.spec;
+    // A copy re-run while the map is Paused leaves it Paused.
+    let after_copy = match spec.state {
+        DesiredState::Paused => Phase::Paused,
+        _ => Phase::Running,
+    };
     for action in actions {
         match action {
             MapAction::Pause => {
@@ -676,18 +681,19 @@ async fn drive_actions(
             MapAction::Start
             | MapAction::StartWithInitialSync { .. }
             | MapAction::RerunInitialSync { .. } => {
-                install(&prepared, journal).await?;
+                let rerun = matches!(action, MapAction::RerunInitialSync { .. });
+                install(&prepared, journal, rerun).await?;
                 if spec.initial_sync.enabled {
                     initial_sync(map, &prepared, journal).await?;
                     let held = check_alerts(cfg, map, alerts, deliveries, journal)
                         .await
                         .map_err(|e| e.to_string())?;
                     if held {
-                        set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
+                        set_phase(journal, after_copy, "initial sync finished").map_err(st)?;
                         return enforce_hold(cfg, map, &prepared, journal).await;
                     }
                 }
-                set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
+                set_phase(journal, after_copy, "initial sync finished").map_err(st)?;
             }
             MapAction::Resume => {
                 drain(cfg, map, &prepared, "CatchUp", alerts, deliveries, journal).await?;
@@ -702,7 +708,7 @@ async fn drive_actions(
     // Resume an initial sync a crash interrupted.
     if journal.record.phase == Phase::InitialSync {
         initial_sync(map, &prepared, journal).await?;
-        set_phase(journal, Phase::Running, "initial sync finished").map_err(st)?;
+        set_phase(journal, after_copy, "initial sync finished").map_err(st)?;
     }
     if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
         drain(cfg, map, &prepared, "Live", alerts, deliveries, journal).await?;
@@ -718,21 +724,29 @@ async fn drive_actions(
     Ok(())
 }
 
-async fn install(p: &Prepared, journal: &mut Journal<'_>) -> Result<(), String> {
+/// Installs capture. A fresh start moves the cursors to the end of the changelog: changes
+/// from there on are drained after the copy (re-applying one the copy already wrote is
+/// harmless, upserts are idempotent). A re-run keeps them, so a change queued before it
+/// (a delete, which a copy cannot carry) is still applied.
+async fn install(
+    p: &Prepared,
+    journal: &mut Journal<'_>,
+    keep_cursors: bool,
+) -> Result<(), String> {
     for link in &p.links {
         let table = p.sides(link).from_table;
         link.from
             .install_capture(table)
             .await
             .map_err(|e| e.to_string())?;
-        // Changes from here on are drained after the copy; re-applying one the copy already
-        // wrote is harmless (idempotent upserts).
-        let seq = link
-            .from
-            .max_change_seq(table)
-            .await
-            .map_err(|e| e.to_string())?;
-        sync::set_cursor(&mut journal.runtime, link.flow.way, seq);
+        if !keep_cursors {
+            let seq = link
+                .from
+                .max_change_seq(table)
+                .await
+                .map_err(|e| e.to_string())?;
+            sync::set_cursor(&mut journal.runtime, link.flow.way, seq);
+        }
     }
     journal.save().map_err(|e| e.to_string())
 }

@@ -391,3 +391,48 @@ pair_tests! {
     mysql_to_postgres: mysql -> postgres;
     mysql_to_mysql: mysql -> mysql;
 }
+
+/// Raising `initialSync.run` copies the table again; a change queued before the re-run (a
+/// delete, which a copy cannot carry) is still applied, and a Paused map stays Paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_initial_sync_keeps_queued_changes_and_the_desired_phase() {
+    let mut p = Pair::new(
+        TestDb::sqlite().await,
+        TestDb::sqlite().await,
+        "SourceToDestination",
+    )
+    .await;
+    let st = p.src_table.clone();
+    Pair::insert(&mut p.src, &st, "name", 1..11, "row").await;
+    p.reconcile();
+    p.src
+        .plain
+        .exec(&format!("DELETE FROM {st} WHERE id = 3"))
+        .await;
+    let map = std::fs::read_to_string(p.repo.path().join("maps/m.yaml")).unwrap();
+    p.repo.write(
+        "maps/m.yaml",
+        &format!("{map}  initialSync: {{ run: 2 }}\n"),
+    );
+    let status = p.reconcile();
+    assert!(status.contains("run: 2\n    status: Completed"), "{status}");
+    assert_eq!(
+        p.assert_same().await,
+        9,
+        "the delete queued before the re-run is applied"
+    );
+
+    // Re-run while Paused: the copy runs, the map stays Paused.
+    p.repo.write(
+        "maps/m.yaml",
+        &format!(
+            "{}  initialSync: {{ run: 3 }}\n",
+            map.replace("state: Running", "state: Paused")
+        ),
+    );
+    let status = p.reconcile();
+    assert!(
+        status.contains("run: 3\n    status: Completed") && status.contains("phase: Paused"),
+        "{status}"
+    );
+}
