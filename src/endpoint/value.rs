@@ -500,9 +500,9 @@ pub(crate) fn format_timestamp(t: NaiveDateTime, sep: char, suffix: &str) -> Str
         t.second()
     );
     if nanos != 0 {
-        let _ = if nanos % 1_000_000 == 0 {
+        let _ = if nanos.is_multiple_of(1_000_000) {
             write!(out, ".{:03}", nanos / 1_000_000)
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             write!(out, ".{:06}", nanos / 1_000)
         } else {
             write!(out, ".{nanos:09}")

@@ -1,6 +1,6 @@
 //! The initial sync: copies a table page by page in key order (bounded memory), writing each
 //! page as one batch. A reader task pages the table ahead of the writer through a channel
-//! of depth [`READ_AHEAD`], so reading the next page overlaps converting and writing the
+//! of depth `READ_AHEAD`, so reading the next page overlaps converting and writing the
 //! current one; memory stays bounded to a few pages.
 //!
 //! Progress (the last key written and the counts) is saved at most once per

@@ -130,7 +130,8 @@ pub async fn write_isolating(
     out: &mut Outcome,
 ) -> Result<(), Unreachable> {
     // The ops apart from what reports them, so that any range is a slice: no copies.
-    let (meta, ops): (Vec<(Vec<Value>, Option<Row>)>, Vec<WriteOp>) = items
+    type Meta = (Vec<Value>, Option<Row>);
+    let (meta, ops): (Vec<Meta>, Vec<WriteOp>) = items
         .into_iter()
         .map(|i| ((i.key, i.source_row), i.op))
         .unzip();
