@@ -196,30 +196,7 @@ impl TableInfo {
         columns: &[String],
         row: &[Value],
     ) -> Result<Row, EndpointError> {
-        if row.len() != columns.len() {
-            return Err(EndpointError::RowShape {
-                expected: columns.len(),
-                got: row.len(),
-            });
-        }
-        columns
-            .iter()
-            .zip(row)
-            .map(|(name, value)| {
-                let column = self
-                    .column(name)
-                    .ok_or_else(|| EndpointError::ColumnNotFound {
-                        table: table.to_string(),
-                        column: name.clone(),
-                    })?;
-                value
-                    .convert_to(column.kind)
-                    .map_err(|source| EndpointError::Convert {
-                        column: name.clone(),
-                        source,
-                    })
-            })
-            .collect()
+        self.convert_row_owned(table, columns, row.to_vec())
     }
 }
 
