@@ -173,6 +173,10 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
         MyValue::NULL => Value::Null,
         MyValue::Bytes(b) if kind == ValueKind::Bytes => Value::Bytes(b),
         MyValue::Bytes(b) => match String::from_utf8(b) {
+            // Text of another kind (dates, decimals) is parsed where it lies.
+            Ok(s) if kind != ValueKind::Text && kind != ValueKind::Json => {
+                return Value::from_text(&s, kind).map_err(|e| transform(e.to_string()));
+            }
             Ok(s) => Value::Text(s),
             Err(e) => Value::Bytes(e.into_bytes()),
         },
@@ -198,7 +202,7 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
             Value::Text(format!("{sign}{hours:02}:{mi:02}:{s:02}.{us:06}"))
         }
     };
-    raw.convert_to(kind).map_err(|e| transform(e.to_string()))
+    raw.into_kind(kind).map_err(|e| transform(e.to_string()))
 }
 
 fn transform(message: String) -> WriteError {

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
-use tokio_postgres::types::{ToSql, Type};
+use std::borrow::Cow;
+
+use tokio_postgres::types::private::BytesMut;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
 use super::sql::{Dialect, Engine, Stmt, first_texts, on_conflict_clause, text_at};
@@ -40,8 +43,6 @@ struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
 }
-
-type Param = Box<dyn ToSql + Sync + Send>;
 
 impl Conn {
     async fn open(url: &str, secrets: &[String]) -> Result<Conn, WriteError> {
@@ -89,7 +90,8 @@ impl From<tokio_postgres::Error> for ConnError {
 impl Conn {
     async fn query(&mut self, stmt: &Stmt) -> Result<Vec<tokio_postgres::Row>, ConnError> {
         let prepared = prepare(&mut self.statements, &self.client, &stmt.sql).await?;
-        let params = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+        let bound = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+        let params = params(&bound);
         Ok(self.client.query(&prepared, &refs(&params)).await?)
     }
 
@@ -106,7 +108,8 @@ impl Conn {
                 continue;
             }
             let prepared = prepare(&mut self.statements, &tx, &stmt.sql).await?;
-            let params = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+            let bound = bind_all(&prepared, &stmt.params).map_err(ConnError::Bind)?;
+            let params = params(&bound);
             affected += tx.execute(&prepared, &refs(&params)).await?;
         }
         tx.commit().await?;
@@ -234,55 +237,72 @@ fn transform(message: String) -> WriteError {
     WriteError::new(WriteErrorClass::Transform, None, message)
 }
 
-/// The parameter for `value`, typed as the server expects it (`ty`).
-fn bind(ty: &Type, value: &Value) -> Result<Param, WriteError> {
+/// `value` as a value of the kind the server expects for a parameter of type `ty`: borrowed
+/// when it already is one (the common case), converted otherwise. Integers are checked
+/// against the range of `smallint`/`integer` here, so the error names the value.
+fn bind<'v>(ty: &Type, value: &'v Value) -> Result<Cow<'v, Value>, WriteError> {
     let kind = kind_of_type(ty).unwrap_or(ValueKind::Text);
-    let value = value
-        .convert_to(kind)
-        .map_err(|e| transform(e.to_string()))?;
-    let out_of_range = |i: i64| transform(format!("value {i} is out of range for type {ty}"));
-    Ok(match (kind, value) {
-        (ValueKind::Int, Value::Int(i)) if *ty == Type::INT2 => {
-            Box::new(i16::try_from(i).map_err(|_| out_of_range(i))?)
+    let value = if value.is_of(kind) {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(
+            value
+                .convert_to(kind)
+                .map_err(|e| transform(e.to_string()))?,
+        )
+    };
+    if let Value::Int(i) = *value {
+        let fits = match *ty {
+            Type::INT2 => i16::try_from(i).is_ok(),
+            Type::INT4 => i32::try_from(i).is_ok(),
+            _ => true,
+        };
+        if !fits {
+            return Err(transform(format!(
+                "value {i} is out of range for type {ty}"
+            )));
         }
-        (ValueKind::Int, Value::Int(i)) if *ty == Type::INT4 => {
-            Box::new(i32::try_from(i).map_err(|_| out_of_range(i))?)
-        }
-        (ValueKind::Float, Value::Float(f)) if *ty == Type::FLOAT4 => Box::new(f as f32),
-        (_, Value::Bool(b)) => Box::new(b),
-        (_, Value::Int(i)) => Box::new(i),
-        (_, Value::Decimal(d)) => Box::new(d),
-        (_, Value::Float(f)) => Box::new(f),
-        (_, Value::Text(s)) => Box::new(s),
-        (_, Value::Bytes(b)) => Box::new(b),
-        (_, Value::Date(d)) => Box::new(d),
-        (_, Value::Timestamp(t)) => Box::new(t),
-        (_, Value::TimestampTz(t)) => Box::new(t),
-        (_, Value::Json(j)) => Box::new(j),
-        (_, Value::Null) => typed_null(ty),
-    })
-}
-
-/// A NULL the driver accepts for a parameter of type `ty`.
-fn typed_null(ty: &Type) -> Param {
-    match *ty {
-        Type::BOOL => Box::new(None::<bool>),
-        Type::INT2 => Box::new(None::<i16>),
-        Type::INT4 => Box::new(None::<i32>),
-        Type::INT8 => Box::new(None::<i64>),
-        Type::NUMERIC => Box::new(None::<Decimal>),
-        Type::FLOAT4 => Box::new(None::<f32>),
-        Type::FLOAT8 => Box::new(None::<f64>),
-        Type::BYTEA => Box::new(None::<Vec<u8>>),
-        Type::DATE => Box::new(None::<NaiveDate>),
-        Type::TIMESTAMP => Box::new(None::<NaiveDateTime>),
-        Type::TIMESTAMPTZ => Box::new(None::<DateTime<Utc>>),
-        Type::JSON | Type::JSONB => Box::new(None::<serde_json::Value>),
-        _ => Box::new(None::<String>),
     }
+    Ok(value)
 }
 
-fn bind_all(stmt: &Statement, values: &[Value]) -> Result<Vec<Param>, WriteError> {
+/// A [`Value`] bound as a parameter, encoded for the parameter's type without a copy.
+#[derive(Debug)]
+struct Param<'a>(&'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) if *ty == Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+            Value::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Value::Int(i) => i.to_sql(ty, out),
+            Value::Float(f) if *ty == Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+            Value::Float(f) => f.to_sql(ty, out),
+            Value::Bool(b) => b.to_sql(ty, out),
+            Value::Decimal(d) => d.to_sql(ty, out),
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+            Value::Bytes(b) => b.as_slice().to_sql(ty, out),
+            Value::Date(d) => d.to_sql(ty, out),
+            Value::Timestamp(t) => t.to_sql(ty, out),
+            Value::TimestampTz(t) => t.to_sql(ty, out),
+            Value::Json(j) => j.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // `bind` has made the value of the kind the parameter's type expects.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn bind_all<'v>(stmt: &Statement, values: &'v [Value]) -> Result<Vec<Cow<'v, Value>>, WriteError> {
     stmt.params()
         .iter()
         .zip(values)
@@ -290,11 +310,12 @@ fn bind_all(stmt: &Statement, values: &[Value]) -> Result<Vec<Param>, WriteError
         .collect()
 }
 
-fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect()
+fn params<'a>(bound: &'a [Cow<'_, Value>]) -> Vec<Param<'a>> {
+    bound.iter().map(|v| Param(v.as_ref())).collect()
+}
+
+fn refs<'a>(params: &'a [Param<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
 fn read_raw(row: &tokio_postgres::Row, i: usize) -> Result<Value, tokio_postgres::Error> {
@@ -335,7 +356,7 @@ fn read_row(row: &tokio_postgres::Row, kinds: &[ValueKind]) -> Result<Row, Write
         .map(|(i, kind)| {
             read_raw(row, i)
                 .map_err(|e| transform(e.to_string()))?
-                .convert_to(*kind)
+                .into_kind(*kind)
                 .map_err(|e| transform(e.to_string()))
         })
         .collect()
