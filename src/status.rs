@@ -203,13 +203,29 @@ pub struct RecentError {
 }
 
 /// Builds a map's status from the state store.
-pub fn map_status(
+/// The statuses of `maps`, in order, reading the stored map records once.
+pub fn map_statuses<'a>(
+    store: &dyn crate::state::StateStore,
+    maps: impl Iterator<Item = &'a crate::config::TableMap>,
+) -> Result<Vec<(String, MapStatus)>, crate::state::StateError> {
+    let mut records: BTreeMap<String, crate::state::MapRecord> = store
+        .maps()?
+        .into_iter()
+        .map(|m| (m.name.clone(), m))
+        .collect();
+    maps.map(|map| {
+        let record = records.remove(&map.metadata.name);
+        Ok((map.metadata.name.clone(), map_status(store, map, record)?))
+    })
+    .collect()
+}
+
+fn map_status(
     store: &dyn crate::state::StateStore,
     map: &crate::config::TableMap,
-    pending: u64,
+    record: Option<crate::state::MapRecord>,
 ) -> Result<MapStatus, crate::state::StateError> {
     let name = &map.metadata.name;
-    let record = store.maps()?.into_iter().find(|m| &m.name == name);
     let runtime = store.runtime(name)?;
     let phase = record
         .as_ref()
@@ -285,7 +301,9 @@ pub fn map_status(
             status: r.status.clone(),
             directions: r.directions.clone(),
         }),
-        queue: Queue { pending },
+        queue: Queue {
+            pending: runtime.pending,
+        },
         counters: Counters {
             synced: runtime.synced,
             last_sync_at: runtime.last_sync_at.clone(),

@@ -141,16 +141,11 @@ fn apply(
         .map_err(|e| e.to_string())?;
     let store = crate::reconcile::open_store(dir, cfg).map_err(|e| e.to_string())?;
     let mut written = 0;
-    for m in &cfg.maps {
-        let pending = store
-            .runtime(&m.resource.metadata.name)
-            .map(|r| r.pending)
-            .unwrap_or(0);
-        let status = crate::status::map_status(store.as_ref(), &m.resource, pending)
+    let statuses =
+        crate::status::map_statuses(store.as_ref(), cfg.maps.iter().map(|m| &m.resource))
             .map_err(|e| e.to_string())?;
-        if crate::status::write_map_status(dir, &m.resource.metadata.name, &status)
-            .map_err(|e| e.to_string())?
-        {
+    for (name, status) in &statuses {
+        if crate::status::write_map_status(dir, name, status).map_err(|e| e.to_string())? {
             written += 1;
         }
     }

@@ -254,20 +254,12 @@ pub fn status(
     cfg: &Config,
     only: Option<&str>,
 ) -> io::Result<()> {
-    let mut all = Vec::new();
-    for m in cfg
+    let selected = cfg
         .maps
         .iter()
         .map(|m| &m.resource)
-        .filter(|m| only.is_none_or(|o| o == m.metadata.name))
-    {
-        let pending = store
-            .runtime(&m.metadata.name)
-            .map(|r| r.pending)
-            .unwrap_or(0);
-        let st = crate::status::map_status(store, m, pending).map_err(io::Error::other)?;
-        all.push((m.metadata.name.clone(), st));
-    }
+        .filter(|m| only.is_none_or(|o| o == m.metadata.name));
+    let all = crate::status::map_statuses(store, selected).map_err(io::Error::other)?;
     if format == Output::Json {
         let maps: serde_json::Map<String, serde_json::Value> = all
             .into_iter()
