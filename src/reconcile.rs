@@ -24,6 +24,8 @@ pub enum ReconcileError {
     Config(String),
     #[error("writing status files: {0}")]
     Status(#[from] std::io::Error),
+    #[error("purging errored records: {0}")]
+    Purge(#[from] crate::errors::PurgeError),
 }
 
 /// What one pass did, per map: the phase it ended in and any map-level problem.
@@ -107,6 +109,14 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
         open: HashMap::new(),
     };
     let mut report = Report::default();
+    crate::errors::purge(
+        store.as_ref(),
+        dir,
+        &cfg.project.resource,
+        crate::alert::millis(chrono::Utc::now()),
+    )?;
+    let provenance = crate::requests::provenance(dir);
+    let (_, mut queues) = crate::requests::admit(store.as_ref(), cfg, &provenance, revision)?;
     let mut alerts = load_alerts(store.as_ref(), cfg)?;
     let mut deliveries = Vec::new();
     let stored: HashMap<String, MapRecord> = store
@@ -124,6 +134,7 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
             &mut endpoints,
             &mut alerts,
             &mut deliveries,
+            &mut queues,
             cfg,
             map,
             record,
@@ -546,6 +557,7 @@ async fn drive(
     endpoints: &mut Endpoints<'_>,
     alerts: &mut crate::alert::Engine,
     deliveries: &mut Deliveries,
+    queues: &mut crate::requests::Queues,
     cfg: &Config,
     map: &TableMap,
     record: Option<MapRecord>,
@@ -612,6 +624,7 @@ async fn drive(
         &actions,
         alerts,
         deliveries,
+        queues,
         &mut journal,
     )
     .await;
@@ -641,8 +654,10 @@ fn set_phase(journal: &mut Journal<'_>, phase: Phase, cause: &str) -> Result<(),
     journal.save()
 }
 
-/// Runs the plan's actions for one map, then drains while Running. A map-level problem
-/// (endpoint down, table missing) comes back as its message; progress so far is saved.
+/// Runs the plan's actions for one map, then drains and runs its queued requests while
+/// Running. A map-level problem (endpoint down, table missing) comes back as its message;
+/// progress so far is saved.
+#[allow(clippy::too_many_arguments)]
 async fn drive_actions(
     endpoints: &mut Endpoints<'_>,
     cfg: &Config,
@@ -650,6 +665,7 @@ async fn drive_actions(
     actions: &[MapAction],
     alerts: &mut crate::alert::Engine,
     deliveries: &mut Deliveries,
+    queues: &mut crate::requests::Queues,
     journal: &mut Journal<'_>,
 ) -> Result<(), String> {
     let st = |e: StateError| e.to_string();
@@ -712,6 +728,11 @@ async fn drive_actions(
     }
     if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
         drain(cfg, map, &prepared, "Live", alerts, deliveries, journal).await?;
+        if journal.record.held_by.is_none() {
+            run_requests(map, &prepared, queues, journal)
+                .await
+                .map_err(st)?;
+        }
     }
     journal.runtime.pending = 0;
     if journal.record.phase == Phase::Paused {
@@ -720,6 +741,43 @@ async fn drive_actions(
             journal.runtime.pending +=
                 queued(link, table, sync::cursor(&journal.runtime, link.flow.way)).await?;
         }
+    }
+    Ok(())
+}
+
+/// Runs the requests waiting for a Running, caught-up map, in order, storing each status.
+async fn run_requests(
+    map: &TableMap,
+    p: &Prepared,
+    queues: &mut crate::requests::Queues,
+    journal: &mut Journal<'_>,
+) -> Result<(), StateError> {
+    let Some(queue) = queues.remove(&map.metadata.name) else {
+        return Ok(());
+    };
+    let ways: Vec<crate::requests::Way<'_>> = p
+        .links
+        .iter()
+        .map(|link| crate::requests::Way {
+            sides: p.sides(link),
+            flow: &link.flow,
+        })
+        .collect();
+    for (request, mut status) in queue {
+        crate::requests::execute(
+            &request,
+            &mut status,
+            journal,
+            &ways,
+            map.spec.batch_size as usize,
+        )
+        .await?;
+        journal.store.put_request(
+            &request.metadata.name,
+            &serde_json::to_value(&request).expect("request serializes"),
+            &status,
+        )?;
+        journal.save()?;
     }
     Ok(())
 }
@@ -751,6 +809,11 @@ async fn install(
     journal.save().map_err(|e| e.to_string())
 }
 
+/// Runs (or resumes) the initial sync of the map's current `initialSync.run`. A re-run with
+/// `retryErrors: true` copies everything again, so the records that failed before are
+/// retried with the rest; with `retryErrors: false` ("Rerun execution without errors") it
+/// adds only keys the target lacks and leaves the records with open errors as they are. A
+/// run that stops on an endpoint or schema problem is Failed and resumes where it stopped.
 async fn initial_sync(
     map: &TableMap,
     p: &Prepared,
@@ -763,23 +826,53 @@ async fn initial_sync(
             .runtime
             .initial_sync
             .as_ref()
-            .is_some_and(|r| r.run == run && r.status == "Running");
-    if !resuming {
+            .is_some_and(|r| r.run == run && matches!(r.status.as_str(), "Running" | "Failed"));
+    if resuming {
+        let current = journal
+            .runtime
+            .initial_sync
+            .as_mut()
+            .expect("checked above");
+        current.status = "Running".into();
+        current.problem = None;
+    } else {
+        let previous = journal.runtime.initial_sync.take();
+        let rerun = previous.is_some();
+        if let Some(previous) = previous {
+            journal.runtime.earlier_runs.insert(0, previous);
+            journal
+                .runtime
+                .earlier_runs
+                .truncate(crate::state::RUN_HISTORY);
+        }
+        let retry_errors = spec.initial_sync.retry_errors || !rerun;
         journal.runtime.initial_sync = Some(InitialSyncRun {
             run,
             status: "Running".into(),
+            retry_errors,
+            started_at: Some(now()),
             ..Default::default()
         });
         journal.record.phase = Phase::InitialSync;
         journal.runtime.since = Some(now());
+        let how = if retry_errors {
+            ""
+        } else {
+            " without errors (only missing keys; records with open errors are left as they are)"
+        };
         journal
             .log(
                 "InitialSyncStarted",
-                &format!("initial sync run {run} started"),
+                &format!("initial sync run {run} started{how}"),
             )
             .map_err(|e| e.to_string())?;
         journal.save().map_err(|e| e.to_string())?;
     }
+    let retry_errors = journal
+        .runtime
+        .initial_sync
+        .as_ref()
+        .is_none_or(|r| r.retry_errors);
     // The primary side is copied in full first; the other side only adds keys it lacks.
     let primary_way = match spec.initial_sync.primary {
         Side::Source => Way::SourceToDestination,
@@ -788,16 +881,29 @@ async fn initial_sync(
     let mut links: Vec<&Link> = p.links.iter().collect();
     links.sort_by_key(|l| l.flow.way != primary_way);
     for link in links {
-        let only_missing = link.flow.way != primary_way;
-        sync::initial::copy(
+        let skip = if retry_errors {
+            std::collections::HashSet::new()
+        } else {
+            open_error_keys(journal.store, &journal.map, link.flow.way)
+                .map_err(|e| e.to_string())?
+        };
+        let copied = sync::initial::copy(
             &p.sides(link),
             &link.flow,
             spec.batch_size as usize,
-            only_missing,
+            link.flow.way != primary_way || !retry_errors,
+            &skip,
             journal,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+        if let Err(e) = copied {
+            let problem = e.to_string();
+            let run_state = journal.runtime.initial_sync.as_mut().expect("run started");
+            run_state.status = "Failed".into();
+            run_state.problem = Some(problem.clone());
+            journal.save().map_err(|e| e.to_string())?;
+            return Err(problem);
+        }
     }
     let run_state = journal.runtime.initial_sync.as_mut().expect("run started");
     let errors: u64 = run_state.directions.values().map(|d| d.errors).sum();
@@ -806,6 +912,7 @@ async fn initial_sync(
     } else {
         "CompletedWithErrors".into()
     };
+    run_state.finished_at = Some(now());
     run_state.resume_after.clear();
     let counts = run_state
         .directions
@@ -825,6 +932,26 @@ async fn initial_sync(
             &format!("initial sync run {run} {status}: {counts}"),
         )
         .map_err(|e| e.to_string())
+}
+
+/// The keys (as stored, `{"column": value}`) of a map's open errors in one way: what a
+/// re-run without errors leaves alone. Read page by page.
+fn open_error_keys(
+    store: &dyn StateStore,
+    map: &str,
+    way: Way,
+) -> Result<std::collections::HashSet<String>, StateError> {
+    let mut keys = std::collections::HashSet::new();
+    let mut query = crate::state::ErrorQuery::open(map);
+    query.direction = Some(way.name().to_string());
+    loop {
+        let page = store.query_errors(&query, crate::state::Order::NewestFirst, 10_000)?;
+        let Some(last) = page.last() else {
+            return Ok(keys);
+        };
+        query.below_id = Some(last.id);
+        keys.extend(page.into_iter().map(|e| e.key));
+    }
 }
 
 /// Drains captured changes of every way until caught up, resolving conflicts by policy.

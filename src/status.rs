@@ -157,10 +157,38 @@ pub struct Condition {
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct InitialSyncStatus {
     pub run: u32,
     pub status: String,
     pub directions: BTreeMap<String, crate::state::DirectionCounts>,
+    /// false for a "Rerun execution without errors".
+    pub retry_errors: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why the run is Failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Earlier runs, newest first, each with its status and per-direction counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<InitialSyncStatus>,
+}
+
+impl InitialSyncStatus {
+    fn of(run: &crate::state::InitialSyncRun, earlier: &[crate::state::InitialSyncRun]) -> Self {
+        InitialSyncStatus {
+            run: run.run,
+            status: run.status.clone(),
+            directions: run.directions.clone(),
+            retry_errors: run.retry_errors,
+            started_at: run.started_at.clone(),
+            finished_at: run.finished_at.clone(),
+            message: run.problem.clone(),
+            earlier_runs: earlier.iter().map(|r| Self::of(r, &[])).collect(),
+        }
+    }
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -296,11 +324,10 @@ fn map_status(
         phase: phase.name().to_string(),
         held_by,
         conditions,
-        initial_sync: runtime.initial_sync.as_ref().map(|r| InitialSyncStatus {
-            run: r.run,
-            status: r.status.clone(),
-            directions: r.directions.clone(),
-        }),
+        initial_sync: runtime
+            .initial_sync
+            .as_ref()
+            .map(|r| InitialSyncStatus::of(r, &runtime.earlier_runs)),
         queue: Queue {
             pending: runtime.pending,
         },
@@ -360,4 +387,35 @@ pub struct AlertStatus {
 /// Writes `status/alerts/<name>.yaml`; returns whether it changed.
 pub fn write_alert_status(dir: &Path, name: &str, status: &AlertStatus) -> std::io::Result<bool> {
     write_status(dir, "alerts", "AlertRuleStatus", name, status)
+}
+
+/// Writes `status/requests/<name>.yaml`; returns whether it changed.
+pub fn write_request_status(
+    dir: &Path,
+    name: &str,
+    status: &crate::state::RequestStatus,
+) -> std::io::Result<bool> {
+    write_status(dir, "requests", "ErrorRequestStatus", name, status)
+}
+
+/// Removes `status/<folder>/*.yaml` files of resources no longer in the config. Returns how
+/// many were removed.
+pub fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> std::io::Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir.join(STATUS_DIR).join(folder)) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = path.extension().is_some_and(|e| e == "yaml")
+            && path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|name| !keep.contains(&name));
+        if stale {
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use dualwrite::state::postgres::PostgresStore;
 use dualwrite::state::sqlite::SqliteStore;
 use dualwrite::state::{
-    AppliedRecord, DirectionCounts, ErrorRecord, InitialSyncRun, MapRecord, MapRuntime, Phase,
-    StateStore,
+    AppliedRecord, DirectionCounts, ErrorQuery, ErrorRecord, InitialSyncRun, MapRecord, MapRuntime,
+    Order, Phase, RequestStatus, StateStore,
 };
 
 const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -213,7 +213,17 @@ fn runtime(cursor: i64) -> MapRuntime {
             )]
             .into(),
             resume_after: [("erp->crm".to_string(), "[9]".to_string())].into(),
+            retry_errors: true,
+            started_at: Some("2024-05-01T08:00:00Z".into()),
+            finished_at: None,
+            problem: None,
         }),
+        earlier_runs: vec![InitialSyncRun {
+            run: 0,
+            status: "Failed".into(),
+            problem: Some("endpoint crm: connection refused".into()),
+            ..Default::default()
+        }],
         synced: 42,
         last_sync_at: Some("2024-05-01T10:00:00Z".into()),
         lag_seconds: Some(1.5),
@@ -490,6 +500,165 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
     assert!(store.has_open_errors("customers").unwrap());
     assert_eq!(store.activity("customers", 10).unwrap().len(), 3);
     store.forget_map("never-existed").unwrap();
+
+    // The activity log since a time, oldest first (`dualwrite logs`).
+    let since: Vec<String> = store
+        .activity_since("customers", Some("2024-05-01T10:00:02Z"))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.event)
+        .collect();
+    assert_eq!(since, ["StateChanged", "InitialSyncFinished"]);
+    assert_eq!(store.activity_since("customers", None).unwrap().len(), 3);
+
+    filtered_queries_select_exactly_what_they_name(store);
+    requests_keep_their_status(store);
+}
+
+/// `errors list` and ErrorRequest filters: each field narrows, ids and paging are exact,
+/// resolving and deleting touch only the ids given.
+fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
+    let map = "filtered";
+    let mut ids = Vec::new();
+    for i in 0..6i64 {
+        let mut e = error(
+            map,
+            if i % 2 == 0 {
+                "SourceToDestination"
+            } else {
+                "DestinationToSource"
+            },
+            100 + i,
+            &format!("2024-06-01T10:00:0{i}.000Z"),
+        );
+        e.phase = ["InitialSync", "Live", "CatchUp"][i as usize % 3].into();
+        e.error_type = if i < 4 {
+            "ApplicationError"
+        } else {
+            "TransformError"
+        }
+        .into();
+        ids.push(store.record_error(&e).unwrap());
+    }
+    let base = ErrorQuery::open(map);
+    let count = |q: &ErrorQuery| store.count_errors(q).unwrap();
+    assert_eq!(count(&base), 6);
+    assert_eq!(
+        count(&ErrorQuery {
+            direction: Some("DestinationToSource".into()),
+            ..base.clone()
+        }),
+        3
+    );
+    assert_eq!(
+        count(&ErrorQuery {
+            error_type: Some("TransformError".into()),
+            ..base.clone()
+        }),
+        2
+    );
+    assert_eq!(
+        count(&ErrorQuery {
+            phase: Some("CatchUp".into()),
+            ..base.clone()
+        }),
+        2
+    );
+    // from is inclusive, to exclusive.
+    let window = ErrorQuery {
+        from: Some("2024-06-01T10:00:01.000Z".into()),
+        to: Some("2024-06-01T10:00:03.000Z".into()),
+        ..base.clone()
+    };
+    let listed: Vec<i64> = store
+        .query_errors(&window, Order::OldestFirst, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(listed, ids[1..3]);
+    let picked = ErrorQuery {
+        ids: vec![ids[0], ids[5], 999_999],
+        ..base.clone()
+    };
+    assert_eq!(count(&picked), 2);
+    let newest: Vec<i64> = store
+        .query_errors(&base, Order::NewestFirst, 2)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(newest, [ids[5], ids[4]]);
+    let page = ErrorQuery {
+        below_id: Some(ids[4]),
+        ..base.clone()
+    };
+    assert_eq!(
+        store.query_errors(&page, Order::NewestFirst, 2).unwrap()[0].id,
+        ids[3]
+    );
+    // Other maps are never selected.
+    assert_eq!(
+        count(&ErrorQuery {
+            map: Some("nope".into()),
+            ..base.clone()
+        }),
+        0
+    );
+
+    assert_eq!(
+        store.resolve_errors(&[ids[0], ids[1]], "Retried").unwrap(),
+        2
+    );
+    assert_eq!(
+        store.resolve_errors(&[ids[0]], "Retried").unwrap(),
+        0,
+        "only open errors move"
+    );
+    assert_eq!(count(&base), 4);
+    assert_eq!(
+        count(&ErrorQuery {
+            state: Some("Retried".into()),
+            ..base.clone()
+        }),
+        2
+    );
+    assert_eq!(store.delete_errors(&[ids[2], ids[3]]).unwrap(), 2);
+    assert_eq!(
+        count(&ErrorQuery {
+            state: None,
+            ..base.clone()
+        }),
+        4
+    );
+}
+
+fn requests_keep_their_status(store: &mut dyn StateStore) {
+    assert_eq!(store.request_status("retry-a").unwrap(), None);
+    let status = RequestStatus {
+        state: "Completed".into(),
+        map: "customers".into(),
+        action: "Retry".into(),
+        matched: 3,
+        succeeded: 2,
+        failed: 1,
+        requested_by: Some("Ada <ada@example.com>".into()),
+        revision: Some("abc1234".into()),
+        ..Default::default()
+    };
+    let applied = serde_json::json!({"spec": {"map": "customers", "action": "Retry"}});
+    store.put_request("retry-a", &applied, &status).unwrap();
+    assert_eq!(
+        store.request_status("retry-a").unwrap(),
+        Some(status.clone())
+    );
+    let listed = store.requests().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].applied, applied);
+    assert_eq!(listed[0].state.as_deref(), Some("Completed"));
+    store.forget_request("retry-a").unwrap();
+    assert!(store.requests().unwrap().is_empty());
+    assert_eq!(store.request_status("retry-a").unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------------------

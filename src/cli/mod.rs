@@ -169,6 +169,45 @@ fn apply(
             .map_err(|e| e.to_string())?;
         }
     }
+    for located in &cfg.requests {
+        let name = &located.resource.metadata.name;
+        if let Some(status) = store.request_status(name).map_err(|e| e.to_string())? {
+            if crate::status::write_request_status(dir, name, &status).map_err(|e| e.to_string())? {
+                written += 1;
+            }
+            if status.finished_at.is_some() || status.state != "Queued" {
+                writeln!(
+                    out,
+                    "request {name}: {}{}",
+                    status.state,
+                    status
+                        .reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let maps: Vec<&str> = cfg
+        .maps
+        .iter()
+        .map(|m| m.resource.metadata.name.as_str())
+        .collect();
+    let alerts: Vec<&str> = cfg
+        .alerts
+        .iter()
+        .map(|a| a.resource.metadata.name.as_str())
+        .collect();
+    let requests: Vec<&str> = cfg
+        .requests
+        .iter()
+        .map(|r| r.resource.metadata.name.as_str())
+        .collect();
+    for (folder, keep) in [("maps", maps), ("alerts", alerts), ("requests", requests)] {
+        written += crate::status::remove_stale(dir, folder, &keep).map_err(|e| e.to_string())?;
+    }
     for (name, phase, problem) in &report.maps {
         match problem {
             Some(p) => writeln!(out, "map {name}: {phase} (error: {p})"),

@@ -77,6 +77,9 @@ pub struct MapRuntime {
     pub cursor_destination: i64,
     #[serde(default)]
     pub initial_sync: Option<InitialSyncRun>,
+    /// Earlier runs of the initial sync, newest first (at most [`RUN_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<InitialSyncRun>,
     #[serde(default)]
     pub synced: u64,
     #[serde(default)]
@@ -99,6 +102,9 @@ pub struct MapRuntime {
     pub since: Option<String>,
 }
 
+/// Earlier initial-sync runs kept per map.
+pub const RUN_HISTORY: usize = 10;
+
 /// One run of the initial sync.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -106,11 +112,26 @@ pub struct InitialSyncRun {
     pub run: u32,
     /// NotStarted | Running | Completed | CompletedWithErrors | Failed
     pub status: String,
+    /// false: a "Rerun execution without errors" (only keys missing on the target, and not
+    /// the records that failed before).
+    #[serde(default = "yes")]
+    pub retry_errors: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why the run failed, while it is Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Per direction name: read, written, errors.
     pub directions: std::collections::BTreeMap<String, DirectionCounts>,
     /// Where a crashed copy resumes: the last key written, per direction (JSON array).
     #[serde(default)]
     pub resume_after: std::collections::BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
@@ -139,6 +160,122 @@ pub struct ErrorRecord {
     pub last_at: String,
     pub attempts: i64,
     pub state: String,
+}
+
+/// Which errored records a listing, a request or a purge selects: the filters of SPEC §1.
+/// Every field narrows the selection; the default selects every record of every map.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ErrorQuery {
+    pub map: Option<String>,
+    /// Latest failure at or after this time (RFC 3339 with milliseconds, UTC).
+    pub from: Option<String>,
+    /// Latest failure before this time.
+    pub to: Option<String>,
+    /// A way: SourceToDestination or DestinationToSource.
+    pub direction: Option<String>,
+    pub error_type: Option<String>,
+    pub phase: Option<String>,
+    /// Only these ids (none = any).
+    pub ids: Vec<i64>,
+    /// Only ids below this one (paging newest first).
+    pub below_id: Option<i64>,
+    /// Only records in this state (Open, Superseded, Retried); `None` = any state.
+    pub state: Option<String>,
+}
+
+/// One condition of an [`ErrorQuery`], for a store to render in its own SQL dialect.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Condition<'a> {
+    Equals(&'static str, &'a str),
+    AtLeast(&'static str, &'a str),
+    Before(&'static str, &'a str),
+    IdIn(&'a [i64]),
+    IdBelow(i64),
+}
+
+impl ErrorQuery {
+    /// The open errors of one map.
+    pub fn open(map: &str) -> Self {
+        ErrorQuery {
+            map: Some(map.to_string()),
+            state: Some("Open".into()),
+            ..Default::default()
+        }
+    }
+
+    /// The conditions, in a fixed order (the stores' indexes lead with map and state).
+    pub fn conditions(&self) -> Vec<Condition<'_>> {
+        let mut c = Vec::new();
+        let eq = [
+            ("map", &self.map),
+            ("state", &self.state),
+            ("type", &self.error_type),
+            ("phase", &self.phase),
+            ("direction", &self.direction),
+        ];
+        for (column, value) in eq {
+            if let Some(v) = value {
+                c.push(Condition::Equals(column, v));
+            }
+        }
+        if let Some(from) = &self.from {
+            c.push(Condition::AtLeast("last_at", from));
+        }
+        if let Some(to) = &self.to {
+            c.push(Condition::Before("last_at", to));
+        }
+        if !self.ids.is_empty() {
+            c.push(Condition::IdIn(&self.ids));
+        }
+        if let Some(id) = self.below_id {
+            c.push(Condition::IdBelow(id));
+        }
+        c
+    }
+}
+
+/// Which records come first in a listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// What became of an ErrorRequest (SPEC §3, `status/requests/<name>.yaml`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestStatus {
+    /// Queued | Running | Completed | Rejected | Failed
+    pub state: String,
+    pub map: String,
+    pub action: String,
+    pub matched: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub dismissed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The author of the commit that added the request file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// The commit that added the request file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When that commit was made (the request's place in its map's queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The config revision the request was last seen at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_revision: Option<String>,
+}
+
+impl RequestStatus {
+    /// Whether the request has run (or was refused) and will never run again.
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "Completed" | "Rejected" | "Failed")
+    }
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -210,6 +347,37 @@ pub trait StateStore: Send {
     fn save_alert_state(&self, rule: &str, state: &serde_json::Value) -> Result<(), StateError>;
     /// Forgets a rule removed from the config: its applied spec and its state.
     fn forget_alert(&self, rule: &str) -> Result<(), StateError>;
+
+    /// Errored records selected by `query`, at most `limit`, in `order` of id.
+    fn query_errors(
+        &self,
+        query: &ErrorQuery,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<ErrorRecord>, StateError>;
+    /// How many errored records `query` selects.
+    fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError>;
+    /// Moves open errors to `state` (Retried: a retry wrote the record). Returns how many.
+    fn resolve_errors(&self, ids: &[i64], state: &str) -> Result<u64, StateError>;
+    /// Deletes errored records for good (dismissed or purged). Returns how many.
+    fn delete_errors(&self, ids: &[i64]) -> Result<u64, StateError>;
+    /// The activity log of a map at or after `since` (all of it when `None`), oldest first.
+    fn activity_since(
+        &self,
+        map: &str,
+        since: Option<&str>,
+    ) -> Result<Vec<ActivityEntry>, StateError>;
+    /// What became of a request, if it was seen before.
+    fn request_status(&self, name: &str) -> Result<Option<RequestStatus>, StateError>;
+    /// Stores a request as applied with its status.
+    fn put_request(
+        &self,
+        name: &str,
+        applied: &serde_json::Value,
+        status: &RequestStatus,
+    ) -> Result<(), StateError>;
+    /// Forgets a request removed from the config.
+    fn forget_request(&self, name: &str) -> Result<(), StateError>;
 }
 
 /// Opens the project's state store for writing, creating it on first use. A PostgreSQL store

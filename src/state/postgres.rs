@@ -23,7 +23,8 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    ActivityEntry, AppliedRecord, ErrorRecord, MapRecord, MapRuntime, Phase, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorQuery, ErrorRecord, MapRecord, MapRuntime, Order,
+    Phase, RequestStatus, StateError, StateStore,
 };
 use crate::endpoint::{redact, url_secrets};
 
@@ -67,6 +68,8 @@ CREATE INDEX IF NOT EXISTS errors_by_key ON {s}.errors (map, direction, key, sta
 CREATE UNIQUE INDEX IF NOT EXISTS errors_open_key ON {s}.errors (map, direction, key)
     WHERE state = 'Open';
 CREATE INDEX IF NOT EXISTS errors_by_time ON {s}.errors (last_at);
+CREATE INDEX IF NOT EXISTS errors_by_filter
+    ON {s}.errors (map, state, type, phase, direction, last_at);
 CREATE TABLE IF NOT EXISTS {s}.alert_state (
     name TEXT PRIMARY KEY,
     data JSONB NOT NULL
@@ -90,6 +93,7 @@ CREATE TABLE IF NOT EXISTS {s}.requests (
     revision TEXT,
     state TEXT
 );
+ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS status JSONB;
 ";
 
 const PUT_MAP: &str = "INSERT INTO {s}.maps (name, phase, applied, applied_revision, held_by)
@@ -133,6 +137,57 @@ const MAPS: &str =
     "SELECT name, phase, applied, applied_revision, held_by FROM {s}.maps ORDER BY name";
 const ALERTS: &str = "SELECT name, applied, revision, NULL::text FROM {s}.alerts ORDER BY name";
 const REQUESTS: &str = "SELECT name, applied, revision, state FROM {s}.requests ORDER BY name";
+const ERROR_COLUMNS: &str =
+    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state";
+const RESOLVE_ERRORS: &str =
+    "UPDATE {s}.errors SET state = $2 WHERE id = ANY($1) AND state = 'Open'";
+const DELETE_ERRORS: &str = "DELETE FROM {s}.errors WHERE id = ANY($1)";
+const ACTIVITY_SINCE: &str =
+    "SELECT at, event, message FROM {s}.activity WHERE map = $1 AND at >= $2 ORDER BY id";
+const GET_REQUEST_STATUS: &str = "SELECT status FROM {s}.requests WHERE name = $1";
+const PUT_REQUEST: &str = "INSERT INTO {s}.requests (name, applied, revision, state, status)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (name) DO UPDATE SET applied = $2, revision = $3, state = $4, status = $5";
+const DELETE_REQUEST: &str = "DELETE FROM {s}.requests WHERE name = $1";
+
+/// A query parameter of a WHERE clause built at run time.
+#[derive(Debug)]
+enum Param {
+    Text(String),
+    Ids(Vec<i64>),
+    Int(i64),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Param::Text(t) => t,
+            Param::Ids(ids) => ids,
+            Param::Int(n) => n,
+        }
+    }
+}
+
+/// The WHERE clause of a query (`{s}` for the schema) and its parameters.
+fn where_clause(query: &ErrorQuery) -> (String, Vec<Param>) {
+    let mut sql = Vec::new();
+    let mut params = Vec::new();
+    for c in query.conditions() {
+        let (text, param) = match c {
+            Condition::Equals(col, v) => (format!("{col} = "), Param::Text(v.to_string())),
+            Condition::AtLeast(col, v) => (format!("{col} >= "), Param::Text(v.to_string())),
+            Condition::Before(col, v) => (format!("{col} < "), Param::Text(v.to_string())),
+            Condition::IdIn(ids) => ("id = ANY".to_string(), Param::Ids(ids.to_vec())),
+            Condition::IdBelow(id) => ("id < ".to_string(), Param::Int(id)),
+        };
+        params.push(param);
+        sql.push(format!("{text}(${})", params.len()));
+    }
+    if sql.is_empty() {
+        return (String::new(), params);
+    }
+    (format!(" WHERE {}", sql.join(" AND ")), params)
+}
 
 /// The PostgreSQL state store. Holds no secret itself: the URL stays on its thread.
 pub struct PostgresStore {
@@ -348,6 +403,17 @@ impl Session {
         self.client.query(&stmt, params).await
     }
 
+    /// A statement built at run time (a filtered listing): prepared each time, not cached.
+    async fn query_built(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let sql = sql.replace("{s}", &self.schema);
+        let params: Vec<_> = params.iter().map(Param::as_sql).collect();
+        self.client.query(&sql, &params).await
+    }
+
     async fn execute(
         &mut self,
         sql: &'static str,
@@ -479,6 +545,14 @@ fn corrupt(what: &str, source: serde_json::Error) -> StateError {
     StateError::Corrupt {
         what: what.to_string(),
         source,
+    }
+}
+
+fn activity_entry(r: &Row) -> ActivityEntry {
+    ActivityEntry {
+        at: r.get(0),
+        event: r.get(1),
+        message: r.get(2),
     }
 }
 
@@ -702,6 +776,92 @@ impl StateStore for PostgresStore {
         Ok(rows.iter().map(error_record).collect())
     }
 
+    fn query_errors(
+        &self,
+        query: &ErrorQuery,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<ErrorRecord>, StateError> {
+        let (clause, mut params) = where_clause(query);
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let direction = match order {
+            Order::NewestFirst => "DESC",
+            Order::OldestFirst => "ASC",
+        };
+        let sql = format!(
+            "SELECT {ERROR_COLUMNS} FROM {{s}}.errors{clause} ORDER BY id {direction} LIMIT ${}",
+            params.len()
+        );
+        let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
+        Ok(rows.iter().map(error_record).collect())
+    }
+
+    fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError> {
+        let (clause, params) = where_clause(query);
+        let sql = format!("SELECT COUNT(*) FROM {{s}}.errors{clause}");
+        let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn resolve_errors(&self, ids: &[i64], state: &str) -> Result<u64, StateError> {
+        let (ids, state) = (ids.to_vec(), state.to_string());
+        self.call(move |c| c.run(async |s| s.execute(RESOLVE_ERRORS, &[&ids, &state]).await))
+    }
+
+    fn delete_errors(&self, ids: &[i64]) -> Result<u64, StateError> {
+        let ids = ids.to_vec();
+        self.call(move |c| c.run(async |s| s.execute(DELETE_ERRORS, &[&ids]).await))
+    }
+
+    fn activity_since(
+        &self,
+        map: &str,
+        since: Option<&str>,
+    ) -> Result<Vec<ActivityEntry>, StateError> {
+        let (map, since) = (map.to_string(), since.unwrap_or("").to_string());
+        let rows =
+            self.call(move |c| c.run(async |s| s.query(ACTIVITY_SINCE, &[&map, &since]).await))?;
+        Ok(rows.iter().map(activity_entry).collect())
+    }
+
+    fn request_status(&self, name: &str) -> Result<Option<RequestStatus>, StateError> {
+        let key = name.to_string();
+        let data = self.call(move |c| {
+            c.run(async |s| {
+                let rows = s.query(GET_REQUEST_STATUS, &[&key]).await?;
+                Ok(rows
+                    .first()
+                    .and_then(|r| r.get::<_, Option<serde_json::Value>>(0)))
+            })
+        })?;
+        data.map(|d| serde_json::from_value(d).map_err(|e| corrupt(&format!("request {name}"), e)))
+            .transpose()
+    }
+
+    fn put_request(
+        &self,
+        name: &str,
+        applied: &serde_json::Value,
+        status: &RequestStatus,
+    ) -> Result<(), StateError> {
+        let (name, applied) = (name.to_string(), applied.clone());
+        let (revision, state) = (status.observed_revision.clone(), status.state.clone());
+        let data = serde_json::to_value(status).expect("status serializes");
+        self.call(move |c| {
+            c.run(async |s| {
+                s.execute(PUT_REQUEST, &[&name, &applied, &revision, &state, &data])
+                    .await
+            })
+        })?;
+        Ok(())
+    }
+
+    fn forget_request(&self, name: &str) -> Result<(), StateError> {
+        let name = name.to_string();
+        self.call(move |c| c.run(async |s| s.execute(DELETE_REQUEST, &[&name]).await))?;
+        Ok(())
+    }
+
     fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError> {
         let map = map.to_string();
         let rows =
@@ -727,14 +887,7 @@ impl StateStore for PostgresStore {
         let map = map.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.call(move |c| c.run(async |s| s.query(ACTIVITY, &[&map, &limit]).await))?;
-        Ok(rows
-            .iter()
-            .map(|r| ActivityEntry {
-                at: r.get(0),
-                event: r.get(1),
-                message: r.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(activity_entry).collect())
     }
 }
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ActivityEntry, AppliedRecord, ErrorRecord, MapRecord, MapRuntime, Phase, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorQuery, ErrorRecord, MapRecord, MapRuntime, Order,
+    Phase, RequestStatus, StateError, StateStore,
 };
 
 pub struct SqliteStore {
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS errors (
 CREATE INDEX IF NOT EXISTS errors_by_map ON errors (map, state, last_at);
 CREATE INDEX IF NOT EXISTS errors_by_key ON errors (map, direction, key, state);
 CREATE INDEX IF NOT EXISTS errors_by_time ON errors (last_at);
+CREATE INDEX IF NOT EXISTS errors_by_filter ON errors (map, state, type, phase, direction, last_at);
 CREATE TABLE IF NOT EXISTS alert_state (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -71,6 +73,9 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 ";
 
+/// Columns added after the first release, as (table, column, type): added when missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("requests", "status", "TEXT")];
+
 impl SqliteStore {
     /// Opens (creating if needed) a store for writing.
     pub fn open(path: &Path, label: &str) -> Result<Self, StateError> {
@@ -81,6 +86,16 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, kind) in ADDED_COLUMNS {
+            let present: bool = conn.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            }
+        }
         Ok(Self {
             conn,
             label: label.to_string(),
@@ -169,6 +184,67 @@ impl SqliteStore {
         })
         .collect()
     }
+}
+
+/// The WHERE clause of a query and its parameters.
+fn where_clause(query: &ErrorQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = Vec::new();
+    let mut params: Vec<rusqlite::types::Value> = Vec::new();
+    for c in query.conditions() {
+        match c {
+            Condition::Equals(col, v) => {
+                params.push(v.to_string().into());
+                sql.push(format!("{col} = ?{}", params.len()));
+            }
+            Condition::AtLeast(col, v) => {
+                params.push(v.to_string().into());
+                sql.push(format!("{col} >= ?{}", params.len()));
+            }
+            Condition::Before(col, v) => {
+                params.push(v.to_string().into());
+                sql.push(format!("{col} < ?{}", params.len()));
+            }
+            Condition::IdIn(ids) => {
+                let list: Vec<String> = ids
+                    .iter()
+                    .map(|id| {
+                        params.push((*id).into());
+                        format!("?{}", params.len())
+                    })
+                    .collect();
+                sql.push(format!("id IN ({})", list.join(", ")));
+            }
+            Condition::IdBelow(id) => {
+                params.push(id.into());
+                sql.push(format!("id < ?{}", params.len()));
+            }
+        }
+    }
+    if sql.is_empty() {
+        return (String::new(), params);
+    }
+    (format!(" WHERE {}", sql.join(" AND ")), params)
+}
+
+const ERROR_COLUMNS: &str =
+    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state";
+
+fn error_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorRecord> {
+    Ok(ErrorRecord {
+        id: r.get(0)?,
+        map: r.get(1)?,
+        phase: r.get(2)?,
+        direction: r.get(3)?,
+        error_type: r.get(4)?,
+        key: r.get(5)?,
+        row: r.get(6)?,
+        message: r.get(7)?,
+        code: r.get(8)?,
+        first_at: r.get(9)?,
+        last_at: r.get(10)?,
+        attempts: r.get(11)?,
+        state: r.get(12)?,
+    })
 }
 
 fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, StateError> {
@@ -328,28 +404,128 @@ impl StateStore for SqliteStore {
 
     /// Open errors of a map, newest first.
     fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state
-             FROM errors WHERE map = ?1 AND state = 'Open' ORDER BY id DESC LIMIT ?2",
+        self.query_errors(&ErrorQuery::open(map), Order::NewestFirst, limit)
+    }
+
+    fn query_errors(
+        &self,
+        query: &ErrorQuery,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<ErrorRecord>, StateError> {
+        let (clause, mut values) = where_clause(query);
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let direction = match order {
+            Order::NewestFirst => "DESC",
+            Order::OldestFirst => "ASC",
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ERROR_COLUMNS} FROM errors{clause} ORDER BY id {direction} LIMIT ?{}",
+            values.len()
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), error_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError> {
+        let (clause, values) = where_clause(query);
+        let n: i64 = self.conn.query_row(
+            &format!("SELECT COUNT(*) FROM errors{clause}"),
+            rusqlite::params_from_iter(values),
+            |r| r.get(0),
         )?;
-        let rows = stmt.query_map(params![map, limit as i64], |r| {
-            Ok(ErrorRecord {
-                id: r.get(0)?,
-                map: r.get(1)?,
-                phase: r.get(2)?,
-                direction: r.get(3)?,
-                error_type: r.get(4)?,
-                key: r.get(5)?,
-                row: r.get(6)?,
-                message: r.get(7)?,
-                code: r.get(8)?,
-                first_at: r.get(9)?,
-                last_at: r.get(10)?,
-                attempts: r.get(11)?,
-                state: r.get(12)?,
+        Ok(n as u64)
+    }
+
+    fn resolve_errors(&self, ids: &[i64], state: &str) -> Result<u64, StateError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE errors SET state = ?2 WHERE id = ?1 AND state = 'Open'")?;
+            for id in ids {
+                n += stmt.execute(params![id, state])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn delete_errors(&self, ids: &[i64]) -> Result<u64, StateError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM errors WHERE id = ?1")?;
+            for id in ids {
+                n += stmt.execute([id])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn activity_since(
+        &self,
+        map: &str,
+        since: Option<&str>,
+    ) -> Result<Vec<ActivityEntry>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, event, message FROM activity WHERE map = ?1 AND at >= ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![map, since.unwrap_or("")], |r| {
+            Ok(ActivityEntry {
+                at: r.get(0)?,
+                event: r.get(1)?,
+                message: r.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn request_status(&self, name: &str) -> Result<Option<RequestStatus>, StateError> {
+        if !self.has_table("requests")? {
+            return Ok(None);
+        }
+        let text: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT status FROM requests WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        text.flatten()
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|source| StateError::Corrupt {
+                    what: format!("request {name}"),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    fn put_request(
+        &self,
+        name: &str,
+        applied: &serde_json::Value,
+        status: &RequestStatus,
+    ) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO requests (name, applied, revision, state, status) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET applied = ?2, revision = ?3, state = ?4, status = ?5",
+            params![
+                name,
+                applied.to_string(),
+                status.observed_revision,
+                status.state,
+                serde_json::to_string(status).expect("status serializes")
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn forget_request(&self, name: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM requests WHERE name = ?1", [name])?;
+        Ok(())
     }
 
     /// Counts of open errors of a map by (type, phase).

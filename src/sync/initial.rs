@@ -8,6 +8,7 @@
 //! covers committed batches. A killed run resumes from the last saved key and rewrites at
 //! most about a second of rows (idempotent upserts).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,12 +25,14 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 const READ_AHEAD: usize = 1;
 
 /// Copies every row of one way. With `only_missing`, rows whose key already exists on the
-/// target are left alone (the target side is primary for them).
+/// target are left alone (the target side is primary for them). Rows whose key (as stored
+/// with errors, `{"column": value}`) is in `skip` are read and counted but not written.
 pub async fn copy(
     sides: &Sides<'_>,
     flow: &Flow,
     batch_size: usize,
     only_missing: bool,
+    skip: &HashSet<String>,
     journal: &mut Journal<'_>,
 ) -> Result<(), SyncError> {
     let way = flow.way.name().to_string();
@@ -44,7 +47,8 @@ pub async fn copy(
         .and_then(|v| key_from_json(v, &super::key_kinds(flow, sides.from_info)).ok());
     let progress = progress_bar(&journal.map, &way);
     let (pages, reader) = spawn_reader(sides, flow, after, batch_size);
-    let result = copy_pages(sides, flow, only_missing, journal, &way, pages, &progress).await;
+    let filter = Filter { only_missing, skip };
+    let result = copy_pages(sides, flow, &filter, journal, &way, pages, &progress).await;
     reader.abort();
     progress.finish_and_clear();
     // The in-memory resume key covers only committed batches: always safe to save, and
@@ -95,10 +99,16 @@ fn spawn_reader(
     (rx, handle)
 }
 
+/// Which rows of a page a copy leaves alone.
+struct Filter<'a> {
+    only_missing: bool,
+    skip: &'a HashSet<String>,
+}
+
 async fn copy_pages(
     sides: &Sides<'_>,
     flow: &Flow,
-    only_missing: bool,
+    filter: &Filter<'_>,
     journal: &mut Journal<'_>,
     way: &str,
     mut pages: tokio::sync::mpsc::Receiver<Page>,
@@ -113,7 +123,15 @@ async fn copy_pages(
         let Some(last) = page.last() else { break };
         let last_key = flow.key_of(last).to_vec();
         let read = page.len() as u64;
-        let rows = if only_missing {
+        let mut page = page;
+        if !filter.skip.is_empty() {
+            page.retain(|r| {
+                !filter
+                    .skip
+                    .contains(&super::transform::key_json(&flow.from_key, flow.key_of(r)))
+            });
+        }
+        let rows = if filter.only_missing && !page.is_empty() {
             let keys: Vec<Vec<Value>> = page.iter().map(|r| flow.key_of(r).to_vec()).collect();
             let present = sides
                 .to

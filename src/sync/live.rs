@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::{Failure, Flow, Item, Journal, Outcome, Sides, SyncError, prepare, write_isolating};
-use crate::endpoint::{Change, ChangeOp, WriteOp, key_string};
+use crate::endpoint::{Change, ChangeOp, Value, WriteOp, key_string};
 
 /// The newest change per key of one batch, in changelog order.
 pub struct Pending {
@@ -45,6 +45,38 @@ impl Pending {
     }
 }
 
+/// Writes the rows of `keys` as they are now on the `from` side (a key no longer there is
+/// deleted on the target, as are `deletes`), isolating refused records. Never a stale copy:
+/// this is how live changes and retried errors are written.
+pub async fn write_current(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    keys: Vec<Vec<Value>>,
+    mut deletes: Vec<Vec<Value>>,
+    out: &mut Outcome,
+) -> Result<(), SyncError> {
+    let rows = if keys.is_empty() {
+        Vec::new()
+    } else {
+        sides
+            .from
+            .fetch_rows(sides.from_table, &flow.read_columns, &flow.from_key, &keys)
+            .await?
+    };
+    // A key changed then deleted before we read it: it is gone now, so delete it.
+    let found: std::collections::HashSet<String> =
+        rows.iter().map(|r| key_string(flow.key_of(r))).collect();
+    deletes.extend(keys.into_iter().filter(|k| !found.contains(&key_string(k))));
+    let mut items = prepare(flow, sides.to_info, sides.to_table, rows, out);
+    items.extend(deletes.into_iter().map(|key| Item {
+        op: WriteOp::Delete(key.clone()),
+        key,
+        source_row: None,
+    }));
+    write_isolating(sides.to.as_ref(), sides.to_table, flow, items, out).await?;
+    Ok(())
+}
+
 /// Applies one batch of pending changes of one way. `losers` are keys whose change lost a
 /// bidirectional conflict: they are recorded as ConflictError instead of written.
 /// Returns the number of records written.
@@ -58,7 +90,7 @@ pub async fn apply(
 ) -> Result<u64, SyncError> {
     let mut out = Outcome::default();
     let mut upsert_keys = Vec::new();
-    let mut deletes = Vec::new();
+    let mut deletes: Vec<Vec<Value>> = Vec::new();
     let newest = pending.changes.iter().map(|c| c.changed_at).max();
     for c in pending.changes {
         if let Some(reason) = losers.get(&key_string(&c.key)) {
@@ -76,34 +108,7 @@ pub async fn apply(
             ChangeOp::Delete => deletes.push(c.key),
         }
     }
-    let rows = if upsert_keys.is_empty() {
-        Vec::new()
-    } else {
-        sides
-            .from
-            .fetch_rows(
-                sides.from_table,
-                &flow.read_columns,
-                &flow.from_key,
-                &upsert_keys,
-            )
-            .await?
-    };
-    // A key changed then deleted before we read it: it is gone now, so delete it.
-    let found: std::collections::HashSet<String> =
-        rows.iter().map(|r| key_string(flow.key_of(r))).collect();
-    deletes.extend(
-        upsert_keys
-            .into_iter()
-            .filter(|k| !found.contains(&key_string(k))),
-    );
-    let mut items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
-    items.extend(deletes.into_iter().map(|key| Item {
-        op: WriteOp::Delete(key.clone()),
-        key,
-        source_row: None,
-    }));
-    write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
+    write_current(sides, flow, upsert_keys, deletes, &mut out).await?;
     journal.settle(flow, phase, &out)?;
     let written = out.written.len() as u64;
     let rt = &mut journal.runtime;

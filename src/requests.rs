@@ -1,0 +1,416 @@
+//! ErrorRequest execution (SPEC §1, §3): which requests wait for which map and in what order,
+//! who asked (the author and commit that added the file, from git), the limits (at most
+//! [`MAX_WAITING`] waiting per map, at most [`MAX_MATCHED`] records per request), and running
+//! a Retry or a Dismiss exactly once.
+//!
+//! Invariants: a request runs once, identified by its name; it runs only while its map is
+//! Running (the reconciler calls [`execute`] after the map has drained); a Retry writes the
+//! row as it is now on the source side, never the stored copy; nothing the filter did not
+//! match is touched. A request interrupted by a crash runs again from the start, which is
+//! safe: records already retried or dismissed no longer match.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::config::{Config, ErrorRequest, Located, RequestAction};
+use crate::endpoint::{Value, key_from_json};
+use crate::state::{ErrorQuery, ErrorRecord, Order, RequestStatus, StateError, StateStore};
+use crate::sync::{self, Flow, Journal, Outcome, Sides, SyncError, transform};
+
+/// Requests that may wait for one map at a time; one more is Rejected.
+pub const MAX_WAITING: usize = 5;
+/// Records one request may match; more is Rejected with the count.
+pub const MAX_MATCHED: u64 = 10_000;
+
+/// Who added a request file and when, from git.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Provenance {
+    /// `Name <email>` of the commit's author.
+    pub author: Option<String>,
+    /// Short hash of the commit that added the file.
+    pub commit: Option<String>,
+    /// The commit's author date (RFC 3339).
+    pub at: Option<String>,
+}
+
+/// The commit that added each file under `requests/` (the newest add, if a file was removed
+/// and added again), keyed by path relative to `dir`. Files not committed yet are absent;
+/// so is everything outside git.
+pub fn provenance(dir: &Path) -> HashMap<String, Provenance> {
+    let log = crate::config::loader::git(
+        dir,
+        &[
+            "log",
+            "--diff-filter=A",
+            "--relative",
+            "--name-only",
+            "--format=%x1e%h%x1f%aI%x1f%an <%ae>",
+            "--",
+            "requests",
+        ],
+        None,
+    )
+    .unwrap_or_default();
+    let mut found = HashMap::new();
+    for entry in log.split('\u{1e}').filter(|e| !e.trim().is_empty()) {
+        let mut lines = entry.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split('\u{1f}').collect();
+        let [commit, at, author] = header[..] else {
+            continue;
+        };
+        for path in lines.map(str::trim).filter(|l| !l.is_empty()) {
+            // git log lists newest first: the first add seen is the one that counts.
+            found.entry(path.to_string()).or_insert_with(|| Provenance {
+                author: Some(author.to_string()),
+                commit: Some(commit.to_string()),
+                at: chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| {
+                    crate::alert::format_time(t.with_timezone(&chrono::Utc).timestamp_millis())
+                }),
+            });
+        }
+    }
+    found
+}
+
+/// The requests of the config in the order they run: by when the commit that added them was
+/// made, then by name; requests not committed yet come last.
+pub fn ordered<'a>(
+    cfg: &'a Config,
+    provenance: &HashMap<String, Provenance>,
+) -> Vec<(&'a Located<ErrorRequest>, Provenance)> {
+    let mut list: Vec<_> = cfg
+        .requests
+        .iter()
+        .map(|r| (r, provenance.get(&r.file).cloned().unwrap_or_default()))
+        .collect();
+    list.sort_by(|(a, pa), (b, pb)| {
+        (pa.at.is_none(), &pa.at, &a.resource.metadata.name).cmp(&(
+            pb.at.is_none(),
+            &pb.at,
+            &b.resource.metadata.name,
+        ))
+    });
+    list
+}
+
+/// The requests waiting per map, in the order they run.
+pub type Queues = HashMap<String, Vec<(ErrorRequest, RequestStatus)>>;
+
+/// Brings the stored requests in line with the config before maps are driven: new requests
+/// are Queued (or Rejected past [`MAX_WAITING`] per map), requests removed from the config are
+/// forgotten, and a request edited after it ran keeps its result and says it will not run
+/// again. Returns every request's status and the queues.
+pub fn admit(
+    store: &dyn StateStore,
+    cfg: &Config,
+    provenance: &HashMap<String, Provenance>,
+    revision: &str,
+) -> Result<(BTreeMap<String, RequestStatus>, Queues), StateError> {
+    let applied: HashMap<String, serde_json::Value> = store
+        .requests()?
+        .into_iter()
+        .map(|r| (r.name, r.applied))
+        .collect();
+    let mut statuses = BTreeMap::new();
+    let mut queues: Queues = HashMap::new();
+    for (located, prov) in ordered(cfg, provenance) {
+        let request = &located.resource;
+        let name = &request.metadata.name;
+        let desired = serde_json::to_value(request).expect("request serializes");
+        let mut status = store.request_status(name)?.unwrap_or_default();
+        status.map = request.spec.map.clone();
+        status.action = format!("{:?}", request.spec.action);
+        status.observed_revision = Some(revision.to_string());
+        let mut stored_spec = desired.clone();
+        if status.is_final() {
+            if applied.get(name).is_some_and(|a| *a != desired) {
+                status.reason = Some(format!(
+                    "edited after it ran{}: a request runs once, so the edit is ignored; add a request with a new name to run it again",
+                    status
+                        .finished_at
+                        .as_ref()
+                        .map(|t| format!(" at {t}"))
+                        .unwrap_or_default()
+                ));
+                stored_spec = applied[name].clone();
+            }
+        } else {
+            status.requested_by = prov.author.clone().or(status.requested_by);
+            status.revision = prov.commit.clone().or(status.revision);
+            status.created_at = prov.at.clone().or(status.created_at);
+            let queue = queues.entry(request.spec.map.clone()).or_default();
+            if queue.len() >= MAX_WAITING {
+                status.state = "Rejected".into();
+                status.reason = Some(format!(
+                    "{MAX_WAITING} requests already wait for map {} (at most {MAX_WAITING} may wait): add this one again once they have run",
+                    request.spec.map
+                ));
+                status.finished_at = Some(now());
+            } else {
+                status.state = "Queued".into();
+                status.reason = None;
+                queue.push((request.clone(), status.clone()));
+            }
+        }
+        store.put_request(name, &stored_spec, &status)?;
+        statuses.insert(name.clone(), status);
+    }
+    for name in applied.keys() {
+        if !statuses.contains_key(name) {
+            store.forget_request(name)?;
+        }
+    }
+    Ok((statuses, queues))
+}
+
+fn now() -> String {
+    crate::alert::format_time(crate::alert::millis(chrono::Utc::now()))
+}
+
+/// One way of a map a Retry can write through.
+pub struct Way<'a> {
+    pub sides: Sides<'a>,
+    pub flow: &'a Flow,
+}
+
+/// Runs one request now: checks its ids and the match limit, then dismisses or retries the
+/// open errors it matches, updating `status` (its counts, state and reason) and the map's
+/// activity log. The caller stores the status.
+pub async fn execute(
+    request: &ErrorRequest,
+    status: &mut RequestStatus,
+    journal: &mut Journal<'_>,
+    ways: &[Way<'_>],
+    batch_size: usize,
+) -> Result<(), StateError> {
+    let name = &request.metadata.name;
+    let map = &request.spec.map;
+    let filter = &request.spec.filter;
+    let query = crate::errors::query_of(Some(map), filter);
+    status.state = "Running".into();
+    (
+        status.matched,
+        status.succeeded,
+        status.failed,
+        status.dismissed,
+    ) = (0, 0, 0, 0);
+    let refuse = |status: &mut RequestStatus, reason: String| {
+        status.state = "Rejected".into();
+        status.reason = Some(reason);
+        status.finished_at = Some(now());
+    };
+    if !filter.ids.is_empty() {
+        let known = journal.store.query_errors(
+            &ErrorQuery {
+                map: Some(map.clone()),
+                ids: filter.ids.clone(),
+                ..Default::default()
+            },
+            Order::OldestFirst,
+            filter.ids.len(),
+        )?;
+        let missing: Vec<String> = filter
+            .ids
+            .iter()
+            .filter(|id| !known.iter().any(|e| e.id == **id))
+            .map(i64::to_string)
+            .collect();
+        if !missing.is_empty() {
+            refuse(
+                status,
+                format!(
+                    "id(s) {} are not errored records of map {map}: nothing was {}",
+                    missing.join(", "),
+                    past_tense(request.spec.action)
+                ),
+            );
+            journal.log(
+                "RequestRejected",
+                &format!(
+                    "request {name}: {}",
+                    status.reason.clone().unwrap_or_default()
+                ),
+            )?;
+            return Ok(());
+        }
+    }
+    let matched = journal.store.count_errors(&query)?;
+    status.matched = matched;
+    if matched > MAX_MATCHED {
+        refuse(
+            status,
+            format!(
+                "the filter matches {matched} records; a request may match at most {MAX_MATCHED}: narrow it (time range, direction, errorType, phase or ids)"
+            ),
+        );
+        journal.log(
+            "RequestRejected",
+            &format!(
+                "request {name}: {}",
+                status.reason.clone().unwrap_or_default()
+            ),
+        )?;
+        return Ok(());
+    }
+    let records = journal
+        .store
+        .query_errors(&query, Order::OldestFirst, MAX_MATCHED as usize)?;
+    let started = std::time::Instant::now();
+    let outcome = match request.spec.action {
+        RequestAction::Dismiss => {
+            let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
+            status.dismissed = journal.store.delete_errors(&ids)?;
+            Ok(())
+        }
+        RequestAction::Retry => retry(&records, status, journal, ways, batch_size).await,
+    };
+    status.finished_at = Some(now());
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(()) => {
+            status.state = "Completed".into();
+            status.reason = None;
+        }
+        Err(problem) => {
+            status.state = "Failed".into();
+            status.reason = Some(format!(
+                "stopped after {} of {} record(s): {problem}",
+                status.succeeded + status.failed,
+                status.matched
+            ));
+        }
+    }
+    let by = status
+        .requested_by
+        .as_ref()
+        .map(|a| format!(" by {a}"))
+        .unwrap_or_default();
+    let message = match request.spec.action {
+        RequestAction::Dismiss => format!(
+            "request {name} (Dismiss{by}) {}: matched {}, dismissed {}",
+            status.state, status.matched, status.dismissed
+        ),
+        RequestAction::Retry => format!(
+            "request {name} (Retry{by}) {}: matched {}, succeeded {}, failed {} in {seconds:.2} s{}",
+            status.state,
+            status.matched,
+            status.succeeded,
+            status.failed,
+            status
+                .reason
+                .as_ref()
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default()
+        ),
+    };
+    journal.log(&format!("Request{}", status.state), &message)?;
+    Ok(())
+}
+
+fn past_tense(action: RequestAction) -> &'static str {
+    match action {
+        RequestAction::Retry => "retried",
+        RequestAction::Dismiss => "dismissed",
+    }
+}
+
+/// Retries `records` way by way, `batch_size` at a time: each key's current row is read
+/// from the side it came from and written; a success marks the record Retried, a failure
+/// updates it (attempts + 1, the new message) and keeps it open. An unreachable endpoint
+/// stops the retry (what was written stays written) and comes back as the problem.
+async fn retry(
+    records: &[ErrorRecord],
+    status: &mut RequestStatus,
+    journal: &mut Journal<'_>,
+    ways: &[Way<'_>],
+    batch_size: usize,
+) -> Result<(), String> {
+    let st = |e: StateError| e.to_string();
+    // Records of a way the map no longer syncs cannot be retried.
+    status.failed += records
+        .iter()
+        .filter(|e| !ways.iter().any(|w| w.flow.way.name() == e.direction))
+        .count() as u64;
+    for way in ways {
+        let flow = way.flow;
+        let kinds = sync::key_kinds(flow, way.sides.from_info);
+        let mine: Vec<&ErrorRecord> = records
+            .iter()
+            .filter(|e| e.direction == flow.way.name())
+            .collect();
+        for chunk in mine.chunks(batch_size.max(1)) {
+            let mut by_key: HashMap<String, &ErrorRecord> = HashMap::new();
+            let mut keys = Vec::new();
+            for e in chunk {
+                match key_values(&e.key, &flow.from_key, &kinds) {
+                    Some(key) => {
+                        by_key.insert(transform::key_json(&flow.from_key, &key), e);
+                        keys.push(key);
+                    }
+                    None => status.failed += 1,
+                }
+            }
+            let mut out = Outcome::default();
+            sync::live::write_current(&way.sides, flow, keys, Vec::new(), &mut out)
+                .await
+                .map_err(|e: SyncError| e.to_string())?;
+            let retried: Vec<i64> = out
+                .written
+                .iter()
+                .filter_map(|k| by_key.get(&transform::key_json(&flow.from_key, k)))
+                .map(|e| e.id)
+                .collect();
+            journal
+                .store
+                .resolve_errors(&retried, "Retried")
+                .map_err(st)?;
+            status.succeeded += retried.len() as u64;
+            let at = now();
+            for f in &out.failed {
+                let key = transform::key_json(&flow.from_key, &f.key);
+                let phase = by_key.get(&key).map_or("Live", |e| e.phase.as_str());
+                journal
+                    .store
+                    .record_error(&ErrorRecord {
+                        id: 0,
+                        map: journal.map.clone(),
+                        phase: phase.to_string(),
+                        direction: flow.way.name().to_string(),
+                        error_type: f.error_type.to_string(),
+                        key,
+                        row: f
+                            .source_row
+                            .as_ref()
+                            .map(|r| transform::row_json(&flow.read_columns, r)),
+                        message: f.message.clone(),
+                        code: f.code.clone(),
+                        first_at: at.clone(),
+                        last_at: at.clone(),
+                        attempts: 1,
+                        state: "Open".into(),
+                    })
+                    .map_err(st)?;
+                journal
+                    .recorded
+                    .push((f.error_type.to_string(), at.clone()));
+            }
+            status.failed += out.failed.len() as u64;
+            journal.runtime.synced += out.written.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// A stored key (`{"column": value}`) as typed values in the order of `columns`.
+fn key_values(
+    key: &str,
+    columns: &[String],
+    kinds: &[crate::endpoint::ValueKind],
+) -> Option<Vec<Value>> {
+    let serde_json::Value::Object(mut object) = serde_json::from_str(key).ok()? else {
+        return None;
+    };
+    let values: Option<Vec<serde_json::Value>> = columns.iter().map(|c| object.remove(c)).collect();
+    let array = serde_json::Value::Array(values?).to_string();
+    key_from_json(&array, kinds).ok()
+}
