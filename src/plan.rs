@@ -53,6 +53,16 @@ pub struct ObservedMap {
     pub held_by: Option<String>,
 }
 
+/// What a waiting request matches in the state store now.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMatch {
+    pub matched: u64,
+    /// Ids in the filter that are not errored records of the map.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_ids: Vec<i64>,
+}
+
 /// The actual state the plan compares against.
 #[derive(Clone, Debug)]
 pub struct Actual {
@@ -60,6 +70,11 @@ pub struct Actual {
     pub maps: BTreeMap<String, ObservedMap>,
     pub alerts: BTreeMap<String, Option<AlertRule>>,
     pub requests: BTreeMap<String, (Option<ErrorRequest>, Option<String>)>,
+    /// What each request that has not run yet matches now, read from the state store
+    /// (absent when the actual state comes from status files).
+    pub request_matches: BTreeMap<String, RequestMatch>,
+    /// The order requests run in (by the commit that added them, then name).
+    pub request_order: Vec<String>,
     /// Things that could not be read, said plainly in the plan.
     pub warnings: Vec<String>,
 }
@@ -103,6 +118,44 @@ pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
             .into_iter()
             .map(|r| (r.name, (typed(&r.applied), r.state)))
             .collect();
+        let mut request_matches = BTreeMap::new();
+        for located in &cfg.requests {
+            let r = &located.resource;
+            let name = &r.metadata.name;
+            let done = store.request_status(name)?.is_some_and(|st| st.is_final());
+            if done {
+                continue;
+            }
+            let query = crate::errors::query_of(Some(&r.spec.map), &r.spec.filter);
+            let matched = store.count_errors(&query)?;
+            let mut unknown_ids = Vec::new();
+            if !r.spec.filter.ids.is_empty() {
+                let known = store.query_errors(
+                    &state::ErrorQuery {
+                        map: Some(r.spec.map.clone()),
+                        ids: r.spec.filter.ids.clone(),
+                        ..Default::default()
+                    },
+                    state::Order::OldestFirst,
+                    r.spec.filter.ids.len(),
+                )?;
+                unknown_ids = r
+                    .spec
+                    .filter
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !known.iter().any(|e| e.id == *id))
+                    .collect();
+            }
+            request_matches.insert(
+                name.clone(),
+                RequestMatch {
+                    matched,
+                    unknown_ids,
+                },
+            );
+        }
         return Ok(Actual {
             source: ActualSource::StateStore {
                 description: store.describe(),
@@ -110,10 +163,13 @@ pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
             maps,
             alerts,
             requests,
+            request_matches,
+            request_order: request_order(dir, cfg),
             warnings: Vec::new(),
         });
     }
     let mut actual = observe_status_files(dir);
+    actual.request_order = request_order(dir, cfg);
     if let Some(pg) = &cfg.project.resource.spec.state_store.postgres {
         actual.warnings.insert(
             0,
@@ -124,6 +180,18 @@ pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
         );
     }
     Ok(actual)
+}
+
+fn request_order(dir: &Path, cfg: &Config) -> Vec<String> {
+    let provenance = if cfg.requests.is_empty() {
+        Default::default()
+    } else {
+        crate::requests::provenance(dir)
+    };
+    crate::requests::ordered(cfg, &provenance)
+        .into_iter()
+        .map(|(r, _)| r.resource.metadata.name.clone())
+        .collect()
 }
 
 fn observe_status_files(dir: &Path) -> Actual {
@@ -138,6 +206,8 @@ fn observe_status_files(dir: &Path) -> Actual {
             maps: BTreeMap::new(),
             alerts: BTreeMap::new(),
             requests: BTreeMap::new(),
+            request_matches: BTreeMap::new(),
+            request_order: Vec::new(),
             warnings,
         };
     }
@@ -213,6 +283,8 @@ fn observe_status_files(dir: &Path) -> Actual {
         maps: observed_maps,
         alerts: observed_alerts,
         requests: observed_requests,
+        request_matches: BTreeMap::new(),
+        request_order: Vec::new(),
         warnings,
     }
 }
@@ -293,6 +365,8 @@ pub enum Change {
     Added,
     Changed,
     Removed,
+    /// Unchanged, still waiting to run.
+    Queued,
 }
 
 /// An alert's effect as a reviewer needs to see it.
@@ -352,6 +426,11 @@ pub struct RequestPlan {
     pub change: Change,
     pub map: String,
     pub action: String,
+    /// What the next reconcile does with it, in words.
+    pub outcome: String,
+    /// Open errored records it matches now (`None`: unknown without a state store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matches: Option<RequestMatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
@@ -568,14 +647,41 @@ impl Plan {
         }
 
         let mut requests = Vec::new();
-        for located in &cfg.requests {
+        let mut waiting: HashMap<&str, usize> = HashMap::new();
+        let mut in_order: Vec<&config::Located<ErrorRequest>> = cfg.requests.iter().collect();
+        in_order.sort_by_key(|r| {
+            actual
+                .request_order
+                .iter()
+                .position(|n| *n == r.resource.metadata.name)
+                .unwrap_or(usize::MAX)
+        });
+        for located in in_order {
             let desired = &located.resource;
             let name = &desired.metadata.name;
             let applied = actual.requests.get(name);
-            let change = match applied {
-                None => Change::Added,
-                Some((Some(a), _)) if a == desired => continue,
-                Some(_) => Change::Changed,
+            let ran = applied.is_some_and(|(_, st)| {
+                matches!(st.as_deref(), Some("Completed" | "Rejected" | "Failed"))
+            });
+            let same = applied.is_some_and(|(a, _)| a.as_ref() == Some(desired));
+            let (change, outcome) = if ran && same {
+                continue;
+            } else if ran {
+                (
+                    Change::Changed,
+                    "edited after it ran: it does not run again (a request runs once); use a new name to run it again".to_string(),
+                )
+            } else {
+                let position = waiting.entry(desired.spec.map.as_str()).or_default();
+                *position += 1;
+                let change = if applied.is_none() {
+                    Change::Added
+                } else if same {
+                    Change::Queued
+                } else {
+                    Change::Changed
+                };
+                (change, self::request_outcome(desired, *position, actual))
             };
             let before_yaml = applied.and_then(|(a, _)| a.as_ref()).map(to_yaml);
             requests.push(RequestPlan {
@@ -583,12 +689,15 @@ impl Plan {
                 change,
                 map: desired.spec.map.clone(),
                 action: format!("{:?}", desired.spec.action),
+                outcome,
+                matches: actual.request_matches.get(name).cloned(),
                 diff: unified_diff(
                     "requests",
                     name,
                     before_yaml.as_deref(),
                     Some(&to_yaml(desired)),
-                ),
+                )
+                .filter(|_| !same),
             });
         }
         for (name, (applied, _)) in &actual.requests {
@@ -600,6 +709,8 @@ impl Plan {
                 requests.push(RequestPlan {
                     name: name.clone(),
                     change: Change::Removed,
+                    outcome: "forgotten (its status file is removed)".into(),
+                    matches: None,
                     map: applied
                         .as_ref()
                         .map(|a| a.spec.map.clone())
@@ -632,6 +743,54 @@ impl Plan {
             .any(|m| !m.actions.is_empty() || m.diff.is_some())
             || !self.alerts.is_empty()
             || !self.requests.is_empty()
+    }
+}
+
+/// What the next reconcile does with a request that has not run: `position` is its place
+/// among the requests waiting for its map.
+fn request_outcome(request: &ErrorRequest, position: usize, actual: &Actual) -> String {
+    let map = &request.spec.map;
+    let max = crate::requests::MAX_WAITING;
+    if position > max {
+        return format!("will be Rejected: {max} requests already wait for map {map}");
+    }
+    let matches = actual.request_matches.get(&request.metadata.name);
+    let verb = match request.spec.action {
+        config::RequestAction::Retry => "retries",
+        config::RequestAction::Dismiss => "dismisses",
+    };
+    let what = match matches {
+        Some(m) if !m.unknown_ids.is_empty() => {
+            let ids: Vec<String> = m.unknown_ids.iter().map(i64::to_string).collect();
+            return format!(
+                "will be Rejected: id(s) {} are not errored records of map {map}",
+                ids.join(", ")
+            );
+        }
+        Some(m) if m.matched > crate::requests::MAX_MATCHED => {
+            return format!(
+                "will be Rejected: matches {} records now (at most {})",
+                m.matched,
+                crate::requests::MAX_MATCHED
+            );
+        }
+        Some(m) => format!(
+            "{verb} the {} open errored record(s) it matches now",
+            m.matched
+        ),
+        None => {
+            format!("{verb} the open errored records it matches (count unknown: no state store)")
+        }
+    };
+    let phase = actual.maps.get(map).map(|m| m.phase);
+    let running = phase == Some(Phase::Running) && actual.maps[map].held_by.is_none();
+    if running {
+        format!("runs once in the next pass: {what}")
+    } else {
+        format!(
+            "waits until map {map} is Running (now {}), then {what}",
+            phase.map_or("not started".to_string(), |p| p.to_string())
+        )
     }
 }
 

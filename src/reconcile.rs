@@ -1080,3 +1080,123 @@ async fn stop(
     )
     .map_err(|e| e.to_string())
 }
+
+/// What `errors list --show-rows` shows for an errored record: the row as it is now on each
+/// side, and what a retry would write. Read from the databases; nothing is written.
+#[derive(serde::Serialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RowPreview {
+    /// The row now, on the side the record comes from (`None`: it is gone).
+    pub source_row: Option<serde_json::Value>,
+    /// The row now, on the side it is written to (`None`: not there).
+    pub target_row: Option<serde_json::Value>,
+    /// The row a retry would write (`None` with `retryDeletes`: the source row is gone, so
+    /// a retry deletes it on the target).
+    pub retry_writes: Option<serde_json::Value>,
+    pub retry_deletes: bool,
+    /// Why the rows cannot be shown or the record cannot be converted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Previews a retry of each record (by id), connecting to the endpoints of their maps.
+pub async fn preview_retries(
+    dir: &Path,
+    cfg: &Config,
+    records: &[crate::state::ErrorRecord],
+) -> HashMap<i64, RowPreview> {
+    let mut endpoints = Endpoints {
+        dir: dir.to_path_buf(),
+        cfg,
+        open: HashMap::new(),
+    };
+    let mut prepared: HashMap<String, Result<Prepared, String>> = HashMap::new();
+    let mut previews = HashMap::new();
+    for record in records {
+        let preview = match cfg.map(&record.map) {
+            None => Err(format!("map {} is no longer in the config", record.map)),
+            Some(map) => {
+                if !prepared.contains_key(&record.map) {
+                    let p = prepare(&mut endpoints, map).await;
+                    prepared.insert(record.map.clone(), p);
+                }
+                match &prepared[&record.map] {
+                    Err(problem) => Err(problem.clone()),
+                    Ok(p) => preview_one(p, record).await,
+                }
+            }
+        };
+        previews.insert(
+            record.id,
+            preview.unwrap_or_else(|problem| RowPreview {
+                problem: Some(problem),
+                ..Default::default()
+            }),
+        );
+    }
+    previews
+}
+
+async fn preview_one(
+    p: &Prepared,
+    record: &crate::state::ErrorRecord,
+) -> Result<RowPreview, String> {
+    let link = p
+        .links
+        .iter()
+        .find(|l| l.flow.way.name() == record.direction)
+        .ok_or_else(|| format!("the map no longer syncs {}", record.direction))?;
+    let sides = p.sides(link);
+    let flow = &link.flow;
+    let kinds = sync::key_kinds(flow, sides.from_info);
+    let key = crate::requests::key_values(&record.key, &flow.from_key, &kinds)
+        .ok_or_else(|| format!("the stored key {} does not fit the table's key", record.key))?;
+    let json = |columns: &[String], row: &[crate::endpoint::Value]| {
+        serde_json::from_str(&sync::transform::row_json(columns, row)).ok()
+    };
+    let source = sides
+        .from
+        .fetch_rows(
+            sides.from_table,
+            &flow.read_columns,
+            &flow.from_key,
+            &[key.clone()],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .pop();
+    let mut preview = RowPreview {
+        source_row: source.as_ref().and_then(|r| json(&flow.read_columns, r)),
+        retry_deletes: source.is_none(),
+        ..Default::default()
+    };
+    let mut target_key = key;
+    if let Some(row) = source {
+        let converted = flow.apply(&row).and_then(|mapped| {
+            sides
+                .to_info
+                .convert_row_owned(sides.to_table, &flow.write_columns, mapped)
+                .map_err(|e| e.to_string())
+        });
+        match converted {
+            Ok(values) => {
+                preview.retry_writes = json(&flow.write_columns, &values);
+                target_key = values[..flow.to_key.len()].to_vec();
+            }
+            Err(problem) => preview.problem = Some(format!("a retry cannot convert it: {problem}")),
+        }
+    }
+    preview.target_row = sides
+        .to
+        .fetch_rows(
+            sides.to_table,
+            &flow.write_columns,
+            &flow.to_key,
+            &[target_key],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .pop()
+        .and_then(|r| json(&flow.write_columns, &r));
+    Ok(preview)
+}

@@ -402,7 +402,7 @@ async fn retry(
 }
 
 /// A stored key (`{"column": value}`) as typed values in the order of `columns`.
-fn key_values(
+pub(crate) fn key_values(
     key: &str,
     columns: &[String],
     kinds: &[crate::endpoint::ValueKind],

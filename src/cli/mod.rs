@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch to the library. Rendering of plans and
 //! diagnostics as text, JSON or GitHub annotations lives in `render`.
 
+pub mod errors;
 pub mod render;
 
 use std::io::Write;
@@ -45,6 +46,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Errored records: list them, or retry or dismiss them through an ErrorRequest.
+    #[command(subcommand)]
+    Errors(ErrorsCommand),
+    /// The activity log of a map ("download the logs"), oldest first.
+    Logs {
+        map: String,
+        /// Only entries at or after: an age (1h, 1d) or an RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = errors::LogFormat::Jsonl)]
+        format: errors::LogFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// End an alert's hold on a map, then reconcile (the map resumes with catch-up).
     Resume { map: String },
     /// Alert rules.
@@ -68,6 +84,16 @@ pub enum AlertsCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ErrorsCommand {
+    /// Errored records matching the filters, newest first.
+    List(errors::ListArgs),
+    /// Write an ErrorRequest that retries the matching records (--apply: run it now).
+    Retry(errors::RequestArgs),
+    /// Write an ErrorRequest that dismisses the matching records for good (--apply: now).
+    Dismiss(errors::RequestArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -342,6 +368,93 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             }
             writeln!(out, "{passed} passed, {failed} failed").map_err(w)?;
             Ok(if failed == 0 { exit::OK } else { exit::INVALID })
+        }
+        Command::Errors(ErrorsCommand::List(args)) => {
+            let (_, cfg) = load_work_tree(&cli.dir)?;
+            let store = crate::state::open_existing(&cli.dir, &cfg.project.resource)
+                .map_err(|e| e.to_string())?;
+            errors::list(out, &cli.dir, &cfg, store.as_deref(), args)?;
+            Ok(exit::OK)
+        }
+        Command::Errors(ErrorsCommand::Retry(args) | ErrorsCommand::Dismiss(args)) => {
+            let (action, verb) = match &cli.command {
+                Command::Errors(ErrorsCommand::Retry(_)) => (config::RequestAction::Retry, "retry"),
+                _ => (config::RequestAction::Dismiss, "dismiss"),
+            };
+            let (_, cfg) = load_work_tree(&cli.dir)?;
+            let store = crate::state::open_existing(&cli.dir, &cfg.project.resource)
+                .map_err(|e| e.to_string())?;
+            let (name, _) =
+                errors::write_request(out, &cli.dir, &cfg, store.as_deref(), action, args)?;
+            drop(store);
+            if !args.apply {
+                return Ok(exit::OK);
+            }
+            let (src, cfg) = load_work_tree(&cli.dir)?;
+            let request = cfg
+                .requests
+                .iter()
+                .find(|r| r.resource.metadata.name == name)
+                .expect("the request was just written");
+            {
+                let store =
+                    crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
+                let status = crate::state::RequestStatus {
+                    state: "Queued".into(),
+                    map: request.resource.spec.map.clone(),
+                    action: format!("{action:?}"),
+                    requested_by: Some(errors::local_requester(&cli.dir, verb)),
+                    ..Default::default()
+                };
+                let applied = serde_json::to_value(&request.resource).expect("serializes");
+                store
+                    .put_request(&name, &applied, &status)
+                    .map_err(|e| e.to_string())?;
+            }
+            let code = apply(&cli.dir, &cfg, &src, out)?;
+            let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
+            let status = store
+                .request_status(&name)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if status.state == "Queued" {
+                writeln!(
+                    out,
+                    "request {name} waits: map {} is not Running; it runs once the map is Running",
+                    status.map
+                )
+                .map_err(w)?;
+            }
+            Ok(match status.state.as_str() {
+                "Rejected" | "Failed" => exit::INVALID,
+                _ => code,
+            })
+        }
+        Command::Logs {
+            map,
+            since,
+            format,
+            file,
+        } => {
+            let (_, cfg) = load_work_tree(&cli.dir)?;
+            let store = crate::state::open_existing(&cli.dir, &cfg.project.resource)
+                .map_err(|e| e.to_string())?;
+            let file = file.as_ref().map(|f| {
+                if f.is_absolute() {
+                    f.clone()
+                } else {
+                    std::env::current_dir().unwrap_or_default().join(f)
+                }
+            });
+            errors::logs(
+                out,
+                store.as_deref(),
+                map,
+                since.as_deref(),
+                *format,
+                file.as_deref(),
+            )?;
+            Ok(exit::OK)
         }
         Command::Resume { map } => {
             let (src, cfg) = load_work_tree(&cli.dir)?;

@@ -133,6 +133,7 @@ fn sign(change: Change) -> &'static str {
         Change::Added => "+",
         Change::Changed => "~",
         Change::Removed => "-",
+        Change::Queued => "*",
     }
 }
 
@@ -216,18 +217,15 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
         alert_lines(out, a.before.as_ref(), a.after.as_ref())?;
     }
     for r in &plan.requests {
-        let when = match r.change {
-            Change::Removed => String::new(),
-            _ => ": runs once, when the map is Running".into(),
-        };
         writeln!(
             out,
-            "\n  {} request {}: {:?} ({} on map {}){when}",
+            "\n  {} request {}: {:?} ({} on map {}): {}",
             sign(r.change),
             r.name,
             r.change,
             r.action,
-            r.map
+            r.map,
+            r.outcome
         )?;
     }
     let diffs: Vec<&String> = plan

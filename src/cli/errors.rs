@@ -1,0 +1,458 @@
+//! `dualwrite errors list|retry|dismiss` and `dualwrite logs`: errored records and the
+//! activity log as people read them, and ErrorRequest files written under `requests/` for
+//! review (or run at once with `--apply`). Executing requests belongs to `requests`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, Config, ErrorFilter, ErrorRequest, RequestAction};
+use crate::errors::Exported;
+use crate::state::{Order, StateStore};
+
+/// The filters of SPEC §1, as options.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only this map.
+    #[arg(long)]
+    pub map: Option<String>,
+    /// Latest failure at or after: RFC 3339 (2026-11-22T00:00:00Z) or an age (90s, 15m, 1h, 1d).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Latest failure before: RFC 3339 or an age.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// The data source direction.
+    #[arg(long, value_parser = ["SourceToDestination", "DestinationToSource"])]
+    pub direction: Option<String>,
+    #[arg(long = "type", value_name = "TYPE", value_parser = [
+        "ApplicationError", "NetworkError", "TransformError", "SchemaError", "ConflictError", "Any"
+    ])]
+    pub error_type: Option<String>,
+    #[arg(long, value_parser = ["InitialSync", "Live", "CatchUp"])]
+    pub phase: Option<String>,
+    /// Only these ids (repeat the option or separate with commas).
+    #[arg(long = "id", value_name = "ID", value_delimiter = ',')]
+    pub ids: Vec<i64>,
+}
+
+impl FilterArgs {
+    /// The filter as an ErrorRequest would carry it; times resolved against `now`.
+    pub fn filter(&self, now: chrono::DateTime<chrono::Utc>) -> Result<ErrorFilter, String> {
+        let time = |option: &str, text: &Option<String>| -> Result<Option<String>, String> {
+            let Some(text) = text else { return Ok(None) };
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+                return Ok(Some(t.with_timezone(&chrono::Utc).to_rfc3339()));
+            }
+            let age = config::Duration::parse(text).ok_or_else(|| {
+                format!("--{option} {text:?}: not an RFC 3339 time (2026-11-22T00:00:00Z) or an age (15m, 1h, 1d)")
+            })?;
+            let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+            Ok(Some(
+                (now - chrono::Duration::seconds(seconds)).to_rfc3339(),
+            ))
+        };
+        let json = serde_json::json!({
+            "from": time("from", &self.from)?,
+            "to": time("to", &self.to)?,
+            "direction": self.direction,
+            "errorType": self.error_type,
+            "phase": self.phase,
+            "ids": self.ids,
+        });
+        let object: serde_json::Map<String, serde_json::Value> = json
+            .as_object()
+            .expect("an object")
+            .iter()
+            .filter(|(_, v)| !v.is_null() && *v != &serde_json::json!([]))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let filter: ErrorFilter =
+            serde_json::from_value(object.into()).map_err(|e| e.to_string())?;
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && from >= to
+        {
+            return Err(format!(
+                "--from ({}) must be before --to ({})",
+                from.to_rfc3339(),
+                to.to_rfc3339()
+            ));
+        }
+        Ok(filter)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Records in this state: Open (the default), Superseded, Retried, or all.
+    #[arg(long, default_value = "Open", value_parser = ["Open", "Superseded", "Retried", "all"])]
+    pub state: String,
+    /// At most this many records, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Also read each record's rows now: the source row, the target row and what a retry
+    /// would write (connects to the databases).
+    #[arg(long)]
+    pub show_rows: bool,
+    #[arg(long, value_enum, default_value_t = super::Output::Text)]
+    pub output: super::Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The request's name (default: ACTION-MAP-YYYYMMDD-HHMMSS).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run the request now (a reconcile pass) instead of leaving it for review.
+    #[arg(long)]
+    pub apply: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Jsonl,
+    Csv,
+}
+
+type Out<'a> = &'a mut dyn Write;
+
+fn io(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// `errors list`: the records the filter selects, newest first, with the total that match.
+pub fn list(
+    out: Out<'_>,
+    dir: &Path,
+    cfg: &Config,
+    store: Option<&dyn StateStore>,
+    args: &ListArgs,
+) -> Result<(), String> {
+    if let Some(map) = &args.filter.map
+        && cfg.map(map).is_none()
+    {
+        return Err(format!("no map named {map:?} in the config"));
+    }
+    let filter = args.filter.filter(chrono::Utc::now())?;
+    let mut query = crate::errors::query_of(args.filter.map.as_deref(), &filter);
+    query.state = (args.state != "all").then(|| args.state.clone());
+    let (matched, records) = match store {
+        Some(store) => (
+            store.count_errors(&query).map_err(|e| e.to_string())?,
+            store
+                .query_errors(&query, Order::NewestFirst, args.limit)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => (0, Vec::new()),
+    };
+    let previews = if args.show_rows && !records.is_empty() {
+        let runtime = tokio::runtime::Runtime::new().map_err(io)?;
+        runtime.block_on(crate::reconcile::preview_retries(dir, cfg, &records))
+    } else {
+        Default::default()
+    };
+    if args.output == super::Output::Json {
+        let errors: Vec<serde_json::Value> = records
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(Exported::of(e)).expect("serializes");
+                if let Some(p) = previews.get(&e.id) {
+                    v["rows"] = serde_json::to_value(p).expect("serializes");
+                }
+                v
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "formatVersion": 1,
+            "matched": matched,
+            "shown": records.len(),
+            "errors": errors,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json")).map_err(io)?;
+        return Ok(());
+    }
+    if store.is_none() {
+        writeln!(
+            out,
+            "no state store yet: nothing has run, so nothing has failed"
+        )
+        .map_err(io)?;
+        return Ok(());
+    }
+    let state = if args.state == "all" {
+        String::new()
+    } else {
+        format!("{} ", args.state.to_lowercase())
+    };
+    writeln!(
+        out,
+        "{matched} {state}errored record(s) match{}",
+        if (records.len() as u64) < matched {
+            format!("; showing the newest {}", records.len())
+        } else {
+            String::new()
+        }
+    )
+    .map_err(io)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let header = [
+        "ID",
+        "MAP",
+        "PHASE",
+        "DIRECTION",
+        "TYPE",
+        "KEY",
+        "CODE",
+        "ATTEMPTS",
+        "LAST FAILURE",
+        "STATE",
+        "MESSAGE",
+    ];
+    let rows: Vec<[String; 11]> = records
+        .iter()
+        .map(|e| {
+            [
+                e.id.to_string(),
+                e.map.clone(),
+                e.phase.clone(),
+                e.direction.clone(),
+                e.error_type.clone(),
+                e.key.clone(),
+                e.code.clone().unwrap_or_else(|| "-".into()),
+                e.attempts.to_string(),
+                e.last_at.clone(),
+                e.state.clone(),
+                e.message.replace('\n', " "),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let last = cells.len() - 1;
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "{}", line(&header.map(String::from))).map_err(io)?;
+    for (row, e) in rows.iter().zip(&records) {
+        writeln!(out, "{}", line(row)).map_err(io)?;
+        if let Some(p) = previews.get(&e.id) {
+            let show = |v: &Option<serde_json::Value>, none: &str| {
+                v.as_ref()
+                    .map_or_else(|| none.to_string(), |v| v.to_string())
+            };
+            writeln!(out, "    source row now: {}", show(&p.source_row, "(gone)")).map_err(io)?;
+            writeln!(
+                out,
+                "    target row now: {}",
+                show(&p.target_row, "(not there)")
+            )
+            .map_err(io)?;
+            let writes = if p.retry_deletes {
+                "a delete (the source row is gone)".to_string()
+            } else {
+                show(&p.retry_writes, "nothing")
+            };
+            writeln!(out, "    a retry writes: {writes}").map_err(io)?;
+            if let Some(problem) = &p.problem {
+                writeln!(out, "    problem:        {problem}").map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `errors retry|dismiss`: writes `requests/<name>.yaml` after checking that the whole
+/// config stays valid with it, and says what it matches now. Returns the request's name.
+pub fn write_request(
+    out: Out<'_>,
+    dir: &Path,
+    cfg: &Config,
+    store: Option<&dyn StateStore>,
+    action: RequestAction,
+    args: &RequestArgs,
+) -> Result<(String, PathBuf), String> {
+    let map = args.filter.map.clone().ok_or_else(|| {
+        "--map is required: a request acts on the errored records of one map".to_string()
+    })?;
+    if cfg.map(&map).is_none() {
+        return Err(format!("no map named {map:?} in the config"));
+    }
+    let now = chrono::Utc::now();
+    let filter = args.filter.filter(now)?;
+    let verb = match action {
+        RequestAction::Retry => "retry",
+        RequestAction::Dismiss => "dismiss",
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        let stamp = now.format("%Y%m%d-%H%M%S").to_string();
+        let room = 63 - verb.len() - stamp.len() - 2;
+        let map: String = map.chars().take(room).collect();
+        format!("{verb}-{}-{stamp}", map.trim_end_matches('-'))
+    });
+    let request = ErrorRequest {
+        api_version: config::ApiVersion::V1,
+        kind: config::ErrorRequestKind::Kind,
+        metadata: config::Metadata {
+            name: name.clone(),
+            labels: Default::default(),
+        },
+        spec: config::ErrorRequestSpec {
+            map: map.clone(),
+            action,
+            filter: filter.clone(),
+        },
+    };
+    let yaml = serde_saphyr::to_string(&request).map_err(|e| e.to_string())?;
+    let text = format!(
+        "# yaml-language-server: $schema=../schemas/errorrequest.schema.json\n# Written by `dualwrite errors {verb}` at {}. Review it, then commit it: the next reconcile\n# runs it once, while map {map} is Running.\n{yaml}",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let relative = PathBuf::from("requests").join(format!("{name}.yaml"));
+    let path = dir.join(&relative);
+    if path.exists() {
+        return Err(format!(
+            "{} already exists: a request runs once, identified by its name; pick another --name",
+            relative.display()
+        ));
+    }
+    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
+    std::fs::write(&path, &text).map_err(io)?;
+    // Nothing half applied: a request that makes the config invalid is taken back.
+    if let Err(diags) = config::load(&config::WorkTree {
+        dir: dir.to_path_buf(),
+    }) {
+        let _ = std::fs::remove_file(&path);
+        return Err(diags
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"));
+    }
+    writeln!(out, "wrote {}", relative.display()).map_err(io)?;
+    if let Some(store) = store {
+        let matched = store
+            .count_errors(&crate::errors::query_of(Some(&map), &filter))
+            .map_err(|e| e.to_string())?;
+        writeln!(
+            out,
+            "it matches {matched} open errored record(s) of map {map} now"
+        )
+        .map_err(io)?;
+        if matched > crate::requests::MAX_MATCHED {
+            writeln!(
+                out,
+                "warning: more than {} records: it will be Rejected; narrow the filter",
+                crate::requests::MAX_MATCHED
+            )
+            .map_err(io)?;
+        }
+    }
+    if !args.apply {
+        writeln!(
+            out,
+            "review and commit it; the next `dualwrite reconcile` runs it once while map {map} is Running (or run it now with --apply)"
+        )
+        .map_err(io)?;
+    }
+    Ok((name, relative))
+}
+
+/// Who runs a request with `--apply`: the git identity, else the login name.
+pub fn local_requester(dir: &Path, verb: &str) -> String {
+    let git = |key: &str| {
+        config::loader::git(dir, &["config", key], None)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let who = match (git("user.name"), git("user.email")) {
+        (Some(name), Some(email)) => format!("{name} <{email}>"),
+        (Some(name), None) => name,
+        _ => std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+    };
+    format!("{who} (dualwrite errors {verb} --apply)")
+}
+
+/// `logs MAP`: the activity log, oldest first, as JSON lines or CSV.
+pub fn logs(
+    out: Out<'_>,
+    store: Option<&dyn StateStore>,
+    map: &str,
+    since: Option<&str>,
+    format: LogFormat,
+    file: Option<&Path>,
+) -> Result<(), String> {
+    let since = match since {
+        None => None,
+        Some(text) => Some(
+            FilterArgs {
+                from: Some(text.to_string()),
+                ..Default::default()
+            }
+            .filter(chrono::Utc::now())
+            .map_err(|e| e.replace("--from", "--since"))?
+            .from
+            .expect("parsed")
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    };
+    let entries = match store {
+        Some(store) => store
+            .activity_since(map, since.as_deref())
+            .map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let mut buffer = Vec::new();
+    match format {
+        LogFormat::Jsonl => {
+            for e in &entries {
+                let line = serde_json::json!({"at": e.at, "map": map, "event": e.event, "message": e.message});
+                writeln!(buffer, "{line}").map_err(io)?;
+            }
+        }
+        LogFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut buffer);
+            w.write_record(["at", "map", "event", "message"])
+                .map_err(|e| e.to_string())?;
+            for e in &entries {
+                w.write_record([e.at.as_str(), map, &e.event, &e.message])
+                    .map_err(|e| e.to_string())?;
+            }
+            w.flush().map_err(io)?;
+        }
+    }
+    match file {
+        Some(path) => {
+            std::fs::write(path, &buffer).map_err(|e| format!("{}: {e}", path.display()))?;
+            writeln!(
+                out,
+                "wrote {} activity entries of map {map} to {}",
+                entries.len(),
+                path.display()
+            )
+            .map_err(io)?;
+        }
+        None => out.write_all(&buffer).map_err(io)?,
+    }
+    Ok(())
+}
