@@ -100,8 +100,25 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// How a pass differs from a plain `reconcile`.
+#[derive(Clone, Debug, Default)]
+pub struct PassOptions {
+    /// Run only this request (`errors retry|dismiss --apply`); the others stay queued.
+    pub only_request: Option<String>,
+}
+
 /// Runs one full pass over every map of the config.
 pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, ReconcileError> {
+    run_with(dir, cfg, revision, &PassOptions::default()).await
+}
+
+/// [`run`], with options.
+pub async fn run_with(
+    dir: &Path,
+    cfg: &Config,
+    revision: &str,
+    options: &PassOptions,
+) -> Result<Report, ReconcileError> {
     let mut store = open_store(dir, cfg)?;
     let mut endpoints = Endpoints {
         dir: dir.to_path_buf(),
@@ -117,6 +134,11 @@ pub async fn run(dir: &Path, cfg: &Config, revision: &str) -> Result<Report, Rec
     )?;
     let provenance = crate::requests::provenance(dir);
     let (_, mut queues) = crate::requests::admit(store.as_ref(), cfg, &provenance, revision)?;
+    if let Some(only) = &options.only_request {
+        for queue in queues.values_mut() {
+            queue.retain(|(r, _)| &r.metadata.name == only);
+        }
+    }
     let mut alerts = load_alerts(store.as_ref(), cfg)?;
     let mut deliveries = Vec::new();
     let stored: HashMap<String, MapRecord> = store
@@ -1160,7 +1182,7 @@ async fn preview_one(
             sides.from_table,
             &flow.read_columns,
             &flow.from_key,
-            &[key.clone()],
+            std::slice::from_ref(&key),
         )
         .await
         .map_err(|e| e.to_string())?

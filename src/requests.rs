@@ -183,7 +183,6 @@ pub async fn execute(
     ways: &[Way<'_>],
     batch_size: usize,
 ) -> Result<(), StateError> {
-    let name = &request.metadata.name;
     let map = &request.spec.map;
     let filter = &request.spec.filter;
     let query = crate::errors::query_of(Some(map), filter);
@@ -224,14 +223,7 @@ pub async fn execute(
                     past_tense(request.spec.action)
                 ),
             );
-            journal.log(
-                "RequestRejected",
-                &format!(
-                    "request {name}: {}",
-                    status.reason.clone().unwrap_or_default()
-                ),
-            )?;
-            return Ok(());
+            return log_rejection(journal, request, status);
         }
     }
     let matched = journal.store.count_errors(&query)?;
@@ -243,14 +235,7 @@ pub async fn execute(
                 "the filter matches {matched} records; a request may match at most {MAX_MATCHED}: narrow it (time range, direction, errorType, phase or ids)"
             ),
         );
-        journal.log(
-            "RequestRejected",
-            &format!(
-                "request {name}: {}",
-                status.reason.clone().unwrap_or_default()
-            ),
-        )?;
-        return Ok(());
+        return log_rejection(journal, request, status);
     }
     let records = journal
         .store
@@ -280,18 +265,14 @@ pub async fn execute(
             ));
         }
     }
-    let by = status
-        .requested_by
-        .as_ref()
-        .map(|a| format!(" by {a}"))
-        .unwrap_or_default();
+    let label = label(request, status);
     let message = match request.spec.action {
         RequestAction::Dismiss => format!(
-            "request {name} (Dismiss{by}) {}: matched {}, dismissed {}",
+            "{label} {}: matched {}, dismissed {}",
             status.state, status.matched, status.dismissed
         ),
         RequestAction::Retry => format!(
-            "request {name} (Retry{by}) {}: matched {}, succeeded {}, failed {} in {seconds:.2} s{}",
+            "{label} {}: matched {}, succeeded {}, failed {} in {seconds:.2} s{}",
             status.state,
             status.matched,
             status.succeeded,
@@ -305,6 +286,34 @@ pub async fn execute(
     };
     journal.log(&format!("Request{}", status.state), &message)?;
     Ok(())
+}
+
+/// "request NAME (ACTION by WHO)", how the activity log names a request.
+fn label(request: &ErrorRequest, status: &RequestStatus) -> String {
+    let by = status
+        .requested_by
+        .as_ref()
+        .map(|a| format!(" by {a}"))
+        .unwrap_or_default();
+    format!(
+        "request {} ({:?}{by})",
+        request.metadata.name, request.spec.action
+    )
+}
+
+fn log_rejection(
+    journal: &Journal<'_>,
+    request: &ErrorRequest,
+    status: &RequestStatus,
+) -> Result<(), StateError> {
+    journal.log(
+        "RequestRejected",
+        &format!(
+            "{} Rejected: {}",
+            label(request, status),
+            status.reason.clone().unwrap_or_default()
+        ),
+    )
 }
 
 fn past_tense(action: RequestAction) -> &'static str {

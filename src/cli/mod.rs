@@ -159,11 +159,21 @@ fn apply(
     src: &dyn ConfigSource,
     out: &mut dyn Write,
 ) -> Result<i32, String> {
+    apply_with(dir, cfg, src, out, &Default::default())
+}
+
+fn apply_with(
+    dir: &Path,
+    cfg: &config::Config,
+    src: &dyn ConfigSource,
+    out: &mut dyn Write,
+    options: &crate::reconcile::PassOptions,
+) -> Result<i32, String> {
     let files = src.files().unwrap_or_default();
     let revision = crate::status::revision(dir, &files);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let report = runtime
-        .block_on(crate::reconcile::run(dir, cfg, &revision))
+        .block_on(crate::reconcile::run_with(dir, cfg, &revision, options))
         .map_err(|e| e.to_string())?;
     let store = crate::reconcile::open_store(dir, cfg).map_err(|e| e.to_string())?;
     let mut written = 0;
@@ -411,7 +421,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                     .put_request(&name, &applied, &status)
                     .map_err(|e| e.to_string())?;
             }
-            let code = apply(&cli.dir, &cfg, &src, out)?;
+            let only = crate::reconcile::PassOptions {
+                only_request: Some(name.clone()),
+            };
+            let code = apply_with(&cli.dir, &cfg, &src, out, &only)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             let status = store
                 .request_status(&name)

@@ -144,18 +144,25 @@ fn binds(values: &[Value]) -> impl rusqlite::Params + '_ {
     params_from_iter(values.iter().map(Bind))
 }
 
+/// A stored value as its column's kind. SQLite keeps any value in any column: one that does
+/// not fit its column's declared kind is read as it is stored (text, bytes), so the record
+/// fails alone as a TransformError when it is written, instead of failing the whole read.
 fn from_sql(value: ValueRef<'_>, kind: ValueKind) -> Result<Value, WriteError> {
-    let converted = match value {
-        ValueRef::Null => Ok(Value::Null),
-        ValueRef::Integer(i) => Value::Int(i).into_kind(kind),
-        ValueRef::Real(f) => Value::Float(f).into_kind(kind),
+    let raw = match value {
+        ValueRef::Null => return Ok(Value::Null),
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(f) => Value::Float(f),
         ValueRef::Text(t) => match std::str::from_utf8(t) {
-            Ok(text) => Value::from_text(text, kind),
-            Err(_) => Value::Text(String::from_utf8_lossy(t).into_owned()).into_kind(kind),
+            Ok(text) => {
+                return Ok(
+                    Value::from_text(text, kind).unwrap_or_else(|_| Value::Text(text.to_string()))
+                );
+            }
+            Err(_) => Value::Text(String::from_utf8_lossy(t).into_owned()),
         },
-        ValueRef::Blob(b) => Value::Bytes(b.to_vec()).into_kind(kind),
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     };
-    converted.map_err(|e| WriteError::new(WriteErrorClass::Transform, None, e.to_string()))
+    Ok(raw.clone().into_kind(kind).unwrap_or(raw))
 }
 
 /// Extended result code names for the codes dualwrite tells apart.

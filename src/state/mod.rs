@@ -329,6 +329,14 @@ pub trait StateStore: Send {
     /// Records a failed record. An open error for the same key and direction is updated
     /// (attempts + 1) instead of duplicated. Returns its id.
     fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError>;
+    /// [`StateStore::record_error`] for a batch's failures, in one transaction where the
+    /// store has them (one commit instead of one per record).
+    fn record_errors(&self, records: &[ErrorRecord]) -> Result<(), StateError> {
+        for e in records {
+            self.record_error(e)?;
+        }
+        Ok(())
+    }
     /// Marks open errors of these keys (JSON objects) Superseded: a later write succeeded.
     fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError>;
     fn has_open_errors(&self, map: &str) -> Result<bool, StateError>;

@@ -753,6 +753,36 @@ impl StateStore for PostgresStore {
         })
     }
 
+    /// One transaction for the batch: one commit instead of one per record.
+    fn record_errors(&self, records: &[ErrorRecord]) -> Result<(), StateError> {
+        let records = records.to_vec();
+        self.call(move |c| {
+            c.run(async |s| {
+                let stmt = s.prepare(RECORD_ERROR).await?;
+                let tx = s.client.transaction().await?;
+                for e in &records {
+                    tx.query(
+                        &stmt,
+                        &[
+                            &e.map,
+                            &e.phase,
+                            &e.direction,
+                            &e.error_type,
+                            &e.key,
+                            &e.row,
+                            &e.message,
+                            &e.code,
+                            &e.first_at,
+                            &e.last_at,
+                        ],
+                    )
+                    .await?;
+                }
+                tx.commit().await
+            })
+        })
+    }
+
     fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError> {
         if keys.is_empty() {
             return Ok(0);

@@ -377,6 +377,15 @@ impl StateStore for SqliteStore {
         Ok(self.conn.last_insert_rowid())
     }
 
+    fn record_errors(&self, records: &[ErrorRecord]) -> Result<(), StateError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for e in records {
+            self.record_error(e)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A later successful write of the same key in the same direction resolves open errors.
     fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError> {
         let mut stmt = self.conn.prepare_cached(

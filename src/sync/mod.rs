@@ -209,8 +209,9 @@ impl Journal<'_> {
     ) -> Result<u64, crate::state::StateError> {
         // Milliseconds: alert windows and resumes compare these times.
         let now = crate::alert::format_time(crate::alert::millis(chrono::Utc::now()));
+        let mut records = Vec::with_capacity(out.failed.len());
         for f in &out.failed {
-            self.store.record_error(&crate::state::ErrorRecord {
+            records.push(crate::state::ErrorRecord {
                 id: 0,
                 map: self.map.clone(),
                 phase: phase.to_string(),
@@ -227,8 +228,11 @@ impl Journal<'_> {
                 last_at: now.clone(),
                 attempts: 1,
                 state: "Open".into(),
-            })?;
+            });
             self.recorded.push((f.error_type.to_string(), now.clone()));
+        }
+        if !records.is_empty() {
+            self.store.record_errors(&records)?;
         }
         if !out.written.is_empty() && self.store.has_open_errors(&self.map)? {
             let keys: Vec<String> = out
