@@ -890,6 +890,7 @@ async fn initial_sync(
             .map_err(|e| e.to_string())?;
         journal.save().map_err(|e| e.to_string())?;
     }
+    let started = std::time::Instant::now();
     let retry_errors = journal
         .runtime
         .initial_sync
@@ -948,10 +949,15 @@ async fn initial_sync(
         .collect::<Vec<_>>()
         .join("; ");
     let status = run_state.status.clone();
+    let read: u64 = run_state.directions.values().map(|d| d.read).sum();
+    let seconds = started.elapsed().as_secs_f64();
     journal
         .log(
             "InitialSyncFinished",
-            &format!("initial sync run {run} {status}: {counts}"),
+            &format!(
+                "initial sync run {run} {status}: {counts} ({read} rows read in {seconds:.3} s{})",
+                if resuming { ", resumed" } else { "" }
+            ),
         )
         .map_err(|e| e.to_string())
 }

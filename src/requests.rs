@@ -226,6 +226,7 @@ pub async fn execute(
             return log_rejection(journal, request, status);
         }
     }
+    let started = std::time::Instant::now();
     let matched = journal.store.count_errors(&query)?;
     status.matched = matched;
     if matched > MAX_MATCHED {
@@ -240,7 +241,6 @@ pub async fn execute(
     let records = journal
         .store
         .query_errors(&query, Order::OldestFirst, MAX_MATCHED as usize)?;
-    let started = std::time::Instant::now();
     let outcome = match request.spec.action {
         RequestAction::Dismiss => {
             let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
@@ -272,7 +272,7 @@ pub async fn execute(
             status.state, status.matched, status.dismissed
         ),
         RequestAction::Retry => format!(
-            "{label} {}: matched {}, succeeded {}, failed {} in {seconds:.2} s{}",
+            "{label} {}: matched {}, succeeded {}, failed {} in {seconds:.3} s{}",
             status.state,
             status.matched,
             status.succeeded,
@@ -334,12 +334,40 @@ async fn retry(
     ways: &[Way<'_>],
     batch_size: usize,
 ) -> Result<(), String> {
-    let st = |e: StateError| e.to_string();
     // Records of a way the map no longer syncs cannot be retried.
     status.failed += records
         .iter()
         .filter(|e| !ways.iter().any(|w| w.flow.way.name() == e.direction))
         .count() as u64;
+    // Records written but not yet marked Retried: marked in one transaction about once a
+    // second (while the next chunk is written) and at the end. A crash in between leaves
+    // them open, so a re-run of the request writes them again (an idempotent upsert of the
+    // current row).
+    let mut retried: Vec<i64> = Vec::new();
+    let outcome = retry_ways(records, status, journal, ways, batch_size, &mut retried).await;
+    resolve(journal, retried)?;
+    outcome
+}
+
+fn resolve(journal: &mut Journal<'_>, retried: Vec<i64>) -> Result<(), String> {
+    if !retried.is_empty() {
+        journal
+            .store
+            .resolve_errors(&retried, "Retried")
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn retry_ways(
+    records: &[ErrorRecord],
+    status: &mut RequestStatus,
+    journal: &mut Journal<'_>,
+    ways: &[Way<'_>],
+    batch_size: usize,
+    retried: &mut Vec<i64>,
+) -> Result<(), String> {
+    let st = |e: StateError| e.to_string();
     for way in ways {
         let flow = way.flow;
         let kinds = sync::key_kinds(flow, way.sides.from_info);
@@ -347,40 +375,82 @@ async fn retry(
             .iter()
             .filter(|e| e.direction == flow.way.name())
             .collect();
+        // Each chunk's keys, and its records by stored key.
+        let mut chunks: Vec<Chunk<'_>> = Vec::new();
         for chunk in mine.chunks(batch_size.max(1)) {
             let mut by_key: HashMap<String, &ErrorRecord> = HashMap::new();
             let mut keys = Vec::new();
             for e in chunk {
                 match key_values(&e.key, &flow.from_key, &kinds) {
                     Some(key) => {
-                        by_key.insert(transform::key_json(&flow.from_key, &key), e);
+                        by_key.insert(transform::key_json(&flow.from_key, &key), *e);
                         keys.push(key);
                     }
                     None => status.failed += 1,
                 }
             }
+            chunks.push((keys, by_key));
+        }
+        let failed = |e: SyncError| e.to_string();
+        let mut last_mark = std::time::Instant::now();
+        let mut fetched = match chunks.first() {
+            Some((keys, _)) => Some(
+                sync::live::fetch_current(&way.sides, flow, keys)
+                    .await
+                    .map_err(failed)?,
+            ),
+            None => None,
+        };
+        for (i, (keys, by_key)) in chunks.iter().enumerate() {
+            let rows = fetched.take().unwrap_or_default();
             let mut out = Outcome::default();
-            sync::live::write_current(&way.sides, flow, keys, Vec::new(), &mut out)
-                .await
-                .map_err(|e: SyncError| e.to_string())?;
-            let retried: Vec<i64> = out
-                .written
-                .iter()
-                .filter_map(|k| by_key.get(&transform::key_json(&flow.from_key, k)))
-                .map(|e| e.id)
-                .collect();
-            journal
-                .store
-                .resolve_errors(&retried, "Retried")
-                .map_err(st)?;
-            status.succeeded += retried.len() as u64;
+            // Writing this chunk overlaps reading the next chunk's rows and marking the
+            // previous chunk's records Retried.
+            let write = sync::live::write_fetched(
+                &way.sides,
+                flow,
+                keys.clone(),
+                rows,
+                Vec::new(),
+                &mut out,
+            );
+            let next = async {
+                match chunks.get(i + 1) {
+                    Some((next, _)) => {
+                        Some(sync::live::fetch_current(&way.sides, flow, next).await)
+                    }
+                    None => None,
+                }
+            };
+            let done = if last_mark.elapsed() >= crate::sync::initial::SAVE_EVERY {
+                last_mark = std::time::Instant::now();
+                std::mem::take(retried)
+            } else {
+                Vec::new()
+            };
+            let mark = async { resolve(journal, done) };
+            let (written, next_rows, marked) = tokio::join!(write, next, mark);
+            written.map_err(failed)?;
+            marked?;
+            fetched = next_rows.transpose().map_err(failed)?;
+            let before = retried.len();
+            retried.extend(
+                out.written
+                    .iter()
+                    .filter_map(|k| by_key.get(&transform::key_json(&flow.from_key, k)))
+                    .map(|e| e.id),
+            );
+            status.succeeded += (retried.len() - before) as u64;
+
             let at = now();
-            for f in &out.failed {
-                let key = transform::key_json(&flow.from_key, &f.key);
-                let phase = by_key.get(&key).map_or("Live", |e| e.phase.as_str());
-                journal
-                    .store
-                    .record_error(&ErrorRecord {
+            let failures: Vec<ErrorRecord> = out
+                .failed
+                .iter()
+                .map(|f| {
+                    let key = transform::key_json(&flow.from_key, &f.key);
+                    // A retried record keeps the phase it failed in.
+                    let phase = by_key.get(&key).map_or("Live", |e| e.phase.as_str());
+                    ErrorRecord {
                         id: 0,
                         map: journal.map.clone(),
                         phase: phase.to_string(),
@@ -397,18 +467,24 @@ async fn retry(
                         last_at: at.clone(),
                         attempts: 1,
                         state: "Open".into(),
-                    })
-                    .map_err(st)?;
-                journal
-                    .recorded
-                    .push((f.error_type.to_string(), at.clone()));
-            }
+                    }
+                })
+                .collect();
+            journal.store.record_errors(&failures).map_err(st)?;
+            journal.recorded.extend(
+                out.failed
+                    .iter()
+                    .map(|f| (f.error_type.to_string(), at.clone())),
+            );
             status.failed += out.failed.len() as u64;
             journal.runtime.synced += out.written.len() as u64;
         }
     }
     Ok(())
 }
+
+/// A chunk of a Retry: the keys to write, and their records by stored key.
+type Chunk<'r> = (Vec<Vec<Value>>, HashMap<String, &'r ErrorRecord>);
 
 /// A stored key (`{"column": value}`) as typed values in the order of `columns`.
 pub(crate) fn key_values(

@@ -715,7 +715,7 @@ async fn errors_cli_lists_shows_rows_writes_requests_applies_them_and_downloads_
         let csv = std::fs::read_to_string(&csv_path).unwrap();
         let mut lines = csv.lines();
         assert_eq!(lines.next(), Some("at,map,event,message"));
-        assert!(csv.contains(",customers,InitialSyncFinished,\"initial sync run 1 CompletedWithErrors: SourceToDestination: read 6, written 4, errors 2\""), "{csv}");
+        assert!(csv.contains(",customers,InitialSyncFinished,\"initial sync run 1 CompletedWithErrors: SourceToDestination: read 6, written 4, errors 2 (6 rows read in "), "{csv}");
         assert!(csv.contains(",customers,RequestCompleted,\"request dismiss-two (Dismiss by "), "{csv}");
         // --apply runs that request only: the one left for review still waits.
         assert!(!csv.contains("request retry-five"), "{csv}");

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS {s}.errors (
     attempts BIGINT NOT NULL,
     state TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS errors_by_map ON {s}.errors (map, state, last_at);
+DROP INDEX IF EXISTS {s}.errors_by_map;
 CREATE INDEX IF NOT EXISTS errors_by_key ON {s}.errors (map, direction, key, state);
 CREATE UNIQUE INDEX IF NOT EXISTS errors_open_key ON {s}.errors (map, direction, key)
     WHERE state = 'Open';

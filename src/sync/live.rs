@@ -52,17 +52,38 @@ pub async fn write_current(
     sides: &Sides<'_>,
     flow: &Flow,
     keys: Vec<Vec<Value>>,
+    deletes: Vec<Vec<Value>>,
+    out: &mut Outcome,
+) -> Result<(), SyncError> {
+    let rows = fetch_current(sides, flow, &keys).await?;
+    write_fetched(sides, flow, keys, rows, deletes, out).await
+}
+
+/// The rows of `keys` as they are now on the `from` side (missing keys are absent).
+pub async fn fetch_current(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    keys: &[Vec<Value>],
+) -> Result<Vec<crate::endpoint::Row>, SyncError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sides
+        .from
+        .fetch_rows(sides.from_table, &flow.read_columns, &flow.from_key, keys)
+        .await?)
+}
+
+/// The second half of [`write_current`]: `rows` were fetched for `keys`; the keys without a
+/// row are deleted on the target.
+pub async fn write_fetched(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    keys: Vec<Vec<Value>>,
+    rows: Vec<crate::endpoint::Row>,
     mut deletes: Vec<Vec<Value>>,
     out: &mut Outcome,
 ) -> Result<(), SyncError> {
-    let rows = if keys.is_empty() {
-        Vec::new()
-    } else {
-        sides
-            .from
-            .fetch_rows(sides.from_table, &flow.read_columns, &flow.from_key, &keys)
-            .await?
-    };
     // A key changed then deleted before we read it: it is gone now, so delete it.
     let found: std::collections::HashSet<String> =
         rows.iter().map(|r| key_string(flow.key_of(r))).collect();
