@@ -708,6 +708,14 @@ async fn errors_cli_lists_shows_rows_writes_requests_applies_them_and_downloads_
         assert_eq!(st["dismissed"], 1);
         assert!(st["requestedBy"].as_str().unwrap().contains("(dualwrite errors dismiss --apply)"), "{st:?}");
 
+        let status = case.run(&["status"]);
+        assert!(
+            status.stdout.lines().any(|l| l.starts_with("dismiss-two") && l.contains("Dismiss") && l.contains("Completed")),
+            "{}",
+            status.stdout
+        );
+        assert!(status.stdout.lines().any(|l| l.starts_with("retry-five") && l.contains("Queued")), "{}", status.stdout);
+
         let csv_path = case.repo.path().join("activity.csv");
         let logs = case.run(&["logs", "customers", "--since", "1h", "--format", "csv", "-o", csv_path.to_str().unwrap()]);
         assert_eq!(logs.code, 0, "{}", logs.stderr);

@@ -258,8 +258,25 @@ pub fn status(
         .map(|m| &m.resource)
         .filter(|m| only.is_none_or(|o| o == m.metadata.name));
     let all = crate::status::map_statuses(store, selected).map_err(io::Error::other)?;
+    let mut requests = Vec::new();
+    for r in cfg
+        .requests
+        .iter()
+        .filter(|r| only.is_none_or(|o| o == r.resource.spec.map))
+    {
+        if let Some(st) = store
+            .request_status(&r.resource.metadata.name)
+            .map_err(io::Error::other)?
+        {
+            requests.push((r.resource.metadata.name.clone(), st));
+        }
+    }
     if format == Output::Json {
         let maps: serde_json::Map<String, serde_json::Value> = all
+            .into_iter()
+            .map(|(n, s)| (n, serde_json::to_value(s).unwrap_or_default()))
+            .collect();
+        let requests: serde_json::Map<String, serde_json::Value> = requests
             .into_iter()
             .map(|(n, s)| (n, serde_json::to_value(s).unwrap_or_default()))
             .collect();
@@ -267,7 +284,7 @@ pub fn status(
             out,
             "{}",
             serde_json::to_string_pretty(
-                &json!({ "formatVersion": FORMAT_VERSION, "maps": maps })
+                &json!({ "formatVersion": FORMAT_VERSION, "maps": maps, "requests": requests })
             )?
         );
     }
@@ -299,6 +316,23 @@ pub fn status(
                 "    error {} {} {} {}: {}",
                 e.id, e.error_type, e.direction, e.key, e.message
             )?;
+        }
+    }
+    if !requests.is_empty() {
+        writeln!(
+            out,
+            "\n{:<32} {:<12} {:<8} {:<10} {:>8} {:>9} {:>6} {:>9}",
+            "REQUEST", "MAP", "ACTION", "STATE", "MATCHED", "SUCCEEDED", "FAILED", "DISMISSED"
+        )?;
+        for (name, st) in &requests {
+            writeln!(
+                out,
+                "{:<32} {:<12} {:<8} {:<10} {:>8} {:>9} {:>6} {:>9}",
+                name, st.map, st.action, st.state, st.matched, st.succeeded, st.failed, st.dismissed
+            )?;
+            if let Some(reason) = &st.reason {
+                writeln!(out, "    {reason}")?;
+            }
         }
     }
     Ok(())
