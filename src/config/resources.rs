@@ -564,8 +564,10 @@ pub enum RequestAction {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ErrorFilter {
+    /// Records whose latest failed attempt is at or after this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<DateTime<Utc>>,
+    /// Records whose latest failed attempt is before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<DateTime<Utc>>,
     /// The data source direction.
