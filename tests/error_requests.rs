@@ -733,3 +733,57 @@ async fn errors_cli_lists_shows_rows_writes_requests_applies_them_and_downloads_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_reach_its_target_fails_and_loses_nothing() {
+    common::with_timeout(async {
+        let target = Target::sqlite().await;
+        let EndpointSpec::Sqlite { path } = target.db.spec.clone() else {
+            unreachable!()
+        };
+        let case = Case::new(target, &rows_with_bad(4, &[]), "").await;
+        case.reconcile();
+        // A record that cannot be converted (text in an integer column), then fixed at the
+        // source without a captured change: only the retry can carry it.
+        case.erp()
+            .execute_batch("INSERT INTO customers VALUES (5, 'five', 'not a number')")
+            .unwrap();
+        case.reconcile();
+        assert_eq!(case.errors(&[]).0, 1);
+        case.change_source_uncaptured("UPDATE customers SET credit = 50 WHERE id = 5");
+        case.request("retry-five", "Retry", "");
+        case.repo.commit_all("retry");
+
+        // Another writer holds the target's write lock for the whole pass.
+        let locker = rusqlite::Connection::open(&path).unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let run = case.run(&["reconcile"]);
+        locker.execute_batch("ROLLBACK").unwrap();
+        assert!(
+            run.stdout.contains("request retry-five: Failed"),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+        let st = &case.status("requests/retry-five.yaml")["status"];
+        assert_eq!(st["state"], "Failed");
+        assert!(
+            st["reason"]
+                .as_str()
+                .unwrap()
+                .contains("stopped after 0 of 1 record(s)"),
+            "{st:?}"
+        );
+        assert!(st["reason"].as_str().unwrap().contains("locked"), "{st:?}");
+        // Nothing lost: the record is still open, and the request does not run again.
+        case.reconcile();
+        let (open, records) = case.errors(&[]);
+        assert_eq!(open, 1);
+        assert_eq!(records[0]["key"]["id"], 5);
+        assert_eq!(
+            case.status("requests/retry-five.yaml")["status"]["state"],
+            "Failed"
+        );
+    })
+    .await;
+}
