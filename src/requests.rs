@@ -447,27 +447,10 @@ async fn retry_ways(
                 .failed
                 .iter()
                 .map(|f| {
-                    let key = transform::key_json(&flow.from_key, &f.key);
                     // A retried record keeps the phase it failed in.
+                    let key = transform::key_json(&flow.from_key, &f.key);
                     let phase = by_key.get(&key).map_or("Live", |e| e.phase.as_str());
-                    ErrorRecord {
-                        id: 0,
-                        map: journal.map.clone(),
-                        phase: phase.to_string(),
-                        direction: flow.way.name().to_string(),
-                        error_type: f.error_type.to_string(),
-                        key,
-                        row: f
-                            .source_row
-                            .as_ref()
-                            .map(|r| transform::row_json(&flow.read_columns, r)),
-                        message: f.message.clone(),
-                        code: f.code.clone(),
-                        first_at: at.clone(),
-                        last_at: at.clone(),
-                        attempts: 1,
-                        state: "Open".into(),
-                    }
+                    journal.error_record(flow, phase, f, &at)
                 })
                 .collect();
             journal.store.record_errors(&failures).map_err(st)?;

@@ -328,7 +328,14 @@ pub fn status(
             writeln!(
                 out,
                 "{:<32} {:<12} {:<8} {:<10} {:>8} {:>9} {:>6} {:>9}",
-                name, st.map, st.action, st.state, st.matched, st.succeeded, st.failed, st.dismissed
+                name,
+                st.map,
+                st.action,
+                st.state,
+                st.matched,
+                st.succeeded,
+                st.failed,
+                st.dismissed
             )?;
             if let Some(reason) = &st.reason {
                 writeln!(out, "    {reason}")?;

@@ -548,6 +548,22 @@ fn corrupt(what: &str, source: serde_json::Error) -> StateError {
     }
 }
 
+/// The parameters of `RECORD_ERROR` for a record.
+fn record_params(e: &ErrorRecord) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+    [
+        &e.map,
+        &e.phase,
+        &e.direction,
+        &e.error_type,
+        &e.key,
+        &e.row,
+        &e.message,
+        &e.code,
+        &e.first_at,
+        &e.last_at,
+    ]
+}
+
 fn activity_entry(r: &Row) -> ActivityEntry {
     ActivityEntry {
         at: r.get(0),
@@ -731,23 +747,7 @@ impl StateStore for PostgresStore {
         let e = e.clone();
         self.call(move |c| {
             c.run(async |s| {
-                let rows = s
-                    .query(
-                        RECORD_ERROR,
-                        &[
-                            &e.map,
-                            &e.phase,
-                            &e.direction,
-                            &e.error_type,
-                            &e.key,
-                            &e.row,
-                            &e.message,
-                            &e.code,
-                            &e.first_at,
-                            &e.last_at,
-                        ],
-                    )
-                    .await?;
+                let rows = s.query(RECORD_ERROR, &record_params(&e)).await?;
                 Ok(rows[0].get::<_, i64>(0))
             })
         })
@@ -761,22 +761,7 @@ impl StateStore for PostgresStore {
                 let stmt = s.prepare(RECORD_ERROR).await?;
                 let tx = s.client.transaction().await?;
                 for e in &records {
-                    tx.query(
-                        &stmt,
-                        &[
-                            &e.map,
-                            &e.phase,
-                            &e.direction,
-                            &e.error_type,
-                            &e.key,
-                            &e.row,
-                            &e.message,
-                            &e.code,
-                            &e.first_at,
-                            &e.last_at,
-                        ],
-                    )
-                    .await?;
+                    tx.query(&stmt, &record_params(e)).await?;
                 }
                 tx.commit().await
             })

@@ -211,24 +211,7 @@ impl Journal<'_> {
         let now = crate::alert::format_time(crate::alert::millis(chrono::Utc::now()));
         let mut records = Vec::with_capacity(out.failed.len());
         for f in &out.failed {
-            records.push(crate::state::ErrorRecord {
-                id: 0,
-                map: self.map.clone(),
-                phase: phase.to_string(),
-                direction: flow.way.name().to_string(),
-                error_type: f.error_type.to_string(),
-                key: transform::key_json(&flow.from_key, &f.key),
-                row: f
-                    .source_row
-                    .as_ref()
-                    .map(|r| transform::row_json(&flow.read_columns, r)),
-                message: f.message.clone(),
-                code: f.code.clone(),
-                first_at: now.clone(),
-                last_at: now.clone(),
-                attempts: 1,
-                state: "Open".into(),
-            });
+            records.push(self.error_record(flow, phase, f, &now));
             self.recorded.push((f.error_type.to_string(), now.clone()));
         }
         if !records.is_empty() {
@@ -243,6 +226,34 @@ impl Journal<'_> {
             self.store.supersede(&self.map, flow.way.name(), &keys)?;
         }
         Ok(out.failed.len() as u64)
+    }
+
+    /// The errored record of a failure of this map, first and last attempted `at`.
+    pub fn error_record(
+        &self,
+        flow: &Flow,
+        phase: &str,
+        f: &Failure,
+        at: &str,
+    ) -> crate::state::ErrorRecord {
+        crate::state::ErrorRecord {
+            id: 0,
+            map: self.map.clone(),
+            phase: phase.to_string(),
+            direction: flow.way.name().to_string(),
+            error_type: f.error_type.to_string(),
+            key: transform::key_json(&flow.from_key, &f.key),
+            row: f
+                .source_row
+                .as_ref()
+                .map(|r| transform::row_json(&flow.read_columns, r)),
+            message: f.message.clone(),
+            code: f.code.clone(),
+            first_at: at.to_string(),
+            last_at: at.to_string(),
+            attempts: 1,
+            state: "Open".into(),
+        }
     }
 
     /// Saves phase and runtime atomically: the commit point of progress.
