@@ -6,7 +6,8 @@
 #     the target's CHECK constraint is dropped) against the initial sync of the same 10,000
 #     rows into a fresh table: rows/s of each, from dualwrite's own activity log, in one run
 #     (goal: retry >= 0.5 of the initial sync).
-# Usage: benches/errors.sh            (needs PostgreSQL at DUALWRITE_TEST_POSTGRES_URL)
+# Usage: benches/errors.sh   (needs PostgreSQL at DUALWRITE_TEST_POSTGRES_URL; PARTS="list list-pg retry",
+# list-pg needs list)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -14,13 +15,24 @@ PG_URL=${DUALWRITE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 ERRORS=${ERRORS:-1000000}
 ROWS=${ROWS:-10000}
 RUNS=${RUNS:-5}
-PARTS=${PARTS:-list retry}   # which figures to measure
+PARTS=${PARTS:-list list-pg retry}   # which figures to measure
 
 cargo build --release --quiet
 BIN=$ROOT/target/release/dualwrite
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"; psql -q "$PG_URL" -c "DROP TABLE IF EXISTS bench_retry, bench_copy" >/dev/null 2>&1 || true' EXIT
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+time_cmd() {  # prints the median wall seconds of RUNS runs of "$@"
+  local times=()
+  for _ in $(seq "$RUNS"); do
+    local t0 t1
+    t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N)
+    times+=("$(echo "$t1 - $t0" | bc)")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.3f s, max %.3f s", a[int((NR+1)/2)], a[NR]}'
+}
+
 
 # ---------------------------------------------------------------------------------------
 # 1. errors list over 1M records
@@ -73,17 +85,48 @@ db.commit()
 print("errors in the store:", db.execute("SELECT COUNT(*) FROM errors").fetchone()[0])
 EOF
 
-time_cmd() {  # prints the median wall seconds of RUNS runs of "$@"
-  local times=()
-  for _ in $(seq "$RUNS"); do
-    local t0 t1
-    t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N)
-    times+=("$(echo "$t1 - $t0" | bc)")
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.3f s, max %.3f s", a[int((NR+1)/2)], a[NR]}'
-}
 echo
 echo "errors list over $ERRORS records (${RUNS} runs each):"
+for args in \
+  "--map customers" \
+  "--map customers --type TransformError --phase CatchUp" \
+  "--map orders --direction DestinationToSource --from 2026-11-21T00:00:00Z --to 2026-11-21T12:00:00Z" \
+  "--type SchemaError --phase Live --limit 1000" \
+  "--map invoices --id 17,42,999999" \
+  "--state all --limit 50"; do
+  # shellcheck disable=SC2086
+  matched=$("$BIN" errors list $args --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["matched"])')
+  # shellcheck disable=SC2086
+  printf '  %-100s matched %7s  %s\n' "errors list $args" "$matched" "$(time_cmd "$BIN" errors list $args)"
+done
+fi
+
+# ---------------------------------------------------------------------------------------
+# 1b. the same with the PostgreSQL state store (in a database of its own, dropped after)
+if [[ " $PARTS " == *" list-pg "* ]]; then
+BENCH_DB=dw_errors_bench
+STATE_URL="${PG_URL%/*}/$BENCH_DB"
+psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB" -c "CREATE DATABASE $BENCH_DB" >/dev/null 2>&1
+trap 'rm -rf "$WORK"; psql -q "$PG_URL" -c "DROP TABLE IF EXISTS bench_retry, bench_copy" -c "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null 2>&1 || true' EXIT
+cd "$WORK" && mkdir -p list-pg && cp -r list/maps list/erp.db list/crm.db list-pg/ && cd list-pg
+sed 's/^    crm: { sqlite: { path: crm.db } }$/&\n  stateStore: { postgres: { urlFromEnv: BENCH_STATE } }/' ../list/dualwrite.yaml > dualwrite.yaml
+export BENCH_STATE=$STATE_URL
+"$BIN" reconcile >/dev/null
+psql -q "$STATE_URL" -c "
+INSERT INTO dualwrite_state.errors (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state)
+SELECT (ARRAY['customers','orders','invoices'])[1 + (i * 7919) % 3],
+       (ARRAY['InitialSync','Live','Live','CatchUp'])[1 + (i * 104729) % 4],
+       (ARRAY['SourceToDestination','DestinationToSource'])[1 + (i * 31) % 2],
+       (ARRAY['ApplicationError','ApplicationError','ApplicationError','ApplicationError','ApplicationError','ApplicationError','TransformError','TransformError','ConflictError','SchemaError'])[1 + (i * 613) % 10],
+       format('{\"id\":%s}', i), format('{\"id\":%s,\"name\":\"customer %s\"}', i, i),
+       'new row violates check constraint \"credit_check\"', '23514',
+       to_char(timestamp '2026-11-20' + (i * 3 * interval '1 day') / $ERRORS, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+       to_char(timestamp '2026-11-20' + (i * 3 * interval '1 day') / $ERRORS, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+       1, CASE WHEN i % 10 = 0 THEN 'Superseded' ELSE 'Open' END
+FROM generate_series(0::bigint, $ERRORS - 1) AS i;
+ANALYZE dualwrite_state.errors;" >/dev/null
+echo
+echo "errors list over $(psql -tA "$STATE_URL" -c 'SELECT COUNT(*) FROM dualwrite_state.errors') records in the PostgreSQL state store (${RUNS} runs each):"
 for args in \
   "--map customers" \
   "--map customers --type TransformError --phase CatchUp" \
