@@ -786,6 +786,13 @@ async fn run_requests(
         })
         .collect();
     for (request, mut status) in queue {
+        // Visible while it runs; a crash leaves it Running, and the next pass queues it again.
+        status.state = "Running".into();
+        journal.store.put_request(
+            &request.metadata.name,
+            &serde_json::to_value(&request).expect("request serializes"),
+            &status,
+        )?;
         crate::requests::execute(
             &request,
             &mut status,
