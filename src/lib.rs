@@ -13,6 +13,7 @@ pub mod notify;
 pub mod plan;
 pub mod reconcile;
 pub mod requests;
+pub mod service;
 pub mod state;
 pub mod status;
 pub mod sync;

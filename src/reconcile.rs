@@ -47,7 +47,7 @@ pub fn open_store(dir: &Path, cfg: &Config) -> Result<Box<dyn StateStore>, Recon
     Ok(crate::state::open(dir, &cfg.project.resource)?)
 }
 
-fn endpoint_spec(dir: &Path, cfg: &EndpointConfig) -> Result<EndpointSpec, String> {
+pub(crate) fn endpoint_spec(dir: &Path, cfg: &EndpointConfig) -> Result<EndpointSpec, String> {
     let env = |name: &str| {
         std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
     };
@@ -105,6 +105,30 @@ fn now() -> String {
 pub struct PassOptions {
     /// Run only this request (`errors retry|dismiss --apply`); the others stay queued.
     pub only_request: Option<String>,
+    /// Drive only these maps (every map of the config when `None`). `dualwrite run` drives
+    /// the maps it holds a lease on. Maps removed from the config are forgotten only by a
+    /// pass whose set names them (or that has none).
+    pub only_maps: Option<std::collections::HashSet<String>>,
+}
+
+impl PassOptions {
+    fn includes(&self, map: &str) -> bool {
+        self.only_maps
+            .as_ref()
+            .is_none_or(|only| only.contains(map))
+    }
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks passes in flight to end early: a drain stops after the batch it is writing (its
+/// cursor saved), and no further map is started. Set by `dualwrite run` on SIGTERM/Ctrl-C.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Runs one full pass over every map of the config.
@@ -120,6 +144,17 @@ pub async fn run_with(
     options: &PassOptions,
 ) -> Result<Report, ReconcileError> {
     let mut store = open_store(dir, cfg)?;
+    run_on(store.as_mut(), dir, cfg, revision, options).await
+}
+
+/// [`run_with`] on an open store (`dualwrite run` keeps one open between passes).
+pub async fn run_on(
+    store: &mut dyn StateStore,
+    dir: &Path,
+    cfg: &Config,
+    revision: &str,
+    options: &PassOptions,
+) -> Result<Report, ReconcileError> {
     let mut endpoints = Endpoints {
         dir: dir.to_path_buf(),
         cfg,
@@ -127,19 +162,19 @@ pub async fn run_with(
     };
     let mut report = Report::default();
     crate::errors::purge(
-        store.as_ref(),
+        store,
         dir,
         &cfg.project.resource,
         crate::alert::millis(chrono::Utc::now()),
     )?;
     let provenance = crate::requests::provenance(dir);
-    let (_, mut queues) = crate::requests::admit(store.as_ref(), cfg, &provenance, revision)?;
+    let (_, mut queues) = crate::requests::admit(store, cfg, &provenance, revision)?;
     if let Some(only) = &options.only_request {
         for queue in queues.values_mut() {
             queue.retain(|(r, _)| &r.metadata.name == only);
         }
     }
-    let mut alerts = load_alerts(store.as_ref(), cfg)?;
+    let mut alerts = load_alerts(store, cfg)?;
     let mut deliveries = Vec::new();
     let stored: HashMap<String, MapRecord> = store
         .maps()?
@@ -149,10 +184,13 @@ pub async fn run_with(
     for located in &cfg.maps {
         let map = &located.resource;
         let name = map.metadata.name.clone();
+        if !options.includes(&name) || stop_requested() {
+            continue;
+        }
         let record = stored.get(&name).cloned();
         let runtime = store.runtime(&name)?;
         let outcome = drive(
-            store.as_mut(),
+            store,
             &mut endpoints,
             &mut alerts,
             &mut deliveries,
@@ -168,7 +206,7 @@ pub async fn run_with(
     }
     let index = cfg.map_index();
     for (name, record) in &stored {
-        if index.get(name).is_none() {
+        if index.get(name).is_none() && options.includes(name) {
             remove(&mut endpoints, cfg, record).await;
             store.log(
                 name,
@@ -1001,6 +1039,9 @@ async fn drain(
 ) -> Result<(), String> {
     let batch = map.spec.batch_size as usize;
     loop {
+        if stop_requested() {
+            return Ok(());
+        }
         let mut pending: Vec<(Way, Pending)> = Vec::new();
         for link in &p.links {
             let cursor = sync::cursor(&journal.runtime, link.flow.way);

@@ -31,6 +31,11 @@ const INSTALL_LOCK: i64 = 0x6475_616c_7772_6974;
 /// transactions; the base keeps them apart from other applications' advisory locks.
 const CHANGE_LOCK_BASE: i64 = 0x6477 << 48;
 
+/// The channel the trigger notifies (payload: the table name) when a change is captured,
+/// so `dualwrite run` wakes at commit instead of polling. PostgreSQL folds identical
+/// notifications of one transaction into one.
+pub(crate) const CHANGES_CHANNEL: &str = "dualwrite_changes";
+
 /// Marks the current transaction as dualwrite's own: its writes are not captured.
 pub(crate) const SET_ORIGIN: &str = "SELECT set_config('dualwrite.origin', '1', true)";
 
@@ -126,6 +131,7 @@ BEGIN
   IF new_key IS NOT NULL THEN
     INSERT INTO {changelog} (table_name, op, key_json) VALUES (TG_ARGV[0], 'U', new_key::text);
   END IF;
+  PERFORM pg_notify('{CHANGES_CHANNEL}', TG_ARGV[0]);
   RETURN NULL;
 END
 $dualwrite$"#

@@ -39,6 +39,9 @@ pub enum Command {
     Validate(SourceArgs),
     /// Apply the plan once (or only print it with --dry-run).
     Reconcile(ReconcileArgs),
+    /// Reconcile continuously: on config changes, on a timer and on new changes; serve
+    /// metrics, health and a JSON API over HTTP. Stops on SIGTERM/Ctrl-C.
+    Run(crate::service::RunArgs),
     /// The phases, queues and error counts of the maps.
     Status {
         /// Only this map.
@@ -423,6 +426,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             }
             let only = crate::reconcile::PassOptions {
                 only_request: Some(name.clone()),
+                ..Default::default()
             };
             let code = apply_with(&cli.dir, &cfg, &src, out, &only)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
@@ -499,6 +503,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 .map_err(|e| e.to_string())?;
             Ok(code)
         }
+        Command::Run(args) => crate::service::run(&cli.dir, args),
         Command::Schema { out: dir } => {
             let dir = if dir.is_absolute() {
                 dir.clone()

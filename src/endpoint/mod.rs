@@ -19,6 +19,7 @@
 //! - **Identifiers are always quoted** by the engine; no SQL text is taken from callers.
 //! - **Secrets never leak**: connection URLs appear in no error, `Debug` output or log.
 
+pub mod listen;
 mod mysql;
 mod postgres;
 pub(crate) mod sql;

@@ -386,6 +386,59 @@ pub trait StateStore: Send {
     ) -> Result<(), StateError>;
     /// Forgets a request removed from the config.
     fn forget_request(&self, name: &str) -> Result<(), StateError>;
+    // Leases: several `dualwrite run` processes sharing one store split the maps between
+    // them, one owner per map. Times are the store's clock, so hosts need not agree on
+    // theirs. Only a shared store (PostgreSQL) has them; the others say so.
+
+    /// Whether this store can hold leases (several processes may share it).
+    fn supports_leases(&self) -> bool {
+        false
+    }
+
+    /// Announces `holder` as a live member for `ttl` and returns how many members are live,
+    /// this one included: each takes about its share of the maps.
+    fn heartbeat(&self, holder: &str, ttl: std::time::Duration) -> Result<u32, StateError> {
+        let _ = (holder, ttl);
+        Err(leases_unsupported())
+    }
+
+    /// Takes or renews the lease on `map` for `ttl`: granted when it is free, expired or
+    /// already `holder`'s. Returns whether `holder` now owns it. Atomic: two holders asking
+    /// together cannot both win.
+    fn acquire_lease(
+        &self,
+        map: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StateError> {
+        let _ = (map, holder, ttl);
+        Err(leases_unsupported())
+    }
+
+    /// Gives up `holder`'s lease on `map` (no-op when someone else holds it), and when
+    /// `map` is `None`, every lease and the membership of `holder`.
+    fn release_leases(&self, holder: &str, map: Option<&str>) -> Result<(), StateError> {
+        let _ = (holder, map);
+        Err(leases_unsupported())
+    }
+
+    /// Every unexpired lease, by map.
+    fn leases(&self) -> Result<Vec<Lease>, StateError> {
+        Err(leases_unsupported())
+    }
+}
+
+/// Who owns a map, until when (RFC 3339, the store's clock).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub map: String,
+    pub holder: String,
+    pub expires_at: String,
+}
+
+fn leases_unsupported() -> StateError {
+    StateError::Other("leases need a shared state store (stateStore: postgres)".into())
 }
 
 /// Opens the project's state store for writing, creating it on first use. A PostgreSQL store

@@ -904,7 +904,90 @@ impl StateStore for PostgresStore {
         let rows = self.call(move |c| c.run(async |s| s.query(ACTIVITY, &[&map, &limit]).await))?;
         Ok(rows.iter().map(activity_entry).collect())
     }
+
+    fn supports_leases(&self) -> bool {
+        true
+    }
+
+    fn heartbeat(&self, holder: &str, ttl: Duration) -> Result<u32, StateError> {
+        let (holder, secs) = (holder.to_string(), ttl.as_secs_f64());
+        self.call(move |c| {
+            let ddl = LEASE_DDL.replace("{s}", &c.target.schema);
+            c.run(async |s| {
+                s.client.batch_execute(&ddl).await?;
+                s.execute(HEARTBEAT, &[&holder, &secs]).await?;
+                let rows = s.query(LIVE_MEMBERS, &[]).await?;
+                Ok(rows[0].get::<_, i64>(0).max(1) as u32)
+            })
+        })
+    }
+
+    fn acquire_lease(&self, map: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
+        let (map, holder, secs) = (map.to_string(), holder.to_string(), ttl.as_secs_f64());
+        self.call(move |c| {
+            c.run(async |s| {
+                let rows = s.query(ACQUIRE_LEASE, &[&map, &holder, &secs]).await?;
+                Ok(!rows.is_empty())
+            })
+        })
+    }
+
+    fn release_leases(&self, holder: &str, map: Option<&str>) -> Result<(), StateError> {
+        let (holder, map) = (holder.to_string(), map.map(str::to_string));
+        self.call(move |c| {
+            c.run(async |s| {
+                match &map {
+                    Some(map) => s.execute(RELEASE_LEASE, &[&map, &holder]).await?,
+                    None => {
+                        s.execute(RELEASE_ALL_LEASES, &[&holder]).await?;
+                        s.execute(LEAVE, &[&holder]).await?
+                    }
+                };
+                Ok(())
+            })
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<super::Lease>, StateError> {
+        let rows = self.call(|c| c.run(async |s| s.query(LEASES, &[]).await))?;
+        Ok(rows
+            .iter()
+            .map(|r| super::Lease {
+                map: r.get(0),
+                holder: r.get(1),
+                expires_at: r.get(2),
+            })
+            .collect())
+    }
 }
+
+/// Leases of `dualwrite run` processes sharing the store, created on first use (under an
+/// advisory lock, so members starting together do not race). Expiry is the server's clock.
+const LEASE_DDL: &str = "BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('dualwrite leases {s}'));
+CREATE TABLE IF NOT EXISTS {s}.members (holder TEXT PRIMARY KEY, expires_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.leases (
+    map TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+COMMIT;";
+const HEARTBEAT: &str = "INSERT INTO {s}.members (holder, expires_at)
+    VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+    ON CONFLICT (holder) DO UPDATE SET expires_at = EXCLUDED.expires_at";
+const LIVE_MEMBERS: &str = "SELECT COUNT(*) FROM {s}.members WHERE expires_at > clock_timestamp()";
+/// One statement: the row lock of the upsert decides between two holders asking together.
+const ACQUIRE_LEASE: &str = "INSERT INTO {s}.leases AS l (map, holder, expires_at)
+    VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+    ON CONFLICT (map) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+    WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp()
+    RETURNING holder";
+const RELEASE_LEASE: &str = "DELETE FROM {s}.leases WHERE map = $1 AND holder = $2";
+const RELEASE_ALL_LEASES: &str = "DELETE FROM {s}.leases WHERE holder = $1";
+const LEAVE: &str = "DELETE FROM {s}.members WHERE holder = $1";
+const LEASES: &str = "SELECT map, holder,
+    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+    FROM {s}.leases WHERE expires_at > clock_timestamp() ORDER BY map";
 
 #[cfg(test)]
 mod tests {

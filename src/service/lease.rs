@@ -1,0 +1,204 @@
+//! Leases: several `dualwrite run` processes sharing a PostgreSQL state store split the maps
+//! between them, one owner per map.
+//!
+//! A thread of its own (with its own store connection, so a long pass never delays it)
+//! ticks several times per TTL: it announces this process as a live member, renews the
+//! leases it holds, gives back maps above its fair share (`ceil(maps / live members)`, only
+//! between passes) and takes free or expired leases up to that share. The loop drives only
+//! the maps in [`Leases::owned`] and is woken when that set changes.
+//!
+//! Invariants: a lease is granted by one atomic statement on the store's clock, so two
+//! processes never own a map at once while both are live; a process killed with `kill -9`
+//! stops renewing and its maps move to the others once the TTL has run out. Progress is
+//! safe to take over at any point: cursors advance only after the writes they cover are
+//! committed, and writes are idempotent upserts.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::RunArgs;
+use crate::config::Config;
+use crate::state::StateStore;
+
+pub(crate) struct Leases {
+    holder: String,
+    inner: Arc<Inner>,
+    owned_rx: watch::Receiver<BTreeSet<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Inner {
+    holder: String,
+    ttl: Duration,
+    candidates: Mutex<BTreeSet<String>>,
+    owned: Mutex<BTreeSet<String>>,
+    busy: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// The default holder id: host name and process id.
+fn default_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+impl Leases {
+    /// Opens a second connection to the store and starts the lease thread.
+    pub(crate) fn start(dir: &Path, cfg: &Config, args: &RunArgs) -> Result<Leases, String> {
+        let store = crate::state::open(dir, &cfg.project.resource).map_err(|e| e.to_string())?;
+        let holder = args.holder_id.clone().unwrap_or_else(default_holder);
+        let inner = Arc::new(Inner {
+            holder: holder.clone(),
+            ttl: args.lease_ttl,
+            candidates: Mutex::default(),
+            owned: Mutex::default(),
+            busy: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
+        let thread_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("dualwrite-leases".into())
+            .spawn(move || thread_inner.run(store, owned_tx))
+            .map_err(|e| format!("starting the lease thread: {e}"))?;
+        tracing::info!(holder = %holder, ttl = ?args.lease_ttl, "leases: sharing the maps with other processes");
+        Ok(Leases {
+            holder,
+            inner,
+            owned_rx,
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The maps this process may drive now.
+    pub(crate) fn owned(&self) -> BTreeSet<String> {
+        self.inner.owned.lock().expect("lease lock").clone()
+    }
+
+    /// The maps to share out: those of the config and those the store still has (so one
+    /// owner forgets a removed map).
+    pub(crate) fn set_candidates(&self, maps: BTreeSet<String>) {
+        *self.inner.candidates.lock().expect("lease lock") = maps;
+    }
+
+    /// While a pass runs, no lease is given back for balance (a lost lease still is).
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.inner.busy.store(busy, Ordering::SeqCst);
+    }
+
+    /// Resolves when the owned set changed.
+    pub(crate) async fn changed(&mut self) {
+        if self.owned_rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Stops renewing and gives every lease back, so the others take over at once.
+    pub(crate) fn stop(mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Inner {
+    fn tick(&self) -> Duration {
+        (self.ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    fn run(&self, store: Box<dyn StateStore>, owned_tx: watch::Sender<BTreeSet<String>>) {
+        let mut last_renew: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Err(error) = self.round(store.as_ref(), &mut last_renew, &owned_tx) {
+                tracing::warn!(%error, "leases: the state store did not answer");
+                // Past the TTL without renewing, the leases may be someone else's now.
+                if last_renew.is_some_and(|at| at.elapsed() >= self.ttl) {
+                    self.publish(BTreeSet::new(), &owned_tx);
+                }
+            }
+            let until = Instant::now() + self.tick();
+            while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if let Err(error) = store.release_leases(&self.holder, None) {
+            tracing::warn!(%error, "leases: could not give the leases back; they expire after the TTL");
+        }
+        self.publish(BTreeSet::new(), &owned_tx);
+    }
+
+    fn publish(&self, owned: BTreeSet<String>, owned_tx: &watch::Sender<BTreeSet<String>>) {
+        let mut current = self.owned.lock().expect("lease lock");
+        if *current != owned {
+            *current = owned.clone();
+            drop(current);
+            owned_tx.send_replace(owned);
+        }
+    }
+
+    /// One round: membership, renewals, balance, takeovers.
+    fn round(
+        &self,
+        store: &dyn StateStore,
+        last_renew: &mut Option<Instant>,
+        owned_tx: &watch::Sender<BTreeSet<String>>,
+    ) -> Result<(), crate::state::StateError> {
+        let members = store.heartbeat(&self.holder, self.ttl)?.max(1) as usize;
+        let candidates = self.candidates.lock().expect("lease lock").clone();
+        let mut owned = self.owned.lock().expect("lease lock").clone();
+        if last_renew.is_none_or(|at| at.elapsed() >= self.ttl / 3) {
+            for map in owned.clone() {
+                if !store.acquire_lease(&map, &self.holder, self.ttl)? {
+                    tracing::warn!(map = %map, "leases: lease lost to another process");
+                    owned.remove(&map);
+                }
+            }
+            *last_renew = Some(Instant::now());
+        }
+        for map in owned.difference(&candidates).cloned().collect::<Vec<_>>() {
+            store.release_leases(&self.holder, Some(&map))?;
+            owned.remove(&map);
+        }
+        let share = candidates.len().div_ceil(members);
+        if owned.len() > share && !self.busy.load(Ordering::SeqCst) {
+            let extra: Vec<String> = owned
+                .iter()
+                .rev()
+                .take(owned.len() - share)
+                .cloned()
+                .collect();
+            for map in extra {
+                store.release_leases(&self.holder, Some(&map))?;
+                owned.remove(&map);
+                tracing::info!(map = %map, "leases: handed over for balance");
+            }
+        }
+        if owned.len() < share {
+            let held: BTreeSet<String> = store.leases()?.into_iter().map(|l| l.map).collect();
+            for map in candidates.difference(&held) {
+                if owned.len() >= share {
+                    break;
+                }
+                if store.acquire_lease(map, &self.holder, self.ttl)? {
+                    tracing::info!(map = %map, "leases: took the map");
+                    owned.insert(map.clone());
+                }
+            }
+        }
+        self.publish(owned, owned_tx);
+        Ok(())
+    }
+}

@@ -1,0 +1,618 @@
+//! `dualwrite run`: the long-lived reconciler. Owns the run loop and what wakes it (config
+//! file changes, the timer, new captured changes, lease changes, SIGTERM/Ctrl-C), the HTTP
+//! endpoint (`/metrics`, `/healthz`, `/readyz`, the JSON API) and the leases that split the
+//! maps between several processes sharing a PostgreSQL state store.
+//!
+//! Does not own what a pass does: every pass is `reconcile::run_on` over a scope of maps,
+//! and status files are the same `status` types `reconcile` writes.
+//!
+//! Invariants:
+//! - One pass at a time. Wake-ups that arrive during a pass are merged into the next one.
+//! - An invalid config never tears anything down: the last valid config stays in force and
+//!   every map's status shows `Stalled` / `ConfigInvalid` until the config is fixed.
+//! - With leases, a process drives only the maps it holds a lease on (see `lease`).
+//! - On SIGTERM/Ctrl-C the batch in flight finishes (its cursor saved), status is written,
+//!   leases are released and the process exits 0, within [`SHUTDOWN_GRACE`] plus a second.
+//! - Secrets never reach logs, status, metrics or the API: only names of variables do.
+
+mod changes;
+mod http;
+mod lease;
+mod logging;
+mod metrics;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{self, Config, ConfigSource, WorkTree};
+use crate::reconcile::{self, PassOptions as Scope};
+use crate::state::StateStore;
+use crate::status::{self, AlertStatus, Condition, MapStatus};
+
+/// How long a pass in flight may take to end after SIGTERM before it is cut off. Cutting
+/// it is as safe as a crash (cursors advance only after commit), just later to converge.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+/// Options of `dualwrite run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Full reconcile at least this often (e.g. 30s, 5m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// How often endpoints without change notifications (SQLite, MySQL) are polled for new
+    /// captured changes (e.g. 500ms, 1s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Run `git pull --ff-only` in the config repository on every timer tick.
+    #[arg(long)]
+    pub pull: bool,
+    /// Address of the HTTP endpoint (metrics, health, JSON API). Loopback unless told.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Lease time-to-live when several processes share a PostgreSQL state store: a map
+    /// whose owner stops renewing moves to another process after this.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// This process's name among those sharing the state store (default: host-pid).
+    #[arg(long)]
+    pub holder_id: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `500ms`, `2s`, `15m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (e.g. 500ms, 30s, 5m, 1h)");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("watching the config repository: {0}")]
+    Watch(String),
+    #[error(transparent)]
+    Reconcile(#[from] reconcile::ReconcileError),
+}
+
+/// What woke the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A config file (or the git HEAD) changed.
+    Config,
+    /// New captured changes in these (endpoint, table) pairs.
+    Changes(BTreeSet<(String, String)>),
+}
+
+/// Why a pass ran; a label of the passes metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Trigger {
+    Start,
+    Config,
+    Timer,
+    Changes,
+    Leases,
+}
+
+impl Trigger {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Config => "config",
+            Trigger::Timer => "timer",
+            Trigger::Changes => "changes",
+            Trigger::Leases => "leases",
+        }
+    }
+}
+
+/// What the HTTP endpoint shows: the status files' content and the service's own state.
+/// Written by the loop after every pass, read by HTTP handlers.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// The first pass has completed and the last one reached the state store.
+    pub ready: bool,
+    pub revision: String,
+    pub config_error: Option<String>,
+    pub last_pass_error: Option<String>,
+    pub maps: BTreeMap<String, MapStatus>,
+    pub alerts: BTreeMap<String, AlertStatus>,
+    /// Age of the oldest change waiting, per map with a queue.
+    pub oldest_pending_seconds: BTreeMap<String, f64>,
+    /// `Some` when leases split the maps: this process's holder id and its maps.
+    pub leases: Option<(String, BTreeSet<String>)>,
+    pub passes: BTreeMap<Trigger, u64>,
+    pub pass_failures: u64,
+    pub last_pass_seconds: f64,
+    pub config_reloads_failed: u64,
+    pub change_notification_failures: u64,
+}
+
+pub(crate) type Shared = Arc<RwLock<Snapshot>>;
+
+/// Runs `dualwrite run` in `dir` until SIGTERM/Ctrl-C. Returns the exit code.
+pub fn run(dir: &Path, args: &RunArgs) -> Result<i32, String> {
+    logging::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::Runtime(e).to_string())?;
+    runtime
+        .block_on(Service::start(dir.to_path_buf(), args.clone()))
+        .map_err(|e| e.to_string())?;
+    // Background work (a listener, a blocked store call) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(crate::cli::exit::OK)
+}
+
+/// The config a pass runs with, and the revision it came from.
+struct Loaded {
+    cfg: Arc<Config>,
+    revision: String,
+}
+
+struct Service {
+    dir: PathBuf,
+    args: RunArgs,
+    shared: Shared,
+    /// The last valid config.
+    good: Option<Loaded>,
+    /// Opened with the first valid config; kept open between passes.
+    store: Option<Box<dyn StateStore>>,
+    leases: Option<lease::Leases>,
+    changes: changes::Changes,
+    log: logging::PassLog,
+}
+
+impl Service {
+    async fn start(dir: PathBuf, args: RunArgs) -> Result<(), ServiceError> {
+        let shared: Shared = Arc::default();
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| ServiceError::Listen {
+                addr: args.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(args.listen);
+        tokio::spawn(http::serve(listener, Arc::clone(&shared)));
+        let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+        let _watcher = watch::watch(&dir, wake_tx.clone()).map_err(ServiceError::Watch)?;
+        tracing::info!(
+            dir = %dir.display(),
+            listen = %addr,
+            interval = ?args.interval,
+            pull = args.pull,
+            "dualwrite run started"
+        );
+        let mut service = Service {
+            changes: changes::Changes::new(wake_tx),
+            dir,
+            args,
+            shared,
+            good: None,
+            store: None,
+            leases: None,
+            log: logging::PassLog::default(),
+        };
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut timer = tokio::time::interval(service.args.interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer.tick().await;
+        let mut poll = tokio::time::interval(service.args.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = Some((Trigger::Start, None));
+        loop {
+            if let Some((trigger, tables)) = next.take() {
+                let pass = service.pass(trigger, tables);
+                tokio::pin!(pass);
+                tokio::select! {
+                    () = &mut pass => {}
+                    () = &mut shutdown => {
+                        tracing::info!("stopping: finishing the batch in flight");
+                        reconcile::request_stop();
+                        if tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await.is_err() {
+                            tracing::warn!("the pass in flight did not end in time; cut off");
+                        }
+                        break;
+                    }
+                }
+                continue;
+            }
+            let owned_changed = service.leases.as_mut().map(|l| l.changed());
+            tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("stopping");
+                    reconcile::request_stop();
+                    break;
+                }
+                _ = timer.tick() => {
+                    if service.args.pull {
+                        service.pull().await;
+                    }
+                    next = Some((Trigger::Timer, None));
+                }
+                _ = poll.tick() => {
+                    if let Some(tables) = service.changes.poll().await {
+                        next = Some((Trigger::Changes, Some(tables)));
+                    }
+                }
+                Some(()) = maybe(owned_changed) => next = Some((Trigger::Leases, None)),
+                Some(wake) = wake_rx.recv() => {
+                    // Merge whatever else is already waiting into one pass.
+                    let mut config = false;
+                    let mut tables = BTreeSet::new();
+                    for w in std::iter::once(wake).chain(std::iter::from_fn(|| wake_rx.try_recv().ok())) {
+                        match w {
+                            Wake::Config => config = true,
+                            Wake::Changes(t) => tables.extend(t),
+                        }
+                    }
+                    next = Some(if config {
+                        (Trigger::Config, None)
+                    } else {
+                        (Trigger::Changes, Some(tables))
+                    });
+                }
+            }
+        }
+        service.finish().await;
+        Ok(())
+    }
+
+    /// One pass. A full pass (no `tables`) reloads the config first; a change pass drives
+    /// only the Running maps reading the changed tables.
+    async fn pass(&mut self, trigger: Trigger, tables: Option<BTreeSet<(String, String)>>) {
+        let started = Instant::now();
+        if tables.is_none() && trigger != Trigger::Leases {
+            self.reload();
+        }
+        let Some(loaded) = &self.good else {
+            return;
+        };
+        let cfg = Arc::clone(&loaded.cfg);
+        let revision = loaded.revision.clone();
+        if self.store.is_none() {
+            match reconcile::open_store(&self.dir, &cfg) {
+                Ok(store) => self.store = Some(store),
+                Err(e) => {
+                    self.failed(trigger, &e.to_string(), started);
+                    return;
+                }
+            }
+            if self.leases.is_none() && self.store.as_ref().is_some_and(|s| s.supports_leases()) {
+                match lease::Leases::start(&self.dir, &cfg, &self.args) {
+                    Ok(l) => self.leases = Some(l),
+                    Err(e) => {
+                        self.failed(trigger, &e, started);
+                        return;
+                    }
+                }
+            }
+        }
+        let mut only: Option<HashSet<String>> = None;
+        if let Some(leases) = &self.leases {
+            let store = self.store.as_ref().expect("opened above");
+            let mut candidates: BTreeSet<String> = cfg
+                .maps
+                .iter()
+                .map(|m| m.resource.metadata.name.clone())
+                .collect();
+            if let Ok(stored) = store.maps() {
+                candidates.extend(stored.into_iter().map(|m| m.name));
+            }
+            leases.set_candidates(candidates);
+            only = Some(leases.owned().into_iter().collect());
+        }
+        if let Some(tables) = &tables {
+            let woken = changes::maps_reading(&cfg, tables);
+            only = Some(match only {
+                Some(owned) => owned.intersection(&woken).cloned().collect(),
+                None => woken,
+            });
+            if only.as_ref().is_some_and(HashSet::is_empty) {
+                return;
+            }
+        }
+        let scope = Scope {
+            only_maps: only,
+            ..Scope::default()
+        };
+        if let Some(leases) = &self.leases {
+            leases.set_busy(true);
+        }
+        let store = self.store.as_mut().expect("opened above");
+        let result = reconcile::run_on(store.as_mut(), &self.dir, &cfg, &revision, &scope).await;
+        if let Some(leases) = &self.leases {
+            leases.set_busy(false);
+        }
+        match result {
+            Ok(report) => {
+                if let Err(e) = self.publish(&cfg, &revision, &scope, Some(&report)).await {
+                    self.failed(trigger, &e, started);
+                    return;
+                }
+                let mut snap = self.shared.write().expect("snapshot lock");
+                *snap.passes.entry(trigger).or_default() += 1;
+                snap.last_pass_seconds = started.elapsed().as_secs_f64();
+                snap.last_pass_error = None;
+                snap.ready = true;
+            }
+            Err(e) => {
+                // A store that failed may have lost its connection: open it afresh next time.
+                self.store = None;
+                self.failed(trigger, &e.to_string(), started);
+            }
+        }
+        self.changes.set_targets(&self.dir, &cfg);
+    }
+
+    fn failed(&self, trigger: Trigger, error: &str, started: Instant) {
+        tracing::error!(trigger = trigger.name(), %error, "reconcile pass failed");
+        let mut snap = self.shared.write().expect("snapshot lock");
+        snap.pass_failures += 1;
+        snap.last_pass_error = Some(error.to_string());
+        snap.last_pass_seconds = started.elapsed().as_secs_f64();
+        snap.ready = false;
+    }
+
+    /// Loads the work tree's config. A valid one replaces the last good one; an invalid one
+    /// is logged and shown, and the last good one stays in force.
+    fn reload(&mut self) {
+        let source = WorkTree {
+            dir: self.dir.clone(),
+        };
+        let files = source.files().unwrap_or_default();
+        let revision = status::revision(&self.dir, &files);
+        match config::load(&source) {
+            Ok(cfg) => {
+                let was_invalid = self
+                    .shared
+                    .read()
+                    .expect("snapshot lock")
+                    .config_error
+                    .is_some();
+                if was_invalid {
+                    tracing::info!(%revision, "config valid again");
+                }
+                self.shared.write().expect("snapshot lock").config_error = None;
+                let changed_store = self.good.as_ref().is_some_and(|g| {
+                    g.cfg.project.resource.spec.state_store != cfg.project.resource.spec.state_store
+                });
+                if changed_store {
+                    self.store = None;
+                }
+                self.good = Some(Loaded {
+                    cfg: Arc::new(cfg),
+                    revision,
+                });
+            }
+            Err(diags) => {
+                let message = diags
+                    .iter()
+                    .take(5)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let more = diags.len().saturating_sub(5);
+                let message = if more > 0 {
+                    format!("{message}; and {more} more")
+                } else {
+                    message
+                };
+                tracing::error!(
+                    %revision,
+                    problems = diags.len(),
+                    error = %message,
+                    "config invalid; the last valid config stays in force"
+                );
+                let mut snap = self.shared.write().expect("snapshot lock");
+                snap.config_error = Some(message);
+                snap.config_reloads_failed += 1;
+            }
+        }
+    }
+
+    /// Writes the status files of the maps in `scope` (and the alert rules), and publishes
+    /// them to the HTTP endpoint. Logs what changed.
+    async fn publish(
+        &mut self,
+        cfg: &Config,
+        revision: &str,
+        scope: &Scope,
+        report: Option<&reconcile::Report>,
+    ) -> Result<(), String> {
+        let store = self.store.as_ref().ok_or("no state store")?;
+        let maps = cfg.maps.iter().map(|m| &m.resource).filter(|m| {
+            scope
+                .only_maps
+                .as_ref()
+                .is_none_or(|o| o.contains(&m.metadata.name))
+        });
+        let mut statuses = status::map_statuses(store.as_ref(), maps).map_err(|e| e.to_string())?;
+        let config_error = self
+            .shared
+            .read()
+            .expect("snapshot lock")
+            .config_error
+            .clone();
+        for (_, st) in &mut statuses {
+            if let Some(error) = &config_error {
+                mark_config_invalid(st, error, revision);
+            }
+        }
+        for (name, st) in &statuses {
+            status::write_map_status(&self.dir, name, st).map_err(|e| e.to_string())?;
+            self.log.map(name, st);
+        }
+        let mut alerts = BTreeMap::new();
+        if let Some(report) = report {
+            for (name, maps) in &report.alerts {
+                let st = AlertStatus {
+                    observed_revision: revision.to_string(),
+                    maps: maps.clone(),
+                };
+                status::write_alert_status(&self.dir, name, &st).map_err(|e| e.to_string())?;
+                alerts.insert(name.clone(), st);
+            }
+        }
+        let ages = self
+            .changes
+            .oldest_pending(cfg, store.as_ref(), &statuses)
+            .await;
+        let mut snap = self.shared.write().expect("snapshot lock");
+        snap.revision = revision.to_string();
+        if report.is_some() {
+            snap.alerts = alerts;
+        }
+        let in_config: HashSet<&str> = cfg
+            .maps
+            .iter()
+            .map(|m| m.resource.metadata.name.as_str())
+            .collect();
+        let owned: Option<BTreeSet<String>> = self.leases.as_ref().map(|l| l.owned());
+        snap.maps.retain(|name, _| {
+            in_config.contains(name.as_str()) && owned.as_ref().is_none_or(|o| o.contains(name))
+        });
+        for (name, st) in statuses {
+            snap.oldest_pending_seconds.remove(&name);
+            snap.maps.insert(name, st);
+        }
+        snap.oldest_pending_seconds.extend(ages);
+        snap.oldest_pending_seconds
+            .retain(|name, _| in_config.contains(name.as_str()));
+        snap.leases = self
+            .leases
+            .as_ref()
+            .map(|l| (l.holder().to_string(), l.owned()));
+        snap.change_notification_failures = self.changes.failures();
+        Ok(())
+    }
+
+    /// `git pull --ff-only` in the config repository; a failure is logged and the pass runs
+    /// with what the work tree has.
+    async fn pull(&self) {
+        let dir = self.dir.clone();
+        let pulled = tokio::task::spawn_blocking(move || {
+            config::loader::git(&dir, &["pull", "--ff-only", "-q"], None)
+        })
+        .await;
+        match pulled {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "git pull --ff-only failed"),
+            Err(error) => tracing::warn!(%error, "git pull --ff-only failed"),
+        }
+    }
+
+    /// After SIGTERM: write the status of what was done, give the leases back, stop.
+    async fn finish(&mut self) {
+        if let Some(loaded) = &self.good {
+            let cfg = Arc::clone(&loaded.cfg);
+            let revision = loaded.revision.clone();
+            let scope = Scope {
+                only_maps: self
+                    .leases
+                    .as_ref()
+                    .map(|l| l.owned().into_iter().collect()),
+                ..Scope::default()
+            };
+            if self.store.is_some()
+                && let Err(error) = self.publish(&cfg, &revision, &scope, None).await
+            {
+                tracing::warn!(%error, "writing status at shutdown");
+            }
+        }
+        if let Some(leases) = self.leases.take() {
+            leases.stop();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Adds (or replaces) the `Stalled` condition with reason `ConfigInvalid`.
+fn mark_config_invalid(st: &mut MapStatus, error: &str, revision: &str) {
+    st.conditions.retain(|c| c.kind != "Stalled");
+    st.conditions.push(Condition {
+        kind: "Stalled".into(),
+        status: "True".into(),
+        reason: "ConfigInvalid".into(),
+        message: format!(
+            "the config in the work tree is invalid; revision {revision} stays in force: {error}"
+        ),
+        last_transition_time: None,
+    });
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Awaits `f` when there is one; pending forever otherwise (a `select!` branch that is off).
+async fn maybe<F: std::future::Future>(f: Option<F>) -> Option<F::Output> {
+    match f {
+        Some(f) => Some(f.await),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "s", "10", "0s", "1x", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
