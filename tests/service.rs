@@ -1,0 +1,724 @@
+//! Service mode: real `dualwrite run` processes, real file edits and commits in a git
+//! repository, real SQLite and PostgreSQL endpoints, a real PostgreSQL state store shared
+//! by several processes, SIGTERM and `kill -9`.
+//!
+//! PostgreSQL tests work in a database of their own (created and dropped per test), so
+//! their state store and leases are theirs alone. An unreachable server is a loud skip,
+//! or a failure under `CI=true`.
+
+mod common;
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{CUSTOMERS, Repo, free_port};
+
+/// Runs `f` on a thread and fails if it takes longer than `secs`.
+fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => handle.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test timed out after {secs}s"),
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics with `what` after `limit`.
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `dualwrite run`; killed (SIGKILL) when dropped.
+struct Service {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Service {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+            .arg("-C")
+            .arg(dir)
+            .args(["run", "--listen", &listen])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let service = Service { child, port, log };
+        wait_for(Duration::from_secs(30), "the service to be ready", || {
+            service.get("/readyz").0 == 200
+        });
+        service
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path)
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.get(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET over a plain TCP connection: (status, body); (0, error) when nothing answers.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, "connection refused".into());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).is_err() {
+        return (0, "read failed".into());
+    }
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A status file as JSON, if it exists and parses.
+fn status(repo: &Repo, folder: &str, name: &str) -> Option<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(repo.path().join(format!("status/{folder}/{name}.yaml"))).ok()?;
+    serde_saphyr::from_str(&text).ok()
+}
+
+fn phase(repo: &Repo, map: &str) -> Option<String> {
+    status(repo, "maps", map)?["status"]["phase"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Replaces a file the way many editors save: write a temporary file, rename it over.
+fn save_via_rename(repo: &Repo, path: &str, text: &str) {
+    let full = repo.path().join(path);
+    let tmp = full.with_extension("yaml.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &full).unwrap();
+}
+
+fn sqlite(repo: &Repo, db: &str, sql: &str) {
+    let conn = rusqlite::Connection::open(repo.path().join(".dualwrite").join(db)).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+fn sqlite_count(repo: &Repo, db: &str, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(repo.path().join(".dualwrite").join(db)).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The test repository: two SQLite apps, the customers map, committed to git.
+fn sqlite_repo() -> Repo {
+    let repo = Repo::new(&[
+        ("maps/customers.yaml", CUSTOMERS),
+        (".gitignore", ".dualwrite/\nstatus/\n"),
+    ]);
+    std::fs::create_dir_all(repo.path().join(".dualwrite")).unwrap();
+    sqlite(
+        &repo,
+        "erp.db",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace');",
+    );
+    sqlite(
+        &repo,
+        "crm.db",
+        "CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+    );
+    repo.commit_all("customers map");
+    repo
+}
+
+#[test]
+fn a_committed_state_change_is_applied_within_a_second_and_logged_as_json() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        let service = Service::start(
+            repo.path(),
+            &["--interval", "1h", "--log-format", "json"],
+            &[],
+        );
+        wait_for(Duration::from_secs(10), "the initial sync", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        assert_eq!(sqlite_count(&repo, "crm.db", "account"), 2);
+
+        save_via_rename(
+            &repo,
+            "maps/customers.yaml",
+            &CUSTOMERS.replace("state: Running", "state: Paused"),
+        );
+        let head = repo.commit_all("pause customers");
+        let took = wait_for(Duration::from_secs(5), "the map to be Paused", || {
+            phase(&repo, "customers").as_deref() == Some("Paused")
+        });
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        // The commit itself wakes a pass too: status names the commit that was applied.
+        wait_for(Duration::from_secs(5), "observedRevision", || {
+            status(&repo, "maps", "customers").is_some_and(|s| {
+                head.starts_with(s["status"]["observedRevision"].as_str().unwrap_or("-"))
+            })
+        });
+
+        let logs = service.logs();
+        let events: Vec<serde_json::Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["map"] == "customers" && e["phase"] == "Paused"),
+            "no JSON event with map and phase fields:\n{logs}"
+        );
+    });
+}
+
+#[test]
+fn invalid_config_keeps_the_last_valid_one_in_force_and_shows_config_invalid() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        let service = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+
+        repo.write(
+            "maps/customers.yaml",
+            &CUSTOMERS.replace("state: Running", "state: Runing"),
+        );
+        wait_for(Duration::from_secs(5), "Stalled/ConfigInvalid", || {
+            status(&repo, "maps", "customers").is_some_and(|s| {
+                s["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c["type"] == "Stalled"
+                            && c["status"] == "True"
+                            && c["reason"] == "ConfigInvalid"
+                            && c["message"]
+                                .as_str()
+                                .unwrap()
+                                .contains("maps/customers.yaml")
+                    })
+                })
+            })
+        });
+        let info = service.json("/api/v1/service");
+        assert_eq!(info["configValid"], false, "{info}");
+        assert!(
+            service
+                .get("/metrics")
+                .1
+                .contains("dualwrite_map_stalled{map=\"customers\",reason=\"ConfigInvalid\"} 1")
+        );
+        assert!(service.logs().contains("config invalid"));
+
+        // Nothing was torn down: the map still syncs under the last valid config.
+        assert_eq!(phase(&repo, "customers").as_deref(), Some("Running"));
+        sqlite(
+            &repo,
+            "erp.db",
+            "INSERT INTO customers VALUES (3, 'Edsger')",
+        );
+        wait_for(Duration::from_secs(5), "the new row to sync", || {
+            sqlite_count(&repo, "crm.db", "account") == 3
+        });
+
+        repo.write("maps/customers.yaml", CUSTOMERS);
+        wait_for(Duration::from_secs(5), "the condition to clear", || {
+            status(&repo, "maps", "customers").is_some_and(|s| {
+                !s["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["type"] == "Stalled")
+            })
+        });
+        assert_eq!(service.json("/api/v1/service")["configValid"], true);
+    });
+}
+
+#[test]
+fn new_sqlite_changes_sync_between_timer_ticks_by_polling() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        let _service = Service::start(
+            repo.path(),
+            &["--interval", "1h", "--poll-interval", "200ms"],
+            &[],
+        );
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        for i in 10..20 {
+            sqlite(
+                &repo,
+                "erp.db",
+                &format!("INSERT INTO customers VALUES ({i}, 'n{i}')"),
+            );
+        }
+        wait_for(Duration::from_secs(5), "the rows to sync", || {
+            sqlite_count(&repo, "crm.db", "account") == 12
+        });
+    });
+}
+
+#[test]
+fn sigterm_finishes_writes_status_and_exits_zero_within_ten_seconds() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        let mut service = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        // A change in flight when the signal arrives still lands.
+        sqlite(
+            &repo,
+            "erp.db",
+            "INSERT INTO customers VALUES (7, 'Barbara')",
+        );
+        let start = Instant::now();
+        service.signal("-TERM");
+        let code = loop {
+            if let Some(status) = service.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "still running");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(code, Some(0), "{}", service.logs());
+        assert!(status(&repo, "maps", "customers").is_some());
+        assert!(service.logs().contains("stopped"), "{}", service.logs());
+        // Whatever was not drained before the signal is drained by the next start.
+        let _again = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(10), "the row", || {
+            sqlite_count(&repo, "crm.db", "account") == 3
+        });
+    });
+}
+
+#[test]
+fn pull_on_the_timer_applies_commits_pushed_elsewhere_and_records_their_revision() {
+    with_timeout(120, || {
+        let origin = sqlite_repo();
+        let clone = tempfile::tempdir().unwrap();
+        let out = Command::new("git")
+            .args(["clone", "-q"])
+            .arg(origin.path())
+            .arg(clone.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        // The apps live beside the clone's config, as in production.
+        std::fs::create_dir_all(clone.path().join(".dualwrite")).unwrap();
+        for db in ["erp.db", "crm.db"] {
+            std::fs::copy(
+                origin.path().join(".dualwrite").join(db),
+                clone.path().join(".dualwrite").join(db),
+            )
+            .unwrap();
+        }
+        let clone_repo = Repo { dir: clone };
+        let _service = Service::start(clone_repo.path(), &["--interval", "1s", "--pull"], &[]);
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&clone_repo, "customers").as_deref() == Some("Running")
+        });
+        origin.write(
+            "maps/customers.yaml",
+            &CUSTOMERS.replace("state: Running", "state: Stopped"),
+        );
+        let head = origin.commit_all("stop customers");
+        wait_for(Duration::from_secs(10), "the pulled commit applied", || {
+            status(&clone_repo, "maps", "customers").is_some_and(|s| {
+                s["status"]["phase"] == "Stopped"
+                    && head.starts_with(s["status"]["observedRevision"].as_str().unwrap_or("-"))
+            })
+        });
+    });
+}
+
+#[test]
+fn http_serves_metrics_health_readiness_and_the_status_files_as_json() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        let service = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        assert_eq!(service.get("/healthz"), (200, "ok\n".into()));
+        assert_eq!(service.get("/readyz").0, 200);
+        assert_eq!(service.get("/nope").0, 404);
+
+        let metrics = service.get("/metrics").1;
+        for line in [
+            "dualwrite_ready 1",
+            "dualwrite_config_valid 1",
+            "dualwrite_map_phase{map=\"customers\",phase=\"Running\"} 1",
+            "dualwrite_records_synced_total{map=\"customers\"}",
+            "dualwrite_queue_pending{map=\"customers\"} 0",
+            "dualwrite_oldest_pending_change_age_seconds{map=\"customers\"} 0",
+            "dualwrite_initial_sync_records{map=\"customers\",direction=\"SourceToDestination\",stage=\"written\"} 2",
+            "# TYPE dualwrite_errors_open gauge",
+            "# TYPE dualwrite_alert_notification_failing gauge",
+        ] {
+            assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+        }
+
+        // The API has the same content as the status file.
+        let api = service.json("/api/v1/maps/customers");
+        assert_eq!(Some(api), status(&repo, "maps", "customers"));
+        let all = service.json("/api/v1/maps");
+        assert_eq!(all.as_array().unwrap().len(), 1);
+        assert_eq!(service.get("/api/v1/maps/nope").0, 404);
+
+        // Paused: the queue and the age of its oldest change show.
+        repo.write(
+            "maps/customers.yaml",
+            &CUSTOMERS.replace("state: Running", "state: Paused"),
+        );
+        wait_for(Duration::from_secs(5), "Paused", || {
+            phase(&repo, "customers").as_deref() == Some("Paused")
+        });
+        sqlite(&repo, "erp.db", "INSERT INTO customers VALUES (5, 'Alan')");
+        std::thread::sleep(Duration::from_millis(1100));
+        repo.write(
+            "maps/customers.yaml",
+            &format!("{CUSTOMERS}  batchSize: 500\n").replace("state: Running", "state: Paused"),
+        );
+        wait_for(Duration::from_secs(5), "queue metrics", || {
+            let m = service.get("/metrics").1;
+            m.contains("dualwrite_queue_pending{map=\"customers\"} 1")
+                && !m.contains("dualwrite_oldest_pending_change_age_seconds{map=\"customers\"} 0\n")
+        });
+    });
+}
+
+// ---- PostgreSQL: change notifications and leases between processes ----
+
+/// A PostgreSQL database of its own for one test, dropped at the end.
+struct PgDatabase {
+    admin: String,
+    name: String,
+}
+
+fn pg_admin_url() -> Option<String> {
+    let url = std::env::var("DUALWRITE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| common::POSTGRES_DEFAULT.into());
+    match pg_exec(&url, "SELECT 1") {
+        Ok(()) => Some(url),
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("postgres test database unreachable under CI=true: {e}");
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: postgres test database unreachable ({e}); set DUALWRITE_TEST_POSTGRES_URL"
+            );
+            None
+        }
+    }
+}
+
+fn pg_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn pg_exec(url: &str, sql: &str) -> Result<(), String> {
+    pg_runtime().block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.map_err(|e| e.to_string())
+    })
+}
+
+fn pg_rows(url: &str, sql: &str) -> Vec<(i64, String)> {
+    pg_runtime().block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    })
+}
+
+impl PgDatabase {
+    fn create(admin: &str) -> PgDatabase {
+        let name = common::unique_table("svc");
+        pg_exec(admin, &format!("CREATE DATABASE {name}")).unwrap();
+        PgDatabase {
+            admin: admin.to_string(),
+            name,
+        }
+    }
+
+    /// The URL of this database, with a password the server ignores (trust) but that must
+    /// never show up anywhere.
+    fn url(&self) -> String {
+        let url = url_with_database(&self.admin, &self.name);
+        url.replacen(
+            "postgres://postgres@",
+            "postgres://postgres:hunter2secret@",
+            1,
+        )
+    }
+}
+
+fn url_with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{db}")
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = pg_exec(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn pg_project() -> String {
+    "apiVersion: dualwrite/v1
+kind: Project
+metadata: { name: ha }
+spec:
+  endpoints:
+    app: { postgres: { urlFromEnv: APP_URL } }
+  stateStore: { postgres: { urlFromEnv: STATE_URL } }
+"
+    .into()
+}
+
+fn pg_map(name: &str) -> String {
+    format!(
+        "apiVersion: dualwrite/v1
+kind: TableMap
+metadata: {{ name: {name} }}
+spec:
+  source: {{ endpoint: app, table: {name}_src }}
+  destination: {{ endpoint: app, table: {name}_dst }}
+  columns:
+    - {{ source: id, destination: id, key: true }}
+    - {{ source: v, destination: v }}
+"
+    )
+}
+
+fn pg_repo(db: &PgDatabase, maps: &[&str]) -> Repo {
+    let repo = Repo::new(&[(".gitignore", ".dualwrite/\nstatus/\n")]);
+    repo.write("dualwrite.yaml", &pg_project());
+    let mut ddl = String::new();
+    for m in maps {
+        repo.write(&format!("maps/{m}.yaml"), &pg_map(m));
+        ddl += &format!(
+            "CREATE TABLE {m}_src (id bigint PRIMARY KEY, v text NOT NULL);
+             CREATE TABLE {m}_dst (id bigint PRIMARY KEY, v text NOT NULL);"
+        );
+    }
+    pg_exec(&db.url(), &ddl).unwrap();
+    repo.commit_all("maps");
+    repo
+}
+
+fn pg_env(db: &PgDatabase) -> Vec<(&'static str, String)> {
+    vec![("APP_URL", db.url()), ("STATE_URL", db.url())]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn table(url: &str, name: &str) -> Vec<(i64, String)> {
+    pg_rows(url, &format!("SELECT id, v FROM {name} ORDER BY id"))
+}
+
+#[test]
+fn postgres_changes_wake_the_service_by_notification_not_polling() {
+    with_timeout(120, || {
+        let Some(admin) = pg_admin_url() else { return };
+        let db = PgDatabase::create(&admin);
+        let repo = pg_repo(&db, &["m"]);
+        let env = pg_env(&db);
+        // Neither the timer nor polling could deliver this within the test's limits.
+        let service = Service::start(
+            repo.path(),
+            &["--interval", "1h", "--poll-interval", "1h"],
+            &env_refs(&env),
+        );
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&repo, "m").as_deref() == Some("Running")
+        });
+        let url = db.url();
+        pg_exec(&url, "INSERT INTO m_src VALUES (1, 'one'), (2, 'two')").unwrap();
+        let took = wait_for(Duration::from_secs(5), "the rows", || {
+            table(&url, "m_dst").len() == 2
+        });
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+
+        // The URL (and its password) never shows in logs, status, metrics or the API.
+        let everything = format!(
+            "{}{}{}{}",
+            service.logs(),
+            service.get("/metrics").1,
+            service.get("/api/v1/maps").1,
+            std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap()
+        );
+        assert!(!everything.contains("hunter2secret"), "{everything}");
+    });
+}
+
+#[test]
+fn kill_9_of_one_process_moves_its_maps_to_the_other_within_the_ttl_losing_nothing() {
+    with_timeout(180, || {
+        let Some(admin) = pg_admin_url() else { return };
+        let db = PgDatabase::create(&admin);
+        let maps = ["a", "b", "c", "d"];
+        let repo = pg_repo(&db, &maps);
+        let env = pg_env(&db);
+        let url = db.url();
+        let args = ["--interval", "1h", "--lease-ttl", "3s"];
+        let first = Service::start(
+            repo.path(),
+            &[&args[..], &["--holder-id", "first"]].concat(),
+            &env_refs(&env),
+        );
+        let second = Service::start(
+            repo.path(),
+            &[&args[..], &["--holder-id", "second"]].concat(),
+            &env_refs(&env),
+        );
+        let owned = |s: &Service| -> Vec<String> {
+            s.json("/api/v1/service")["ownedMaps"]
+                .as_array()
+                .map(|a| a.iter().map(|m| m.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default()
+        };
+        wait_for(Duration::from_secs(20), "the maps to be split 2/2", || {
+            owned(&first).len() == 2 && owned(&second).len() == 2
+        });
+        let mut all: Vec<String> = owned(&first).into_iter().chain(owned(&second)).collect();
+        all.sort();
+        assert_eq!(all, maps, "each map has exactly one owner");
+        wait_for(Duration::from_secs(20), "every map Running", || {
+            maps.iter()
+                .all(|m| phase(&repo, m).as_deref() == Some("Running"))
+        });
+
+        // Changes keep coming while the first process dies.
+        let mut id = 0;
+        let mut insert = |n: i64| {
+            let mut sql = String::new();
+            for _ in 0..n {
+                id += 1;
+                for m in maps {
+                    sql += &format!("INSERT INTO {m}_src VALUES ({id}, 'v{id}');");
+                }
+            }
+            pg_exec(&url, &sql).unwrap();
+        };
+        insert(50);
+        let victim_maps = owned(&first);
+        let mut first = first;
+        first.child.kill().unwrap(); // SIGKILL
+        first.child.wait().unwrap();
+        let killed = Instant::now();
+        insert(50);
+        let failover = wait_for(Duration::from_secs(15), "the maps to move", || {
+            owned(&second).len() == 4
+        });
+        assert!(
+            failover <= Duration::from_secs(3 + 2),
+            "failover took {failover:?} with a 3s TTL ({victim_maps:?})"
+        );
+        insert(50);
+        wait_for(Duration::from_secs(20), "every table to converge", || {
+            maps.iter()
+                .all(|m| table(&url, &format!("{m}_dst")) == table(&url, &format!("{m}_src")))
+        });
+        for m in maps {
+            let rows = table(&url, &format!("{m}_dst"));
+            assert_eq!(rows.len(), 150, "{m}: nothing lost, nothing doubled");
+        }
+        let _ = killed;
+        drop(second);
+    });
+}
