@@ -112,7 +112,7 @@ pub struct PassOptions {
 }
 
 impl PassOptions {
-    fn includes(&self, map: &str) -> bool {
+    pub fn includes(&self, map: &str) -> bool {
         self.only_maps
             .as_ref()
             .is_none_or(|only| only.contains(map))
@@ -1040,7 +1040,11 @@ async fn drain(
     let batch = map.spec.batch_size as usize;
     loop {
         if stop_requested() {
-            return Ok(());
+            // A live drain can stop anywhere; a catch-up must not end as if it had drained.
+            return match phase {
+                "Live" => Ok(()),
+                _ => Err("shutting down before the queue was drained: catch-up goes on at the next start".into()),
+            };
         }
         let mut pending: Vec<(Way, Pending)> = Vec::new();
         for link in &p.links {

@@ -58,7 +58,16 @@ struct Service {
 }
 
 impl Service {
+    /// Starts the service and waits until it is ready (its first pass completed).
     fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let service = Service::spawn(dir, args, env);
+        wait_for(Duration::from_secs(30), "the service to be ready", || {
+            service.get("/readyz").0 == 200
+        });
+        service
+    }
+
+    fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let listen = format!("127.0.0.1:{port}");
@@ -72,11 +81,23 @@ impl Service {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let service = Service { child, port, log };
-        wait_for(Duration::from_secs(30), "the service to be ready", || {
-            service.get("/readyz").0 == 200
-        });
-        service
+        Service { child, port, log }
+    }
+
+    /// Waits for the process to exit; its exit code and how long that took.
+    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "still running after {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -345,15 +366,8 @@ fn sigterm_finishes_writes_status_and_exits_zero_within_ten_seconds() {
             "erp.db",
             "INSERT INTO customers VALUES (7, 'Barbara')",
         );
-        let start = Instant::now();
         service.signal("-TERM");
-        let code = loop {
-            if let Some(status) = service.child.try_wait().unwrap() {
-                break status.code();
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "still running");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (code, _) = service.wait_exit(Duration::from_secs(10));
         assert_eq!(code, Some(0), "{}", service.logs());
         assert!(status(&repo, "maps", "customers").is_some());
         assert!(service.logs().contains("stopped"), "{}", service.logs());
@@ -362,6 +376,48 @@ fn sigterm_finishes_writes_status_and_exits_zero_within_ten_seconds() {
         wait_for(Duration::from_secs(10), "the row", || {
             sqlite_count(&repo, "crm.db", "account") == 3
         });
+    });
+}
+
+#[test]
+fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_start_resumes() {
+    with_timeout(180, || {
+        const ROWS: i64 = 300_000;
+        let repo = sqlite_repo();
+        sqlite(
+            &repo,
+            "erp.db",
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+                 INSERT INTO customers SELECT i, 'name ' || i FROM n"
+            ),
+        );
+        repo.write(
+            "maps/customers.yaml",
+            &format!("{CUSTOMERS}  batchSize: 500\n"),
+        );
+        repo.commit_all("bigger batches");
+        let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(60), "the copy to be under way", || {
+            sqlite_count(&repo, "crm.db", "account") > 0
+        });
+        service.signal("-TERM");
+        let (code, took) = service.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{}", service.logs());
+        let copied = sqlite_count(&repo, "crm.db", "account");
+        assert!(
+            copied < ROWS,
+            "the copy finished ({took:?}) before SIGTERM: make the table bigger"
+        );
+        assert!(
+            status(&repo, "maps", "customers").is_some(),
+            "no status written at shutdown"
+        );
+        let _again = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(120), "the copy to finish", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        assert_eq!(sqlite_count(&repo, "crm.db", "account"), ROWS);
     });
 }
 

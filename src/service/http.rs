@@ -7,6 +7,7 @@
 //! | `/readyz` | 200 once a pass has completed and the last one reached the state store, else 503 |
 //! | `/api/v1/maps`, `/api/v1/maps/{name}` | the `status/maps/*.yaml` content, as JSON |
 //! | `/api/v1/alerts`, `/api/v1/alerts/{name}` | the `status/alerts/*.yaml` content, as JSON |
+//! | `/api/v1/requests`, `/api/v1/requests/{name}` | the `status/requests/*.yaml` content |
 //! | `/api/v1/service` | revision, config validity, last pass error, leases held |
 //!
 //! Reads the loop's [`Snapshot`](super::Snapshot) only: answering never touches a database.
@@ -149,7 +150,21 @@ fn route(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> 
                 .map(|(name, st)| status_file("AlertRuleStatus", name, st))
                 .collect::<Vec<_>>(),
         ),
+        "/api/v1/requests" => json(
+            StatusCode::OK,
+            &snap
+                .requests
+                .iter()
+                .map(|(name, st)| status_file("ErrorRequestStatus", name, st))
+                .collect::<Vec<_>>(),
+        ),
         _ => {
+            if let Some(name) = path.strip_prefix("/api/v1/requests/") {
+                return match snap.requests.get(name) {
+                    Some(st) => json(StatusCode::OK, &status_file("ErrorRequestStatus", name, st)),
+                    None => not_found(&format!("request {name}")),
+                };
+            }
             if let Some(name) = path.strip_prefix("/api/v1/maps/") {
                 return match snap.maps.get(name) {
                     Some(st) => json(StatusCode::OK, &status_file("TableMapStatus", name, st)),

@@ -36,7 +36,7 @@ use crate::status::{self, AlertStatus, Condition, MapStatus};
 
 /// How long a pass in flight may take to end after SIGTERM before it is cut off. Cutting
 /// it is as safe as a crash (cursors advance only after commit), just later to converge.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
 /// Options of `dualwrite run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -149,6 +149,7 @@ pub(crate) struct Snapshot {
     pub last_pass_error: Option<String>,
     pub maps: BTreeMap<String, MapStatus>,
     pub alerts: BTreeMap<String, AlertStatus>,
+    pub requests: BTreeMap<String, crate::state::RequestStatus>,
     /// Age of the oldest change waiting, per map with a queue.
     pub oldest_pending_seconds: BTreeMap<String, f64>,
     /// `Some` when leases split the maps: this process's holder id and its maps.
@@ -489,6 +490,32 @@ impl Service {
                 alerts.insert(name.clone(), st);
             }
         }
+        let mut requests = BTreeMap::new();
+        for located in &cfg.requests {
+            let name = &located.resource.metadata.name;
+            if !scope.includes(&located.resource.spec.map) {
+                continue;
+            }
+            if let Some(st) = store.request_status(name).map_err(|e| e.to_string())? {
+                status::write_request_status(&self.dir, name, &st).map_err(|e| e.to_string())?;
+                requests.insert(name.clone(), st);
+            }
+        }
+        if report.is_some() && scope.only_maps.is_none() {
+            let maps = cfg.maps.iter().map(|m| m.resource.metadata.name.as_str());
+            let alerts = cfg.alerts.iter().map(|a| a.resource.metadata.name.as_str());
+            let requests = cfg
+                .requests
+                .iter()
+                .map(|r| r.resource.metadata.name.as_str());
+            for (folder, keep) in [
+                ("maps", maps.collect::<Vec<_>>()),
+                ("alerts", alerts.collect()),
+                ("requests", requests.collect()),
+            ] {
+                status::remove_stale(&self.dir, folder, &keep).map_err(|e| e.to_string())?;
+            }
+        }
         let ages = self
             .changes
             .oldest_pending(cfg, store.as_ref(), &statuses)
@@ -498,6 +525,14 @@ impl Service {
         if report.is_some() {
             snap.alerts = alerts;
         }
+        let in_requests: HashSet<&str> = cfg
+            .requests
+            .iter()
+            .map(|r| r.resource.metadata.name.as_str())
+            .collect();
+        snap.requests
+            .retain(|name, _| in_requests.contains(name.as_str()));
+        snap.requests.extend(requests);
         let in_config: HashSet<&str> = cfg
             .maps
             .iter()
