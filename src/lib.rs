@@ -14,6 +14,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod requests;
 pub mod service;
+pub mod shutdown;
 pub mod state;
 pub mod status;
 pub mod sync;

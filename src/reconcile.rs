@@ -109,26 +109,18 @@ pub struct PassOptions {
     /// the maps it holds a lease on. Maps removed from the config are forgotten only by a
     /// pass whose set names them (or that has none).
     pub only_maps: Option<std::collections::HashSet<String>>,
+    /// Woken by new captured changes only: drain, and leave the purge and the admission of
+    /// requests (which reads the git history) to the next full pass.
+    pub changes_only: bool,
 }
 
 impl PassOptions {
+    /// Whether the pass drives `map`.
     pub fn includes(&self, map: &str) -> bool {
         self.only_maps
             .as_ref()
             .is_none_or(|only| only.contains(map))
     }
-}
-
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks passes in flight to end early: a drain stops after the batch it is writing (its
-/// cursor saved), and no further map is started. Set by `dualwrite run` on SIGTERM/Ctrl-C.
-pub fn request_stop() {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-fn stop_requested() -> bool {
-    STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Runs one full pass over every map of the config.
@@ -161,14 +153,17 @@ pub async fn run_on(
         open: HashMap::new(),
     };
     let mut report = Report::default();
-    crate::errors::purge(
-        store,
-        dir,
-        &cfg.project.resource,
-        crate::alert::millis(chrono::Utc::now()),
-    )?;
-    let provenance = crate::requests::provenance(dir);
-    let (_, mut queues) = crate::requests::admit(store, cfg, &provenance, revision)?;
+    let mut queues = crate::requests::Queues::default();
+    if !options.changes_only {
+        crate::errors::purge(
+            store,
+            dir,
+            &cfg.project.resource,
+            crate::alert::millis(chrono::Utc::now()),
+        )?;
+        let provenance = crate::requests::provenance(dir);
+        queues = crate::requests::admit(store, cfg, &provenance, revision)?.1;
+    }
     if let Some(only) = &options.only_request {
         for queue in queues.values_mut() {
             queue.retain(|(r, _)| &r.metadata.name == only);
@@ -184,7 +179,7 @@ pub async fn run_on(
     for located in &cfg.maps {
         let map = &located.resource;
         let name = map.metadata.name.clone();
-        if !options.includes(&name) || stop_requested() {
+        if !options.includes(&name) || crate::shutdown::requested() {
             continue;
         }
         let record = stored.get(&name).cloned();
@@ -967,8 +962,11 @@ async fn initial_sync(
         if let Err(e) = copied {
             let problem = e.to_string();
             let run_state = journal.runtime.initial_sync.as_mut().expect("run started");
-            run_state.status = "Failed".into();
-            run_state.problem = Some(problem.clone());
+            // Stopped for a shutdown, the run is not Failed: it goes on at the next start.
+            if !matches!(e, sync::SyncError::Stopped) {
+                run_state.status = "Failed".into();
+                run_state.problem = Some(problem.clone());
+            }
             journal.save().map_err(|e| e.to_string())?;
             return Err(problem);
         }
@@ -1039,7 +1037,7 @@ async fn drain(
 ) -> Result<(), String> {
     let batch = map.spec.batch_size as usize;
     loop {
-        if stop_requested() {
+        if crate::shutdown::requested() {
             // A live drain can stop anywhere; a catch-up must not end as if it had drained.
             return match phase {
                 "Live" => Ok(()),

@@ -394,9 +394,9 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
         );
         repo.write(
             "maps/customers.yaml",
-            &format!("{CUSTOMERS}  batchSize: 500\n"),
+            &format!("{CUSTOMERS}  batchSize: 50\n"),
         );
-        repo.commit_all("bigger batches");
+        repo.commit_all("small batches, a long copy");
         let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
         wait_for(Duration::from_secs(60), "the copy to be under way", || {
             sqlite_count(&repo, "crm.db", "account") > 0
@@ -409,15 +409,31 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
             copied < ROWS,
             "the copy finished ({took:?}) before SIGTERM: make the table bigger"
         );
+        // Stopped between two pages: the run is not Failed, it goes on at the next start.
+        let at_shutdown = status(&repo, "maps", "customers").expect("status written at shutdown");
+        assert_eq!(
+            at_shutdown["status"]["phase"], "InitialSync",
+            "{at_shutdown}"
+        );
+        assert_eq!(
+            at_shutdown["status"]["initialSync"]["status"], "Running",
+            "{at_shutdown}"
+        );
         assert!(
-            status(&repo, "maps", "customers").is_some(),
-            "no status written at shutdown"
+            took < Duration::from_secs(3),
+            "a page boundary is near: {took:?}"
         );
         let _again = Service::start(repo.path(), &["--interval", "1h"], &[]);
         wait_for(Duration::from_secs(120), "the copy to finish", || {
             phase(&repo, "customers").as_deref() == Some("Running")
         });
         assert_eq!(sqlite_count(&repo, "crm.db", "account"), ROWS);
+        let done = status(&repo, "maps", "customers").unwrap();
+        assert_eq!(done["status"]["initialSync"]["run"], 1, "{done}");
+        assert_eq!(
+            done["status"]["initialSync"]["status"], "Completed",
+            "{done}"
+        );
     });
 }
 

@@ -109,10 +109,11 @@ fn route(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> 
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" if snap.ready => respond(StatusCode::OK, "text/plain", "ready\n"),
         "/readyz" => {
-            let why = snap
-                .last_pass_error
-                .clone()
-                .unwrap_or_else(|| "no pass has completed yet".into());
+            let why = match (&snap.last_pass_error, &snap.config_error) {
+                (Some(error), _) => error.clone(),
+                (None, Some(config)) => format!("no valid config yet: {config}"),
+                (None, None) => "no pass has completed yet".into(),
+            };
             respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

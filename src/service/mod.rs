@@ -34,8 +34,9 @@ use crate::reconcile::{self, PassOptions as Scope};
 use crate::state::StateStore;
 use crate::status::{self, AlertStatus, Condition, MapStatus};
 
-/// How long a pass in flight may take to end after SIGTERM before it is cut off. Cutting
-/// it is as safe as a crash (cursors advance only after commit), just later to converge.
+/// How long a pass in flight may take to reach a clean stop after SIGTERM (the end of the
+/// batch it writes) before it is cut off. Cutting it is as safe as a crash (cursors advance
+/// only after commit), just later to converge.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
 /// Options of `dualwrite run`.
@@ -244,7 +245,7 @@ impl Service {
                     () = &mut pass => {}
                     () = &mut shutdown => {
                         tracing::info!("stopping: finishing the batch in flight");
-                        reconcile::request_stop();
+                        crate::shutdown::request();
                         if tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await.is_err() {
                             tracing::warn!("the pass in flight did not end in time; cut off");
                         }
@@ -257,7 +258,7 @@ impl Service {
             tokio::select! {
                 () = &mut shutdown => {
                     tracing::info!("stopping");
-                    reconcile::request_stop();
+                    crate::shutdown::request();
                     break;
                 }
                 _ = timer.tick() => {
@@ -350,6 +351,7 @@ impl Service {
         }
         let scope = Scope {
             only_maps: only,
+            changes_only: tables.is_some(),
             ..Scope::default()
         };
         if let Some(leases) = &self.leases {

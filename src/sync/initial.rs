@@ -116,6 +116,9 @@ async fn copy_pages(
 ) -> Result<(), SyncError> {
     let mut last_save = Instant::now();
     loop {
+        if crate::shutdown::requested() {
+            return Err(SyncError::Stopped);
+        }
         let Some(page) = pages.recv().await else {
             break;
         };

@@ -286,4 +286,8 @@ pub enum SyncError {
     Endpoint(#[from] crate::endpoint::EndpointError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// A shutdown was requested (`crate::shutdown`); the work done so far is committed and
+    /// saved.
+    #[error("stopped for a shutdown; it goes on from where it stopped at the next start")]
+    Stopped,
 }
