@@ -147,6 +147,8 @@ pub(crate) struct Snapshot {
     pub ready: bool,
     pub revision: String,
     pub config_error: Option<String>,
+    /// When the config last went from valid to invalid.
+    pub config_invalid_since: Option<String>,
     pub last_pass_error: Option<String>,
     pub maps: BTreeMap<String, MapStatus>,
     pub alerts: BTreeMap<String, AlertStatus>,
@@ -443,6 +445,10 @@ impl Service {
                     "config invalid; the last valid config stays in force"
                 );
                 let mut snap = self.shared.write().expect("snapshot lock");
+                if snap.config_error.is_none() {
+                    snap.config_invalid_since =
+                        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                }
                 snap.config_error = Some(message);
                 snap.config_reloads_failed += 1;
             }
@@ -466,15 +472,13 @@ impl Service {
                 .is_none_or(|o| o.contains(&m.metadata.name))
         });
         let mut statuses = status::map_statuses(store.as_ref(), maps).map_err(|e| e.to_string())?;
-        let config_error = self
-            .shared
-            .read()
-            .expect("snapshot lock")
-            .config_error
-            .clone();
+        let (config_error, since) = {
+            let snap = self.shared.read().expect("snapshot lock");
+            (snap.config_error.clone(), snap.config_invalid_since.clone())
+        };
         for (_, st) in &mut statuses {
             if let Some(error) = &config_error {
-                mark_config_invalid(st, error, revision);
+                mark_config_invalid(st, error, revision, since.clone());
             }
         }
         for (name, st) in &statuses {
@@ -600,7 +604,7 @@ impl Service {
 }
 
 /// Adds (or replaces) the `Stalled` condition with reason `ConfigInvalid`.
-fn mark_config_invalid(st: &mut MapStatus, error: &str, revision: &str) {
+fn mark_config_invalid(st: &mut MapStatus, error: &str, revision: &str, since: Option<String>) {
     st.conditions.retain(|c| c.kind != "Stalled");
     st.conditions.push(Condition {
         kind: "Stalled".into(),
@@ -609,7 +613,7 @@ fn mark_config_invalid(st: &mut MapStatus, error: &str, revision: &str) {
         message: format!(
             "the config in the work tree is invalid; revision {revision} stays in force: {error}"
         ),
-        last_transition_time: None,
+        last_transition_time: since,
     });
 }
 
