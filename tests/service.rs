@@ -380,6 +380,19 @@ fn sigterm_finishes_writes_status_and_exits_zero_within_ten_seconds() {
 }
 
 #[test]
+fn ctrl_c_stops_like_sigterm() {
+    with_timeout(60, || {
+        let repo = sqlite_repo();
+        let mut service = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        service.signal("-INT");
+        let (code, took) = service.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{}", service.logs());
+        assert!(took < Duration::from_secs(10));
+        assert!(service.logs().contains("stopped"), "{}", service.logs());
+    });
+}
+
+#[test]
 fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_start_resumes() {
     with_timeout(180, || {
         const ROWS: i64 = 300_000;
@@ -719,6 +732,7 @@ fn postgres_changes_wake_the_service_by_notification_not_polling() {
 }
 
 #[test]
+/// Also: a process stopped with SIGTERM hands its maps over at once, not after the TTL.
 fn kill_9_of_one_process_moves_its_maps_to_the_other_within_the_ttl_losing_nothing() {
     with_timeout(180, || {
         let Some(admin) = pg_admin_url() else { return };
@@ -790,7 +804,30 @@ fn kill_9_of_one_process_moves_its_maps_to_the_other_within_the_ttl_losing_nothi
             let rows = table(&url, &format!("{m}_dst"));
             assert_eq!(rows.len(), 150, "{m}: nothing lost, nothing doubled");
         }
-        let _ = killed;
-        drop(second);
+        assert!(killed.elapsed() >= failover);
+
+        // SIGTERM gives the leases back at once: the other process does not wait for the TTL.
+        let third = Service::start(
+            repo.path(),
+            &[&args[..], &["--holder-id", "third"]].concat(),
+            &env_refs(&env),
+        );
+        wait_for(
+            Duration::from_secs(20),
+            "the maps to be split again",
+            || owned(&third).len() == 2 && owned(&second).len() == 2,
+        );
+        let mut second = second;
+        second.signal("-TERM");
+        let stopped = Instant::now();
+        assert_eq!(second.wait_exit(Duration::from_secs(10)).0, Some(0));
+        wait_for(Duration::from_secs(10), "the handover", || {
+            owned(&third).len() == 4
+        });
+        let handover = stopped.elapsed();
+        assert!(
+            handover < Duration::from_secs(2),
+            "handover after SIGTERM took {handover:?}: the leases were not given back"
+        );
     });
 }

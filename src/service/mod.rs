@@ -482,8 +482,9 @@ impl Service {
             }
         }
         for (name, st) in &statuses {
-            status::write_map_status(&self.dir, name, st).map_err(|e| e.to_string())?;
+            // Logged first: whoever sees the new status file finds the event already logged.
             self.log.map(name, st);
+            status::write_map_status(&self.dir, name, st).map_err(|e| e.to_string())?;
         }
         let mut alerts = BTreeMap::new();
         if let Some(report) = report {
