@@ -386,6 +386,7 @@ pub trait StateStore: Send {
     ) -> Result<(), StateError>;
     /// Forgets a request removed from the config.
     fn forget_request(&self, name: &str) -> Result<(), StateError>;
+
     // Leases: several `dualwrite run` processes sharing one store split the maps between
     // them, one owner per map. Times are the store's clock, so hosts need not agree on
     // theirs. Only a shared store (PostgreSQL) has them; the others say so.
