@@ -18,11 +18,15 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use std::borrow::Cow;
 
-use tokio_postgres::types::private::BytesMut;
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, GenericClient, NoTls, Statement};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 
-use super::sql::{Dialect, Engine, Stmt, first_texts, on_conflict_clause, text_at};
+use super::sql::{
+    Dialect, Engine, Load, Stmt, first_texts, on_conflict_clause, quote_with, staging_name, text_at,
+};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -31,6 +35,18 @@ use crate::capture;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const STATEMENT_CACHE: usize = 256;
+
+/// Runs of at least this many upserts are loaded with binary `COPY` into a temporary
+/// staging table and upserted from there in one `INSERT … SELECT … ON CONFLICT`; shorter
+/// ones are multi-row `INSERT`s.
+const BULK_LOAD_MIN_ROWS: usize = 32;
+
+/// Bytes of `COPY` data handed to the connection at a time.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// After a direct `COPY` into a target found a key already there, this many loads into
+/// that target go through the staging table before a direct `COPY` is tried again.
+const DIRECT_RETRY_AFTER: u32 = 16;
 
 pub(crate) struct Postgres {
     url: String,
@@ -42,6 +58,21 @@ pub(crate) struct Postgres {
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// Staging tables this session has created (`pg_temp`, `ON COMMIT DELETE ROWS`), by
+    /// quoted name.
+    staged: HashMap<String, Staged>,
+}
+
+/// A staging table of this session, and how rows for its target are loaded.
+struct Staged {
+    /// The types of its columns: those of the target's columns, or text.
+    types: Vec<Type>,
+    /// `COPY` into the staging table.
+    copy_staged: String,
+    /// `COPY` straight into the target, when every column has a native binary form.
+    copy_direct: Option<String>,
+    /// Loads to go before trying `copy_direct` again, after one found a key present.
+    skip_direct: u32,
 }
 
 impl Conn {
@@ -71,6 +102,7 @@ impl Conn {
         Ok(Conn {
             client,
             statements: HashMap::new(),
+            staged: HashMap::new(),
         })
     }
 }
@@ -96,14 +128,50 @@ impl Conn {
     }
 
     /// Runs `stmts` in one transaction; dropping it on an error rolls it back.
+    ///
+    /// A statement's rows to load are first copied (binary `COPY`), in the same
+    /// transaction: straight into the target when its keys are new there (inserting is then
+    /// the whole upsert; a unique violation rolls back to a savepoint and the rows take the
+    /// other way), otherwise into the staging table that the statement upserts from.
     async fn transaction(&mut self, stmts: &[Stmt], suppress_echo: bool) -> Result<u64, ConnError> {
+        for load in stmts.iter().filter_map(|s| s.load.as_ref()) {
+            self.stage(load).await?;
+        }
         let tx = self.client.transaction().await?;
         if suppress_echo {
             tx.batch_execute(capture::postgres::SET_ORIGIN).await?;
         }
         let mut affected = 0;
         for stmt in stmts {
-            if stmt.params.is_empty() {
+            if let Some(load) = &stmt.load {
+                let staged = self.staged.get_mut(&load.staging).expect("staged above");
+                if let Some(direct) = staged
+                    .copy_direct
+                    .as_ref()
+                    .filter(|_| staged.skip_direct == 0)
+                {
+                    tx.batch_execute("SAVEPOINT dualwrite_direct").await?;
+                    let copy = prepare(&mut self.statements, &tx, direct).await?;
+                    match copy_rows(&tx, &copy, &staged.types, &load.rows).await {
+                        Ok(n) => {
+                            tx.batch_execute("RELEASE SAVEPOINT dualwrite_direct")
+                                .await?;
+                            affected += n;
+                            continue;
+                        }
+                        Err(ConnError::Pg(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT dualwrite_direct")
+                                .await?;
+                            staged.skip_direct = DIRECT_RETRY_AFTER;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    staged.skip_direct = staged.skip_direct.saturating_sub(1);
+                }
+                let copy = prepare(&mut self.statements, &tx, &staged.copy_staged).await?;
+                copy_rows(&tx, &copy, &staged.types, &load.rows).await?;
+            } else if stmt.params.is_empty() {
                 tx.batch_execute(&stmt.sql).await?;
                 continue;
             }
@@ -115,6 +183,113 @@ impl Conn {
         tx.commit().await?;
         Ok(affected)
     }
+}
+
+impl Conn {
+    /// Creates the staging table of `load` unless this session has it: a temporary table
+    /// (invisible to other sessions, never captured) emptied at every commit, with the
+    /// loaded columns' types and no constraints, so the target alone judges each row.
+    /// Columns without a native mapping are staged as text. Runs outside any transaction,
+    /// so a batch that fails does not undo it.
+    async fn stage(&mut self, load: &Load) -> Result<(), tokio_postgres::Error> {
+        if self.staged.contains_key(&load.staging) {
+            return Ok(());
+        }
+        let columns: Vec<String> = load
+            .columns
+            .iter()
+            .map(|c| {
+                let name = quote_with(&c.name, '"');
+                if is_native(&c.db_type) {
+                    name
+                } else {
+                    format!("{name}::text AS {name}")
+                }
+            })
+            .collect();
+        let staging = &load.staging;
+        self.client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {staging}; \
+                 CREATE TEMPORARY TABLE {staging} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
+                columns.join(", "),
+                load.target
+            ))
+            .await?;
+        let select = self
+            .client
+            .prepare(&format!("SELECT * FROM {staging}"))
+            .await?;
+        let types = select.columns().iter().map(|c| c.type_().clone()).collect();
+        let names: Vec<String> = load
+            .columns
+            .iter()
+            .map(|c| quote_with(&c.name, '"'))
+            .collect();
+        let copy_direct = load.columns.iter().all(|c| is_native(&c.db_type)).then(|| {
+            format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                load.target,
+                names.join(", ")
+            )
+        });
+        self.staged.insert(
+            staging.clone(),
+            Staged {
+                types,
+                copy_staged: format!("COPY {staging} FROM STDIN (FORMAT binary)"),
+                copy_direct,
+                skip_direct: 0,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Loads `rows` with `copy` (a binary `COPY … FROM STDIN` of columns of `types`); returns
+/// how many. Values are bound as for a statement's parameters ([`bind`]), so a value that
+/// does not fit fails the same way.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    copy: &Statement,
+    types: &[Type],
+    rows: &[Row],
+) -> Result<u64, ConnError> {
+    let sink = tx.copy_in(copy).await?;
+    let mut sink = std::pin::pin!(sink);
+    let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0); // flags
+    buf.put_i32(0); // header extension length
+    for row in rows {
+        encode_copy_row(&mut buf, types, row).map_err(ConnError::Bind)?;
+        if buf.len() >= COPY_CHUNK {
+            sink.send(buf.split().freeze()).await?;
+        }
+    }
+    buf.put_i16(-1);
+    sink.send(buf.split().freeze()).await?;
+    Ok(sink.finish().await?)
+}
+
+/// One row of binary `COPY` data: the field count, then each field's length and bytes.
+fn encode_copy_row(buf: &mut BytesMut, types: &[Type], row: &[Value]) -> Result<(), WriteError> {
+    buf.put_i16(types.len() as i16);
+    for (ty, value) in types.iter().zip(row) {
+        let value = bind(ty, value)?;
+        let at = buf.len();
+        buf.put_i32(0);
+        let written = Param(&value)
+            .to_sql(ty, buf)
+            .map_err(|e| transform(e.to_string()))?;
+        let len = match written {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(buf.len() - at - 4)
+                .map_err(|_| transform(format!("a value of type {ty} is too large")))?,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
 }
 
 /// Classifies a failure. Prepared statements are forgotten (they go stale when a table
@@ -129,6 +304,7 @@ fn failed(conn: &mut Option<Conn>, e: ConnError, secrets: &[String]) -> WriteErr
         *conn = None;
     } else if let Some(conn) = conn {
         conn.statements.clear();
+        conn.staged.clear();
     }
     error
 }
@@ -430,6 +606,26 @@ impl Dialect for Postgres {
 
     fn now_sql(&self) -> &'static str {
         "SELECT clock_timestamp()"
+    }
+
+    fn bulk_load_min_rows(&self) -> Option<usize> {
+        Some(BULK_LOAD_MIN_ROWS)
+    }
+
+    fn staging_table(&self, target: &str, columns: &[ColumnInfo]) -> String {
+        format!(
+            "pg_temp.{}",
+            self.quote_ident(&staging_name(target, columns))
+        )
+    }
+
+    fn staged_expr(&self, column: &ColumnInfo) -> String {
+        let name = self.quote_ident(&column.name);
+        if is_native(&column.db_type) {
+            name
+        } else {
+            format!("{name}::{}", column.db_type)
+        }
     }
 
     fn changelog_table(&self) -> String {

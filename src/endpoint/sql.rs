@@ -28,6 +28,10 @@ const RECENT_CHANGES: usize = 1000;
 pub(crate) struct Stmt {
     pub sql: String,
     pub params: Vec<Value>,
+    /// Rows the engine loads into a staging table, in the same transaction, before it runs
+    /// `sql` (which reads them from there). Only for engines whose
+    /// [`Dialect::bulk_load_min_rows`] says so.
+    pub load: Option<Load>,
 }
 
 impl Stmt {
@@ -35,8 +39,33 @@ impl Stmt {
         Stmt {
             sql: sql.into(),
             params,
+            load: None,
         }
     }
+}
+
+/// A staging table's name: one per target table and set of columns, the same in every run.
+pub(crate) fn staging_name(target: &str, columns: &[ColumnInfo]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+    for part in std::iter::once(target).chain(columns.iter().map(|c| c.name.as_str())) {
+        for b in part.bytes().chain([0]) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("_dualwrite_stage_{hash:016x}")
+}
+
+/// Rows to load in bulk into a staging table: the engine's fast path for large upserts.
+#[derive(Debug, Clone)]
+pub(crate) struct Load {
+    /// The quoted target table the staging table takes its column types from.
+    pub target: String,
+    /// The staging table, quoted ([`Dialect::staging_table`]).
+    pub staging: String,
+    /// The columns loaded, in order; each row has one value per column, of its kind.
+    pub columns: Vec<ColumnInfo>,
+    /// Distinct keys: the upsert from staging would refuse a key twice.
+    pub rows: Vec<Row>,
 }
 
 /// Quotes an identifier with `quote`, doubling any quote inside it.
@@ -103,6 +132,24 @@ pub(crate) trait Dialect {
 
     /// A query returning the database's current UTC time as one column.
     fn now_sql(&self) -> &'static str;
+
+    /// From how many rows on a run of upserts is loaded in bulk into a staging table and
+    /// upserted from there in one statement ([`Load`]); `None`: never, always multi-row
+    /// `INSERT`s.
+    fn bulk_load_min_rows(&self) -> Option<usize> {
+        None
+    }
+
+    /// The staging table, quoted, for loading `columns` into `target` (quoted).
+    fn staging_table(&self, target: &str, columns: &[ColumnInfo]) -> String {
+        self.quote_ident(&staging_name(target, columns))
+    }
+
+    /// The expression that reads `column` from the staging table (engines may cast types
+    /// they load as text).
+    fn staged_expr(&self, column: &ColumnInfo) -> String {
+        self.quote_ident(&column.name)
+    }
 
     /// The changelog table, qualified and quoted.
     fn changelog_table(&self) -> String {
@@ -451,15 +498,42 @@ impl<E: Engine> SqlEndpoint<E> {
         let keys = self.quoted(&r.keys);
         let others: Vec<String> = cols.iter().filter(|c| !keys.contains(c)).cloned().collect();
         let clause = self.engine.upsert_clause(&keys, &others);
+        let target = self.engine.quote_table(table);
+        if self
+            .engine
+            .bulk_load_min_rows()
+            .is_some_and(|min| rows.len() >= min)
+        {
+            let staging = self.engine.staging_table(&target, &r.columns);
+            let exprs: Vec<String> = r
+                .columns
+                .iter()
+                .map(|c| self.engine.staged_expr(c))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {target} ({}) SELECT {} FROM {} {clause}",
+                cols.join(", "),
+                exprs.join(", "),
+                staging
+            );
+            let load = Load {
+                target,
+                staging,
+                columns: r.columns.clone(),
+                rows,
+            };
+            out.push(Stmt {
+                sql,
+                params: Vec::new(),
+                load: Some(load),
+            });
+            return;
+        }
         let per_stmt = self.rows_per_stmt(cols.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_stmt).collect();
-            let mut sql = format!(
-                "INSERT INTO {} ({}) VALUES ",
-                self.engine.quote_table(table),
-                cols.join(", ")
-            );
+            let mut sql = format!("INSERT INTO {target} ({}) VALUES ", cols.join(", "));
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
