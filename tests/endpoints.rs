@@ -594,6 +594,74 @@ async fn captured_keys_of_every_key_type_read_back_typed() {
     .await;
 }
 
+/// Large runs of upserts take an engine's bulk path (PostgreSQL: COPY, straight into the
+/// table or through a staging table when keys exist): the result must be the same upsert,
+/// in order with deletes, never captured, and a refused row still fails the whole batch.
+#[tokio::test]
+async fn large_upsert_runs_update_existing_rows_in_order_and_are_not_captured() {
+    with_timeout(async {
+        for mut db in TestDb::all().await {
+            let table = unique_table("bulkmix");
+            create_orders(&mut db, &table).await;
+            let ep = open(&db).await;
+            let t = TableName::parse(&table).unwrap();
+            ep.install_capture(&t).await.unwrap();
+            let start = ep.max_change_seq(&t).await.unwrap();
+            let (cols, key) = (names(&ORDER_COLS), names(&ORDER_KEY));
+            let upserts = |ids: std::ops::Range<i64>, qty: i64| -> Vec<WriteOp> {
+                ids.map(|i| WriteOp::Upsert(order("eu", i, qty + i, "n")))
+                    .collect()
+            };
+            ep.write_batch(&t, &cols, &key, &upserts(0..100, 0))
+                .await
+                .unwrap();
+            let mut ops = upserts(50..150, 1000);
+            ops.push(WriteOp::Delete(vec![text("eu"), Value::Int(0)]));
+            ops.extend(upserts(0..40, 2000));
+            ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
+            for round in 0..20 {
+                let ids = 1000 + round * 100..1100 + round * 100;
+                ep.write_batch(&t, &cols, &key, &upserts(ids, 0))
+                    .await
+                    .unwrap();
+            }
+            let mut bad = upserts(0..60, 3000);
+            bad.push(WriteOp::Upsert(order("eu", 5000, -1, "negative")));
+            let err = ep.write_batch(&t, &cols, &key, &bad).await.unwrap_err();
+            assert_eq!(
+                err.class,
+                WriteErrorClass::Application,
+                "{}: {err}",
+                db.engine
+            );
+
+            let rows = ep
+                .read_snapshot(&t, &cols, &key, None, 10_000)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 150 + 2000, "{}", db.engine);
+            let qty_of = |id: i64| {
+                rows.iter()
+                    .find(|r| r[1] == Value::Int(id))
+                    .map(|r| r[2].clone())
+            };
+            assert_eq!(qty_of(0), Some(Value::Int(2000)), "{}", db.engine);
+            assert_eq!(qty_of(45), Some(Value::Int(45)), "{}", db.engine);
+            assert_eq!(qty_of(60), Some(Value::Int(1060)), "{}", db.engine);
+            assert_eq!(qty_of(149), Some(Value::Int(1149)), "{}", db.engine);
+            assert_eq!(qty_of(5000), None, "{}", db.engine);
+            assert!(
+                ep.read_changes(&t, start, 100).await.unwrap().is_empty(),
+                "{}: echo captured",
+                db.engine
+            );
+            ep.remove_capture(&t).await.unwrap();
+            db.drop_table(&table).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bulk_upserts_write_thousands_of_rows_per_second() {
     with_timeout(async {
