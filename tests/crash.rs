@@ -14,6 +14,10 @@ use support::Repo;
 
 const ROWS: i64 = 60_000;
 
+/// The initial-sync test's table: progress is saved about once a second, so the copy must
+/// take several seconds even in a debug build on a fast machine.
+const INITIAL_ROWS: i64 = 400_000;
+
 fn spawn_reconcile(repo: &Repo, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dualwrite"))
         .arg("-C")
@@ -98,14 +102,14 @@ fn map(src_table: &str, dst_table: &str) -> String {
     )
 }
 
-fn seed_source(repo: &Repo) {
+fn seed_source(repo: &Repo, rows: i64) {
     let conn = rusqlite::Connection::open(repo.path().join("src.db")).unwrap();
     conn.execute_batch(
         "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL)",
     )
     .unwrap();
     conn.execute_batch(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
          INSERT INTO items SELECT i, 'item ' || i, i % 1000 FROM n"
     ))
     .unwrap();
@@ -116,7 +120,7 @@ fn kill_9_mid_initial_sync_then_reconcile_converges() {
     let repo = Repo::new(&[]);
     repo.write("dualwrite.yaml", &project("{ sqlite: { path: dst.db } }"));
     repo.write("maps/m.yaml", &map("items", "items"));
-    seed_source(&repo);
+    seed_source(&repo, INITIAL_ROWS);
     rusqlite::Connection::open(repo.path().join("dst.db"))
         .unwrap()
         .execute_batch(
@@ -133,13 +137,13 @@ fn kill_9_mid_initial_sync_then_reconcile_converges() {
     });
     let partial = count(&repo.path().join("dst.db"), "items");
     assert!(
-        partial > 0 && partial < ROWS,
-        "killed mid-copy: {partial} of {ROWS} rows copied"
+        partial > 0 && partial < INITIAL_ROWS,
+        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
     );
 
     // Changes made while nobody runs are captured and applied after the copy resumes.
     let src = rusqlite::Connection::open(repo.path().join("src.db")).unwrap();
-    src.execute_batch("UPDATE items SET qty = -1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 11 = 0; INSERT INTO items VALUES (100001, 'late', 5);").unwrap();
+    src.execute_batch(&format!("UPDATE items SET qty = -1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 11 = 0; INSERT INTO items VALUES ({}, 'late', 5);", INITIAL_ROWS + 1)).unwrap();
 
     let run = repo.run(&["reconcile"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
@@ -178,7 +182,7 @@ async fn kill_9_mid_live_sync_then_reconcile_converges() {
         &project("{ postgres: { urlFromEnv: DW_CRASH_PG } }"),
     );
     repo.write("maps/m.yaml", &map("items", &table));
-    seed_source(&repo);
+    seed_source(&repo, ROWS);
     let env = [("DW_CRASH_PG", url.as_str())];
     let run = support::run_in(repo.path(), &["reconcile"], &env);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
