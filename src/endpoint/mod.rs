@@ -154,6 +154,51 @@ impl TableInfo {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The kinds of `columns`, in order: what [`TableInfo::convert_with`] converts to.
+    pub fn kinds_of(
+        &self,
+        table: &TableName,
+        columns: &[String],
+    ) -> Result<Vec<ValueKind>, EndpointError> {
+        columns
+            .iter()
+            .map(|name| {
+                self.column(name)
+                    .map(|c| c.kind)
+                    .ok_or_else(|| EndpointError::ColumnNotFound {
+                        table: table.to_string(),
+                        column: name.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Converts `row` (values for `columns`, of `kinds` from [`TableInfo::kinds_of`]),
+    /// consuming it: values already of their column's kind are moved, not copied.
+    pub fn convert_with(
+        columns: &[String],
+        kinds: &[ValueKind],
+        row: Row,
+    ) -> Result<Row, EndpointError> {
+        if row.len() != kinds.len() {
+            return Err(EndpointError::RowShape {
+                expected: kinds.len(),
+                got: row.len(),
+            });
+        }
+        row.into_iter()
+            .zip(kinds.iter().zip(columns))
+            .map(|(value, (kind, name))| {
+                value
+                    .into_kind(*kind)
+                    .map_err(|source| EndpointError::Convert {
+                        column: name.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
     /// [`TableInfo::convert_row`], consuming the row: values already of their column's kind
     /// are moved, not copied.
     pub fn convert_row_owned(
@@ -162,30 +207,7 @@ impl TableInfo {
         columns: &[String],
         row: Row,
     ) -> Result<Row, EndpointError> {
-        if row.len() != columns.len() {
-            return Err(EndpointError::RowShape {
-                expected: columns.len(),
-                got: row.len(),
-            });
-        }
-        columns
-            .iter()
-            .zip(row)
-            .map(|(name, value)| {
-                let column = self
-                    .column(name)
-                    .ok_or_else(|| EndpointError::ColumnNotFound {
-                        table: table.to_string(),
-                        column: name.clone(),
-                    })?;
-                value
-                    .into_kind(column.kind)
-                    .map_err(|source| EndpointError::Convert {
-                        column: name.clone(),
-                        source,
-                    })
-            })
-            .collect()
+        TableInfo::convert_with(columns, &self.kinds_of(table, columns)?, row)
     }
 
     /// Converts `row` (values for `columns`, in order) to the kinds of those columns — what

@@ -82,13 +82,18 @@ pub fn prepare(
     out: &mut Outcome,
 ) -> Vec<Item> {
     let mut items = Vec::with_capacity(rows.len());
+    let kinds = target
+        .kinds_of(target_table, &flow.write_columns)
+        .map_err(|e| e.to_string());
     for row in rows {
         let key = flow.key_of(&row).to_vec();
-        let converted = flow.apply(&row).and_then(|mapped| {
-            target
-                .convert_row_owned(target_table, &flow.write_columns, mapped)
-                .map_err(|e| e.to_string())
-        });
+        let converted = match &kinds {
+            Ok(kinds) => flow.apply(&row).and_then(|mapped| {
+                TableInfo::convert_with(&flow.write_columns, kinds, mapped)
+                    .map_err(|e| e.to_string())
+            }),
+            Err(message) => Err(message.clone()),
+        };
         match converted {
             Ok(values) => items.push(Item {
                 key,
