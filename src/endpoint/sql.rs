@@ -28,8 +28,9 @@ const RECENT_CHANGES: usize = 1000;
 pub(crate) struct Stmt {
     pub sql: String,
     pub params: Vec<Value>,
-    /// Rows the engine loads into a staging table, in the same transaction, before it runs
-    /// `sql` (which reads them from there). Only for engines whose
+    /// A run of upserts the engine loads in bulk, in the same transaction, its own way:
+    /// into a staging table that `sql` then upserts from, or by running
+    /// [`Load::row_sql`] once per row (and not `sql`). Only for engines whose
     /// [`Dialect::bulk_load_min_rows`] says so.
     pub load: Option<Load>,
 }
@@ -55,9 +56,12 @@ pub(crate) fn staging_name(target: &str, columns: &[ColumnInfo]) -> String {
     format!("_dualwrite_stage_{hash:016x}")
 }
 
-/// Rows to load in bulk into a staging table: the engine's fast path for large upserts.
+/// A run of upserts to load in bulk: the engine's fast path for large batches.
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
+    /// The upsert of one row, parameters in column order (engines that prepare it once
+    /// and run it per row).
+    pub row_sql: String,
     /// The quoted target table the staging table takes its column types from.
     pub target: String,
     /// The staging table, quoted ([`Dialect::staging_table`]).
@@ -133,9 +137,8 @@ pub(crate) trait Dialect {
     /// A query returning the database's current UTC time as one column.
     fn now_sql(&self) -> &'static str;
 
-    /// From how many rows on a run of upserts is loaded in bulk into a staging table and
-    /// upserted from there in one statement ([`Load`]); `None`: never, always multi-row
-    /// `INSERT`s.
+    /// From how many rows on a run of upserts is loaded in bulk ([`Load`]); `None`: never,
+    /// always multi-row `INSERT`s.
     fn bulk_load_min_rows(&self) -> Option<usize> {
         None
     }
@@ -511,12 +514,16 @@ impl<E: Engine> SqlEndpoint<E> {
                 .map(|c| self.engine.staged_expr(c))
                 .collect();
             let sql = format!(
-                "INSERT INTO {target} ({}) SELECT {} FROM {} {clause}",
+                "INSERT INTO {target} ({}) SELECT {} FROM {staging} {clause}",
                 cols.join(", "),
                 exprs.join(", "),
-                staging
             );
+            let mut row_sql = format!("INSERT INTO {target} ({}) VALUES (", cols.join(", "));
+            self.push_params(&mut row_sql, &r.columns, 1);
+            row_sql.push_str(") ");
+            row_sql.push_str(&clause);
             let load = Load {
+                row_sql,
                 target,
                 staging,
                 columns: r.columns.clone(),
