@@ -36,7 +36,15 @@ impl Mysql {
         let opts = Opts::from_url(url)
             .map_err(|e| connect_error(format!("invalid connection URL: {e}")))?;
         let database = opts.db_name().map(str::to_string);
-        let opts = OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);
+        // No reset when a connection goes back to the pool: a reset drops the server's
+        // prepared statements and the client's cache of them, so every batch would prepare
+        // its multi-row upsert (thousands of parameters) again. dualwrite leaves no session
+        // state behind: the echo mark is cleared after each write transaction (or the
+        // connection is dropped), and the time zone is ours.
+        let pool_opts = opts.pool_opts().clone().with_reset_connection(false);
+        let opts = OptsBuilder::from_opts(opts)
+            .setup(vec!["SET time_zone = '+00:00'"])
+            .pool_opts(pool_opts);
         let pool = Pool::new(opts);
         let mysql = Mysql {
             pool,
