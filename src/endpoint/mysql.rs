@@ -12,7 +12,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Value as MyValue};
 
-use super::sql::{Dialect, Engine, Stmt, first_texts, quote_with, text_at};
+use super::sql::{Dialect, Engine, Statement, Stmt, first_texts, quote_with, text_at};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -95,7 +95,7 @@ impl Mysql {
     async fn run_in_transaction(
         &self,
         conn: &mut Conn,
-        stmts: &[Stmt],
+        stmts: &[Statement<'_>],
     ) -> Result<u64, mysql_async::Error> {
         conn.query_drop("START TRANSACTION").await?;
         let mut affected = 0;
@@ -340,7 +340,11 @@ impl Engine for Mysql {
             .collect()
     }
 
-    async fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> Result<u64, WriteError> {
+    async fn transaction(
+        &self,
+        stmts: Vec<Statement<'_>>,
+        suppress_echo: bool,
+    ) -> Result<u64, WriteError> {
         let mut conn = self.conn().await?;
         if suppress_echo {
             conn.query_drop(capture::mysql::SET_ORIGIN)

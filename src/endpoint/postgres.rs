@@ -25,7 +25,8 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 
 use super::sql::{
-    Dialect, Engine, Load, Stmt, first_texts, on_conflict_clause, quote_with, staging_name, text_at,
+    self, Dialect, Engine, Load, Stmt, first_texts, on_conflict_clause, quote_with, staging_name,
+    text_at,
 };
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
@@ -133,7 +134,11 @@ impl Conn {
     /// transaction: straight into the target when its keys are new there (inserting is then
     /// the whole upsert; a unique violation rolls back to a savepoint and the rows take the
     /// other way), otherwise into the staging table that the statement upserts from.
-    async fn transaction(&mut self, stmts: &[Stmt], suppress_echo: bool) -> Result<u64, ConnError> {
+    async fn transaction(
+        &mut self,
+        stmts: &[sql::Statement<'_>],
+        suppress_echo: bool,
+    ) -> Result<u64, ConnError> {
         for load in stmts.iter().filter_map(|s| s.load.as_ref()) {
             self.stage(load).await?;
         }
@@ -191,7 +196,7 @@ impl Conn {
     /// loaded columns' types and no constraints, so the target alone judges each row.
     /// Columns without a native mapping are staged as text. Runs outside any transaction,
     /// so a batch that fails does not undo it.
-    async fn stage(&mut self, load: &Load) -> Result<(), tokio_postgres::Error> {
+    async fn stage(&mut self, load: &Load<'_>) -> Result<(), tokio_postgres::Error> {
         if self.staged.contains_key(&load.staging) {
             return Ok(());
         }
@@ -253,7 +258,7 @@ async fn copy_rows(
     tx: &Transaction<'_>,
     copy: &Statement,
     types: &[Type],
-    rows: &[Row],
+    rows: &[Cow<'_, [Value]>],
 ) -> Result<u64, ConnError> {
     let sink = tx.copy_in(copy).await?;
     let mut sink = std::pin::pin!(sink);
@@ -698,7 +703,11 @@ impl Engine for Postgres {
         rows.iter().map(|r| read_row(r, &kinds)).collect()
     }
 
-    async fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> Result<u64, WriteError> {
+    async fn transaction(
+        &self,
+        stmts: Vec<sql::Statement<'_>>,
+        suppress_echo: bool,
+    ) -> Result<u64, WriteError> {
         let mut guard = self.lock().await?;
         let Some(conn) = guard.as_mut() else {
             unreachable!("lock() connects")

@@ -7,6 +7,7 @@
 //! Does not own: anything that differs between engines. Those are asked of the engine
 //! through [`Dialect`] (text of SQL) and [`Engine`] (running it).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -23,24 +24,47 @@ use crate::capture::{CHANGELOG_TABLE, change_from_row};
 /// cannot bound reads up front (MySQL).
 const RECENT_CHANGES: usize = 1000;
 
-/// A statement and its parameters, values already of the target columns' kinds.
+/// A statement and its parameters, values already of the target columns' kinds. Rows to
+/// load may be borrowed from the caller's batch (`'a`); see [`Stmt`] for the owned form.
 #[derive(Debug, Clone)]
-pub(crate) struct Stmt {
+pub(crate) struct Statement<'a> {
     pub sql: String,
     pub params: Vec<Value>,
     /// A run of upserts the engine loads in bulk, in the same transaction, its own way:
     /// into a staging table that `sql` then upserts from, or by running
     /// [`Load::row_sql`] once per row (and not `sql`). Only for engines whose
     /// [`Dialect::bulk_load_min_rows`] says so.
-    pub load: Option<Load>,
+    pub load: Option<Load<'a>>,
 }
 
-impl Stmt {
-    pub(crate) fn new(sql: impl Into<String>, params: Vec<Value>) -> Stmt {
-        Stmt {
+/// A statement that owns everything it holds.
+pub(crate) type Stmt = Statement<'static>;
+
+impl Statement<'_> {
+    pub(crate) fn new(sql: impl Into<String>, params: Vec<Value>) -> Self {
+        Statement {
             sql: sql.into(),
             params,
             load: None,
+        }
+    }
+
+    /// This statement with its rows copied, for engines that run it on another thread.
+    pub(crate) fn into_owned(self) -> Stmt {
+        Statement {
+            sql: self.sql,
+            params: self.params,
+            load: self.load.map(|load| Load {
+                rows: load
+                    .rows
+                    .into_iter()
+                    .map(|row| Cow::Owned(row.into_owned()))
+                    .collect(),
+                row_sql: load.row_sql,
+                target: load.target,
+                staging: load.staging,
+                columns: load.columns,
+            }),
         }
     }
 }
@@ -58,7 +82,7 @@ pub(crate) fn staging_name(target: &str, columns: &[ColumnInfo]) -> String {
 
 /// A run of upserts to load in bulk: the engine's fast path for large batches.
 #[derive(Debug, Clone)]
-pub(crate) struct Load {
+pub(crate) struct Load<'a> {
     /// The upsert of one row, parameters in column order (engines that prepare it once
     /// and run it per row).
     pub row_sql: String,
@@ -68,8 +92,9 @@ pub(crate) struct Load {
     pub staging: String,
     /// The columns loaded, in order; each row has one value per column, of its kind.
     pub columns: Vec<ColumnInfo>,
-    /// Distinct keys: the upsert from staging would refuse a key twice.
-    pub rows: Vec<Row>,
+    /// Distinct keys: the upsert from staging would refuse a key twice. Borrowed from the
+    /// batch when already of the columns' kinds.
+    pub rows: Vec<Cow<'a, [Value]>>,
 }
 
 /// Quotes an identifier with `quote`, doubling any quote inside it.
@@ -181,7 +206,7 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
     /// `suppress_echo` the engine's capture triggers ignore these writes.
     fn transaction(
         &self,
-        stmts: Vec<Stmt>,
+        stmts: Vec<Statement<'_>>,
         suppress_echo: bool,
     ) -> impl Future<Output = Result<u64, WriteError>> + Send;
 
@@ -337,6 +362,18 @@ impl<E: Engine> SqlEndpoint<E> {
         tuple(&params)
     }
 
+    /// `values` as values of the kinds of `cols`: borrowed when they already are (the
+    /// common case: sync converts rows before writing), converted otherwise.
+    fn converted<'v>(
+        cols: &[ColumnInfo],
+        values: &'v [Value],
+    ) -> Result<Cow<'v, [Value]>, EndpointError> {
+        if values.len() == cols.len() && values.iter().zip(cols).all(|(v, c)| v.is_of(c.kind)) {
+            return Ok(Cow::Borrowed(values));
+        }
+        Self::convert(cols, values).map(Cow::Owned)
+    }
+
     /// Converts `values` to the kinds of `cols`, naming the column on failure.
     fn convert(cols: &[ColumnInfo], values: &[Value]) -> Result<Vec<Value>, EndpointError> {
         if values.len() != cols.len() {
@@ -435,12 +472,12 @@ impl<E: Engine> SqlEndpoint<E> {
     /// The statements for `ops`: runs of upserts become multi-row upserts (a key repeated
     /// within a run keeps its last row), runs of deletes become `DELETE … IN (…)`; order
     /// between runs is kept. Each value is copied once, into the statement's parameters.
-    fn write_statements(
+    fn write_statements<'o>(
         &self,
         table: &TableName,
         r: &Resolved,
-        ops: &[WriteOp],
-    ) -> Result<Vec<Stmt>, EndpointError> {
+        ops: &'o [WriteOp],
+    ) -> Result<Vec<Statement<'o>>, EndpointError> {
         let key_pos = r
             .keys
             .iter()
@@ -454,7 +491,7 @@ impl<E: Engine> SqlEndpoint<E> {
             })
             .collect::<Result<Vec<usize>, _>>()?;
         let mut stmts = Vec::new();
-        let mut upserts: Vec<Vec<Value>> = Vec::new();
+        let mut upserts: Vec<Cow<'o, [Value]>> = Vec::new();
         let mut upsert_index: HashMap<DedupKey, usize> = HashMap::new();
         let mut deletes: Vec<Vec<Value>> = Vec::new();
         for op in ops {
@@ -463,7 +500,7 @@ impl<E: Engine> SqlEndpoint<E> {
                     if !deletes.is_empty() {
                         self.delete_stmts(table, r, std::mem::take(&mut deletes), &mut stmts);
                     }
-                    let row = Self::convert(&r.columns, row)?;
+                    let row = Self::converted(&r.columns, row)?;
                     let key = DedupKey::of(&row, &key_pos);
                     match upsert_index.get(&key) {
                         Some(&i) => upserts[i] = row,
@@ -487,12 +524,12 @@ impl<E: Engine> SqlEndpoint<E> {
         Ok(stmts)
     }
 
-    fn upsert_stmts(
+    fn upsert_stmts<'o>(
         &self,
         table: &TableName,
         r: &Resolved,
-        rows: Vec<Vec<Value>>,
-        out: &mut Vec<Stmt>,
+        rows: Vec<Cow<'o, [Value]>>,
+        out: &mut Vec<Statement<'o>>,
     ) {
         if rows.is_empty() {
             return;
@@ -529,7 +566,7 @@ impl<E: Engine> SqlEndpoint<E> {
                 columns: r.columns.clone(),
                 rows,
             };
-            out.push(Stmt {
+            out.push(Statement {
                 sql,
                 params: Vec::new(),
                 load: Some(load),
@@ -539,7 +576,7 @@ impl<E: Engine> SqlEndpoint<E> {
         let per_stmt = self.rows_per_stmt(cols.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_stmt).collect();
+            let chunk: Vec<Cow<'o, [Value]>> = rows.by_ref().take(per_stmt).collect();
             let mut sql = format!("INSERT INTO {target} ({}) VALUES ", cols.join(", "));
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -551,7 +588,8 @@ impl<E: Engine> SqlEndpoint<E> {
             }
             sql.push(' ');
             sql.push_str(&clause);
-            out.push(Stmt::new(sql, chunk.into_iter().flatten().collect()));
+            let params = chunk.into_iter().flat_map(Cow::into_owned).collect();
+            out.push(Statement::new(sql, params));
         }
     }
 
@@ -570,7 +608,7 @@ impl<E: Engine> SqlEndpoint<E> {
         table: &TableName,
         r: &Resolved,
         keys: Vec<Vec<Value>>,
-        out: &mut Vec<Stmt>,
+        out: &mut Vec<Statement<'_>>,
     ) {
         let per_stmt = self.rows_per_stmt(r.keys.len());
         let mut keys = keys.into_iter().peekable();

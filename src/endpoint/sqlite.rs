@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, TransactionBehavior, params_from_iter};
 
-use super::sql::{Dialect, Engine, Stmt, on_conflict_clause};
+use super::sql::{Dialect, Engine, Statement, Stmt, on_conflict_clause};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, value,
@@ -307,42 +307,15 @@ impl Engine for Sqlite {
         .await
     }
 
-    async fn transaction(&self, stmts: Vec<Stmt>, suppress_echo: bool) -> Result<u64, WriteError> {
-        self.run(move |conn| {
-            let suppress = crate::endpoint::sql::quote_with(SUPPRESS_TABLE, '"');
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(classify)?;
-            if suppress_echo {
-                tx.execute(
-                    &format!("CREATE TABLE IF NOT EXISTS {suppress} (marker INTEGER)"),
-                    [],
-                )
-                .map_err(classify)?;
-                tx.execute(&format!("INSERT INTO {suppress} (marker) VALUES (1)"), [])
-                    .map_err(classify)?;
-            }
-            let mut affected = 0u64;
-            for stmt in &stmts {
-                if let Some(load) = &stmt.load {
-                    // One prepared single-row upsert, run per row: nothing to parse again.
-                    let mut prepared = tx.prepare_cached(&load.row_sql).map_err(classify)?;
-                    for row in &load.rows {
-                        affected += prepared.execute(binds(row)).map_err(classify)? as u64;
-                    }
-                    continue;
-                }
-                let mut prepared = tx.prepare_cached(&stmt.sql).map_err(classify)?;
-                affected += prepared.execute(binds(&stmt.params)).map_err(classify)? as u64;
-            }
-            if suppress_echo {
-                tx.execute(&format!("DELETE FROM {suppress}"), [])
-                    .map_err(classify)?;
-            }
-            tx.commit().map_err(classify)?;
-            Ok(affected)
-        })
-        .await
+    async fn transaction(
+        &self,
+        stmts: Vec<Statement<'_>>,
+        suppress_echo: bool,
+    ) -> Result<u64, WriteError> {
+        // The blocking pool needs statements that own their rows.
+        let stmts: Vec<Stmt> = stmts.into_iter().map(Statement::into_owned).collect();
+        self.run(move |conn| write_transaction(conn, &stmts, suppress_echo))
+            .await
     }
 
     fn capture_install(
@@ -363,6 +336,47 @@ impl Engine for Sqlite {
         main_only(table)?;
         Ok(capture::sqlite::check(table))
     }
+}
+
+/// Runs `stmts` in one immediate transaction; with `suppress_echo`, the marker row that
+/// tells the capture triggers to stay quiet is there until just before the commit.
+fn write_transaction(
+    conn: &mut Connection,
+    stmts: &[Statement<'_>],
+    suppress_echo: bool,
+) -> Result<u64, WriteError> {
+    let suppress = crate::endpoint::sql::quote_with(SUPPRESS_TABLE, '"');
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    if suppress_echo {
+        tx.execute(
+            &format!("CREATE TABLE IF NOT EXISTS {suppress} (marker INTEGER)"),
+            [],
+        )
+        .map_err(classify)?;
+        tx.execute(&format!("INSERT INTO {suppress} (marker) VALUES (1)"), [])
+            .map_err(classify)?;
+    }
+    let mut affected = 0u64;
+    for stmt in stmts {
+        if let Some(load) = &stmt.load {
+            // One prepared single-row upsert, run per row: nothing to parse again.
+            let mut prepared = tx.prepare_cached(&load.row_sql).map_err(classify)?;
+            for row in &load.rows {
+                affected += prepared.execute(binds(row)).map_err(classify)? as u64;
+            }
+            continue;
+        }
+        let mut prepared = tx.prepare_cached(&stmt.sql).map_err(classify)?;
+        affected += prepared.execute(binds(&stmt.params)).map_err(classify)? as u64;
+    }
+    if suppress_echo {
+        tx.execute(&format!("DELETE FROM {suppress}"), [])
+            .map_err(classify)?;
+    }
+    tx.commit().map_err(classify)?;
+    Ok(affected)
 }
 
 /// SQLite triggers can only write to tables of their own database, and the changelog
