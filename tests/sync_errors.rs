@@ -76,6 +76,23 @@ async fn rejected_records_are_isolated(mut db: TestDb, code: &str) {
         );
     }
     assert!(!st.contains(&url), "the URL must never reach status");
+    // The errored record keeps the row as read, even though the copy never copied it.
+    let rows: Vec<String> = rusqlite::Connection::open(repo.path().join(".dualwrite/state.db"))
+        .unwrap()
+        .prepare("SELECT row FROM errors ORDER BY key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            r#"{"id":17,"qty":-5}"#,
+            r#"{"id":64,"qty":-5}"#,
+            r#"{"id":99,"qty":-5}"#
+        ]
+    );
 
     // Fixing the source row: the next write of that key succeeds and supersedes the error.
     rusqlite::Connection::open(repo.path().join("src.db"))

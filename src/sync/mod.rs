@@ -35,7 +35,9 @@ pub fn set_cursor(runtime: &mut crate::state::MapRuntime, way: Way, seq: i64) {
 pub struct Item {
     /// Key values on the side the record comes from.
     pub key: Vec<Value>,
-    /// The row as read (for errored records), if any.
+    /// The row as read (for errored records), if any. `None` for an upsert whose row is
+    /// exactly the row read (an identity mapping of values already of the target's kinds):
+    /// that row is kept once, as the upsert, and reported from there.
     pub source_row: Option<Row>,
     pub op: WriteOp,
 }
@@ -85,8 +87,22 @@ pub fn prepare(
     let kinds = target
         .kinds_of(target_table, &flow.write_columns)
         .map_err(|e| e.to_string());
+    let identity = flow.is_identity();
     for row in rows {
         let key = flow.key_of(&row).to_vec();
+        if identity
+            && let Ok(kinds) = &kinds
+            && row.len() == kinds.len()
+            && row.iter().zip(kinds).all(|(v, k)| v.is_of(*k))
+        {
+            // The row read is the row written: no copy (see `Item::source_row`).
+            items.push(Item {
+                key,
+                source_row: None,
+                op: WriteOp::Upsert(row),
+            });
+            continue;
+        }
         let converted = match &kinds {
             Ok(kinds) => flow.apply(&row).and_then(|mapped| {
                 TableInfo::convert_with(&flow.write_columns, kinds, mapped)
@@ -153,9 +169,13 @@ pub async fn write_isolating(
             Err(e) if e.class == WriteErrorClass::Network => return Err(Unreachable(e)),
             Err(e) if end - start == 1 => {
                 let (key, source_row) = &meta[start];
+                let source_row = source_row.clone().or_else(|| match &ops[start] {
+                    WriteOp::Upsert(row) => Some(row.clone()),
+                    WriteOp::Delete(_) => None,
+                });
                 out.failed.push(Failure {
                     key: key.clone(),
-                    source_row: source_row.clone(),
+                    source_row,
                     error_type: error_type(e.class),
                     code: e.code.clone(),
                     message: e.message.clone(),

@@ -231,6 +231,17 @@ impl Flow {
             .collect()
     }
 
+    /// Whether the mapping writes the columns read, in order, unchanged (no value map, no
+    /// constant): a row read is then the row written, once converted.
+    pub fn is_identity(&self) -> bool {
+        self.exprs.len() == self.read_columns.len()
+            && self
+                .exprs
+                .iter()
+                .enumerate()
+                .all(|(i, e)| matches!(e, Expr::Column { index, value_map: None } if *index == i))
+    }
+
     /// The key part of a row read with `read_columns`.
     pub fn key_of<'a>(&self, row: &'a Row) -> &'a [Value] {
         &row[..self.from_key.len()]
