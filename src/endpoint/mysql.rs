@@ -95,7 +95,7 @@ impl Mysql {
     async fn run_in_transaction(
         &self,
         conn: &mut Conn,
-        stmts: &[Statement<'_>],
+        stmts: Vec<Statement<'_>>,
     ) -> Result<u64, mysql_async::Error> {
         conn.query_drop("START TRANSACTION").await?;
         let mut affected = 0;
@@ -103,7 +103,7 @@ impl Mysql {
             if stmt.params.is_empty() {
                 conn.query_drop(&stmt.sql).await?;
             } else {
-                conn.exec_drop(&stmt.sql, params(&stmt.params)).await?;
+                conn.exec_drop(&stmt.sql, params(stmt.params)).await?;
             }
             affected += conn.affected_rows();
         }
@@ -156,24 +156,25 @@ fn date_value(t: NaiveDateTime) -> MyValue {
     )
 }
 
-fn to_my(value: &Value) -> MyValue {
+/// A value as MySQL's; text and bytes are moved, not copied.
+fn to_my(value: Value) -> MyValue {
     match value {
         Value::Null => MyValue::NULL,
-        Value::Bool(b) => MyValue::Int(i64::from(*b)),
-        Value::Int(i) => MyValue::Int(*i),
-        Value::Float(f) => MyValue::Double(*f),
+        Value::Bool(b) => MyValue::Int(i64::from(b)),
+        Value::Int(i) => MyValue::Int(i),
+        Value::Float(f) => MyValue::Double(f),
         Value::Decimal(d) => MyValue::Bytes(d.to_string().into_bytes()),
-        Value::Text(s) => MyValue::Bytes(s.clone().into_bytes()),
-        Value::Bytes(b) => MyValue::Bytes(b.clone()),
+        Value::Text(s) => MyValue::Bytes(s.into_bytes()),
+        Value::Bytes(b) => MyValue::Bytes(b),
         Value::Json(j) => MyValue::Bytes(j.to_string().into_bytes()),
         Value::Date(d) => date_value(d.and_time(chrono::NaiveTime::MIN)),
-        Value::Timestamp(t) => date_value(*t),
+        Value::Timestamp(t) => date_value(t),
         Value::TimestampTz(t) => date_value(t.naive_utc()),
     }
 }
 
-fn params(values: &[Value]) -> Params {
-    Params::Positional(values.iter().map(to_my).collect())
+fn params(values: Vec<Value>) -> Params {
+    Params::Positional(values.into_iter().map(to_my).collect())
 }
 
 fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
@@ -326,7 +327,7 @@ impl Engine for Mysql {
     async fn query(&self, stmt: Stmt, kinds: Vec<ValueKind>) -> Result<Vec<Row>, WriteError> {
         let mut conn = self.conn().await?;
         let rows: Vec<mysql_async::Row> = conn
-            .exec(&stmt.sql, params(&stmt.params))
+            .exec(&stmt.sql, params(stmt.params))
             .await
             .map_err(|e| self.classify(e))?;
         rows.into_iter()
@@ -351,7 +352,7 @@ impl Engine for Mysql {
                 .await
                 .map_err(|e| self.classify(e))?;
         }
-        let result = self.run_in_transaction(&mut conn, &stmts).await;
+        let result = self.run_in_transaction(&mut conn, stmts).await;
         if result.is_err() {
             // Best effort: a broken connection is dropped by the pool anyway.
             let _ = conn.query_drop("ROLLBACK").await;
