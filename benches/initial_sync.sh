@@ -41,12 +41,15 @@ if [ -z "${NO_BUILD:-}" ]; then
     echo "== building (release)" >&2
     (cd "$ROOT" && cargo build --release --quiet --bin dualwrite)
 fi
-DUALWRITE=${DUALWRITE:-$ROOT/target/release/dualwrite}
+DUALWRITE=${DUALWRITE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/dualwrite}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dualwrite-initial.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 now() { date +%s.%N; }
+# Every timed step starts with the page cache flushed (`settle`), so that the writeback of
+# one run (1M-row databases) does not land in the fsyncs of the next one.
+settle() { sync; sleep 1; }
 rate() { awk -v r="$ROWS" -v s="$1" 'BEGIN { printf "%.0f", r / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }  # baseline s, dualwrite s
 
@@ -140,6 +143,7 @@ spec:
 YAML
     [ -f "$WORK/src.db" ] && ln -sf "$WORK/src.db" "$dir/src.db"
     local start end
+    settle
     start=$(now)
     /usr/bin/time -v -o "$dir/time.txt" "$DUALWRITE" -C "$dir" reconcile >"$dir/out.txt" 2>&1 || {
         cat "$dir/out.txt" >&2
@@ -167,6 +171,7 @@ for pair in $PAIRS; do
     sqlite-sqlite)
         echo "== sqlite -> sqlite" >&2
         sqlite3 "$WORK/base.db" "CREATE TABLE bench ($SQLITE_COLS);"
+        settle
         start=$(now)
         sqlite3 "$WORK/base.db" "ATTACH '$WORK/src.db' AS s; INSERT INTO main.bench SELECT * FROM s.bench;"
         base=$(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }')
@@ -185,6 +190,7 @@ for pair in $PAIRS; do
     pg-pg)
         echo "== postgres -> postgres" >&2
         "${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_dst; CREATE TABLE bench_dst ($PG_COLS);"
+        settle
         start=$(now)
         "${PSQL[@]}" -c "COPY bench_src TO STDOUT" | "${PSQL[@]}" -c "COPY bench_dst FROM STDIN"
         base=$(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }')
@@ -201,6 +207,7 @@ for pair in $PAIRS; do
     pg-mariadb)
         echo "== postgres -> mariadb" >&2
         "${MARIADB[@]}" -e "DROP TABLE IF EXISTS bench_dst; CREATE TABLE bench_dst ($MY_COLS) ENGINE=InnoDB;"
+        settle
         start=$(now)
         "${PSQL[@]}" -c "COPY (SELECT id, qty, category, amount, score, name, active::int, born, updated_at, note FROM bench_src ORDER BY id) TO STDOUT" >"$WORK/rows.tsv"
         mid=$(now)
