@@ -19,14 +19,15 @@ use rust_decimal::Decimal;
 use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
-use futures_util::SinkExt;
+use chrono::Datelike;
+use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 
 use super::sql::{
-    self, Dialect, Engine, Load, Stmt, first_texts, on_conflict_clause, quote_with, staging_name,
-    text_at,
+    self, Dialect, Engine, Load, SnapshotPage, Stmt, first_texts, on_conflict_clause, quote_with,
+    staging_name, text_at,
 };
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
@@ -44,6 +45,9 @@ const BULK_LOAD_MIN_ROWS: usize = 32;
 
 /// Bytes of `COPY` data handed to the connection at a time.
 const COPY_CHUNK: usize = 256 * 1024;
+
+/// The signature that starts binary `COPY` data.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 /// After a direct `COPY` into a target found a key already there, this many loads into
 /// that target go through the staging table before a direct `COPY` is tried again.
@@ -191,6 +195,93 @@ impl Conn {
 }
 
 impl Conn {
+    /// Runs `copy` (a binary `COPY (…) TO STDOUT`) and reads its rows: each column with
+    /// its decoder, as a value of its kind.
+    async fn copy_out(
+        &self,
+        copy: &str,
+        decoders: &[Decoder],
+        kinds: &[ValueKind],
+    ) -> Result<Vec<Row>, ConnError> {
+        let stream = self.client.copy_out(copy).await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        let mut header = true;
+        while let Some(message) = stream.next().await {
+            let message = message?;
+            let mut data: &[u8] = &message;
+            if std::mem::take(&mut header) {
+                skip_copy_header(&mut data).map_err(ConnError::Bind)?;
+            }
+            // The server sends one row per message, the trailer in the last.
+            while !data.is_empty() {
+                match read_copy_row(&mut data, decoders, kinds).map_err(ConnError::Bind)? {
+                    Some(row) => rows.push(row),
+                    None => break,
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// The first `n` bytes of `data`, taken off it.
+fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], WriteError> {
+    if data.len() < n {
+        return Err(transform(
+            "COPY data ends in the middle of a row".to_string(),
+        ));
+    }
+    let (head, rest) = data.split_at(n);
+    *data = rest;
+    Ok(head)
+}
+
+fn take_i32(data: &mut &[u8]) -> Result<i32, WriteError> {
+    let bytes = take(data, 4)?;
+    Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// Skips binary `COPY`'s signature, flags and header extension.
+fn skip_copy_header(data: &mut &[u8]) -> Result<(), WriteError> {
+    if take(data, COPY_SIGNATURE.len())? != COPY_SIGNATURE {
+        return Err(transform("COPY data has no binary signature".to_string()));
+    }
+    take_i32(data)?; // flags: none defined that matter to reading
+    let extension = take_i32(data)?;
+    take(data, usize::try_from(extension).unwrap_or(0))?;
+    Ok(())
+}
+
+/// One row of binary `COPY` data (`None` at the trailer).
+fn read_copy_row(
+    data: &mut &[u8],
+    decoders: &[Decoder],
+    kinds: &[ValueKind],
+) -> Result<Option<Row>, WriteError> {
+    let count = take(data, 2)?;
+    let count = i16::from_be_bytes([count[0], count[1]]);
+    if count == -1 {
+        return Ok(None);
+    }
+    if usize::try_from(count).ok() != Some(decoders.len()) {
+        return Err(transform(format!(
+            "COPY row has {count} fields for {} columns",
+            decoders.len()
+        )));
+    }
+    let mut row = Vec::with_capacity(decoders.len());
+    for (decoder, kind) in decoders.iter().zip(kinds) {
+        let raw = match usize::try_from(take_i32(data)?) {
+            Ok(len) => Some(take(data, len)?),
+            Err(_) => None,
+        };
+        row.push(decoder.read(raw, *kind)?);
+    }
+    Ok(Some(row))
+}
+
+impl Conn {
     /// Creates the staging table of `load` unless this session has it: a temporary table
     /// (invisible to other sessions, never captured) emptied at every commit, with the
     /// loaded columns' types and no constraints, so the target alone judges each row.
@@ -263,7 +354,7 @@ async fn copy_rows(
     let sink = tx.copy_in(copy).await?;
     let mut sink = std::pin::pin!(sink);
     let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
-    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_slice(COPY_SIGNATURE);
     buf.put_i32(0); // flags
     buf.put_i32(0); // header extension length
     for row in rows {
@@ -380,8 +471,9 @@ fn kind_of_type(ty: &Type) -> Option<ValueKind> {
     })
 }
 
-/// Whether `db_type` (as `format_type` spells it) has a native mapping.
-fn is_native(db_type: &str) -> bool {
+/// The type that `db_type` (as `format_type` spells it, modifiers and all) is read and
+/// written as natively; `None` for types without a native mapping (read and written as text).
+fn native_type(db_type: &str) -> Option<Type> {
     let mut base = String::new();
     let mut depth = 0;
     for c in db_type.chars() {
@@ -392,26 +484,31 @@ fn is_native(db_type: &str) -> bool {
             _ => {}
         }
     }
-    matches!(
-        base.as_str(),
-        "boolean"
-            | "smallint"
-            | "integer"
-            | "bigint"
-            | "numeric"
-            | "real"
-            | "double precision"
-            | "text"
-            | "character varying"
-            | "character"
-            | "name"
-            | "bytea"
-            | "date"
-            | "timestamp without time zone"
-            | "timestamp with time zone"
-            | "json"
-            | "jsonb"
-    )
+    Some(match base.as_str() {
+        "boolean" => Type::BOOL,
+        "smallint" => Type::INT2,
+        "integer" => Type::INT4,
+        "bigint" => Type::INT8,
+        "numeric" => Type::NUMERIC,
+        "real" => Type::FLOAT4,
+        "double precision" => Type::FLOAT8,
+        "text" => Type::TEXT,
+        "character varying" => Type::VARCHAR,
+        "character" => Type::BPCHAR,
+        "name" => Type::NAME,
+        "bytea" => Type::BYTEA,
+        "date" => Type::DATE,
+        "timestamp without time zone" => Type::TIMESTAMP,
+        "timestamp with time zone" => Type::TIMESTAMPTZ,
+        "json" => Type::JSON,
+        "jsonb" => Type::JSONB,
+        _ => return None,
+    })
+}
+
+/// Whether `db_type` has a native mapping ([`native_type`]).
+fn is_native(db_type: &str) -> bool {
+    native_type(db_type).is_some()
 }
 
 fn transform(message: String) -> WriteError {
@@ -499,46 +596,95 @@ fn refs<'a>(params: &'a [Param<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
-fn read_raw(row: &tokio_postgres::Row, i: usize) -> Result<Value, tokio_postgres::Error> {
-    let raw = match *row.columns()[i].type_() {
-        Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map(Value::Bool),
-        Type::INT2 => row
-            .try_get::<_, Option<i16>>(i)?
-            .map(|v| Value::Int(v.into())),
-        Type::INT4 => row
-            .try_get::<_, Option<i32>>(i)?
-            .map(|v| Value::Int(v.into())),
-        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
-        Type::NUMERIC => row.try_get::<_, Option<Decimal>>(i)?.map(Value::Decimal),
-        Type::FLOAT4 => row
-            .try_get::<_, Option<f32>>(i)?
-            .map(|v| Value::Float(v.into())),
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Float),
-        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Bytes),
-        Type::DATE => row.try_get::<_, Option<NaiveDate>>(i)?.map(Value::Date),
-        Type::TIMESTAMP => row
-            .try_get::<_, Option<NaiveDateTime>>(i)?
-            .map(Value::Timestamp),
-        Type::TIMESTAMPTZ => row
-            .try_get::<_, Option<DateTime<Utc>>>(i)?
-            .map(Value::TimestampTz),
-        Type::JSON | Type::JSONB => row
-            .try_get::<_, Option<serde_json::Value>>(i)?
-            .map(Value::Json),
-        _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
-    };
-    Ok(raw.unwrap_or(Value::Null))
+type DecodeError = Box<dyn std::error::Error + Sync + Send>;
+
+/// Reads one value of a result column from its binary form: chosen once per column of a
+/// result ([`Decoder::of`]), then applied to every row.
+#[derive(Clone)]
+struct Decoder {
+    ty: Type,
+    decode: fn(&Type, &[u8]) -> Result<Value, DecodeError>,
 }
 
-fn read_row(row: &tokio_postgres::Row, kinds: &[ValueKind]) -> Result<Row, WriteError> {
-    kinds
-        .iter()
-        .enumerate()
-        .map(|(i, kind)| {
-            read_raw(row, i)
+impl Decoder {
+    /// The decoder of a column of type `ty`: types without a native mapping are read as
+    /// text when they have a text form, and fail otherwise.
+    fn of(ty: &Type) -> Decoder {
+        let decode: fn(&Type, &[u8]) -> Result<Value, DecodeError> = match *ty {
+            Type::BOOL => |t, r| Ok(Value::Bool(bool::from_sql(t, r)?)),
+            Type::INT2 => |t, r| Ok(Value::Int(i16::from_sql(t, r)?.into())),
+            Type::INT4 => |t, r| Ok(Value::Int(i32::from_sql(t, r)?.into())),
+            Type::INT8 => |t, r| Ok(Value::Int(i64::from_sql(t, r)?)),
+            Type::NUMERIC => |t, r| Ok(Value::Decimal(Decimal::from_sql(t, r)?)),
+            Type::FLOAT4 => |t, r| Ok(Value::Float(f32::from_sql(t, r)?.into())),
+            Type::FLOAT8 => |t, r| Ok(Value::Float(f64::from_sql(t, r)?)),
+            Type::BYTEA => |t, r| Ok(Value::Bytes(<&[u8]>::from_sql(t, r)?.to_vec())),
+            Type::DATE => |t, r| Ok(Value::Date(NaiveDate::from_sql(t, r)?)),
+            Type::TIMESTAMP => |t, r| Ok(Value::Timestamp(NaiveDateTime::from_sql(t, r)?)),
+            Type::TIMESTAMPTZ => |t, r| Ok(Value::TimestampTz(DateTime::<Utc>::from_sql(t, r)?)),
+            Type::JSON | Type::JSONB => |t, r| Ok(Value::Json(serde_json::Value::from_sql(t, r)?)),
+            _ if <&str as FromSql>::accepts(ty) => {
+                |t, r| Ok(Value::Text(<&str>::from_sql(t, r)?.to_string()))
+            }
+            _ => |t, _| Err(format!("cannot read a value of type {t}").into()),
+        };
+        Decoder {
+            ty: ty.clone(),
+            decode,
+        }
+    }
+
+    /// The value that `raw` (`None`: SQL NULL) holds, as a value of `kind`.
+    fn read(&self, raw: Option<&[u8]>, kind: ValueKind) -> Result<Value, WriteError> {
+        match raw {
+            None => Ok(Value::Null),
+            Some(raw) => (self.decode)(&self.ty, raw)
                 .map_err(|e| transform(e.to_string()))?
-                .into_kind(*kind)
-                .map_err(|e| transform(e.to_string()))
+                .into_kind(kind)
+                .map_err(|e| transform(e.to_string())),
+        }
+    }
+}
+
+/// A result value's binary form, as the server sent it.
+struct Raw<'a>(Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Raw(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, DecodeError> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+fn read_rows(rows: &[tokio_postgres::Row], kinds: &[ValueKind]) -> Result<Vec<Row>, WriteError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let decoders: Vec<Decoder> = first
+        .columns()
+        .iter()
+        .map(|c| Decoder::of(c.type_()))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            decoders
+                .iter()
+                .zip(kinds)
+                .enumerate()
+                .map(|(i, (decoder, kind))| {
+                    let raw = row
+                        .try_get::<_, Raw>(i)
+                        .map_err(|e| transform(e.to_string()))?;
+                    decoder.read(raw.0, *kind)
+                })
+                .collect()
         })
         .collect()
 }
@@ -576,6 +722,47 @@ fn classify(e: tokio_postgres::Error, secrets: &[String]) -> WriteError {
         WriteErrorClass::Network
     };
     WriteError::new(class, None, message)
+}
+
+/// `value` as an SQL literal of `column`'s type: its text in the type's input format, as
+/// an escape string constant (`E'…'`, whose meaning does not depend on
+/// `standard_conforming_strings`), cast to the column's type (`format_type` spelling), so
+/// the server parses it exactly as it parses a text parameter (`$n::text::type`).
+fn literal(column: &ColumnInfo, value: &Value) -> String {
+    let text = match value {
+        Value::Null => return format!("NULL::{}", column.db_type),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Decimal(d) => d.to_string(),
+        Value::Float(f) if f.is_nan() => "NaN".to_string(),
+        Value::Float(f) if f.is_infinite() => {
+            if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_string()
+        }
+        // The shortest text that reads back as the same double.
+        Value::Float(f) => f.to_string(),
+        Value::Text(s) => s.clone(),
+        Value::Bytes(b) => format!("\\x{}", hex::encode(b)),
+        Value::Date(d) => pg_datetime(d.year_ce(), &d.format("-%m-%d").to_string()),
+        Value::Timestamp(t) => pg_datetime(
+            t.date().year_ce(),
+            &t.format("-%m-%d %H:%M:%S%.f").to_string(),
+        ),
+        Value::TimestampTz(t) => pg_datetime(
+            t.naive_utc().date().year_ce(),
+            &t.naive_utc().format("-%m-%d %H:%M:%S%.f+00").to_string(),
+        ),
+        Value::Json(j) => j.to_string(),
+    };
+    let escaped = text.replace('\\', "\\\\").replace('\'', "''");
+    format!("E'{escaped}'::{}", column.db_type)
+}
+
+/// A date or timestamp in PostgreSQL's input format: the year (`year_ce` as
+/// [`chrono::Datelike::year_ce`] gives it) written out, then `rest`, then ` BC` before the
+/// common era (PostgreSQL has no year 0 and no signed years).
+fn pg_datetime((ce, year): (bool, u32), rest: &str) -> String {
+    let era = if ce { "" } else { " BC" };
+    format!("{year:04}{rest}{era}")
 }
 
 impl Dialect for Postgres {
@@ -700,7 +887,37 @@ impl Engine for Postgres {
         };
         let result = conn.query(&stmt).await;
         let rows = result.map_err(|e| failed(&mut guard, e, &self.secrets))?;
-        rows.iter().map(|r| read_row(r, &kinds)).collect()
+        read_rows(&rows, &kinds)
+    }
+
+    /// A binary `COPY` of the page's query, the after-key written as literals
+    /// ([`literal`]): each column cast to the type its decoder reads, so a column whose type
+    /// changed since it was introspected is converted by the server (or fails), never
+    /// misread; types without a native mapping are read as text.
+    async fn read_page(&self, page: &SnapshotPage) -> Result<Vec<Row>, WriteError> {
+        let select = page.sql(
+            self,
+            |c| {
+                let name = self.quote_ident(&c.name);
+                match native_type(&c.db_type) {
+                    Some(_) => format!("{name}::{}", c.db_type),
+                    None => format!("{name}::text"),
+                }
+            },
+            |c, _, v| literal(c, v),
+        );
+        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+        let decoders: Vec<Decoder> = page
+            .columns
+            .iter()
+            .map(|c| Decoder::of(&native_type(&c.db_type).unwrap_or(Type::TEXT)))
+            .collect();
+        let mut guard = self.lock().await?;
+        let Some(conn) = guard.as_mut() else {
+            unreachable!("lock() connects")
+        };
+        let result = conn.copy_out(&copy, &decoders, &page.kinds()).await;
+        result.map_err(|e| failed(&mut guard, e, &self.secrets))
     }
 
     async fn transaction(

@@ -97,6 +97,53 @@ pub(crate) struct Load<'a> {
     pub rows: Vec<Cow<'a, [Value]>>,
 }
 
+/// One page of a table's snapshot: its rows in key order after a key, at most `limit`.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotPage {
+    /// The table, quoted.
+    pub table: String,
+    /// The columns to read, in order.
+    pub columns: Vec<ColumnInfo>,
+    /// The key columns, in key order.
+    pub keys: Vec<ColumnInfo>,
+    /// The last key of the previous page (values of the key columns' kinds), if any.
+    pub after: Option<Vec<Value>>,
+    pub limit: usize,
+}
+
+impl SnapshotPage {
+    /// The kinds of the columns read.
+    pub(crate) fn kinds(&self) -> Vec<ValueKind> {
+        self.columns.iter().map(|c| c.kind).collect()
+    }
+
+    /// `SELECT … FROM table [WHERE (keys) > (after)] ORDER BY keys LIMIT n`: each column
+    /// selected as `select(column)`, the `i`-th value of the after-key (0-based) written as
+    /// `bound(key column, i, value)`.
+    pub(crate) fn sql(
+        &self,
+        d: &(impl Dialect + ?Sized),
+        select: impl Fn(&ColumnInfo) -> String,
+        bound: impl Fn(&ColumnInfo, usize, &Value) -> String,
+    ) -> String {
+        let selected: Vec<String> = self.columns.iter().map(select).collect();
+        let keys: Vec<String> = self.keys.iter().map(|k| d.quote_ident(&k.name)).collect();
+        let mut sql = format!("SELECT {} FROM {}", selected.join(", "), self.table);
+        if let Some(after) = &self.after {
+            let bounds: Vec<String> = self
+                .keys
+                .iter()
+                .zip(after)
+                .enumerate()
+                .map(|(i, (k, v))| bound(k, i, v))
+                .collect();
+            sql += &format!(" WHERE {} > {}", tuple(&keys), tuple(&bounds));
+        }
+        sql += &format!(" ORDER BY {} LIMIT {}", keys.join(", "), self.limit);
+        sql
+    }
+}
+
 /// Quotes an identifier with `quote`, doubling any quote inside it.
 pub(crate) fn quote_with(ident: &str, quote: char) -> String {
     let doubled = ident.replace(quote, &format!("{quote}{quote}"));
@@ -201,6 +248,21 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
         stmt: Stmt,
         kinds: Vec<ValueKind>,
     ) -> impl Future<Output = Result<Vec<Row>, WriteError>> + Send;
+
+    /// Reads one page of a snapshot ([`SnapshotPage`]); values of the columns' kinds. By
+    /// default a keyset query with the after-key bound as parameters.
+    fn read_page(
+        &self,
+        page: &SnapshotPage,
+    ) -> impl Future<Output = Result<Vec<Row>, WriteError>> + Send {
+        let sql = page.sql(
+            self,
+            |c| self.select_expr(c),
+            |c, i, _| self.param_expr(c, i + 1),
+        );
+        let params = page.after.clone().unwrap_or_default();
+        self.query(Stmt::new(sql, params), page.kinds())
+    }
 
     /// Runs the statements in one transaction and returns the rows affected. With
     /// `suppress_echo` the engine's capture triggers ignore these writes.
@@ -411,29 +473,15 @@ impl<E: Engine> SqlEndpoint<E> {
         limit: usize,
     ) -> Result<Vec<Row>, EndpointError> {
         let r = self.resolve(table, columns, key_columns).await?;
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            self.select_list(&r.columns),
-            self.engine.quote_table(table)
-        );
-        let mut params = Vec::new();
-        if let Some(after) = after_key {
-            params = Self::convert(&r.keys, after)?;
-            sql += &format!(
-                " WHERE {} > {}",
-                tuple(&self.quoted(&r.keys)),
-                self.param_tuple(&r.keys, 1)
-            );
-        }
-        sql += &format!(
-            " ORDER BY {} LIMIT {}",
-            self.quoted(&r.keys).join(", "),
-            limit
-        );
-        let result = self
-            .engine
-            .query(Stmt::new(sql, params), Resolved::kinds(&r.columns))
-            .await;
+        let after = after_key.map(|a| Self::convert(&r.keys, a)).transpose()?;
+        let page = SnapshotPage {
+            table: self.engine.quote_table(table),
+            columns: r.columns,
+            keys: r.keys,
+            after,
+            limit,
+        };
+        let result = self.engine.read_page(&page).await;
         self.checked(table, result)
     }
 
