@@ -984,6 +984,68 @@ mod tests {
     }
 
     #[test]
+    fn literals_escape_text_and_spell_values_in_postgres_input_format() {
+        let col = |db_type: &str| ColumnInfo {
+            name: "k".into(),
+            kind: ValueKind::Text,
+            nullable: false,
+            db_type: db_type.into(),
+        };
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let cases = [
+            (
+                col("text"),
+                Value::Text("it's a\\b".into()),
+                r"E'it''s a\\b'::text",
+            ),
+            (
+                col("bytea"),
+                Value::Bytes(vec![0, 0x27]),
+                r"E'\\x0027'::bytea",
+            ),
+            (
+                col("date"),
+                Value::Date(date(0, 1, 1)),
+                "E'0001-01-01 BC'::date",
+            ),
+            (
+                col("date"),
+                Value::Date(date(10000, 1, 1)),
+                "E'10000-01-01'::date",
+            ),
+            (
+                col("timestamp with time zone"),
+                Value::TimestampTz(
+                    date(2026, 11, 22)
+                        .and_hms_micro_opt(10, 0, 0, 5)
+                        .unwrap()
+                        .and_utc(),
+                ),
+                "E'2026-11-22 10:00:00.000005+00'::timestamp with time zone",
+            ),
+            (
+                col("double precision"),
+                Value::Float(f64::NAN),
+                "E'NaN'::double precision",
+            ),
+            (
+                col("double precision"),
+                Value::Float(0.1),
+                "E'0.1'::double precision",
+            ),
+            (
+                col("numeric(12,2)"),
+                Value::Decimal("-12.50".parse().unwrap()),
+                "E'-12.50'::numeric(12,2)",
+            ),
+            (col("uuid"), Value::Null, "NULL::uuid"),
+        ];
+        for (column, value, expected) in cases {
+            assert_eq!(literal(&column, &value), expected, "{value:?}");
+        }
+    }
+
+    #[test]
     fn native_types_are_recognized_with_modifiers() {
         assert!(is_native("character varying(20)"));
         assert!(is_native("timestamp(3) with time zone"));
