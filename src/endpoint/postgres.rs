@@ -2,7 +2,8 @@
 //! breaks, with a cache of prepared statements.
 //!
 //! Owns: PostgreSQL types ↔ [`ValueKind`], binding parameters to the types the server
-//! infers, reading rows, echo suppression (`dualwrite.origin`, transaction-local) and mapping
+//! infers, reading rows (snapshot pages as binary `COPY … TO STDOUT`, the after-key written
+//! as typed literals), echo suppression (`dualwrite.origin`, transaction-local) and mapping
 //! SQLSTATEs to [`WriteErrorClass`].
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::postgres`).
