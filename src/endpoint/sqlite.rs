@@ -389,6 +389,10 @@ struct CopySql {
     key_kinds: Vec<ValueKind>,
     /// `INSERT INTO "main"."t" (…) SELECT … FROM source`, without a WHERE clause.
     insert: String,
+    /// The target table, qualified.
+    target: String,
+    /// The target's key, `"k1"` or `("k1", "k2")`.
+    target_key_tuple: String,
     /// `ON CONFLICT (…) DO UPDATE SET …` or `DO NOTHING` (`only_missing`).
     conflict: String,
     constants: Vec<Value>,
@@ -424,14 +428,15 @@ impl CopySql {
         } else {
             on_conflict_clause(&to_key, &others)
         };
+        let target = format!("{}.{}", q("main"), q(&copy.to_table.name));
         CopySql {
             insert: format!(
-                "INSERT INTO {}.{} ({}) SELECT {} FROM {source}",
-                q("main"),
-                q(&copy.to_table.name),
+                "INSERT INTO {target} ({}) SELECT {} FROM {source}",
                 to_columns.join(", "),
                 exprs.join(", ")
             ),
+            target,
+            target_key_tuple: tuple(&to_key),
             source,
             key_tuple: tuple(&keys),
             keys_desc: keys
@@ -447,11 +452,6 @@ impl CopySql {
         }
     }
 
-    /// `key_tuple > (?n, …)` for the key values from parameter `first` on.
-    fn after(&self, first: usize) -> String {
-        format!("{} > {}", self.key_tuple, self.params(first))
-    }
-
     fn params(&self, first: usize) -> String {
         let params: Vec<String> = (first..first + self.key_kinds.len())
             .map(|n| format!("?{n}"))
@@ -462,7 +462,7 @@ impl CopySql {
     /// ` WHERE key > (after)` for the key queries (parameters from `?1`), or nothing.
     fn where_after(&self, after: bool) -> String {
         if after {
-            format!(" WHERE {}", self.after(1))
+            format!(" WHERE {} > {}", self.key_tuple, self.params(1))
         } else {
             String::new()
         }
@@ -576,24 +576,39 @@ fn copy_transaction(
         }
     };
     let mut params = sql.constants.clone();
-    let mut range = Vec::new();
-    if !after.is_empty() {
-        range.push(sql.after(params.len() + 1));
-        params.extend(after.iter().cloned());
-    }
-    range.push(format!(
-        "{} <= {}",
-        sql.key_tuple,
-        sql.params(params.len() + 1)
-    ));
-    params.extend(last.iter().cloned());
+    let range = |key_tuple: &str, params: &mut Vec<Value>| {
+        let mut range = Vec::new();
+        if !after.is_empty() {
+            range.push(format!("{key_tuple} > {}", sql.params(params.len() + 1)));
+            params.extend(after.iter().cloned());
+        }
+        range.push(format!("{key_tuple} <= {}", sql.params(params.len() + 1)));
+        params.extend(last.iter().cloned());
+        range.join(" AND ")
+    };
+    // The keys are copied verbatim: when the target has none in the page's range (the
+    // usual first copy), a plain INSERT does, and costs less than the upsert.
+    let mut probe = Vec::new();
+    let probe_sql = format!(
+        "SELECT 1 FROM {} WHERE {} LIMIT 1",
+        sql.target,
+        range(&sql.target_key_tuple, &mut probe)
+    );
+    let target_has_keys = tx
+        .prepare(&probe_sql)
+        .and_then(|mut stmt| stmt.exists(binds(&probe)))
+        .map_err(classify)?;
+    let conflict = if target_has_keys {
+        sql.conflict.as_str()
+    } else {
+        ""
+    };
     // The WHERE clause also keeps SQLite from reading `ON CONFLICT` as a join constraint.
     let insert = format!(
-        "{} WHERE {} ORDER BY {} {}",
+        "{} WHERE {} ORDER BY {} {conflict}",
         sql.insert,
-        range.join(" AND "),
+        range(&sql.key_tuple, &mut params),
         sql.keys,
-        sql.conflict
     );
     set_echo_suppression(&tx, true)?;
     let changed = tx.execute(&insert, binds(&params)).map_err(classify)? as u64;
