@@ -856,7 +856,7 @@ impl DedupKey {
 }
 
 /// `(a, b)` for several items, `a` for one.
-fn tuple(items: &[String]) -> String {
+pub(crate) fn tuple(items: &[String]) -> String {
     match items {
         [one] => one.clone(),
         many => format!("({})", many.join(", ")),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params_from_iter};
 
-use super::sql::{Dialect, Engine, Statement, Stmt, on_conflict_clause, quote_with};
+use super::sql::{Dialect, Engine, Statement, Stmt, on_conflict_clause, quote_with, tuple};
 use super::{
     ColumnInfo, CopiedPage, CopyOrigin, CopyValue, EndpointError, Row, TableCopy, TableInfo,
     TableName, Value, ValueKind, WriteError, WriteErrorClass, value,
@@ -466,13 +466,6 @@ impl CopySql {
         } else {
             String::new()
         }
-    }
-}
-
-fn tuple(items: &[String]) -> String {
-    match items {
-        [one] => one.clone(),
-        many => format!("({})", many.join(", ")),
     }
 }
 
