@@ -4,6 +4,8 @@
 # `dualwrite -C DIR reconcile`, against each engine's own bulk path, in one run so the
 # ratios hold on a noisy machine:
 #   sqlite   -> sqlite    vs  sqlite3: ATTACH + INSERT INTO dst SELECT * FROM src.t
+#                             (timed twice: destination in the CLI's default rollback journal,
+#                             and in WAL mode, as dualwrite keeps its SQLite endpoints)
 #   postgres -> postgres  vs  psql -c "COPY src TO STDOUT" | psql -c "COPY dst FROM STDIN"
 #   postgres -> mariadb   vs  LOAD DATA LOCAL INFILE of the rows exported by psql COPY
 #                             (timed twice: load only, and export + load)
@@ -177,6 +179,14 @@ for pair in $PAIRS; do
         base=$(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }')
         check_count baseline "$(sqlite3 "$WORK/base.db" "SELECT count(*) FROM bench")" "$ROWS"
         row "| SQLite → SQLite | sqlite3 ATTACH + INSERT … SELECT | – | $base | $(rate "$base") | – | – |"
+        # The same into a WAL database, the journal mode dualwrite keeps its SQLite endpoints in.
+        sqlite3 "$WORK/base_wal.db" "PRAGMA journal_mode = WAL; CREATE TABLE bench ($SQLITE_COLS);" >/dev/null
+        settle
+        start=$(now)
+        sqlite3 "$WORK/base_wal.db" "ATTACH '$WORK/src.db' AS s; INSERT INTO main.bench SELECT * FROM s.bench;"
+        base_wal=$(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }')
+        check_count baseline "$(sqlite3 "$WORK/base_wal.db" "SELECT count(*) FROM bench")" "$ROWS"
+        row "| SQLite → SQLite | sqlite3 ATTACH + INSERT … SELECT, destination in WAL mode | – | $base_wal | $(rate "$base_wal") | – | – |"
         for b in $BATCHES; do
             dir="$WORK/cfg-ss$b"
             rm -rf "$dir"
@@ -184,7 +194,7 @@ for pair in $PAIRS; do
             sqlite3 "$dir/dst.db" "CREATE TABLE bench ($SQLITE_COLS);"
             read -r secs rss < <(run_dualwrite "ss$b" "{ sqlite: { path: src.db } }" "{ sqlite: { path: dst.db } }" bench bench "$b")
             check_count dualwrite "$(sqlite3 "$dir/dst.db" "SELECT count(*) FROM bench")" "$ROWS"
-            row "| SQLite → SQLite | dualwrite reconcile | $b | $secs | $(rate "$secs") | $(ratio "$base" "$secs") | $((rss / 1024)) MB |"
+            row "| SQLite → SQLite | dualwrite reconcile | $b | $secs | $(rate "$secs") | $(ratio "$base" "$secs") (vs rollback journal) / $(ratio "$base_wal" "$secs") (vs WAL) | $((rss / 1024)) MB |"
         done
         ;;
     pg-pg)

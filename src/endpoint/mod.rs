@@ -233,6 +233,55 @@ pub enum WriteOp {
     Delete(Vec<Value>),
 }
 
+/// Where another endpoint of the same engine can read this endpoint's tables from inside
+/// its own database ([`Endpoint::copy_origin`]): the origin of a [`TableCopy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOrigin {
+    /// A SQLite database file (canonical path).
+    SqliteFile(PathBuf),
+}
+
+/// What one target column of a [`TableCopy`] gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyValue {
+    /// This source column's value, as stored: both columns are of the same kind.
+    Column(String),
+    /// A constant, already of the target column's kind; bound as a parameter.
+    Constant(Value),
+}
+
+/// A copy of one table into another that runs inside the target database, rows never
+/// passing through typed values: the same-engine fast path of the initial sync. Every
+/// target column is a source column of the same kind or a constant, so the target takes
+/// the values verbatim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableCopy {
+    pub origin: CopyOrigin,
+    pub from_table: TableName,
+    /// The source's key columns, in its primary-key order, and their kinds.
+    pub from_key: Vec<String>,
+    pub from_key_kinds: Vec<ValueKind>,
+    pub to_table: TableName,
+    /// Target columns (key columns first, matching `from_key`) and what each gets.
+    pub to_columns: Vec<String>,
+    pub to_key: Vec<String>,
+    pub values: Vec<CopyValue>,
+    /// Leave rows whose key the target already has alone instead of upserting them.
+    pub only_missing: bool,
+}
+
+/// What one page of a [`TableCopy`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopiedPage {
+    /// Source rows in the page (0: nothing after the key given, the copy is done).
+    pub read: u64,
+    /// Rows upserted (all of them), or inserted with `only_missing`.
+    pub written: u64,
+    /// The source key of the page's last row, of `from_key_kinds`: where the next page
+    /// starts.
+    pub last_key: Option<Vec<Value>>,
+}
+
 /// The spec's error types, as far as a database failure can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum WriteErrorClass {
@@ -439,6 +488,35 @@ pub trait Endpoint: Send + Sync {
 
     /// The database's clock, in UTC.
     fn now(&self) -> BoxFuture<'_, Result<DateTime<Utc>, EndpointError>>;
+
+    /// Where an endpoint of the same engine can read this endpoint's tables from, if it
+    /// can ([`Endpoint::copy_page`]). `None` by default.
+    fn copy_origin(&self) -> Option<CopyOrigin> {
+        None
+    }
+
+    /// Whether [`Endpoint::copy_page`] can run `copy` into this endpoint. `false` by default.
+    fn can_copy(&self, _copy: &TableCopy) -> bool {
+        false
+    }
+
+    /// Copies the source rows after `after_key` (or from the first), at most `limit`, into
+    /// the target table inside this database, in one transaction, echo-suppressed like
+    /// [`Endpoint::write_batch`] and as idempotent. On any failure nothing is written: the
+    /// caller writes that page through typed values instead, which isolates bad records.
+    /// Unsupported unless [`Endpoint::can_copy`] says so.
+    fn copy_page<'a>(
+        &'a self,
+        _copy: &'a TableCopy,
+        _after_key: Option<&'a [Value]>,
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<CopiedPage, WriteError>> {
+        let unsupported = EndpointError::Unsupported {
+            engine: self.engine_name(),
+            what: "in-database table copies".into(),
+        };
+        Box::pin(async move { Err(unsupported.into()) })
+    }
 }
 
 /// Replaces every secret (a URL, its password) in a driver message with `***`.

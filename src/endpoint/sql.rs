@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoxFuture, Change, ColumnInfo, Endpoint, EndpointError, Row, TableInfo, TableName, Value,
-    ValueKind, WriteError, WriteErrorClass, WriteOp, key_string,
+    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Row, TableCopy,
+    TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 
@@ -304,6 +304,32 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
     /// A query returning how many of the table's capture triggers exist, and how many a
     /// complete installation has.
     fn capture_check(&self, table: &TableName) -> Result<(Stmt, i64), EndpointError>;
+
+    /// See [`Endpoint::copy_origin`]; `None` unless the engine copies inside the database.
+    fn copy_origin(&self) -> Option<CopyOrigin> {
+        None
+    }
+
+    /// See [`Endpoint::can_copy`].
+    fn can_copy(&self, _copy: &TableCopy) -> bool {
+        false
+    }
+
+    /// See [`Endpoint::copy_page`]; only called when [`Engine::can_copy`] said yes.
+    fn copy_page(
+        &self,
+        _copy: TableCopy,
+        _after_key: Option<Vec<Value>>,
+        _limit: usize,
+    ) -> impl Future<Output = Result<CopiedPage, WriteError>> + Send {
+        async {
+            Err(EndpointError::Unsupported {
+                engine: Self::NAME,
+                what: "in-database table copies".into(),
+            }
+            .into())
+        }
+    }
 }
 
 /// An [`Endpoint`] for any [`Engine`].
@@ -878,7 +904,7 @@ impl DedupKey {
 }
 
 /// `(a, b)` for several items, `a` for one.
-fn tuple(items: &[String]) -> String {
+pub(crate) fn tuple(items: &[String]) -> String {
     match items {
         [one] => one.clone(),
         many => format!("({})", many.join(", ")),
@@ -979,5 +1005,29 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
 
     fn now(&self) -> BoxFuture<'_, Result<DateTime<Utc>, EndpointError>> {
         Box::pin(self.now())
+    }
+
+    fn copy_origin(&self) -> Option<CopyOrigin> {
+        self.engine.copy_origin()
+    }
+
+    fn can_copy(&self, copy: &TableCopy) -> bool {
+        self.engine.can_copy(copy)
+    }
+
+    fn copy_page<'a>(
+        &'a self,
+        copy: &'a TableCopy,
+        after_key: Option<&'a [Value]>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<CopiedPage, WriteError>> {
+        Box::pin(async move {
+            let result = self
+                .engine
+                .copy_page(copy.clone(), after_key.map(<[Value]>::to_vec), limit)
+                .await;
+            self.checked(&copy.to_table, result)
+                .map_err(WriteError::from)
+        })
     }
 }

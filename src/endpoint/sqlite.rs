@@ -11,17 +11,17 @@
 //! timestamptz), booleans as 0/1 and decimals as text that SQLite's NUMERIC affinity keeps
 //! exact up to 15 significant digits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{Connection, TransactionBehavior, params_from_iter};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params_from_iter};
 
-use super::sql::{Dialect, Engine, Statement, Stmt, on_conflict_clause};
+use super::sql::{Dialect, Engine, Statement, Stmt, on_conflict_clause, quote_with, tuple};
 use super::{
-    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
-    WriteErrorClass, value,
+    ColumnInfo, CopiedPage, CopyOrigin, CopyValue, EndpointError, Row, TableCopy, TableInfo,
+    TableName, Value, ValueKind, WriteError, WriteErrorClass, value,
 };
 use crate::capture::{self, SUPPRESS_TABLE};
 
@@ -29,13 +29,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Sqlite {
     conn: Arc<Mutex<Connection>>,
+    /// The database file, canonical when it could be resolved: the origin of copies.
+    path: PathBuf,
 }
 
 impl Sqlite {
     pub(crate) async fn open(path: &Path) -> Result<Sqlite, EndpointError> {
-        let path = path.to_path_buf();
+        let file = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(&path)?;
+            let conn = Connection::open(&file)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.set_prepared_statement_cache_capacity(64);
@@ -46,6 +48,7 @@ impl Sqlite {
         .map_err(|e| connect_error(e.to_string()))?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
         })
     }
 
@@ -336,6 +339,279 @@ impl Engine for Sqlite {
         main_only(table)?;
         Ok(capture::sqlite::check(table))
     }
+
+    fn copy_origin(&self) -> Option<CopyOrigin> {
+        Some(CopyOrigin::SqliteFile(self.path.clone()))
+    }
+
+    /// From any SQLite file (this one included) between tables of `main`.
+    fn can_copy(&self, copy: &TableCopy) -> bool {
+        matches!(copy.origin, CopyOrigin::SqliteFile(_))
+            && main_only(&copy.from_table).is_ok()
+            && main_only(&copy.to_table).is_ok()
+            && !copy.to_key.is_empty()
+            && copy.to_columns.len() == copy.values.len()
+    }
+
+    async fn copy_page(
+        &self,
+        copy: TableCopy,
+        after_key: Option<Vec<Value>>,
+        limit: usize,
+    ) -> Result<CopiedPage, WriteError> {
+        let CopyOrigin::SqliteFile(origin) = &copy.origin;
+        // Another file is attached (read-only) for the page; this file is read as `main`.
+        let attach = (*origin != self.path).then(|| origin.clone());
+        let sql = CopySql::new(&copy, attach.is_some());
+        self.run(move |conn| copy_page(conn, &sql, attach.as_deref(), after_key, limit.max(1)))
+            .await
+    }
+}
+
+/// The schema name another database file is attached under for a copy.
+const COPY_SOURCE: &str = "_dualwrite_copy_source";
+
+fn q(ident: &str) -> String {
+    quote_with(ident, '"')
+}
+
+/// The SQL of one [`TableCopy`]; parameters are numbered: the constants first (`?1`…),
+/// then the keys that bound the page.
+struct CopySql {
+    /// The source table, qualified.
+    source: String,
+    /// `"k1", "k2"` (source key columns, in key order).
+    keys: String,
+    /// `"k1"` or `("k1", "k2")`.
+    key_tuple: String,
+    /// `"k1" DESC, "k2" DESC`.
+    keys_desc: String,
+    key_kinds: Vec<ValueKind>,
+    /// `INSERT INTO "main"."t" (…) SELECT … FROM source`, without a WHERE clause.
+    insert: String,
+    /// The target table, qualified.
+    target: String,
+    /// The target's key, `"k1"` or `("k1", "k2")`.
+    target_key_tuple: String,
+    /// `ON CONFLICT (…) DO UPDATE SET …` or `DO NOTHING` (`only_missing`).
+    conflict: String,
+    constants: Vec<Value>,
+    only_missing: bool,
+}
+
+impl CopySql {
+    fn new(copy: &TableCopy, attached: bool) -> CopySql {
+        let schema = if attached { COPY_SOURCE } else { "main" };
+        let source = format!("{}.{}", q(schema), q(&copy.from_table.name));
+        let keys: Vec<String> = copy.from_key.iter().map(|k| q(k)).collect();
+        let mut constants = Vec::new();
+        let exprs: Vec<String> = copy
+            .values
+            .iter()
+            .map(|v| match v {
+                CopyValue::Column(c) => q(c),
+                CopyValue::Constant(value) => {
+                    constants.push(value.clone());
+                    format!("?{}", constants.len())
+                }
+            })
+            .collect();
+        let to_columns: Vec<String> = copy.to_columns.iter().map(|c| q(c)).collect();
+        let to_key: Vec<String> = copy.to_key.iter().map(|c| q(c)).collect();
+        let others: Vec<String> = to_columns
+            .iter()
+            .filter(|c| !to_key.contains(c))
+            .cloned()
+            .collect();
+        let conflict = if copy.only_missing {
+            on_conflict_clause(&to_key, &[])
+        } else {
+            on_conflict_clause(&to_key, &others)
+        };
+        let target = format!("{}.{}", q("main"), q(&copy.to_table.name));
+        CopySql {
+            insert: format!(
+                "INSERT INTO {target} ({}) SELECT {} FROM {source}",
+                to_columns.join(", "),
+                exprs.join(", ")
+            ),
+            target,
+            target_key_tuple: tuple(&to_key),
+            source,
+            key_tuple: tuple(&keys),
+            keys_desc: keys
+                .iter()
+                .map(|k| format!("{k} DESC"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            keys: keys.join(", "),
+            key_kinds: copy.from_key_kinds.clone(),
+            conflict,
+            constants,
+            only_missing: copy.only_missing,
+        }
+    }
+
+    fn params(&self, first: usize) -> String {
+        let params: Vec<String> = (first..first + self.key_kinds.len())
+            .map(|n| format!("?{n}"))
+            .collect();
+        tuple(&params)
+    }
+
+    /// ` WHERE key > (after)` for the key queries (parameters from `?1`), or nothing.
+    fn where_after(&self, after: bool) -> String {
+        if after {
+            format!(" WHERE {} > {}", self.key_tuple, self.params(1))
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// `file:PATH?mode=ro`, the path percent-encoded: a URI filename SQLite opens read-only, so
+/// the copy's `BEGIN IMMEDIATE` takes no write lock on the source.
+fn read_only_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    uri
+}
+
+/// One page of a copy, with the source attached for its duration (when it is another file).
+fn copy_page(
+    conn: &mut Connection,
+    sql: &CopySql,
+    attach: Option<&Path>,
+    after: Option<Vec<Value>>,
+    limit: usize,
+) -> Result<CopiedPage, WriteError> {
+    if let Some(path) = attach {
+        conn.execute(
+            &format!("ATTACH DATABASE ?1 AS {}", q(COPY_SOURCE)),
+            [read_only_uri(path)],
+        )
+        .map_err(classify)?;
+    }
+    let copied = copy_transaction(conn, sql, after, limit);
+    if attach.is_none() {
+        return copied;
+    }
+    let detached = conn
+        .execute(&format!("DETACH DATABASE {}", q(COPY_SOURCE)), [])
+        .map_err(classify);
+    copied.and_then(|page| detached.map(|_| page))
+}
+
+/// The page's bounds, then `INSERT … SELECT … ON CONFLICT …` over exactly that key range,
+/// all in one immediate transaction that reads one snapshot of the source.
+fn copy_transaction(
+    conn: &mut Connection,
+    sql: &CopySql,
+    after: Option<Vec<Value>>,
+    limit: usize,
+) -> Result<CopiedPage, WriteError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    let after = after.unwrap_or_default();
+    let where_after = sql.where_after(!after.is_empty());
+    let last_of = |query: String| -> Result<Option<Vec<Value>>, WriteError> {
+        let mut stmt = tx.prepare(&query).map_err(classify)?;
+        let mut rows = stmt.query(binds(&after)).map_err(classify)?;
+        let Some(row) = rows.next().map_err(classify)? else {
+            return Ok(None);
+        };
+        sql.key_kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| from_sql(row.get_ref(i).map_err(classify)?, *kind))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    };
+    // A full page ends at its `limit`-th row; a shorter one at the last row there is.
+    let full = last_of(format!(
+        "SELECT {} FROM {}{where_after} ORDER BY {} LIMIT 1 OFFSET {}",
+        sql.keys,
+        sql.source,
+        sql.keys,
+        limit - 1
+    ))?;
+    let (read, last) = match full {
+        Some(last) => (limit as u64, last),
+        None => {
+            let read: i64 = tx
+                .query_row(
+                    &format!("SELECT count(*) FROM {}{where_after}", sql.source),
+                    binds(&after),
+                    |r| r.get(0),
+                )
+                .map_err(classify)?;
+            if read == 0 {
+                return Ok(CopiedPage {
+                    read: 0,
+                    written: 0,
+                    last_key: None,
+                });
+            }
+            let last = last_of(format!(
+                "SELECT {} FROM {}{where_after} ORDER BY {} LIMIT 1",
+                sql.keys, sql.source, sql.keys_desc
+            ))?
+            .expect("counted rows");
+            (read as u64, last)
+        }
+    };
+    let mut params = sql.constants.clone();
+    let range = |key_tuple: &str, params: &mut Vec<Value>| {
+        let mut range = Vec::new();
+        if !after.is_empty() {
+            range.push(format!("{key_tuple} > {}", sql.params(params.len() + 1)));
+            params.extend(after.iter().cloned());
+        }
+        range.push(format!("{key_tuple} <= {}", sql.params(params.len() + 1)));
+        params.extend(last.iter().cloned());
+        range.join(" AND ")
+    };
+    // The keys are copied verbatim: when the target has none in the page's range (the
+    // usual first copy), a plain INSERT does, and costs less than the upsert.
+    let mut probe = Vec::new();
+    let probe_sql = format!(
+        "SELECT 1 FROM {} WHERE {} LIMIT 1",
+        sql.target,
+        range(&sql.target_key_tuple, &mut probe)
+    );
+    let target_has_keys = tx
+        .prepare(&probe_sql)
+        .and_then(|mut stmt| stmt.exists(binds(&probe)))
+        .map_err(classify)?;
+    let conflict = if target_has_keys {
+        sql.conflict.as_str()
+    } else {
+        ""
+    };
+    // The WHERE clause also keeps SQLite from reading `ON CONFLICT` as a join constraint.
+    let insert = format!(
+        "{} WHERE {} ORDER BY {} {conflict}",
+        sql.insert,
+        range(&sql.key_tuple, &mut params),
+        sql.keys,
+    );
+    set_echo_suppression(&tx, true)?;
+    let changed = tx.execute(&insert, binds(&params)).map_err(classify)? as u64;
+    set_echo_suppression(&tx, false)?;
+    tx.commit().map_err(classify)?;
+    Ok(CopiedPage {
+        read,
+        written: if sql.only_missing { changed } else { read },
+        last_key: Some(last),
+    })
 }
 
 /// Runs `stmts` in one immediate transaction; with `suppress_echo`, the marker row that
@@ -345,18 +621,11 @@ fn write_transaction(
     stmts: &[Statement<'_>],
     suppress_echo: bool,
 ) -> Result<u64, WriteError> {
-    let suppress = crate::endpoint::sql::quote_with(SUPPRESS_TABLE, '"');
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     if suppress_echo {
-        tx.execute(
-            &format!("CREATE TABLE IF NOT EXISTS {suppress} (marker INTEGER)"),
-            [],
-        )
-        .map_err(classify)?;
-        tx.execute(&format!("INSERT INTO {suppress} (marker) VALUES (1)"), [])
-            .map_err(classify)?;
+        set_echo_suppression(&tx, true)?;
     }
     let mut affected = 0u64;
     for stmt in stmts {
@@ -372,11 +641,35 @@ fn write_transaction(
         affected += prepared.execute(binds(&stmt.params)).map_err(classify)? as u64;
     }
     if suppress_echo {
-        tx.execute(&format!("DELETE FROM {suppress}"), [])
-            .map_err(classify)?;
+        set_echo_suppression(&tx, false)?;
     }
     tx.commit().map_err(classify)?;
     Ok(affected)
+}
+
+/// Puts the marker row that tells the capture triggers to stay quiet (`on`), or takes it
+/// away again before the commit (`!on`), so no other connection ever sees it.
+fn set_echo_suppression(tx: &Transaction<'_>, on: bool) -> Result<(), WriteError> {
+    let suppress = q(SUPPRESS_TABLE);
+    if on {
+        tx.execute(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {}.{suppress} (marker INTEGER)",
+                q("main")
+            ),
+            [],
+        )
+        .map_err(classify)?;
+        tx.execute(
+            &format!("INSERT INTO {}.{suppress} (marker) VALUES (1)", q("main")),
+            [],
+        )
+        .map_err(classify)?;
+    } else {
+        tx.execute(&format!("DELETE FROM {}.{suppress}", q("main")), [])
+            .map_err(classify)?;
+    }
+    Ok(())
 }
 
 /// SQLite triggers can only write to tables of their own database, and the changelog

@@ -3,6 +3,16 @@
 //! of depth `READ_AHEAD`, so reading the next page overlaps converting and writing the
 //! current one; memory stays bounded to a few pages.
 //!
+//! When both sides are of one engine that can copy inside the database and the way is a
+//! plain copy ([`Flow::plain_copy`]), pages are copied there instead ([`Endpoint::copy_page`],
+//! SQLite → SQLite: `ATTACH` + `INSERT … SELECT`), rows never becoming typed values. Those
+//! pages are [`IN_DATABASE_PAGE`] rows or `batchSize`, whichever is more: with nothing
+//! materialized in dualwrite the commit (an fsync) per page dominates, and memory stays
+//! bounded whatever the size. A page the target refuses is written again through typed
+//! values in `batchSize` pages, so every good record lands and the bad ones become errors
+//! exactly as on the typed path. Re-runs that skip keys (open errors) and maps with open
+//! errors to supersede take the typed path.
+//!
 //! Progress (the last key written and the counts) is saved at most once per
 //! [`SAVE_EVERY`], always at the end and before returning an error; the key saved only ever
 //! covers committed batches. A killed run resumes from the last saved key and rewrites at
@@ -15,7 +25,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Journal, Outcome, Sides, SyncError, prepare, write_isolating};
-use crate::endpoint::{Endpoint, EndpointError, Row, TableName, Value, key_from_json, key_to_json};
+use crate::endpoint::{
+    CopiedPage, Endpoint, EndpointError, Row, TableCopy, TableName, Value, key_from_json,
+    key_to_json,
+};
 use crate::sync::Flow;
 
 /// How often progress is saved to the state store during a copy.
@@ -23,6 +36,9 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Pages read ahead of the writer (besides the one being read and the one being written).
 const READ_AHEAD: usize = 1;
+
+/// The least rows per page of an in-database copy (see the module header).
+pub const IN_DATABASE_PAGE: usize = 50_000;
 
 /// Copies every row of one way. With `only_missing`, rows whose key already exists on the
 /// target are left alone (the target side is primary for them). Rows whose key (as stored
@@ -46,10 +62,28 @@ pub async fn copy(
         .get(&way)
         .and_then(|v| key_from_json(v, &super::key_kinds(flow, sides.from_info)).ok());
     let progress = progress_bar(&journal.map, &way);
-    let (pages, reader) = spawn_reader(sides, flow, after, batch_size);
     let filter = Filter { only_missing, skip };
-    let result = copy_pages(sides, flow, &filter, journal, &way, pages, &progress).await;
-    reader.abort();
+    let result = match in_database_copy(sides, flow, &filter, journal) {
+        Err(e) => Err(e),
+        Ok(Some(copy)) => {
+            let pages = Pages {
+                sides,
+                flow,
+                filter: &filter,
+                way: &way,
+                batch_size,
+            };
+            pages
+                .copy_in_database(&copy, after, journal, &progress)
+                .await
+        }
+        Ok(None) => {
+            let (pages, reader) = spawn_reader(sides, flow, after, batch_size);
+            let result = copy_pages(sides, flow, &filter, journal, &way, pages, &progress).await;
+            reader.abort();
+            result
+        }
+    };
     progress.finish_and_clear();
     // The in-memory resume key covers only committed batches: always safe to save, and
     // saving it on an error keeps the progress made since the last periodic save.
@@ -105,6 +139,153 @@ struct Filter<'a> {
     skip: &'a HashSet<String>,
 }
 
+/// The in-database copy of this way, when both endpoints can do it and nothing needs Rust:
+/// no keys to skip, no open errors to supersede, a plain mapping.
+fn in_database_copy(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    filter: &Filter<'_>,
+    journal: &Journal<'_>,
+) -> Result<Option<TableCopy>, SyncError> {
+    let Some(origin) = sides.from.copy_origin() else {
+        return Ok(None);
+    };
+    if !filter.skip.is_empty() {
+        return Ok(None);
+    }
+    let Some(values) = flow.plain_copy(sides.from_info, sides.to_info) else {
+        return Ok(None);
+    };
+    let copy = TableCopy {
+        origin,
+        from_table: sides.from_table.clone(),
+        from_key: flow.from_key.clone(),
+        from_key_kinds: super::key_kinds(flow, sides.from_info),
+        to_table: sides.to_table.clone(),
+        to_columns: flow.write_columns.clone(),
+        to_key: flow.to_key.clone(),
+        values,
+        only_missing: filter.only_missing,
+    };
+    // Written keys resolve open errors (`Journal::settle`), which needs them one by one.
+    if !sides.to.can_copy(&copy) || journal.store.has_open_errors(&journal.map)? {
+        return Ok(None);
+    }
+    Ok(Some(copy))
+}
+
+/// What every page of one way's copy shares.
+struct Pages<'s> {
+    sides: &'s Sides<'s>,
+    flow: &'s Flow,
+    filter: &'s Filter<'s>,
+    way: &'s str,
+    batch_size: usize,
+}
+
+impl Pages<'_> {
+    /// Copies page after page inside the target database; a page it refuses goes through
+    /// typed values ([`Pages::typed_span`]).
+    async fn copy_in_database(
+        &self,
+        copy: &TableCopy,
+        mut after: Option<Vec<Value>>,
+        journal: &mut Journal<'_>,
+        progress: &ProgressBar,
+    ) -> Result<(), SyncError> {
+        let limit = self.batch_size.max(IN_DATABASE_PAGE);
+        let mut last_save = Instant::now();
+        loop {
+            if crate::shutdown::requested() {
+                return Err(SyncError::Stopped);
+            }
+            let copied = self.sides.to.copy_page(copy, after.as_deref(), limit).await;
+            let read = match copied {
+                Ok(CopiedPage { last_key: None, .. }) => break,
+                Ok(CopiedPage {
+                    read,
+                    written,
+                    last_key: Some(last_key),
+                }) => {
+                    // Committed: the resume key may now point at this page's last row.
+                    record(journal, self.way, read, written, 0, &last_key);
+                    after = Some(last_key);
+                    read
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "in-database copy refused a page; writing it through typed values");
+                    match self.typed_span(&mut after, limit, journal).await? {
+                        0 => break,
+                        read => read,
+                    }
+                }
+            };
+            if last_save.elapsed() >= SAVE_EVERY {
+                journal.save()?;
+                last_save = Instant::now();
+            }
+            progress.inc(read);
+        }
+        Ok(())
+    }
+
+    /// Writes the next `limit` rows after `after` through typed values, `batchSize` at a
+    /// time, moving `after` along; returns the rows read (0: there were none).
+    async fn typed_span(
+        &self,
+        after: &mut Option<Vec<Value>>,
+        limit: usize,
+        journal: &mut Journal<'_>,
+    ) -> Result<u64, SyncError> {
+        let (sides, flow) = (self.sides, self.flow);
+        let mut read = 0;
+        while read < limit as u64 {
+            let want = self.batch_size.min(limit - read as usize);
+            let page = sides
+                .from
+                .read_snapshot(
+                    sides.from_table,
+                    &flow.read_columns,
+                    &flow.from_key,
+                    after.as_deref(),
+                    want,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            *after = Some(flow.key_of(last).to_vec());
+            read += page.len() as u64;
+            let full = page.len() == want;
+            write_page(sides, flow, self.filter, journal, self.way, page).await?;
+            if !full {
+                break;
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// Adds a committed page to the run's counts and moves its resume key to `last_key`.
+fn record(
+    journal: &mut Journal<'_>,
+    way: &str,
+    read: u64,
+    written: u64,
+    errors: u64,
+    last_key: &[Value],
+) {
+    let run = journal
+        .runtime
+        .initial_sync
+        .as_mut()
+        .expect("initial sync run started");
+    let counts = run.directions.entry(way.to_string()).or_default();
+    counts.read += read;
+    counts.written += written;
+    counts.errors += errors;
+    run.resume_after
+        .insert(way.to_string(), key_to_json(last_key));
+}
+
 async fn copy_pages(
     sides: &Sides<'_>,
     flow: &Flow,
@@ -123,55 +304,72 @@ async fn copy_pages(
             break;
         };
         let page = page?;
-        let Some(last) = page.last() else { break };
-        let last_key = flow.key_of(last).to_vec();
-        let read = page.len() as u64;
-        let mut page = page;
-        if !filter.skip.is_empty() {
-            page.retain(|r| {
-                !filter
-                    .skip
-                    .contains(&super::transform::key_json(&flow.from_key, flow.key_of(r)))
-            });
+        if page.is_empty() {
+            break;
         }
-        let rows = if filter.only_missing && !page.is_empty() {
-            let keys: Vec<Vec<Value>> = page.iter().map(|r| flow.key_of(r).to_vec()).collect();
-            let present = sides
-                .to
-                .fetch_rows(sides.to_table, &flow.to_key, &flow.to_key, &keys)
-                .await?;
-            let present: std::collections::HashSet<String> = present
-                .iter()
-                .map(|r| crate::endpoint::key_string(r))
-                .collect();
-            page.into_iter()
-                .filter(|r| !present.contains(&crate::endpoint::key_string(flow.key_of(r))))
-                .collect()
-        } else {
-            page
-        };
-        let mut out = Outcome::default();
-        let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
-        write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
-        // Committed: the resume key may now point at this page's last row.
-        let errors = journal.settle(flow, "InitialSync", &out)?;
-        let run = journal
-            .runtime
-            .initial_sync
-            .as_mut()
-            .expect("initial sync run started");
-        let counts = run.directions.entry(way.to_string()).or_default();
-        counts.read += read;
-        counts.written += out.written.len() as u64;
-        counts.errors += errors;
-        run.resume_after
-            .insert(way.to_string(), key_to_json(&last_key));
+        let read = page.len() as u64;
+        write_page(sides, flow, filter, journal, way, page).await?;
         if last_save.elapsed() >= SAVE_EVERY {
             journal.save()?;
             last_save = Instant::now();
         }
         progress.inc(read);
     }
+    Ok(())
+}
+
+/// Writes one page read through typed values (leaving alone the rows `filter` says),
+/// isolating refused records, then records it: errors, counts, resume key.
+async fn write_page(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    filter: &Filter<'_>,
+    journal: &mut Journal<'_>,
+    way: &str,
+    page: Vec<Row>,
+) -> Result<(), SyncError> {
+    let Some(last) = page.last() else {
+        return Ok(());
+    };
+    let last_key = flow.key_of(last).to_vec();
+    let read = page.len() as u64;
+    let mut page = page;
+    if !filter.skip.is_empty() {
+        page.retain(|r| {
+            !filter
+                .skip
+                .contains(&super::transform::key_json(&flow.from_key, flow.key_of(r)))
+        });
+    }
+    let rows = if filter.only_missing && !page.is_empty() {
+        let keys: Vec<Vec<Value>> = page.iter().map(|r| flow.key_of(r).to_vec()).collect();
+        let present = sides
+            .to
+            .fetch_rows(sides.to_table, &flow.to_key, &flow.to_key, &keys)
+            .await?;
+        let present: std::collections::HashSet<String> = present
+            .iter()
+            .map(|r| crate::endpoint::key_string(r))
+            .collect();
+        page.into_iter()
+            .filter(|r| !present.contains(&crate::endpoint::key_string(flow.key_of(r))))
+            .collect()
+    } else {
+        page
+    };
+    let mut out = Outcome::default();
+    let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
+    write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
+    // Committed: the resume key may now point at this page's last row.
+    let errors = journal.settle(flow, "InitialSync", &out)?;
+    record(
+        journal,
+        way,
+        read,
+        out.written.len() as u64,
+        errors,
+        &last_key,
+    );
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::config::{ColumnMap, Direction, Scalar, TableMap};
-use crate::endpoint::{Row, TableInfo, Value};
+use crate::endpoint::{CopyValue, Row, TableInfo, Value};
 
 /// One way data flows in a map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -240,6 +240,32 @@ impl Flow {
                 .iter()
                 .enumerate()
                 .all(|(i, e)| matches!(e, Expr::Column { index, value_map: None } if *index == i))
+    }
+
+    /// What each target column gets when this way is a plain copy the target can take
+    /// verbatim, for an in-database copy: every column a source column of the same kind
+    /// on both sides, or a constant that converts to its column's kind. `None` when any
+    /// value needs converting in Rust (a kind change, a `valueMap`).
+    pub fn plain_copy(&self, from: &TableInfo, to: &TableInfo) -> Option<Vec<CopyValue>> {
+        self.exprs
+            .iter()
+            .zip(&self.write_columns)
+            .map(|(expr, target)| {
+                let kind = to.column(target)?.kind;
+                match expr {
+                    Expr::Column {
+                        index,
+                        value_map: None,
+                    } => {
+                        let source = &self.read_columns[*index];
+                        (from.column(source)?.kind == kind)
+                            .then(|| CopyValue::Column(source.clone()))
+                    }
+                    Expr::Column { .. } => None,
+                    Expr::Constant(v) => v.convert_to(kind).ok().map(CopyValue::Constant),
+                }
+            })
+            .collect()
     }
 
     /// The key part of a row read with `read_columns`.
