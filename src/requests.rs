@@ -227,7 +227,17 @@ pub async fn execute(
         }
     }
     let started = std::time::Instant::now();
-    let matched = journal.store.count_errors(&query)?;
+    // One read serves both the limit check and the work; only a request over the limit
+    // is counted in full.
+    let records =
+        journal
+            .store
+            .query_errors(&query, Order::OldestFirst, MAX_MATCHED as usize + 1)?;
+    let matched = if records.len() as u64 > MAX_MATCHED {
+        journal.store.count_errors(&query)?
+    } else {
+        records.len() as u64
+    };
     status.matched = matched;
     if matched > MAX_MATCHED {
         refuse(
@@ -238,9 +248,6 @@ pub async fn execute(
         );
         return log_rejection(journal, request, status);
     }
-    let records = journal
-        .store
-        .query_errors(&query, Order::OldestFirst, MAX_MATCHED as usize)?;
     let outcome = match request.spec.action {
         RequestAction::Dismiss => {
             let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
@@ -422,7 +429,10 @@ async fn retry_ways(
                     None => None,
                 }
             };
-            let done = if last_mark.elapsed() >= crate::sync::initial::SAVE_EVERY {
+            // Marked about once a second, and while the last chunk is written (so the end
+            // only marks that chunk).
+            let last = i + 1 == chunks.len() && i > 0;
+            let done = if last || last_mark.elapsed() >= crate::sync::initial::SAVE_EVERY {
                 last_mark = std::time::Instant::now();
                 std::mem::take(retried)
             } else {
