@@ -33,6 +33,21 @@ time_cmd() {  # prints the median wall seconds of RUNS runs of "$@"
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.3f s, max %.3f s", a[int((NR+1)/2)], a[NR]}'
 }
 
+list_queries() {  # the six `errors list` filters, in the current directory's project
+for args in \
+    "--map customers" \
+    "--map customers --type TransformError --phase CatchUp" \
+    "--map orders --direction DestinationToSource --from 2026-11-21T00:00:00Z --to 2026-11-21T12:00:00Z" \
+    "--type SchemaError --phase Live --limit 1000" \
+    "--map invoices --id 17,42,999999" \
+    "--state all --limit 50"; do
+    # shellcheck disable=SC2086
+    matched=$("$BIN" errors list $args --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["matched"])')
+    # shellcheck disable=SC2086
+    printf '  %-100s matched %7s  %s\n' "errors list $args" "$matched" "$(time_cmd "$BIN" errors list $args)"
+  done
+}
+
 
 # ---------------------------------------------------------------------------------------
 # 1. errors list over 1M records
@@ -87,18 +102,7 @@ EOF
 
 echo
 echo "errors list over $ERRORS records (${RUNS} runs each):"
-for args in \
-  "--map customers" \
-  "--map customers --type TransformError --phase CatchUp" \
-  "--map orders --direction DestinationToSource --from 2026-11-21T00:00:00Z --to 2026-11-21T12:00:00Z" \
-  "--type SchemaError --phase Live --limit 1000" \
-  "--map invoices --id 17,42,999999" \
-  "--state all --limit 50"; do
-  # shellcheck disable=SC2086
-  matched=$("$BIN" errors list $args --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["matched"])')
-  # shellcheck disable=SC2086
-  printf '  %-100s matched %7s  %s\n' "errors list $args" "$matched" "$(time_cmd "$BIN" errors list $args)"
-done
+list_queries
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -127,18 +131,7 @@ FROM generate_series(0::bigint, $ERRORS - 1) AS i;
 ANALYZE dualwrite_state.errors;" >/dev/null
 echo
 echo "errors list over $(psql -tA "$STATE_URL" -c 'SELECT COUNT(*) FROM dualwrite_state.errors') records in the PostgreSQL state store (${RUNS} runs each):"
-for args in \
-  "--map customers" \
-  "--map customers --type TransformError --phase CatchUp" \
-  "--map orders --direction DestinationToSource --from 2026-11-21T00:00:00Z --to 2026-11-21T12:00:00Z" \
-  "--type SchemaError --phase Live --limit 1000" \
-  "--map invoices --id 17,42,999999" \
-  "--state all --limit 50"; do
-  # shellcheck disable=SC2086
-  matched=$("$BIN" errors list $args --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["matched"])')
-  # shellcheck disable=SC2086
-  printf '  %-100s matched %7s  %s\n' "errors list $args" "$matched" "$(time_cmd "$BIN" errors list $args)"
-done
+list_queries
 fi
 [[ " $PARTS " == *" retry "* ]] || exit 0
 
