@@ -128,26 +128,8 @@ pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
             }
             let query = crate::errors::query_of(Some(&r.spec.map), &r.spec.filter);
             let matched = store.count_errors(&query)?;
-            let mut unknown_ids = Vec::new();
-            if !r.spec.filter.ids.is_empty() {
-                let known = store.query_errors(
-                    &state::ErrorQuery {
-                        map: Some(r.spec.map.clone()),
-                        ids: r.spec.filter.ids.clone(),
-                        ..Default::default()
-                    },
-                    state::Order::OldestFirst,
-                    r.spec.filter.ids.len(),
-                )?;
-                unknown_ids = r
-                    .spec
-                    .filter
-                    .ids
-                    .iter()
-                    .copied()
-                    .filter(|id| !known.iter().any(|e| e.id == *id))
-                    .collect();
-            }
+            let unknown_ids =
+                crate::requests::unknown_ids(store.as_ref(), &r.spec.map, &r.spec.filter.ids)?;
             request_matches.insert(
                 name.clone(),
                 RequestMatch {

@@ -167,6 +167,25 @@ fn now() -> String {
     crate::alert::format_time(crate::alert::millis(chrono::Utc::now()))
 }
 
+/// The ids among `ids` that are not errored records of `map` (in any state): what makes a
+/// request Rejected before it touches anything.
+pub fn unknown_ids(store: &dyn StateStore, map: &str, ids: &[i64]) -> Result<Vec<i64>, StateError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = ErrorQuery {
+        map: Some(map.to_string()),
+        ids: ids.to_vec(),
+        ..Default::default()
+    };
+    let known = store.query_errors(&query, Order::OldestFirst, ids.len())?;
+    Ok(ids
+        .iter()
+        .copied()
+        .filter(|id| !known.iter().any(|e| e.id == *id))
+        .collect())
+}
+
 /// One way of a map a Retry can write through.
 pub struct Way<'a> {
     pub sides: Sides<'a>,
@@ -199,19 +218,8 @@ pub async fn execute(
         status.finished_at = Some(now());
     };
     if !filter.ids.is_empty() {
-        let known = journal.store.query_errors(
-            &ErrorQuery {
-                map: Some(map.clone()),
-                ids: filter.ids.clone(),
-                ..Default::default()
-            },
-            Order::OldestFirst,
-            filter.ids.len(),
-        )?;
-        let missing: Vec<String> = filter
-            .ids
+        let missing: Vec<String> = unknown_ids(journal.store, map, &filter.ids)?
             .iter()
-            .filter(|id| !known.iter().any(|e| e.id == **id))
             .map(i64::to_string)
             .collect();
         if !missing.is_empty() {

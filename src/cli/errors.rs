@@ -10,7 +10,7 @@ use crate::errors::Exported;
 use crate::state::{Order, StateStore};
 
 /// The filters of SPEC §1, as options.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct FilterArgs {
     /// Only this map.
     #[arg(long)]
@@ -39,17 +39,9 @@ impl FilterArgs {
     /// The filter as an ErrorRequest would carry it; times resolved against `now`.
     pub fn filter(&self, now: chrono::DateTime<chrono::Utc>) -> Result<ErrorFilter, String> {
         let time = |option: &str, text: &Option<String>| -> Result<Option<String>, String> {
-            let Some(text) = text else { return Ok(None) };
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-                return Ok(Some(t.with_timezone(&chrono::Utc).to_rfc3339()));
-            }
-            let age = config::Duration::parse(text).ok_or_else(|| {
-                format!("--{option} {text:?}: not an RFC 3339 time (2026-11-22T00:00:00Z) or an age (15m, 1h, 1d)")
-            })?;
-            let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-            Ok(Some(
-                (now - chrono::Duration::seconds(seconds)).to_rfc3339(),
-            ))
+            text.as_deref()
+                .map(|t| time_arg(option, t, now).map(|t| t.to_rfc3339()))
+                .transpose()
         };
         let json = serde_json::json!({
             "from": time("from", &self.from)?,
@@ -79,6 +71,24 @@ impl FilterArgs {
         }
         Ok(filter)
     }
+}
+
+/// A time option: RFC 3339, or an age (`15m`, `1h`, `1d`) before `now`.
+fn time_arg(
+    option: &str,
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = config::Duration::parse(text).ok_or_else(|| {
+        format!(
+            "--{option} {text:?}: not an RFC 3339 time (2026-11-22T00:00:00Z) or an age (15m, 1h, 1d)"
+        )
+    })?;
+    let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+    Ok(now - chrono::Duration::seconds(seconds))
 }
 
 #[derive(clap::Args, Debug)]
@@ -402,20 +412,10 @@ pub fn logs(
     format: LogFormat,
     file: Option<&Path>,
 ) -> Result<(), String> {
-    let since = match since {
-        None => None,
-        Some(text) => Some(
-            FilterArgs {
-                from: Some(text.to_string()),
-                ..Default::default()
-            }
-            .filter(chrono::Utc::now())
-            .map_err(|e| e.replace("--from", "--since"))?
-            .from
-            .expect("parsed")
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-    };
+    let since = since
+        .map(|text| time_arg("since", text, chrono::Utc::now()))
+        .transpose()?
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let entries = match store {
         Some(store) => store
             .activity_since(map, since.as_deref())

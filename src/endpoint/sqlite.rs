@@ -165,7 +165,12 @@ fn from_sql(value: ValueRef<'_>, kind: ValueKind) -> Result<Value, WriteError> {
         },
         ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     };
-    Ok(raw.clone().into_kind(kind).unwrap_or(raw))
+    // Converted by reference, so the stored value is kept (never copied) when it already is
+    // of `kind` or does not fit it.
+    if raw.is_of(kind) {
+        return Ok(raw);
+    }
+    Ok(raw.convert_to(kind).unwrap_or(raw))
 }
 
 /// Extended result code names for the codes dualwrite tells apart.
