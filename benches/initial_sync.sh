@@ -46,7 +46,7 @@ fi
 DUALWRITE=${DUALWRITE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/dualwrite}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dualwrite-initial.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT   # KEEP=1 leaves the work dir for profiling
 
 now() { date +%s.%N; }
 # Every timed step starts with the page cache flushed (`settle`), so that the writeback of

@@ -56,6 +56,8 @@ pub fn seed(dir: &Path) -> Result<Vec<String>, rusqlite::Error> {
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
         let mut conn = rusqlite::Connection::open(&path)?;
+        // The demo apps are ours to set up: WAL lets the apps write while dualwrite reads.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         let tx = conn.transaction()?;
         tx.execute_batch(schema)?;
         if rows {

@@ -13,9 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::config::{Config, ErrorRequest, Located, RequestAction};
-use crate::endpoint::{Value, key_from_json};
-use crate::state::{ErrorQuery, ErrorRecord, Order, RequestStatus, StateError, StateStore};
-use crate::sync::{self, Flow, Journal, Outcome, Sides, SyncError, transform};
+use crate::endpoint::{Row, Value, ValueKind, key_string};
+use crate::state::{
+    ErrorKey, ErrorQuery, ErrorRecord, Order, RequestStatus, StateError, StateStore,
+};
+use crate::sync::{self, Flow, Journal, Outcome, Sides, SyncError};
 
 /// Requests that may wait for one map at a time; one more is Rejected.
 pub const MAX_WAITING: usize = 5;
@@ -237,10 +239,9 @@ pub async fn execute(
     let started = std::time::Instant::now();
     // One read serves both the limit check and the work; only a request over the limit
     // is counted in full.
-    let records =
-        journal
-            .store
-            .query_errors(&query, Order::OldestFirst, MAX_MATCHED as usize + 1)?;
+    let records = journal
+        .store
+        .query_error_keys(&query, MAX_MATCHED as usize + 1)?;
     let matched = if records.len() as u64 > MAX_MATCHED {
         journal.store.count_errors(&query)?
     } else {
@@ -343,7 +344,7 @@ fn past_tense(action: RequestAction) -> &'static str {
 /// updates it (attempts + 1, the new message) and keeps it open. An unreachable endpoint
 /// stops the retry (what was written stays written) and comes back as the problem.
 async fn retry(
-    records: &[ErrorRecord],
+    records: &[ErrorKey],
     status: &mut RequestStatus,
     journal: &mut Journal<'_>,
     ways: &[Way<'_>],
@@ -354,111 +355,124 @@ async fn retry(
         .iter()
         .filter(|e| !ways.iter().any(|w| w.flow.way.name() == e.direction))
         .count() as u64;
-    // Records written but not yet marked Retried: marked in one transaction about once a
-    // second (while the next chunk is written) and at the end. A crash in between leaves
-    // them open, so a re-run of the request writes them again (an idempotent upsert of the
-    // current row).
-    let mut retried: Vec<i64> = Vec::new();
-    let outcome = retry_ways(records, status, journal, ways, batch_size, &mut retried).await;
-    resolve(journal, retried)?;
-    outcome
+    let marker = Marker::start(journal.store).map_err(|e| e.to_string())?;
+    let outcome = retry_ways(records, status, journal, ways, batch_size, &marker).await;
+    let marked = marker.finish().await.map_err(|e| e.to_string());
+    outcome.and(marked)
 }
 
-fn resolve(journal: &mut Journal<'_>, retried: Vec<i64>) -> Result<(), String> {
-    if !retried.is_empty() {
-        journal
-            .store
-            .resolve_errors(&retried, "Retried")
-            .map_err(|e| e.to_string())?;
+/// Settles a Retry's records on its own store session and thread, beside the writes: marks
+/// the written ones Retried and updates the failed ones, in one transaction per second at
+/// most (so the end waits for one commit, not one per chunk). A crash before a commit
+/// leaves those records open, and a re-run of the request writes them again.
+struct Marker {
+    sender: std::sync::mpsc::Sender<Settle>,
+    done: tokio::task::JoinHandle<Result<(), StateError>>,
+}
+
+/// What a written chunk left to settle.
+enum Settle {
+    Retried(Vec<i64>),
+    Failed(Vec<ErrorRecord>),
+}
+
+impl Marker {
+    fn start(store: &dyn StateStore) -> Result<Marker, StateError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let session = store.another_session()?;
+        let (sender, received) = std::sync::mpsc::channel::<Settle>();
+        let done = tokio::task::spawn_blocking(move || {
+            let settle = |item: Settle| match item {
+                Settle::Retried(ids) => session.resolve_errors(&ids, "Retried").map(drop),
+                Settle::Failed(records) => session.record_errors(&records),
+            };
+            while let Ok(first) = received.recv() {
+                let until = std::time::Instant::now() + crate::sync::initial::SAVE_EVERY;
+                let mut first = Some(first);
+                session.in_transaction(&mut || {
+                    if let Some(item) = first.take() {
+                        settle(item)?;
+                    }
+                    loop {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        match received.recv_timeout(left) {
+                            Ok(item) => settle(item)?,
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                return Ok(());
+                            }
+                        }
+                    }
+                })?;
+            }
+            Ok(())
+        });
+        Ok(Marker { sender, done })
     }
-    Ok(())
+
+    fn send(&self, item: Settle) {
+        // A send fails only when the thread stopped on an error: `finish` says which.
+        let _ = self.sender.send(item);
+    }
+
+    /// Waits until everything sent is settled and committed.
+    async fn finish(self) -> Result<(), StateError> {
+        drop(self.sender);
+        self.done
+            .await
+            .map_err(|e| StateError::Other(format!("settling retried records: {e}")))?
+    }
 }
 
 async fn retry_ways(
-    records: &[ErrorRecord],
+    records: &[ErrorKey],
     status: &mut RequestStatus,
     journal: &mut Journal<'_>,
     ways: &[Way<'_>],
     batch_size: usize,
-    retried: &mut Vec<i64>,
+    marker: &Marker,
 ) -> Result<(), String> {
-    let st = |e: StateError| e.to_string();
     for way in ways {
         let flow = way.flow;
         let kinds = sync::key_kinds(flow, way.sides.from_info);
-        let mine: Vec<&ErrorRecord> = records
+        let mine: Vec<&ErrorKey> = records
             .iter()
             .filter(|e| e.direction == flow.way.name())
             .collect();
-        // Each chunk's keys, and its records by stored key.
-        let mut chunks: Vec<Chunk<'_>> = Vec::new();
-        for chunk in mine.chunks(batch_size.max(1)) {
-            let mut by_key: HashMap<String, &ErrorRecord> = HashMap::new();
-            let mut keys = Vec::new();
-            for e in chunk {
-                match key_values(&e.key, &flow.from_key, &kinds) {
-                    Some(key) => {
-                        by_key.insert(transform::key_json(&flow.from_key, &key), *e);
-                        keys.push(key);
-                    }
-                    None => status.failed += 1,
-                }
-            }
-            chunks.push((keys, by_key));
-        }
+        // A chunk's keys are parsed and its rows read while the chunk before is written.
+        let chunks: Vec<&[&ErrorKey]> = mine.chunks(batch_size.max(1)).collect();
         let failed = |e: SyncError| e.to_string();
-        let mut last_mark = std::time::Instant::now();
-        let mut fetched = match chunks.first() {
-            Some((keys, _)) => Some(
-                sync::live::fetch_current(&way.sides, flow, keys)
-                    .await
-                    .map_err(failed)?,
-            ),
-            None => None,
-        };
-        for (i, (keys, by_key)) in chunks.iter().enumerate() {
-            let rows = fetched.take().unwrap_or_default();
+        let mut prepared = prepare_chunk(chunks.first().copied(), way, &kinds)
+            .await
+            .map_err(failed)?;
+        for i in 0..chunks.len() {
+            let Some((chunk, rows)) = prepared.take() else {
+                break;
+            };
+            status.failed += chunk.unparsable;
             let mut out = Outcome::default();
-            // Writing this chunk overlaps reading the next chunk's rows and marking the
-            // previous chunk's records Retried.
             let write = sync::live::write_fetched(
                 &way.sides,
                 flow,
-                keys.clone(),
+                chunk.keys.clone(),
                 rows,
                 Vec::new(),
                 &mut out,
             );
-            let next = async {
-                match chunks.get(i + 1) {
-                    Some((next, _)) => {
-                        Some(sync::live::fetch_current(&way.sides, flow, next).await)
-                    }
-                    None => None,
-                }
-            };
-            // Marked about once a second, and while the last chunk is written (so the end
-            // only marks that chunk).
-            let last = i + 1 == chunks.len() && i > 0;
-            let done = if last || last_mark.elapsed() >= crate::sync::initial::SAVE_EVERY {
-                last_mark = std::time::Instant::now();
-                std::mem::take(retried)
-            } else {
-                Vec::new()
-            };
-            let mark = async { resolve(journal, done) };
-            let (written, next_rows, marked) = tokio::join!(write, next, mark);
+            let next = prepare_chunk(chunks.get(i + 1).copied(), way, &kinds);
+            let (written, next_rows) = tokio::join!(write, next);
+            let by_key = &chunk.by_key;
             written.map_err(failed)?;
-            marked?;
-            fetched = next_rows.transpose().map_err(failed)?;
-            let before = retried.len();
-            retried.extend(
-                out.written
-                    .iter()
-                    .filter_map(|k| by_key.get(&transform::key_json(&flow.from_key, k)))
-                    .map(|e| e.id),
-            );
-            status.succeeded += (retried.len() - before) as u64;
+            prepared = next_rows.map_err(failed)?;
+            let retried: Vec<i64> = out
+                .written
+                .iter()
+                .filter_map(|k| by_key.get(&key_string(k)))
+                .map(|e| e.id)
+                .collect();
+            status.succeeded += retried.len() as u64;
+            if !retried.is_empty() {
+                marker.send(Settle::Retried(retried));
+            }
 
             let at = now();
             let failures: Vec<ErrorRecord> = out
@@ -466,12 +480,15 @@ async fn retry_ways(
                 .iter()
                 .map(|f| {
                     // A retried record keeps the phase it failed in.
-                    let key = transform::key_json(&flow.from_key, &f.key);
-                    let phase = by_key.get(&key).map_or("Live", |e| e.phase.as_str());
+                    let phase = by_key
+                        .get(&key_string(&f.key))
+                        .map_or("Live", |e| e.phase.as_str());
                     journal.error_record(flow, phase, f, &at)
                 })
                 .collect();
-            journal.store.record_errors(&failures).map_err(st)?;
+            if !failures.is_empty() {
+                marker.send(Settle::Failed(failures));
+            }
             journal.recorded.extend(
                 out.failed
                     .iter()
@@ -484,19 +501,52 @@ async fn retry_ways(
     Ok(())
 }
 
-/// A chunk of a Retry: the keys to write, and their records by stored key.
-type Chunk<'r> = (Vec<Vec<Value>>, HashMap<String, &'r ErrorRecord>);
+/// A chunk of a Retry: the keys to write, its records by [`key_string`] of their key, and
+/// how many of its records have a key that no longer parses for the map's key columns.
+struct Chunk<'r> {
+    keys: Vec<Vec<Value>>,
+    by_key: HashMap<String, &'r ErrorKey>,
+    unparsable: u64,
+}
+
+/// The next chunk of a Retry, parsed, with its keys' current rows; `None` after the last.
+async fn prepare_chunk<'r>(
+    records: Option<&[&'r ErrorKey]>,
+    way: &Way<'_>,
+    kinds: &[ValueKind],
+) -> Result<Option<(Chunk<'r>, Vec<Row>)>, SyncError> {
+    let Some(records) = records else {
+        return Ok(None);
+    };
+    let chunk = chunk_of(records, way.flow, kinds);
+    let rows = sync::live::fetch_current(&way.sides, way.flow, &chunk.keys).await?;
+    Ok(Some((chunk, rows)))
+}
+
+fn chunk_of<'r>(records: &[&'r ErrorKey], flow: &Flow, kinds: &[ValueKind]) -> Chunk<'r> {
+    let mut chunk = Chunk {
+        keys: Vec::with_capacity(records.len()),
+        by_key: HashMap::with_capacity(records.len()),
+        unparsable: 0,
+    };
+    for e in records {
+        match key_values(&e.key, &flow.from_key, kinds) {
+            Some(key) => {
+                chunk.by_key.insert(key_string(&key), *e);
+                chunk.keys.push(key);
+            }
+            None => chunk.unparsable += 1,
+        }
+    }
+    chunk
+}
 
 /// A stored key (`{"column": value}`) as typed values in the order of `columns`.
-pub(crate) fn key_values(
-    key: &str,
-    columns: &[String],
-    kinds: &[crate::endpoint::ValueKind],
-) -> Option<Vec<Value>> {
-    let serde_json::Value::Object(mut object) = serde_json::from_str(key).ok()? else {
-        return None;
-    };
-    let values: Option<Vec<serde_json::Value>> = columns.iter().map(|c| object.remove(c)).collect();
-    let array = serde_json::Value::Array(values?).to_string();
-    key_from_json(&array, kinds).ok()
+pub(crate) fn key_values(key: &str, columns: &[String], kinds: &[ValueKind]) -> Option<Vec<Value>> {
+    let mut object: HashMap<String, Value> = serde_json::from_str(key).ok()?;
+    columns
+        .iter()
+        .zip(kinds)
+        .map(|(c, kind)| object.remove(c)?.convert_to(*kind).ok())
+        .collect()
 }

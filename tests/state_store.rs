@@ -631,6 +631,41 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
         }),
         4
     );
+
+    // A request's narrow read: the same records as the full one, oldest first.
+    let full: Vec<i64> = store
+        .query_errors(&base, Order::OldestFirst, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let keys = store.query_error_keys(&base, 100).unwrap();
+    assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), full);
+    assert_eq!(full, vec![ids[4], ids[5]]);
+    assert_eq!(keys[0].key, r#"{"id":104}"#);
+    assert_eq!(keys[0].direction, "SourceToDestination");
+    assert_eq!(keys[0].phase, "Live");
+    assert_eq!(store.query_error_keys(&base, 1).unwrap().len(), 1);
+
+    // Another session of the same store: what it does in one transaction is there for
+    // this session once it returns, and a failed transaction keeps none of it where the
+    // store has transactions.
+    let other = store.another_session().unwrap();
+    other
+        .in_transaction(&mut || {
+            assert_eq!(other.resolve_errors(&[ids[4]], "Retried")?, 1);
+            let mut again = error(map, "DestinationToSource", 105, "2024-06-01T11:00:00.000Z");
+            again.message = "failed again".into();
+            other.record_errors(&[again])
+        })
+        .unwrap();
+    assert_eq!(count(&base), 1);
+    let open = store.query_errors(&base, Order::OldestFirst, 10).unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, ids[5], "the same key's open record is updated");
+    assert_eq!(open[0].message, "failed again");
+    assert_eq!(open[0].attempts, 2);
+    drop(other);
 }
 
 fn requests_keep_their_status(store: &mut dyn StateStore) {

@@ -1,6 +1,7 @@
 //! The SQLite engine: rusqlite behind `spawn_blocking`, one connection in a mutex.
 //!
-//! Owns: opening the file (WAL journal, busy timeout), SQLite type names ↔ [`ValueKind`],
+//! Owns: opening the file (busy timeout; the journal mode stays the one the database's owner
+//! chose, dualwrite never switches a user's database to or from WAL), SQLite type names ↔ [`ValueKind`],
 //! binding and reading values, echo suppression in write transactions and mapping SQLite
 //! result codes to [`WriteErrorClass`].
 //!
@@ -39,7 +40,6 @@ impl Sqlite {
         let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
             let conn = Connection::open(&file)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.set_prepared_statement_cache_capacity(64);
             Ok(conn)
         })

@@ -162,6 +162,17 @@ pub struct ErrorRecord {
     pub state: String,
 }
 
+/// What a request needs of an errored record to act on it: far less to read than a whole
+/// [`ErrorRecord`] (no row, no message).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorKey {
+    pub id: i64,
+    pub phase: String,
+    pub direction: String,
+    /// The key as a JSON object `{column: value}`.
+    pub key: String,
+}
+
 /// Which errored records a listing, a request or a purge selects: the filters of SPEC §1.
 /// Every field narrows the selection; the default selects every record of every map.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -315,6 +326,9 @@ pub enum StateError {
 /// and runtime (its cursors) in one transaction, the commit point of sync progress.
 pub trait StateStore: Send {
     fn describe(&self) -> String;
+    /// One more session (connection) to this same store, for work that runs beside this
+    /// session's on another thread.
+    fn another_session(&self) -> Result<Box<dyn StateStore>, StateError>;
     fn maps(&self) -> Result<Vec<MapRecord>, StateError>;
     fn alerts(&self) -> Result<Vec<AppliedRecord>, StateError>;
     fn requests(&self) -> Result<Vec<AppliedRecord>, StateError>;
@@ -336,6 +350,14 @@ pub trait StateStore: Send {
             self.record_error(e)?;
         }
         Ok(())
+    }
+    /// Runs `work` (calls on this session) as one transaction where the store has them: one
+    /// commit for all of it, nothing of it kept when it fails. Without, each call commits.
+    fn in_transaction(
+        &self,
+        work: &mut dyn FnMut() -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        work()
     }
     /// Marks open errors of these keys (JSON objects) Superseded: a later write succeeded.
     fn supersede(&self, map: &str, direction: &str, keys: &[String]) -> Result<u64, StateError>;
@@ -363,6 +385,13 @@ pub trait StateStore: Send {
         order: Order,
         limit: usize,
     ) -> Result<Vec<ErrorRecord>, StateError>;
+    /// The id, phase, direction and key of the records `query` selects, oldest first: all
+    /// of them when at most `limit` match, else `limit` of them (which ones is not defined).
+    fn query_error_keys(
+        &self,
+        query: &ErrorQuery,
+        limit: usize,
+    ) -> Result<Vec<ErrorKey>, StateError>;
     /// How many errored records `query` selects.
     fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError>;
     /// Moves open errors to `state` (Retried: a retry wrote the record). Returns how many.

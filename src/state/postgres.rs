@@ -23,8 +23,8 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorQuery, ErrorRecord, MapRecord, MapRuntime, Order,
-    Phase, RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, MapRecord,
+    MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
 };
 use crate::endpoint::{redact, url_secrets};
 
@@ -205,6 +205,8 @@ enum Mode {
     Create,
     /// Read-only session; no store (`None`) if the schema or its tables are missing.
     Existing,
+    /// One more session to a store already opened (as that one is, read-only or not).
+    Another,
 }
 
 impl PostgresStore {
@@ -239,6 +241,11 @@ impl PostgresStore {
             schema: format!("\"{schema}\""),
             read_only: mode == Mode::Existing,
         };
+        Self::spawn(target, schema, mode)
+    }
+
+    /// Starts the store's thread, connected to `target`.
+    fn spawn(target: Target, schema: &str, mode: Mode) -> Result<Option<Self>, StateError> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let worker = std::thread::Builder::new()
@@ -359,6 +366,7 @@ fn check_schema_name(schema: &str) -> Result<(), StateError> {
 }
 
 /// Where to connect. Lives on the store's thread only.
+#[derive(Clone)]
 struct Target {
     url: String,
     secrets: Vec<String>,
@@ -448,6 +456,7 @@ impl Conn {
                     tx.commit().await
                 })?;
             }
+            Mode::Another => {}
             Mode::Existing => {
                 let maps = format!("{}.maps", conn.target.schema);
                 let exists = conn.run(async |s| {
@@ -591,6 +600,13 @@ fn error_record(r: &Row) -> ErrorRecord {
 }
 
 impl StateStore for PostgresStore {
+    fn another_session(&self) -> Result<Box<dyn StateStore>, StateError> {
+        // The URL stays on the store's threads: the new one gets it from this one's.
+        let target = self.call(|conn| Ok(conn.target.clone()))?;
+        let store = Self::spawn(target, &self.schema, Mode::Another)?
+            .ok_or_else(|| StateError::Other("postgres: no second session".into()))?;
+        Ok(Box::new(store.labelled(self.label.clone())))
+    }
     fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError> {
         let since = since.to_string();
         let rows =
@@ -809,6 +825,31 @@ impl StateStore for PostgresStore {
         );
         let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
         Ok(rows.iter().map(error_record).collect())
+    }
+
+    fn query_error_keys(
+        &self,
+        query: &ErrorQuery,
+        limit: usize,
+    ) -> Result<Vec<ErrorKey>, StateError> {
+        let (clause, mut params) = where_clause(query);
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT id, phase, direction, key FROM {{s}}.errors{clause} LIMIT ${}",
+            params.len()
+        );
+        let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
+        let mut keys: Vec<ErrorKey> = rows
+            .iter()
+            .map(|r| ErrorKey {
+                id: r.get(0),
+                phase: r.get(1),
+                direction: r.get(2),
+                key: r.get(3),
+            })
+            .collect();
+        keys.sort_unstable_by_key(|k| k.id);
+        Ok(keys)
     }
 
     fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError> {

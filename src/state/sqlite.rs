@@ -8,8 +8,8 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorQuery, ErrorRecord, MapRecord, MapRuntime, Order,
-    Phase, RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, MapRecord,
+    MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
 };
 
 pub struct SqliteStore {
@@ -46,10 +46,13 @@ CREATE TABLE IF NOT EXISTS errors (
 );
 DROP INDEX IF EXISTS errors_by_map;
 DROP INDEX IF EXISTS errors_by_key;
+DROP INDEX IF EXISTS errors_by_filter;
 -- Without state: a state change (Retried, Superseded) updates one index less.
 CREATE INDEX IF NOT EXISTS errors_of_key ON errors (map, direction, key);
 CREATE INDEX IF NOT EXISTS errors_by_time ON errors (last_at);
-CREATE INDEX IF NOT EXISTS errors_by_filter ON errors (map, state, type, phase, direction, last_at);
+-- State last: filtered counts still read only the index, and a state change moves a
+-- record's entry within its leaf page instead of to another part of the index.
+CREATE INDEX IF NOT EXISTS errors_filtered ON errors (map, type, phase, direction, last_at, state);
 CREATE TABLE IF NOT EXISTS alert_state (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -380,10 +383,27 @@ impl StateStore for SqliteStore {
     }
 
     fn record_errors(&self, records: &[ErrorRecord]) -> Result<(), StateError> {
-        let tx = self.conn.unchecked_transaction()?;
+        // Inside `in_transaction`, the records join that transaction.
+        let tx = self
+            .conn
+            .is_autocommit()
+            .then(|| self.conn.unchecked_transaction())
+            .transpose()?;
         for e in records {
             self.record_error(e)?;
         }
+        if let Some(tx) = tx {
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn in_transaction(
+        &self,
+        work: &mut dyn FnMut() -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let tx = self.conn.unchecked_transaction()?;
+        work()?;
         tx.commit()?;
         Ok(())
     }
@@ -436,6 +456,32 @@ impl StateStore for SqliteStore {
         ))?;
         let rows = stmt.query_map(rusqlite::params_from_iter(values), error_record)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn query_error_keys(
+        &self,
+        query: &ErrorQuery,
+        limit: usize,
+    ) -> Result<Vec<ErrorKey>, StateError> {
+        let (clause, mut values) = where_clause(query);
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT id, phase, direction, key FROM errors{clause} LIMIT ?{}",
+            values.len()
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(ErrorKey {
+                id: r.get(0)?,
+                phase: r.get(1)?,
+                direction: r.get(2)?,
+                key: r.get(3)?,
+            })
+        })?;
+        // Sorted here: the filter's index does not hold them by id, and sorting a few
+        // thousand ids costs far less than SQLite's sort of whole result rows.
+        let mut keys = rows.collect::<Result<Vec<_>, _>>()?;
+        keys.sort_unstable_by_key(|k| k.id);
+        Ok(keys)
     }
 
     fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError> {
@@ -572,6 +618,18 @@ impl StateStore for SqliteStore {
 
     fn describe(&self) -> String {
         format!("state store {}", self.label)
+    }
+
+    fn another_session(&self) -> Result<Box<dyn StateStore>, StateError> {
+        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
+            StateError::Other("sqlite: an in-memory store has one session".into())
+        })?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Box::new(SqliteStore {
+            conn,
+            label: self.label.clone(),
+        }))
     }
 
     fn maps(&self) -> Result<Vec<MapRecord>, StateError> {
