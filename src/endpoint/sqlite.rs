@@ -402,6 +402,12 @@ struct CopySql {
     conflict: String,
     constants: Vec<Value>,
     only_missing: bool,
+    /// (schema, table) of the source and the target, unquoted, for their column lists.
+    source_name: (String, String),
+    target_name: String,
+    /// The source columns copied and the target columns they go to, in order, when every
+    /// target value is a source column (no constants).
+    columns: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl CopySql {
@@ -454,6 +460,17 @@ impl CopySql {
             conflict,
             constants,
             only_missing: copy.only_missing,
+            source_name: (schema.to_string(), copy.from_table.name.clone()),
+            target_name: copy.to_table.name.clone(),
+            columns: copy
+                .values
+                .iter()
+                .map(|v| match v {
+                    CopyValue::Column(c) => Some(c.clone()),
+                    CopyValue::Constant(_) => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|from| (from, copy.to_columns.clone())),
         }
     }
 
@@ -504,7 +521,14 @@ fn copy_page(
         )
         .map_err(classify)?;
     }
-    let copied = copy_transaction(conn, sql, after, limit);
+    let copied = match after {
+        None => match whole_table(conn, sql) {
+            Ok(Some(page)) => Ok(page),
+            Ok(None) => copy_transaction(conn, sql, None, limit),
+            Err(e) => Err(e),
+        },
+        after => copy_transaction(conn, sql, after, limit),
+    };
     if attach.is_none() {
         return copied;
     }
@@ -512,6 +536,105 @@ fn copy_page(
         .execute(&format!("DETACH DATABASE {}", q(COPY_SOURCE)), [])
         .map_err(classify);
     copied.and_then(|page| detached.map(|_| page))
+}
+
+/// How long the one-statement copy of a whole table may hold the target's write lock before
+/// it is given up (rolled back) for pages: its gain is SQLite's raw-record transfer, which
+/// only a statement without `WHERE` gets.
+const WHOLE_TABLE_FOR_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Copies the whole table in one `INSERT INTO target SELECT * FROM source` when that
+/// statement means exactly the map's copy and SQLite can move the records as they are
+/// stored (its transfer optimization): the target is empty and has no triggers, and both
+/// tables' columns, in table order, are the columns the map copies. The statement is
+/// interrupted (and nothing of it kept) after [`WHOLE_TABLE_FOR_AT_MOST`] or on shutdown;
+/// `None` then, and when it does not apply: the copy goes on in pages.
+fn whole_table(conn: &mut Connection, sql: &CopySql) -> Result<Option<CopiedPage>, WriteError> {
+    let Some((from_columns, to_columns)) = &sql.columns else {
+        return Ok(None);
+    };
+    let (source_schema, source_table) = &sql.source_name;
+    let columns_of = |schema: &str, table: &str| -> Result<Option<Vec<String>>, WriteError> {
+        let mut stmt = conn
+            .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1, ?2) ORDER BY cid")
+            .map_err(classify)?;
+        let columns = stmt
+            .query_map([table, schema], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(classify)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(classify)?;
+        // Hidden and generated columns are not what `*` and a plain INSERT mean.
+        Ok(columns
+            .iter()
+            .all(|(_, hidden)| *hidden == 0)
+            .then(|| columns.into_iter().map(|(name, _)| name).collect()))
+    };
+    if columns_of(source_schema, source_table)?.as_ref() != Some(from_columns)
+        || columns_of("main", &sql.target_name)?.as_ref() != Some(to_columns)
+    {
+        return Ok(None);
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    let busy = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1)",
+            [&sql.target_name],
+            |r| r.get::<_, bool>(0),
+        )
+        .map_err(classify)?
+        || tx
+            .prepare(&format!("SELECT 1 FROM {} LIMIT 1", sql.target))
+            .and_then(|mut stmt| stmt.exists([]))
+            .map_err(classify)?;
+    if busy {
+        return Ok(None);
+    }
+    set_echo_suppression(&tx, true)?;
+    let deadline = std::time::Instant::now() + WHOLE_TABLE_FOR_AT_MOST;
+    tx.progress_handler(
+        10_000,
+        Some(move || std::time::Instant::now() > deadline || crate::shutdown::requested()),
+    );
+    let copied = tx.execute(
+        &format!("INSERT INTO {} SELECT * FROM {}", sql.target, sql.source),
+        [],
+    );
+    tx.progress_handler(0, None::<fn() -> bool>);
+    // Interrupted or refused (a constraint of the target): dropping the transaction rolls
+    // the statement back, and the pages do it, isolating what the target refuses.
+    let Ok(rows) = copied.map(|rows| rows as u64) else {
+        return Ok(None);
+    };
+    set_echo_suppression(&tx, false)?;
+    let last_key = if rows == 0 {
+        None
+    } else {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {} FROM {} ORDER BY {} LIMIT 1",
+                sql.keys, sql.source, sql.keys_desc
+            ))
+            .map_err(classify)?;
+        let mut found = stmt.query([]).map_err(classify)?;
+        let row = found.next().map_err(classify)?.expect("rows were copied");
+        Some(
+            sql.key_kinds
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| from_sql(row.get_ref(i).map_err(classify)?, *kind))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    tx.commit().map_err(classify)?;
+    Ok(Some(CopiedPage {
+        read: rows,
+        written: rows,
+        last_key,
+    }))
 }
 
 /// The page's bounds, then `INSERT … SELECT … ON CONFLICT …` over exactly that key range,
@@ -692,6 +815,105 @@ fn main_only(table: &TableName) -> Result<(), EndpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_table_is_one_statement_only_where_that_means_the_same_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.db");
+        let schema = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER);";
+        Connection::open(&src)
+            .unwrap()
+            .execute_batch(&format!(
+                "{schema} WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+                 INSERT INTO t SELECT i, 'n' || i, i FROM n;"
+            ))
+            .unwrap();
+        let copy = |to: [&str; 3], values: Vec<CopyValue>| TableCopy {
+            origin: CopyOrigin::SqliteFile(src.clone()),
+            from_table: TableName::parse("t").unwrap(),
+            from_key: vec!["id".into()],
+            from_key_kinds: vec![ValueKind::Int],
+            to_table: TableName::parse("t").unwrap(),
+            to_columns: to.iter().map(|c| c.to_string()).collect(),
+            to_key: vec!["id".into()],
+            values,
+            only_missing: false,
+        };
+        let columns = |names: [&str; 3]| {
+            names
+                .iter()
+                .map(|c| CopyValue::Column(c.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let target = |name: &str, ddl: &str| {
+            let conn = Connection::open(dir.path().join(name)).unwrap();
+            conn.execute_batch(ddl).unwrap();
+            conn.execute(
+                &format!("ATTACH DATABASE ?1 AS {}", q(COPY_SOURCE)),
+                [read_only_uri(&src)],
+            )
+            .unwrap();
+            conn
+        };
+        let rows = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM main.t", [], |r| r.get(0))
+                .unwrap()
+        };
+
+        let same = CopySql::new(
+            &copy(["id", "name", "qty"], columns(["id", "name", "qty"])),
+            true,
+        );
+        let mut conn = target("same.db", schema);
+        let page = whole_table(&mut conn, &same)
+            .unwrap()
+            .expect("one statement");
+        assert_eq!(
+            (page.read, page.written, page.last_key),
+            (1000, 1000, Some(vec![Value::Int(1000)]))
+        );
+        assert_eq!(rows(&conn), 1000);
+        // Never into a table that has rows.
+        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+
+        // Other columns, another order, a constant, a trigger on the target or a row it
+        // refuses: pages, and nothing was written.
+        let ddl_qty_first = "CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER, name TEXT);";
+        let mut conn = target("order.db", ddl_qty_first);
+        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        let swapped = CopySql::new(
+            &copy(["id", "qty", "name"], columns(["id", "qty", "name"])),
+            true,
+        );
+        assert!(
+            whole_table(&mut conn, &swapped).unwrap().is_none(),
+            "source order differs"
+        );
+        let constant = CopySql::new(
+            &copy(
+                ["id", "name", "qty"],
+                vec![
+                    CopyValue::Column("id".into()),
+                    CopyValue::Column("name".into()),
+                    CopyValue::Constant(Value::Int(1)),
+                ],
+            ),
+            true,
+        );
+        let mut conn = target("constant.db", schema);
+        assert!(whole_table(&mut conn, &constant).unwrap().is_none());
+        let mut conn = target(
+            "trigger.db",
+            &format!("{schema} CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN SELECT 1; END;"),
+        );
+        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        let mut conn = target(
+            "check.db",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER CHECK (qty <> 500));",
+        );
+        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        assert_eq!(rows(&conn), 0, "the refused statement is rolled back");
+    }
 
     #[test]
     fn declared_types_map_to_kinds() {

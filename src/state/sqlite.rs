@@ -46,13 +46,10 @@ CREATE TABLE IF NOT EXISTS errors (
 );
 DROP INDEX IF EXISTS errors_by_map;
 DROP INDEX IF EXISTS errors_by_key;
-DROP INDEX IF EXISTS errors_by_filter;
 -- Without state: a state change (Retried, Superseded) updates one index less.
 CREATE INDEX IF NOT EXISTS errors_of_key ON errors (map, direction, key);
 CREATE INDEX IF NOT EXISTS errors_by_time ON errors (last_at);
--- State last: filtered counts still read only the index, and a state change moves a
--- record's entry within its leaf page instead of to another part of the index.
-CREATE INDEX IF NOT EXISTS errors_filtered ON errors (map, type, phase, direction, last_at, state);
+CREATE INDEX IF NOT EXISTS errors_by_filter ON errors (map, state, type, phase, direction, last_at);
 CREATE TABLE IF NOT EXISTS alert_state (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL
