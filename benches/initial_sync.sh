@@ -5,7 +5,7 @@
 # ratios hold on a noisy machine:
 #   sqlite   -> sqlite    vs  sqlite3: ATTACH + INSERT INTO dst SELECT * FROM src.t
 #                             (timed twice: destination in the CLI's default rollback journal,
-#                             and in WAL mode, as dualwrite keeps its SQLite endpoints)
+#                             and in WAL mode, for reference; dualwrite keeps the journal mode it finds)
 #   postgres -> postgres  vs  psql -c "COPY src TO STDOUT" | psql -c "COPY dst FROM STDIN"
 #   postgres -> mariadb   vs  LOAD DATA LOCAL INFILE of the rows exported by psql COPY
 #                             (timed twice: load only, and export + load)

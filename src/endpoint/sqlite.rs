@@ -1,9 +1,10 @@
 //! The SQLite engine: rusqlite behind `spawn_blocking`, one connection in a mutex.
 //!
-//! Owns: opening the file (busy timeout; the journal mode stays the one the database's owner
-//! chose, dualwrite never switches a user's database to or from WAL), SQLite type names ↔ [`ValueKind`],
-//! binding and reading values, echo suppression in write transactions and mapping SQLite
-//! result codes to [`WriteErrorClass`].
+//! Owns: opening the file (busy timeout; the journal mode stays the one the database's
+//! owner chose: dualwrite never switches a user's database to or from WAL), SQLite type
+//! names ↔ [`ValueKind`], binding and reading values, echo suppression in write
+//! transactions, in-database copies between SQLite files, and mapping SQLite result codes to
+//! [`WriteErrorClass`].
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::sqlite`).
 //!

@@ -8,10 +8,14 @@
 //! SQLite → SQLite: `ATTACH` + `INSERT … SELECT`), rows never becoming typed values. Those
 //! pages are [`IN_DATABASE_PAGE`] rows or `batchSize`, whichever is more: with nothing
 //! materialized in dualwrite the commit (an fsync) per page dominates, and memory stays
-//! bounded whatever the size. A page the target refuses is written again through typed
-//! values in `batchSize` pages, so every good record lands and the bad ones become errors
-//! exactly as on the typed path. Re-runs that skip keys (open errors) and maps with open
-//! errors to supersede take the typed path.
+//! bounded whatever the size. Into an empty table whose columns are exactly the mapped ones
+//! the endpoint may take the whole table as its first page, in one statement (see
+//! `endpoint::sqlite`). A page the target refuses is written again through typed values in
+//! `batchSize` pages, so every good record lands and the bad ones become errors exactly as
+//! on the typed path. Values are copied as SQLite stores them: one not in its column's
+//! canonical form (text in an INTEGER column, say) arrives as stored instead of being
+//! normalized or refused as the typed path would. Re-runs that skip keys (open errors) and
+//! maps with open errors to supersede take the typed path.
 //!
 //! Progress (the last key written and the counts) is saved at most once per
 //! [`SAVE_EVERY`], always at the end and before returning an error; the key saved only ever
