@@ -3,16 +3,19 @@
 //! Owns: MySQL types ↔ [`ValueKind`] (`tinyint(1)` is a boolean, MariaDB's JSON is a
 //! `longtext` with a `json_valid` check, DATETIME is a naive timestamp and TIMESTAMP a UTC
 //! one), binding and reading values, echo suppression (`@dualwrite_origin`, set around
-//! dualwrite's write transactions and reset after) and mapping error numbers to
-//! [`WriteErrorClass`].
+//! dualwrite's write transactions and reset after), loading runs of new rows with
+//! `LOAD DATA LOCAL INFILE` (the multi-row upserts run where that cannot stand for them) and
+//! mapping error numbers to [`WriteErrorClass`].
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::mysql`).
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Value as MyValue};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::sql::{Dialect, Engine, Statement, Stmt, first_texts, quote_with, text_at};
+use mysql_async::{Conn, InfileData, Opts, OptsBuilder, Params, Pool, Value as MyValue};
+
+use super::sql::{Dialect, Engine, Load, Statement, Stmt, first_texts, quote_with, text_at};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -24,7 +27,14 @@ pub(crate) struct Mysql {
     secrets: Vec<String>,
     /// The database named in the URL: home of the changelog, default schema of tables.
     database: Option<String>,
+    /// Loads to go before a direct `LOAD DATA` is tried again, after one that could not
+    /// stand for its upserts; `u32::MAX` once the server refused `LOCAL INFILE`.
+    skip_direct: AtomicU32,
 }
+
+/// After a direct load found a key already there (or a value the target adjusted), this
+/// many runs take the multi-row upserts before a direct load is tried again.
+const DIRECT_RETRY_AFTER: u32 = 16;
 
 impl Mysql {
     pub(crate) async fn connect(url: &str) -> Result<Mysql, EndpointError> {
@@ -50,6 +60,7 @@ impl Mysql {
             pool,
             secrets: secrets.clone(),
             database,
+            skip_direct: AtomicU32::new(0),
         };
         let connecting = async {
             let mut conn = mysql.conn().await?;
@@ -99,7 +110,19 @@ impl Mysql {
     ) -> Result<u64, mysql_async::Error> {
         conn.query_drop("START TRANSACTION").await?;
         let mut affected = 0;
+        let mut replaced = 0;
         for stmt in stmts {
+            if replaced > 0 {
+                replaced -= 1;
+                continue;
+            }
+            if let Some(load) = &stmt.load
+                && let Some(rows) = self.load_directly(conn, load).await?
+            {
+                affected += rows;
+                replaced = load.replaces - 1;
+                continue;
+            }
             if stmt.params.is_empty() {
                 conn.query_drop(&stmt.sql).await?;
             } else {
@@ -109,6 +132,127 @@ impl Mysql {
         }
         conn.query_drop("COMMIT").await?;
         Ok(affected)
+    }
+}
+
+impl Mysql {
+    /// Writes a run of upserts with one `LOAD DATA LOCAL INFILE … IGNORE` straight into the
+    /// target, inside a savepoint: kept when every row was inserted without a warning (all
+    /// keys new, every value as given), `Some(rows)`; otherwise rolled back to the savepoint
+    /// and `None`, and the multi-row upserts it stands for run instead (they report what
+    /// the target refuses, record by record). `IGNORE` is what makes the check possible:
+    /// a duplicate key or a value the target would adjust is a warning, not an error.
+    async fn load_directly(
+        &self,
+        conn: &mut Conn,
+        load: &Load<'_>,
+    ) -> Result<Option<u64>, mysql_async::Error> {
+        let skip = self.skip_direct.load(Ordering::Relaxed);
+        if skip > 0 {
+            if skip != u32::MAX {
+                self.skip_direct.store(skip - 1, Ordering::Relaxed);
+            }
+            return Ok(None);
+        }
+        let Some(data) = load_data(&load.rows) else {
+            return Ok(None);
+        };
+        let columns: Vec<String> = load
+            .columns
+            .iter()
+            .map(|c| self.quote_ident(&c.name))
+            .collect();
+        conn.query_drop("SAVEPOINT dualwrite_direct").await?;
+        conn.set_infile_handler(async move {
+            let data = bytes::Bytes::from(data);
+            Ok(Box::pin(futures_util::stream::once(async move { Ok(data) })) as InfileData)
+        });
+        let loaded = conn
+            .query_drop(format!(
+                "LOAD DATA LOCAL INFILE 'dualwrite' IGNORE INTO TABLE {} CHARACTER SET utf8mb4 \
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+                load.target,
+                columns.join(", ")
+            ))
+            .await;
+        let rows = load.rows.len() as u64;
+        match loaded {
+            Ok(()) if conn.affected_rows() == rows && conn.get_warnings() == 0 => {
+                conn.query_drop("RELEASE SAVEPOINT dualwrite_direct")
+                    .await?;
+                return Ok(Some(rows));
+            }
+            Ok(()) => self
+                .skip_direct
+                .store(DIRECT_RETRY_AFTER, Ordering::Relaxed),
+            // `LOCAL INFILE` refused by the server's settings (MariaDB 1148, MySQL 3948):
+            // upserts from now on. Any other error is the transaction's (a deadlock, a lost
+            // connection): `IGNORE` turns what a row could cause into warnings.
+            Err(mysql_async::Error::Server(e)) if matches!(e.code, 1148 | 3948) => {
+                tracing::debug!(
+                    code = e.code,
+                    "LOAD DATA LOCAL INFILE refused; multi-row upserts from now on"
+                );
+                self.skip_direct.store(u32::MAX, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+        conn.query_drop("ROLLBACK TO SAVEPOINT dualwrite_direct")
+            .await?;
+        Ok(None)
+    }
+}
+
+/// Rows as `LOAD DATA` reads them with the options of [`Mysql::load_directly`]: fields
+/// separated by tabs, rows ended by newlines, `\N` for NULL and `\\`, `\t`, `\n`, `\r`,
+/// `\0` escaped in text; values in the forms MySQL parses for their columns (the session is
+/// in UTC, so a UTC timestamp is written as it is). `None` when a row holds bytes, which have
+/// no such text form here: those runs take the upserts.
+fn load_data(rows: &[std::borrow::Cow<'_, [Value]>]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(rows.len() * 64);
+    for row in rows {
+        for (i, value) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            let _ = match value {
+                Value::Null => write!(out, "\\N"),
+                Value::Bool(b) => write!(out, "{}", u8::from(*b)),
+                Value::Int(n) => write!(out, "{n}"),
+                Value::Float(f) => write!(out, "{f:?}"),
+                Value::Decimal(d) => write!(out, "{d}"),
+                Value::Text(t) => {
+                    escape_into(&mut out, t);
+                    Ok(())
+                }
+                Value::Json(j) => {
+                    escape_into(&mut out, &j.to_string());
+                    Ok(())
+                }
+                Value::Bytes(_) => return None,
+                Value::Date(d) => write!(out, "{}", d.format("%Y-%m-%d")),
+                Value::Timestamp(t) => write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f")),
+                Value::TimestampTz(t) => {
+                    write!(out, "{}", t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f"))
+                }
+            };
+        }
+        out.push(b'\n');
+    }
+    Some(out)
+}
+
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => out.extend_from_slice(b"\\0"),
+            _ => out.push(b),
+        }
     }
 }
 
@@ -245,6 +389,11 @@ impl Dialect for Mysql {
 
     fn now_sql(&self) -> &'static str {
         "SELECT UTC_TIMESTAMP(6)"
+    }
+
+    /// `LOAD DATA LOCAL INFILE` while keys are new ([`Mysql::load_directly`]).
+    fn loads_new_rows(&self) -> bool {
+        true
     }
 
     fn changelog_table(&self) -> String {

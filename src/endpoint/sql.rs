@@ -64,10 +64,15 @@ impl Statement<'_> {
                 target: load.target,
                 staging: load.staging,
                 columns: load.columns,
+                replaces: load.replaces,
             }),
         }
     }
 }
+
+/// From how many rows on a run of upserts is offered for a direct load
+/// ([`Dialect::loads_new_rows`]).
+pub(crate) const DIRECT_LOAD_MIN_ROWS: usize = 32;
 
 /// A staging table's name: one per target table and set of columns, the same in every run.
 pub(crate) fn staging_name(target: &str, columns: &[ColumnInfo]) -> String {
@@ -95,6 +100,11 @@ pub(crate) struct Load<'a> {
     /// Distinct keys: the upsert from staging would refuse a key twice. Borrowed from the
     /// batch when already of the columns' kinds.
     pub rows: Vec<Cow<'a, [Value]>>,
+    /// Engines that load runs of new rows straight into the target
+    /// ([`Dialect::loads_new_rows`]): the statements, from this one on, that write the same
+    /// rows as multi-row upserts, run only when the load cannot (a key already there, a
+    /// value the target adjusts). 0 for the staging and per-row loads.
+    pub replaces: usize,
 }
 
 /// One page of a table's snapshot: its rows in key order after a key, at most `limit`.
@@ -213,6 +223,13 @@ pub(crate) trait Dialect {
     /// always multi-row `INSERT`s.
     fn bulk_load_min_rows(&self) -> Option<usize> {
         None
+    }
+
+    /// Whether runs of at least [`DIRECT_LOAD_MIN_ROWS`] upserts are also offered as a
+    /// [`Load`] that the engine may write straight into the target while their keys are
+    /// new there, running the multi-row upserts it [`Load::replaces`] otherwise.
+    fn loads_new_rows(&self) -> bool {
+        false
     }
 
     /// The staging table, quoted, for loading `columns` into `target` (quoted).
@@ -639,6 +656,7 @@ impl<E: Engine> SqlEndpoint<E> {
                 staging,
                 columns: r.columns.clone(),
                 rows,
+                replaces: 0,
             };
             out.push(Statement {
                 sql,
@@ -648,6 +666,16 @@ impl<E: Engine> SqlEndpoint<E> {
             return;
         }
         let per_stmt = self.rows_per_stmt(cols.len());
+        let first = out.len();
+        let direct =
+            (self.engine.loads_new_rows() && rows.len() >= DIRECT_LOAD_MIN_ROWS).then(|| Load {
+                row_sql: String::new(),
+                target: target.clone(),
+                staging: String::new(),
+                columns: r.columns.clone(),
+                rows: rows.clone(),
+                replaces: rows.len().div_ceil(per_stmt),
+            });
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Cow<'o, [Value]>> = rows.by_ref().take(per_stmt).collect();
@@ -664,6 +692,9 @@ impl<E: Engine> SqlEndpoint<E> {
             sql.push_str(&clause);
             let params = chunk.into_iter().flat_map(Cow::into_owned).collect();
             out.push(Statement::new(sql, params));
+        }
+        if let Some(direct) = direct {
+            out[first].load = Some(direct);
         }
     }
 
