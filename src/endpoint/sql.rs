@@ -32,8 +32,10 @@ pub(crate) struct Statement<'a> {
     pub params: Vec<Value>,
     /// A run of upserts the engine loads in bulk, in the same transaction, its own way:
     /// into a staging table that `sql` then upserts from, or by running
-    /// [`Load::row_sql`] once per row (and not `sql`). Only for engines whose
-    /// [`Dialect::bulk_load_min_rows`] says so.
+    /// [`Load::row_sql`] once per row (and not `sql`), for engines whose
+    /// [`Dialect::bulk_load_min_rows`] says so; or, for engines that
+    /// [`Dialect::loads_new_rows`], straight into the target instead of this statement
+    /// and the ones after it that [`Load::replaces`] counts.
     pub load: Option<Load<'a>>,
 }
 
