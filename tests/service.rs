@@ -458,6 +458,56 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
 }
 
 #[test]
+fn sigterm_during_a_whole_table_copy_interrupts_the_statement_at_once() {
+    with_timeout(180, || {
+        const ROWS: i64 = 1_000_000;
+        // The target's columns are the mapped ones, in order, and it is empty: the copy
+        // starts as one whole-table statement, which may run up to 2 s before it gives way
+        // to pages. A SIGTERM must not wait for that.
+        let repo = sqlite_repo();
+        sqlite(
+            &repo,
+            "erp.db",
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+                 INSERT INTO customers SELECT i, 'name ' || i FROM n"
+            ),
+        );
+        let state = repo.path().join(".dualwrite/state.db");
+        let copying = || -> bool {
+            let Ok(conn) = rusqlite::Connection::open_with_flags(
+                &state,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            ) else {
+                return false;
+            };
+            conn.query_row(
+                "SELECT data FROM runtime WHERE name = 'customers'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|r| r["initialSync"]["status"] == "Running")
+        };
+        let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(60), "the copy to start", copying);
+        service.signal("-TERM");
+        let (code, took) = service.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{}", service.logs());
+        assert!(
+            took < Duration::from_millis(700),
+            "the statement is interrupted, not waited for: {took:?}"
+        );
+        let _again = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(120), "the copy to finish", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        assert_eq!(sqlite_count(&repo, "crm.db", "account"), ROWS);
+    });
+}
+
+#[test]
 fn pull_on_the_timer_applies_commits_pushed_elsewhere_and_records_their_revision() {
     with_timeout(120, || {
         let origin = sqlite_repo();
