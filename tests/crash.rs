@@ -30,21 +30,6 @@ fn spawn_reconcile(repo: &Repo, env: &[(&str, &str)]) -> Child {
         .unwrap()
 }
 
-/// The map's runtime record as the state store holds it, if any.
-fn runtime(repo: &Repo) -> Option<serde_json::Value> {
-    let path = repo.path().join(".dualwrite/state.db");
-    let conn =
-        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    conn.busy_timeout(Duration::from_secs(5)).ok()?;
-    let text: String = conn
-        .query_row("SELECT data FROM runtime WHERE name = 'm'", [], |r| {
-            r.get(0)
-        })
-        .ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// Waits until `ready` holds for the runtime, then kills the process with SIGKILL.
 fn kill_when(
     child: &mut Child,
@@ -59,7 +44,7 @@ fn kill_when(
                 "reconcile finished ({status}) before it could be killed {what}: make the table bigger"
             );
         }
-        if runtime(repo).is_some_and(|r| ready(&r)) {
+        if repo.runtime("m").is_some_and(|r| ready(&r)) {
             break;
         }
         assert!(
@@ -219,7 +204,7 @@ async fn kill_9_mid_live_sync_then_reconcile_converges() {
     // A burst of live changes, then a reconcile killed while it drains them.
     let src = rusqlite::Connection::open(repo.path().join("src.db")).unwrap();
     src.execute_batch("UPDATE items SET qty = qty + 1, name = name || ' v2'; DELETE FROM items WHERE id % 13 = 0;").unwrap();
-    let start_cursor = runtime(&repo).unwrap()["cursorSource"].as_i64().unwrap();
+    let start_cursor = repo.runtime("m").unwrap()["cursorSource"].as_i64().unwrap();
     let mut child = spawn_reconcile(&repo, &env);
     kill_when(&mut child, &repo, "mid live sync", |r| {
         r["cursorSource"].as_i64().unwrap_or(0) > start_cursor + 2_000

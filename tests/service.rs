@@ -197,6 +197,18 @@ fn sqlite_count(repo: &Repo, db: &str, table: &str) -> i64 {
         .unwrap()
 }
 
+/// Fills the ERP's customers up to id `last` (the repository starts with ids 1 and 2).
+fn add_customers(repo: &Repo, last: i64) {
+    sqlite(
+        repo,
+        "erp.db",
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < {last})
+             INSERT INTO customers SELECT i, 'name ' || i FROM n"
+        ),
+    );
+}
+
 /// The test repository: two SQLite apps, the customers map, committed to git.
 fn sqlite_repo() -> Repo {
     let repo = Repo::new(&[
@@ -397,14 +409,7 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
     with_timeout(180, || {
         const ROWS: i64 = 300_000;
         let repo = sqlite_repo();
-        sqlite(
-            &repo,
-            "erp.db",
-            &format!(
-                "WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
-                 INSERT INTO customers SELECT i, 'name ' || i FROM n"
-            ),
-        );
+        add_customers(&repo, ROWS);
         // A target column the map does not write: the copy runs in pages, not as one
         // whole-table statement.
         sqlite(
@@ -465,33 +470,12 @@ fn sigterm_during_a_whole_table_copy_interrupts_the_statement_at_once() {
         // starts as one whole-table statement, which may run up to 2 s before it gives way
         // to pages. A SIGTERM must not wait for that.
         let repo = sqlite_repo();
-        sqlite(
-            &repo,
-            "erp.db",
-            &format!(
-                "WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
-                 INSERT INTO customers SELECT i, 'name ' || i FROM n"
-            ),
-        );
-        let state = repo.path().join(".dualwrite/state.db");
-        let copying = || -> bool {
-            let Ok(conn) = rusqlite::Connection::open_with_flags(
-                &state,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            ) else {
-                return false;
-            };
-            conn.query_row(
-                "SELECT data FROM runtime WHERE name = 'customers'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .is_some_and(|r| r["initialSync"]["status"] == "Running")
-        };
+        add_customers(&repo, ROWS);
         let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
-        wait_for(Duration::from_secs(60), "the copy to start", copying);
+        wait_for(Duration::from_secs(60), "the copy to start", || {
+            repo.runtime("customers")
+                .is_some_and(|r| r["initialSync"]["status"] == "Running")
+        });
         service.signal("-TERM");
         let (code, took) = service.wait_exit(Duration::from_secs(10));
         assert_eq!(code, Some(0), "{}", service.logs());

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use mysql_async::{Conn, InfileData, Opts, OptsBuilder, Params, Pool, Value as MyValue};
 
-use super::sql::{Dialect, Engine, Load, Statement, Stmt, first_texts, quote_with, text_at};
+use super::sql::{
+    DIRECT_RETRY_AFTER, Dialect, Engine, Load, Statement, Stmt, first_texts, quote_with, text_at,
+};
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
@@ -31,10 +33,6 @@ pub(crate) struct Mysql {
     /// stand for its upserts; `u32::MAX` once the server refused `LOCAL INFILE`.
     skip_direct: AtomicU32,
 }
-
-/// After a direct load found a key already there (or a value the target adjusted), this
-/// many runs take the multi-row upserts before a direct load is tried again.
-const DIRECT_RETRY_AFTER: u32 = 16;
 
 impl Mysql {
     pub(crate) async fn connect(url: &str) -> Result<Mysql, EndpointError> {

@@ -27,8 +27,8 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 
 use super::sql::{
-    self, Dialect, Engine, Load, SnapshotPage, Stmt, first_texts, on_conflict_clause, quote_with,
-    staging_name, text_at,
+    self, DIRECT_RETRY_AFTER, Dialect, Engine, Load, SnapshotPage, Stmt, first_texts,
+    on_conflict_clause, quote_with, staging_name, text_at,
 };
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
@@ -49,10 +49,6 @@ const COPY_CHUNK: usize = 256 * 1024;
 
 /// The signature that starts binary `COPY` data.
 const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-
-/// After a direct `COPY` into a target found a key already there, this many loads into
-/// that target go through the staging table before a direct `COPY` is tried again.
-const DIRECT_RETRY_AFTER: u32 = 16;
 
 pub(crate) struct Postgres {
     url: String,

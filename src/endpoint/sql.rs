@@ -76,6 +76,10 @@ impl Statement<'_> {
 /// ([`Dialect::loads_new_rows`]).
 pub(crate) const DIRECT_LOAD_MIN_ROWS: usize = 32;
 
+/// After a direct load (PostgreSQL: `COPY` into the table; MySQL: `LOAD DATA`) found a key
+/// already there, this many loads take the engine's other way before it is tried again.
+pub(crate) const DIRECT_RETRY_AFTER: u32 = 16;
+
 /// A staging table's name: one per target table and set of columns, the same in every run.
 pub(crate) fn staging_name(target: &str, columns: &[ColumnInfo]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a

@@ -482,6 +482,14 @@ impl CopySql {
         tuple(&params)
     }
 
+    /// The source key of the last row (after `where_after`, see [`CopySql::where_after`]).
+    fn last_key_query(&self, where_after: &str) -> String {
+        format!(
+            "SELECT {} FROM {}{where_after} ORDER BY {} LIMIT 1",
+            self.keys, self.source, self.keys_desc
+        )
+    }
+
     /// ` WHERE key > (after)` for the key queries (parameters from `?1`), or nothing.
     fn where_after(&self, after: bool) -> String {
         if after {
@@ -611,31 +619,35 @@ fn whole_table(conn: &mut Connection, sql: &CopySql) -> Result<Option<CopiedPage
         return Ok(None);
     };
     set_echo_suppression(&tx, false)?;
-    let last_key = if rows == 0 {
-        None
-    } else {
-        let mut stmt = tx
-            .prepare(&format!(
-                "SELECT {} FROM {} ORDER BY {} LIMIT 1",
-                sql.keys, sql.source, sql.keys_desc
-            ))
-            .map_err(classify)?;
-        let mut found = stmt.query([]).map_err(classify)?;
-        let row = found.next().map_err(classify)?.expect("rows were copied");
-        Some(
-            sql.key_kinds
-                .iter()
-                .enumerate()
-                .map(|(i, kind)| from_sql(row.get_ref(i).map_err(classify)?, *kind))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    };
+    // The source is read in this transaction's snapshot: its last key is the last copied.
+    let last_key = first_key(&tx, sql, &sql.last_key_query(""), &[])?;
     tx.commit().map_err(classify)?;
     Ok(Some(CopiedPage {
         read: rows,
         written: rows,
         last_key,
     }))
+}
+
+/// The source key of the first row `query` (a `SELECT` of [`CopySql::keys`], parameters
+/// `params`) returns, as values of the key's kinds.
+fn first_key(
+    tx: &Transaction<'_>,
+    sql: &CopySql,
+    query: &str,
+    params: &[Value],
+) -> Result<Option<Vec<Value>>, WriteError> {
+    let mut stmt = tx.prepare(query).map_err(classify)?;
+    let mut rows = stmt.query(binds(params)).map_err(classify)?;
+    let Some(row) = rows.next().map_err(classify)? else {
+        return Ok(None);
+    };
+    sql.key_kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| from_sql(row.get_ref(i).map_err(classify)?, *kind))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// The page's bounds, then `INSERT … SELECT … ON CONFLICT …` over exactly that key range,
@@ -651,19 +663,7 @@ fn copy_transaction(
         .map_err(classify)?;
     let after = after.unwrap_or_default();
     let where_after = sql.where_after(!after.is_empty());
-    let last_of = |query: String| -> Result<Option<Vec<Value>>, WriteError> {
-        let mut stmt = tx.prepare(&query).map_err(classify)?;
-        let mut rows = stmt.query(binds(&after)).map_err(classify)?;
-        let Some(row) = rows.next().map_err(classify)? else {
-            return Ok(None);
-        };
-        sql.key_kinds
-            .iter()
-            .enumerate()
-            .map(|(i, kind)| from_sql(row.get_ref(i).map_err(classify)?, *kind))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    };
+    let last_of = |query: String| first_key(&tx, sql, &query, &after);
     // A full page ends at its `limit`-th row; a shorter one at the last row there is.
     let full = last_of(format!(
         "SELECT {} FROM {}{where_after} ORDER BY {} LIMIT 1 OFFSET {}",
@@ -689,11 +689,7 @@ fn copy_transaction(
                     last_key: None,
                 });
             }
-            let last = last_of(format!(
-                "SELECT {} FROM {}{where_after} ORDER BY {} LIMIT 1",
-                sql.keys, sql.source, sql.keys_desc
-            ))?
-            .expect("counted rows");
+            let last = last_of(sql.last_key_query(&where_after))?.expect("counted rows");
             (read as u64, last)
         }
     };

@@ -98,6 +98,25 @@ impl Repo {
         self.git(&["rev-parse", "HEAD"])
     }
 
+    /// A map's runtime record (phase details, cursors, initial sync) as the SQLite state
+    /// store under `.dualwrite/` holds it now, read without taking a write lock; `None`
+    /// before the store or the record exists.
+    pub fn runtime(&self, map: &str) -> Option<serde_json::Value> {
+        let path = self.path().join(".dualwrite/state.db");
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+        let text: String = conn
+            .query_row("SELECT data FROM runtime WHERE name = ?1", [map], |r| {
+                r.get(0)
+            })
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// Every file under the repository (but .git) with its contents, to prove nothing changed.
     pub fn snapshot(&self) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
