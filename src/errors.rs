@@ -18,6 +18,7 @@ const PURGE_PAGE: usize = 10_000;
 /// The store query for `filter` on `map` (any map when `None`), open records only.
 pub fn query_of(map: Option<&str>, filter: &ErrorFilter) -> ErrorQuery {
     ErrorQuery {
+        scope: None,
         map: map.map(str::to_string),
         from: filter
             .from

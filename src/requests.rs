@@ -206,7 +206,11 @@ pub async fn execute(
 ) -> Result<(), StateError> {
     let map = &request.spec.map;
     let filter = &request.spec.filter;
-    let query = crate::errors::query_of(Some(map), filter);
+    let mut query = crate::errors::query_of(Some(map), filter);
+    // Map-level events have no record to write again: a Retry skips them, a Dismiss takes them.
+    if request.spec.action == crate::config::RequestAction::Retry {
+        query.scope = Some(crate::state::ErrorScope::Record);
+    }
     status.state = "Running".into();
     (
         status.matched,

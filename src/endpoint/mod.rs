@@ -282,6 +282,13 @@ pub struct CopiedPage {
     pub last_key: Option<Vec<Value>>,
 }
 
+/// Captured changes still waiting to be written (see [`Endpoint::queue_depth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    pub pending: u64,
+    pub oldest_at: Option<DateTime<Utc>>,
+}
+
 /// The spec's error types, as far as a database failure can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum WriteErrorClass {
@@ -457,6 +464,14 @@ pub trait Endpoint: Send + Sync {
         &'a self,
         table: &'a TableName,
     ) -> BoxFuture<'a, Result<i64, EndpointError>>;
+
+    /// How many captured changes of `table` wait after `after_seq`, and when the oldest of
+    /// them was captured: a map's queue. One aggregate query, however long the queue.
+    fn queue_depth<'a>(
+        &'a self,
+        table: &'a TableName,
+        after_seq: i64,
+    ) -> BoxFuture<'a, Result<QueueDepth, EndpointError>>;
 
     /// Deletes captured changes of `table` with `seq <= up_to_seq`; returns how many.
     fn changelog_trim<'a>(

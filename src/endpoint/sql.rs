@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Row, TableCopy,
-    TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass, WriteOp, key_string,
+    TableInfo, TableName, QueueDepth, Value, ValueKind, WriteError, WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 
@@ -871,6 +871,38 @@ impl<E: Engine> SqlEndpoint<E> {
         })
     }
 
+    async fn queue_depth(
+        &self,
+        table: &TableName,
+        after_seq: i64,
+    ) -> Result<QueueDepth, EndpointError> {
+        let e = &self.engine;
+        let sql = format!(
+            "SELECT COUNT(*), MIN(changed_at) FROM {} WHERE table_name = {} AND seq > {}",
+            e.changelog_table(),
+            e.placeholder(1),
+            e.placeholder(2)
+        );
+        let params = vec![Value::Text(table.to_string()), Value::Int(after_seq)];
+        let rows = e
+            .query(
+                Stmt::new(sql, params),
+                vec![ValueKind::Int, ValueKind::TimestampTz],
+            )
+            .await?;
+        let row = rows.first().map(Vec::as_slice).unwrap_or_default();
+        Ok(QueueDepth {
+            pending: match row.first() {
+                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
+            oldest_at: match row.get(1) {
+                Some(Value::TimestampTz(t)) => Some(*t),
+                _ => None,
+            },
+        })
+    }
+
     async fn changelog_trim(
         &self,
         table: &TableName,
@@ -1006,6 +1038,14 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         table: &'a TableName,
     ) -> BoxFuture<'a, Result<i64, EndpointError>> {
         Box::pin(self.max_change_seq(table))
+    }
+
+    fn queue_depth<'a>(
+        &'a self,
+        table: &'a TableName,
+        after_seq: i64,
+    ) -> BoxFuture<'a, Result<QueueDepth, EndpointError>> {
+        Box::pin(self.queue_depth(table, after_seq))
     }
 
     fn changelog_trim<'a>(

@@ -141,11 +141,41 @@ pub struct DirectionCounts {
     pub errors: u64,
 }
 
-/// One errored record (SPEC §2).
+/// What an error event is about: one record (it has a key), or the whole map (an endpoint
+/// that cannot be reached, a table or mapped column that is missing; no key).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ErrorScope {
+    #[default]
+    Record,
+    Map,
+}
+
+impl ErrorScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorScope::Record => "Record",
+            ErrorScope::Map => "Map",
+        }
+    }
+
+    /// The stored name back; anything else is a record (rows stored before scopes existed).
+    pub fn parse(text: &str) -> ErrorScope {
+        if text == "Map" {
+            ErrorScope::Map
+        } else {
+            ErrorScope::Record
+        }
+    }
+}
+
+/// One errored record (SPEC §2), or a map-level error event (`scope: Map`, key `""`).
+/// Map-level events are never merged: each failed attempt is one, so alert windows count
+/// them like records.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorRecord {
     pub id: i64,
+    pub scope: ErrorScope,
     pub map: String,
     pub phase: String,
     pub direction: String,
@@ -192,6 +222,8 @@ pub struct ErrorQuery {
     pub below_id: Option<i64>,
     /// Only records in this state (Open, Superseded, Retried); `None` = any state.
     pub state: Option<String>,
+    /// Only records or only map-level events; `None` = both.
+    pub scope: Option<ErrorScope>,
 }
 
 /// One condition of an [`ErrorQuery`], for a store to render in its own SQL dialect.
@@ -228,6 +260,9 @@ impl ErrorQuery {
             if let Some(v) = value {
                 c.push(Condition::Equals(column, v));
             }
+        }
+        if let Some(scope) = self.scope {
+            c.push(Condition::Equals("scope", scope.name()));
         }
         if let Some(from) = &self.from {
             c.push(Condition::AtLeast("last_at", from));

@@ -23,7 +23,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, MapRecord,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope, MapRecord,
     MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
 };
 use crate::endpoint::{redact, url_secrets};
@@ -65,8 +65,10 @@ CREATE TABLE IF NOT EXISTS {s}.errors (
 );
 DROP INDEX IF EXISTS {s}.errors_by_map;
 CREATE INDEX IF NOT EXISTS errors_by_key ON {s}.errors (map, direction, key, state);
-CREATE UNIQUE INDEX IF NOT EXISTS errors_open_key ON {s}.errors (map, direction, key)
-    WHERE state = 'Open';
+ALTER TABLE {s}.errors ADD COLUMN IF NOT EXISTS scope TEXT NOT NULL DEFAULT 'Record';
+DROP INDEX IF EXISTS {s}.errors_open_key;
+CREATE UNIQUE INDEX IF NOT EXISTS errors_open_record_key ON {s}.errors (map, direction, key)
+    WHERE state = 'Open' AND scope = 'Record';
 CREATE INDEX IF NOT EXISTS errors_by_time ON {s}.errors (last_at);
 CREATE INDEX IF NOT EXISTS errors_by_filter
     ON {s}.errors (map, state, type, phase, direction, last_at);
@@ -114,19 +116,25 @@ const GET_RUNTIME: &str = "SELECT data FROM {s}.runtime WHERE name = $1";
 const DELETE_MAP: &str = "DELETE FROM {s}.maps WHERE name = $1";
 const DELETE_RUNTIME: &str = "DELETE FROM {s}.runtime WHERE name = $1";
 /// One statement, so a concurrent writer cannot slip a duplicate in between (the partial
-/// unique index `errors_open_key` backs it). A new error starts with last = first attempt.
+/// unique index `errors_open_record_key` backs it). A new error starts with last = first
+/// attempt.
 const RECORD_ERROR: &str = "INSERT INTO {s}.errors AS e
     (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, 'Open')
-    ON CONFLICT (map, direction, key) WHERE state = 'Open' DO UPDATE SET
+    ON CONFLICT (map, direction, key) WHERE state = 'Open' AND scope = 'Record' DO UPDATE SET
         phase = $2, type = $4, row = $6, message = $7, code = $8, last_at = $10,
         attempts = e.attempts + 1
+    RETURNING id";
+/// A map-level event: never merged, each failed attempt is one.
+const RECORD_MAP_EVENT: &str = "INSERT INTO {s}.errors
+    (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope)
+    VALUES ($1, $2, $3, $4, '', NULL, $5, $6, $7, $7, 1, 'Open', 'Map')
     RETURNING id";
 const SUPERSEDE: &str = "UPDATE {s}.errors SET state = 'Superseded'
     WHERE map = $1 AND direction = $2 AND key = ANY($3) AND state = 'Open'";
 const HAS_OPEN_ERRORS: &str = "SELECT 1 FROM {s}.errors WHERE map = $1 AND state = 'Open' LIMIT 1";
 const OPEN_ERRORS: &str = "SELECT id, map, phase, direction, type, key, row, message, code,
-    first_at, last_at, attempts, state
+    first_at, last_at, attempts, state, scope
     FROM {s}.errors WHERE map = $1 AND state = 'Open' ORDER BY id DESC LIMIT $2";
 const OPEN_ERROR_COUNTS: &str = "SELECT type, phase, COUNT(*) FROM {s}.errors
     WHERE map = $1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase";
@@ -138,7 +146,7 @@ const MAPS: &str =
 const ALERTS: &str = "SELECT name, applied, revision, NULL::text FROM {s}.alerts ORDER BY name";
 const REQUESTS: &str = "SELECT name, applied, revision, state FROM {s}.requests ORDER BY name";
 const ERROR_COLUMNS: &str =
-    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state";
+    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope";
 const RESOLVE_ERRORS: &str =
     "UPDATE {s}.errors SET state = $2 WHERE id = ANY($1) AND state = 'Open'";
 const DELETE_ERRORS: &str = "DELETE FROM {s}.errors WHERE id = ANY($1)";
@@ -596,6 +604,7 @@ fn error_record(r: &Row) -> ErrorRecord {
         last_at: r.get(10),
         attempts: r.get(11),
         state: r.get(12),
+        scope: ErrorScope::parse(r.get(13)),
     }
 }
 
@@ -761,6 +770,23 @@ impl StateStore for PostgresStore {
 
     fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError> {
         let e = e.clone();
+        if e.scope == ErrorScope::Map {
+            return self.call(move |c| {
+                c.run(async |s| {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                        &e.map,
+                        &e.phase,
+                        &e.direction,
+                        &e.error_type,
+                        &e.message,
+                        &e.code,
+                        &e.first_at,
+                    ];
+                    let rows = s.query(RECORD_MAP_EVENT, &params).await?;
+                    Ok(rows[0].get::<_, i64>(0))
+                })
+            });
+        }
         self.call(move |c| {
             c.run(async |s| {
                 let rows = s.query(RECORD_ERROR, &record_params(&e)).await?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, MapRecord,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope, MapRecord,
     MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
 };
 
@@ -76,7 +76,10 @@ CREATE TABLE IF NOT EXISTS requests (
 ";
 
 /// Columns added after the first release, as (table, column, type): added when missing.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("requests", "status", "TEXT")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("requests", "status", "TEXT"),
+    ("errors", "scope", "TEXT NOT NULL DEFAULT 'Record'"),
+];
 
 impl SqliteStore {
     /// Opens (creating if needed) a store for writing.
@@ -229,7 +232,7 @@ fn where_clause(query: &ErrorQuery) -> (String, Vec<rusqlite::types::Value>) {
 }
 
 const ERROR_COLUMNS: &str =
-    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state";
+    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope";
 
 fn error_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorRecord> {
     Ok(ErrorRecord {
@@ -246,6 +249,7 @@ fn error_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorRecord> {
         last_at: r.get(10)?,
         attempts: r.get(11)?,
         state: r.get(12)?,
+        scope: ErrorScope::parse(&r.get::<_, String>(13)?),
     })
 }
 
@@ -356,10 +360,19 @@ impl StateStore for SqliteStore {
     /// Records a failed record. An open error for the same key and direction is updated
     /// (attempts + 1) instead of duplicated. Returns its id.
     fn record_error(&self, e: &ErrorRecord) -> Result<i64, StateError> {
+        if e.scope == ErrorScope::Map {
+            // Each failed attempt of the map is an event of its own.
+            self.conn.execute(
+                "INSERT INTO errors (map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope)
+                 VALUES (?1, ?2, ?3, ?4, '', NULL, ?5, ?6, ?7, ?7, 1, 'Open', 'Map')",
+                params![e.map, e.phase, e.direction, e.error_type, e.message, e.code, e.first_at],
+            )?;
+            return Ok(self.conn.last_insert_rowid());
+        }
         let existing: Option<i64> = self
             .conn
             .query_row(
-                "SELECT id FROM errors WHERE map = ?1 AND direction = ?2 AND key = ?3 AND state = 'Open'",
+                "SELECT id FROM errors WHERE map = ?1 AND direction = ?2 AND key = ?3 AND state = 'Open' AND scope = 'Record'",
                 params![e.map, e.direction, e.key],
                 |r| r.get(0),
             )

@@ -254,7 +254,8 @@ impl Pages<'_> {
                     after.as_deref(),
                     want,
                 )
-                .await?;
+                .await
+                .map_err(SyncError::Read)?;
             let Some(last) = page.last() else { break };
             *after = Some(flow.key_of(last).to_vec());
             read += page.len() as u64;
@@ -307,7 +308,7 @@ async fn copy_pages(
         let Some(page) = pages.recv().await else {
             break;
         };
-        let page = page?;
+        let page = page.map_err(SyncError::Read)?;
         if page.is_empty() {
             break;
         }
@@ -350,7 +351,8 @@ async fn write_page(
         let present = sides
             .to
             .fetch_rows(sides.to_table, &flow.to_key, &flow.to_key, &keys)
-            .await?;
+            .await
+            .map_err(SyncError::Write)?;
         let present: std::collections::HashSet<String> = present
             .iter()
             .map(|r| crate::endpoint::key_string(r))

@@ -21,7 +21,8 @@ impl Pending {
         let raw = sides
             .from
             .read_changes(sides.from_table, cursor, limit)
-            .await?;
+            .await
+            .map_err(SyncError::Read)?;
         let last_seq = raw.last().map_or(cursor, |c| c.seq);
         let mut latest: HashMap<String, usize> = HashMap::new();
         for (i, c) in raw.iter().enumerate() {
@@ -68,10 +69,11 @@ pub async fn fetch_current(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(sides
+    sides
         .from
         .fetch_rows(sides.from_table, &flow.read_columns, &flow.from_key, keys)
-        .await?)
+        .await
+        .map_err(SyncError::Read)
 }
 
 /// The second half of [`write_current`]: `rows` were fetched for `keys`; the keys without a

@@ -263,6 +263,7 @@ impl Journal<'_> {
     ) -> crate::state::ErrorRecord {
         crate::state::ErrorRecord {
             id: 0,
+            scope: crate::state::ErrorScope::Record,
             map: self.map.clone(),
             phase: phase.to_string(),
             direction: flow.way.name().to_string(),
@@ -303,12 +304,20 @@ pub struct Sides<'a> {
     pub to_info: &'a TableInfo,
 }
 
+/// Why a sync of one way stopped. Each endpoint failure says which end of the way it hit:
+/// the side data comes from (`Read`) or the side it is written to (`Unreachable`, `Write`),
+/// so the reconciler can name the endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// Writing to the target failed as unreachable, after the in-batch retries.
     #[error(transparent)]
     Unreachable(#[from] Unreachable),
+    /// Reading the side data comes from (snapshot pages, changes, current rows) failed.
     #[error("{0}")]
-    Endpoint(#[from] crate::endpoint::EndpointError),
+    Read(#[source] crate::endpoint::EndpointError),
+    /// The side data is written to failed outside a batch write (a key lookup, a copy).
+    #[error("{0}")]
+    Write(#[source] crate::endpoint::EndpointError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// A shutdown was requested (`crate::shutdown`); the work done so far is committed and
