@@ -4,7 +4,8 @@
 //! maps between several processes sharing a PostgreSQL state store.
 //!
 //! Does not own what a pass does: every pass is `reconcile::run_on` over a scope of maps,
-//! and status files are the same `status` types `reconcile` writes.
+//! and its status files are written by `status::publish`, as `dualwrite reconcile` writes
+//! them.
 //!
 //! Invariants:
 //! - One pass at a time. Wake-ups that arrive during a pass are merged into the next one.
@@ -32,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::config::{self, Config, ConfigSource, WorkTree};
 use crate::reconcile::{self, PassOptions as Scope};
 use crate::state::StateStore;
-use crate::status::{self, AlertStatus, Condition, MapStatus};
+use crate::status::{self, AlertStatus, MapStatus};
 
 /// How long a pass in flight may take to reach a clean stop after SIGTERM (the end of the
 /// batch it writes) before it is cut off. Cutting it is as safe as a crash (cursors advance
@@ -367,7 +368,7 @@ impl Service {
         match result {
             Ok(report) => {
                 if let Err(e) = self.publish(&cfg, &revision, &scope, Some(&report)).await {
-                    self.failed(trigger, &e, started);
+                    self.failed(trigger, &e.to_string(), started);
                     return;
                 }
                 let mut snap = self.shared.write().expect("snapshot lock");
@@ -463,73 +464,35 @@ impl Service {
         revision: &str,
         scope: &Scope,
         report: Option<&reconcile::Report>,
-    ) -> Result<(), String> {
-        let store = self.store.as_ref().ok_or("no state store")?;
-        let maps = cfg.maps.iter().map(|m| &m.resource).filter(|m| {
-            scope
-                .only_maps
-                .as_ref()
-                .is_none_or(|o| o.contains(&m.metadata.name))
-        });
-        let mut statuses = status::map_statuses(store.as_ref(), maps).map_err(|e| e.to_string())?;
+    ) -> Result<(), status::StatusError> {
+        let store = self
+            .store
+            .as_deref()
+            .expect("publish runs with an open store");
         let (config_error, since) = {
             let snap = self.shared.read().expect("snapshot lock");
             (snap.config_error.clone(), snap.config_invalid_since.clone())
         };
-        for (_, st) in &mut statuses {
-            if let Some(error) = &config_error {
-                mark_config_invalid(st, error, revision, since.clone());
-            }
-        }
-        for (name, st) in &statuses {
-            // Logged first: whoever sees the new status file finds the event already logged.
-            self.log.map(name, st);
-            status::write_map_status(&self.dir, name, st).map_err(|e| e.to_string())?;
-        }
-        let mut alerts = BTreeMap::new();
-        if let Some(report) = report {
-            for (name, maps) in &report.alerts {
-                let st = AlertStatus {
-                    observed_revision: revision.to_string(),
-                    maps: maps.clone(),
-                };
-                status::write_alert_status(&self.dir, name, &st).map_err(|e| e.to_string())?;
-                alerts.insert(name.clone(), st);
-            }
-        }
-        let mut requests = BTreeMap::new();
-        for located in &cfg.requests {
-            let name = &located.resource.metadata.name;
-            if !scope.includes(&located.resource.spec.map) {
-                continue;
-            }
-            if let Some(st) = store.request_status(name).map_err(|e| e.to_string())? {
-                status::write_request_status(&self.dir, name, &st).map_err(|e| e.to_string())?;
-                requests.insert(name.clone(), st);
-            }
-        }
-        if report.is_some() && scope.only_maps.is_none() {
-            let maps = cfg.maps.iter().map(|m| m.resource.metadata.name.as_str());
-            let alerts = cfg.alerts.iter().map(|a| a.resource.metadata.name.as_str());
-            let requests = cfg
-                .requests
-                .iter()
-                .map(|r| r.resource.metadata.name.as_str());
-            for (folder, keep) in [
-                ("maps", maps.collect::<Vec<_>>()),
-                ("alerts", alerts.collect()),
-                ("requests", requests.collect()),
-            ] {
-                status::remove_stale(&self.dir, folder, &keep).map_err(|e| e.to_string())?;
-            }
-        }
+        let publication = status::Publication {
+            dir: &self.dir,
+            cfg,
+            revision,
+            only_maps: scope.only_maps.as_ref(),
+            alerts: report.map(|r| &r.alerts),
+            config_invalid: config_error.as_deref().map(|error| status::ConfigInvalid {
+                error,
+                since: since.as_deref(),
+            }),
+        };
+        let log = &mut self.log;
+        let published = status::publish(&publication, store, &mut |name, st| log.map(name, st))?;
         let ages = self
             .changes
-            .oldest_pending(cfg, store.as_ref(), &statuses)
+            .oldest_pending(cfg, store, &published.maps)
             .await;
         let mut snap = self.shared.write().expect("snapshot lock");
         snap.revision = revision.to_string();
-        if report.is_some() {
+        if let Some(alerts) = published.alerts {
             snap.alerts = alerts;
         }
         let in_requests: HashSet<&str> = cfg
@@ -539,7 +502,7 @@ impl Service {
             .collect();
         snap.requests
             .retain(|name, _| in_requests.contains(name.as_str()));
-        snap.requests.extend(requests);
+        snap.requests.extend(published.requests);
         let in_config: HashSet<&str> = cfg
             .maps
             .iter()
@@ -549,7 +512,7 @@ impl Service {
         snap.maps.retain(|name, _| {
             in_config.contains(name.as_str()) && owned.as_ref().is_none_or(|o| o.contains(name))
         });
-        for (name, st) in statuses {
+        for (name, st) in published.maps {
             snap.oldest_pending_seconds.remove(&name);
             snap.maps.insert(name, st);
         }
@@ -602,20 +565,6 @@ impl Service {
         }
         tracing::info!("stopped");
     }
-}
-
-/// Adds (or replaces) the `Stalled` condition with reason `ConfigInvalid`.
-fn mark_config_invalid(st: &mut MapStatus, error: &str, revision: &str, since: Option<String>) {
-    st.conditions.retain(|c| c.kind != "Stalled");
-    st.conditions.push(Condition {
-        kind: "Stalled".into(),
-        status: "True".into(),
-        reason: "ConfigInvalid".into(),
-        message: format!(
-            "the config in the work tree is invalid; revision {revision} stays in force: {error}"
-        ),
-        last_transition_time: since,
-    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
