@@ -1,8 +1,10 @@
 //! The command line: clap definitions and dispatch to the library. Rendering of plans and
-//! diagnostics as text, JSON or GitHub annotations lives in `render`.
+//! diagnostics as text, JSON or GitHub annotations lives in `render`; the options of
+//! `dualwrite run` in `run`; error listings, requests and logs in `errors`.
 
 pub mod errors;
 pub mod render;
+pub mod run;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,7 +43,7 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Reconcile continuously: on config changes, on a timer and on new changes; serve
     /// metrics, health and a JSON API over HTTP. Stops on SIGTERM/Ctrl-C.
-    Run(crate::service::RunArgs),
+    Run(run::RunArgs),
     /// The phases, queues and error counts of the maps.
     Status {
         /// Only this map.
@@ -478,7 +480,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 .map_err(|e| e.to_string())?;
             Ok(code)
         }
-        Command::Run(args) => crate::service::run(&cli.dir, args),
+        Command::Run(args) => {
+            crate::service::run(&cli.dir, &args.options()).map_err(|e| e.to_string())?;
+            Ok(exit::OK)
+        }
         Command::Schema { out: dir } => {
             let dir = if dir.is_absolute() {
                 dir.clone()

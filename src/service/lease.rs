@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::RunArgs;
+use super::Options;
 use crate::config::Config;
 use crate::state::StateStore;
 
@@ -52,7 +52,7 @@ fn default_holder() -> String {
 
 impl Leases {
     /// Opens a second connection to the store and starts the lease thread.
-    pub(crate) fn start(dir: &Path, cfg: &Config, args: &RunArgs) -> Result<Leases, String> {
+    pub(crate) fn start(dir: &Path, cfg: &Config, args: &Options) -> Result<Leases, String> {
         let store = crate::state::open(dir, &cfg.project.resource).map_err(|e| e.to_string())?;
         let holder = args.holder_id.clone().unwrap_or_else(default_holder);
         let inner = Arc::new(Inner {

@@ -40,57 +40,29 @@ use crate::status::{self, AlertStatus, MapStatus};
 /// only after commit), just later to converge.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
-/// Options of `dualwrite run`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Full reconcile at least this often (e.g. 30s, 5m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+/// How `dualwrite run` runs (the CLI's `--interval`, `--listen` … become this).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A full reconcile at least this often.
     pub interval: Duration,
-    /// How often endpoints without change notifications (SQLite, MySQL) are polled for new
-    /// captured changes (e.g. 500ms, 1s).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How often endpoints without change notifications are polled for new changes.
     pub poll_interval: Duration,
-    /// Run `git pull --ff-only` in the config repository on every timer tick.
-    #[arg(long)]
+    /// `git pull --ff-only` in the config repository on every timer tick.
     pub pull: bool,
-    /// Address of the HTTP endpoint (metrics, health, JSON API). Loopback unless told.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    /// Address of the HTTP endpoint (metrics, health, JSON API).
     pub listen: std::net::SocketAddr,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Lease time-to-live when several processes share a PostgreSQL state store: a map
-    /// whose owner stops renewing moves to another process after this.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// Lease time-to-live when several processes share a PostgreSQL state store.
     pub lease_ttl: Duration,
     /// This process's name among those sharing the state store (default: host-pid).
-    #[arg(long)]
     pub holder_id: Option<String>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// How logs are written on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// `500ms`, `2s`, `15m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (e.g. 500ms, 30s, 5m, 1h)");
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(bad());
-    }
-    Ok(d)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,20 +139,18 @@ pub(crate) struct Snapshot {
 
 pub(crate) type Shared = Arc<RwLock<Snapshot>>;
 
-/// Runs `dualwrite run` in `dir` until SIGTERM/Ctrl-C. Returns the exit code.
-pub fn run(dir: &Path, args: &RunArgs) -> Result<i32, String> {
-    logging::init(args.log_format);
+/// Runs `dualwrite run` in `dir` until SIGTERM/Ctrl-C.
+pub fn run(dir: &Path, options: &Options) -> Result<(), ServiceError> {
+    logging::init(options.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| ServiceError::Runtime(e).to_string())?;
-    runtime
-        .block_on(Service::start(dir.to_path_buf(), args.clone()))
-        .map_err(|e| e.to_string())?;
+        .map_err(ServiceError::Runtime)?;
+    runtime.block_on(Service::start(dir.to_path_buf(), options.clone()))?;
     // Background work (a listener, a blocked store call) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    Ok(crate::cli::exit::OK)
+    Ok(())
 }
 
 /// The config a pass runs with, and the revision it came from.
@@ -191,7 +161,7 @@ struct Loaded {
 
 struct Service {
     dir: PathBuf,
-    args: RunArgs,
+    args: Options,
     shared: Shared,
     /// The last valid config.
     good: Option<Loaded>,
@@ -203,7 +173,7 @@ struct Service {
 }
 
 impl Service {
-    async fn start(dir: PathBuf, args: RunArgs) -> Result<(), ServiceError> {
+    async fn start(dir: PathBuf, args: Options) -> Result<(), ServiceError> {
         let shared: Shared = Arc::default();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -590,20 +560,5 @@ async fn maybe<F: std::future::Future>(f: Option<F>) -> Option<F::Output> {
     match f {
         Some(f) => Some(f.await),
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["", "s", "10", "0s", "1x", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }
