@@ -1,7 +1,8 @@
 //! Waking up when changes are captured. A PostgreSQL endpoint LISTENs on the channel its
 //! capture trigger notifies (`capture::postgres::CHANGES_CHANNEL`) and reports, at commit,
 //! the table named in each notification. SQLite and MySQL have no such signal: [`listen`]
-//! returns `None` there and the caller polls the changelog instead.
+//! returns `None` there ([`EndpointSpec::can_listen`] says so beforehand) and the caller
+//! polls the changelog instead.
 //!
 //! Owns the listening connection only. Its URL never leaves it: driver messages are
 //! redacted before they are logged or returned.
@@ -31,13 +32,29 @@ impl Drop for Listener {
     }
 }
 
+impl EndpointSpec {
+    /// Whether [`listen`] can wake on this endpoint's captured changes; the others are
+    /// polled.
+    pub fn can_listen(&self) -> bool {
+        self.listen_url().is_some()
+    }
+
+    /// The URL a LISTEN session connects to, for the engines that notify.
+    fn listen_url(&self) -> Option<&str> {
+        match self {
+            EndpointSpec::Postgres { url } => Some(url),
+            EndpointSpec::Sqlite { .. } | EndpointSpec::Mysql { .. } => None,
+        }
+    }
+}
+
 /// Starts listening on `spec` and sends each changed table's name (as written in the map,
 /// `table` or `schema.table`) to `tables`. `Ok(None)` for engines without notifications.
 pub async fn listen(
     spec: &EndpointSpec,
     tables: UnboundedSender<String>,
 ) -> Result<Option<Listener>, String> {
-    let EndpointSpec::Postgres { url } = spec else {
+    let Some(url) = spec.listen_url() else {
         return Ok(None);
     };
     let secrets = url_secrets(url);
