@@ -178,11 +178,15 @@ fn request_order(dir: &Path, cfg: &Config) -> Vec<String> {
 }
 
 fn observe_status_files(dir: &Path) -> Actual {
-    let (maps, mut warnings) = status::read_observed(dir, "maps");
-    let (alerts, w2) = status::read_observed(dir, "alerts");
-    let (requests, w3) = status::read_observed(dir, "requests");
-    warnings.extend(w2);
-    warnings.extend(w3);
+    let (maps, p1) = status::read_observed(dir, "maps");
+    let (alerts, p2) = status::read_observed(dir, "alerts");
+    let (requests, p3) = status::read_observed(dir, "requests");
+    // A damaged status file is said in the plan's warnings, as the user reads it.
+    let mut warnings: Vec<String> = [p1, p2, p3]
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
     if maps.is_empty() && alerts.is_empty() && requests.is_empty() {
         return Actual {
             source: ActualSource::None,

@@ -393,6 +393,20 @@ fn past_tense(action: RequestAction) -> &'static str {
     }
 }
 
+/// What stops a Retry part-way (what was written stays written); its request is Failed
+/// with this as the reason.
+#[derive(Debug, thiserror::Error)]
+enum RetryError {
+    /// Reading current rows or writing them: an endpoint went away, say.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// Settling the records on the state store.
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("settling retried records: {0}")]
+    Settle(#[source] tokio::task::JoinError),
+}
+
 /// Retries `records` way by way, `batch_size` at a time: each key's current row is read
 /// from the side it came from and written; a success marks the record Retried, a failure
 /// updates it (attempts + 1, the new message) and keeps it open. An unreachable endpoint
@@ -403,15 +417,15 @@ async fn retry(
     journal: &mut Journal<'_>,
     ways: &[Way<'_>],
     batch_size: usize,
-) -> Result<(), String> {
+) -> Result<(), RetryError> {
     // Records of a way the map no longer syncs cannot be retried.
     status.failed += records
         .iter()
         .filter(|e| !ways.iter().any(|w| w.flow.way.name() == e.direction))
         .count() as u64;
-    let marker = Marker::start(journal.store).map_err(|e| e.to_string())?;
+    let marker = Marker::start(journal.store)?;
     let outcome = retry_ways(records, status, journal, ways, batch_size, &marker).await;
-    let marked = marker.finish().await.map_err(|e| e.to_string());
+    let marked = marker.finish().await;
     outcome.and(marked)
 }
 
@@ -469,11 +483,9 @@ impl Marker {
     }
 
     /// Waits until everything sent is settled and committed.
-    async fn finish(self) -> Result<(), StateError> {
+    async fn finish(self) -> Result<(), RetryError> {
         drop(self.sender);
-        self.done
-            .await
-            .map_err(|e| StateError::Other(format!("settling retried records: {e}")))?
+        Ok(self.done.await.map_err(RetryError::Settle)??)
     }
 }
 
@@ -484,7 +496,7 @@ async fn retry_ways(
     ways: &[Way<'_>],
     batch_size: usize,
     marker: &Marker,
-) -> Result<(), String> {
+) -> Result<(), RetryError> {
     for way in ways {
         let flow = way.flow;
         let kinds = sync::key_kinds(flow, way.sides.from_info);
@@ -494,10 +506,7 @@ async fn retry_ways(
             .collect();
         // A chunk's keys are parsed and its rows read while the chunk before is written.
         let chunks: Vec<&[&ErrorKey]> = mine.chunks(batch_size.max(1)).collect();
-        let failed = |e: SyncError| e.to_string();
-        let mut prepared = prepare_chunk(chunks.first().copied(), way, &kinds)
-            .await
-            .map_err(failed)?;
+        let mut prepared = prepare_chunk(chunks.first().copied(), way, &kinds).await?;
         for i in 0..chunks.len() {
             let Some((chunk, rows)) = prepared.take() else {
                 break;
@@ -515,8 +524,8 @@ async fn retry_ways(
             let next = prepare_chunk(chunks.get(i + 1).copied(), way, &kinds);
             let (written, next_rows) = tokio::join!(write, next);
             let by_key = &chunk.by_key;
-            written.map_err(failed)?;
-            prepared = next_rows.map_err(failed)?;
+            written?;
+            prepared = next_rows?;
             let retried: Vec<i64> = out
                 .written
                 .iter()

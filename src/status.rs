@@ -52,7 +52,7 @@ pub struct HeldBy {
 
 /// Reads every `status/<folder>/*.yaml` as the fields common to all statuses. Unreadable
 /// files are skipped with their error, so one damaged file cannot hide the rest.
-pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, Vec<String>) {
+pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, Vec<StatusError>) {
     let mut found = BTreeMap::new();
     let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir.join(STATUS_DIR).join(folder)) else {
@@ -64,19 +64,25 @@ pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, V
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
     {
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                serde_saphyr::from_str::<StatusFile<Observed>>(&text).map_err(|e| e.to_string())
-            });
-        match parsed {
+        match read_status_file(&path) {
             Ok(file) => {
                 found.insert(file.metadata.name, file.status);
             }
-            Err(e) => problems.push(format!("{}: {e}", path.display())),
+            Err(problem) => problems.push(problem),
         }
     }
     (found, problems)
+}
+
+fn read_status_file(path: &Path) -> Result<StatusFile<Observed>, StatusError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|source| StatusError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// Writes `text` to `path` atomically, only when it differs from what is there.
@@ -428,11 +434,24 @@ fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> Result<usize, Status
     Ok(removed)
 }
 
-/// What can go wrong publishing status files.
+/// What can go wrong reading or publishing status files.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        /// Boxed: the parser's error is large and this one is rare.
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
     #[error("rendering {}: {source}", path.display())]
     Render {
         path: PathBuf,

@@ -10,7 +10,7 @@
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{EndpointSpec, redact, url_secrets};
+use super::{EndpointError, EndpointSpec, redact, url_secrets};
 use crate::capture::postgres::CHANGES_CHANNEL;
 
 /// A live LISTEN session. Notifications stop when it is dropped or its connection breaks
@@ -50,15 +50,21 @@ impl EndpointSpec {
 
 /// Starts listening on `spec` and sends each changed table's name (as written in the map,
 /// `table` or `schema.table`) to `tables`. `Ok(None)` for engines without notifications.
+/// Fails with [`EndpointError::Listen`] (class Network), whose message is the driver's,
+/// redacted.
 pub async fn listen(
     spec: &EndpointSpec,
     tables: UnboundedSender<String>,
-) -> Result<Option<Listener>, String> {
+) -> Result<Option<Listener>, EndpointError> {
     let Some(url) = spec.listen_url() else {
         return Ok(None);
     };
     let secrets = url_secrets(url);
-    let fail = |e: tokio_postgres::Error| redact(&e.to_string(), &secrets);
+    // The driver's error is kept as its redacted text only: its own may carry the URL.
+    let fail = |e: tokio_postgres::Error| EndpointError::Listen {
+        engine: "postgres",
+        message: redact(&e.to_string(), &secrets),
+    };
     let mut config: tokio_postgres::Config = url.parse().map_err(fail)?;
     config.application_name("dualwrite listen");
     config.connect_timeout(std::time::Duration::from_secs(10));

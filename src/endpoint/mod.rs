@@ -383,6 +383,12 @@ pub enum EndpointError {
         engine: &'static str,
         message: String,
     },
+    /// LISTEN for captured changes failed (see `listen`); `message` is redacted.
+    #[error("cannot listen for changes on the {engine} endpoint: {message}")]
+    Listen {
+        engine: &'static str,
+        message: String,
+    },
     /// The environment variable that holds the endpoint's URL is not set.
     #[error("environment variable {variable} is not set")]
     MissingEnv { variable: String },
@@ -408,6 +414,7 @@ impl EndpointError {
             | EndpointError::RowShape { .. } => WriteErrorClass::Schema,
             EndpointError::Convert { .. } | EndpointError::Capture(_) => WriteErrorClass::Transform,
             EndpointError::Connect { .. }
+            | EndpointError::Listen { .. }
             | EndpointError::MissingEnv { .. }
             | EndpointError::NoEngine => WriteErrorClass::Network,
             EndpointError::Database(e) => e.class,

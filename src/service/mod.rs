@@ -76,9 +76,13 @@ pub enum ServiceError {
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("watching the config repository: {0}")]
-    Watch(String),
+    Watch(#[source] watch::WatchError),
     #[error(transparent)]
     Reconcile(#[from] reconcile::ReconcileError),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
 }
 
 /// What woke the loop.
@@ -284,7 +288,7 @@ impl Service {
             match reconcile::open_store(&self.dir, &cfg) {
                 Ok(store) => self.store = Some(store),
                 Err(e) => {
-                    self.failed(trigger, &e.to_string(), started);
+                    self.failed(trigger, &e.into(), started);
                     return;
                 }
             }
@@ -292,7 +296,7 @@ impl Service {
                 match lease::Leases::start(&self.dir, &cfg, &self.args) {
                     Ok(l) => self.leases = Some(l),
                     Err(e) => {
-                        self.failed(trigger, &e, started);
+                        self.failed(trigger, &e.into(), started);
                         return;
                     }
                 }
@@ -338,7 +342,7 @@ impl Service {
         match result {
             Ok(report) => {
                 if let Err(e) = self.publish(&cfg, &revision, &scope, Some(&report)).await {
-                    self.failed(trigger, &e.to_string(), started);
+                    self.failed(trigger, &e.into(), started);
                     return;
                 }
                 let mut snap = self.shared.write().expect("snapshot lock");
@@ -350,13 +354,13 @@ impl Service {
             Err(e) => {
                 // A store that failed may have lost its connection: open it afresh next time.
                 self.store = None;
-                self.failed(trigger, &e.to_string(), started);
+                self.failed(trigger, &e.into(), started);
             }
         }
         self.changes.set_targets(&self.dir, &cfg);
     }
 
-    fn failed(&self, trigger: Trigger, error: &str, started: Instant) {
+    fn failed(&self, trigger: Trigger, error: &ServiceError, started: Instant) {
         tracing::error!(trigger = trigger.name(), %error, "reconcile pass failed");
         let mut snap = self.shared.write().expect("snapshot lock");
         snap.pass_failures += 1;
