@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{self, AlertRule, Config, DesiredState, ErrorRequest, GitRevision, TableMap};
+use crate::requests::{Admission, Stored};
 use crate::state::{self, Phase};
 use crate::status;
 
@@ -177,11 +178,15 @@ fn request_order(dir: &Path, cfg: &Config) -> Vec<String> {
 }
 
 fn observe_status_files(dir: &Path) -> Actual {
-    let (maps, mut warnings) = status::read_observed(dir, "maps");
-    let (alerts, w2) = status::read_observed(dir, "alerts");
-    let (requests, w3) = status::read_observed(dir, "requests");
-    warnings.extend(w2);
-    warnings.extend(w3);
+    let (maps, p1) = status::read_observed(dir, "maps");
+    let (alerts, p2) = status::read_observed(dir, "alerts");
+    let (requests, p3) = status::read_observed(dir, "requests");
+    // A damaged status file is said in the plan's warnings, as the user reads it.
+    let mut warnings: Vec<String> = [p1, p2, p3]
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
     if maps.is_empty() && alerts.is_empty() && requests.is_empty() {
         return Actual {
             source: ActualSource::None,
@@ -642,28 +647,38 @@ impl Plan {
             let desired = &located.resource;
             let name = &desired.metadata.name;
             let applied = actual.requests.get(name);
-            let ran = applied.is_some_and(|(_, st)| {
-                matches!(st.as_deref(), Some("Completed" | "Rejected" | "Failed"))
-            });
             let same = applied.is_some_and(|(a, _)| a.as_ref() == Some(desired));
-            let (change, outcome) = if ran && same {
-                continue;
-            } else if ran {
-                (
+            let stored = applied.map(|(_, state)| Stored {
+                state: state.as_deref(),
+                edited: !same,
+            });
+            // What a request that has not run is to a reviewer.
+            let change = if applied.is_none() {
+                Change::Added
+            } else if same {
+                Change::Queued
+            } else {
+                Change::Changed
+            };
+            let waiting_for_map = waiting.entry(desired.spec.map.as_str()).or_default();
+            let (change, outcome) = match crate::requests::admission(stored, *waiting_for_map) {
+                Admission::Ran => continue,
+                Admission::EditedAfterRun => (
                     Change::Changed,
                     "edited after it ran: it does not run again (a request runs once); use a new name to run it again".to_string(),
-                )
-            } else {
-                let position = waiting.entry(desired.spec.map.as_str()).or_default();
-                *position += 1;
-                let change = if applied.is_none() {
-                    Change::Added
-                } else if same {
-                    Change::Queued
-                } else {
-                    Change::Changed
-                };
-                (change, self::request_outcome(desired, *position, actual))
+                ),
+                Admission::Rejected => (
+                    change,
+                    format!(
+                        "will be Rejected: {} requests already wait for map {}",
+                        crate::requests::MAX_WAITING,
+                        desired.spec.map
+                    ),
+                ),
+                Admission::Queued => {
+                    *waiting_for_map += 1;
+                    (change, request_outcome(desired, actual))
+                }
             };
             let before_yaml = applied.and_then(|(a, _)| a.as_ref()).map(to_yaml);
             requests.push(RequestPlan {
@@ -728,14 +743,9 @@ impl Plan {
     }
 }
 
-/// What the next reconcile does with a request that has not run: `position` is its place
-/// among the requests waiting for its map.
-fn request_outcome(request: &ErrorRequest, position: usize, actual: &Actual) -> String {
+/// What the next reconcile does with a request admitted to its map's queue.
+fn request_outcome(request: &ErrorRequest, actual: &Actual) -> String {
     let map = &request.spec.map;
-    let max = crate::requests::MAX_WAITING;
-    if position > max {
-        return format!("will be Rejected: {max} requests already wait for map {map}");
-    }
     let matches = actual.request_matches.get(&request.metadata.name);
     let verb = match request.spec.action {
         config::RequestAction::Retry => "retries",

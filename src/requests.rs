@@ -1,7 +1,8 @@
 //! ErrorRequest execution (SPEC §1, §3): which requests wait for which map and in what order,
 //! who asked (the author and commit that added the file, from git), the limits (at most
 //! [`MAX_WAITING`] waiting per map, at most [`MAX_MATCHED`] records per request), and running
-//! a Retry or a Dismiss exactly once.
+//! a Retry or a Dismiss exactly once. Whether a request ran, was edited after it ran, waits
+//! or is refused is decided by [`admission`] alone, for the pass and the dry-run alike.
 //!
 //! Invariants: a request runs once, identified by its name; it runs only while its map is
 //! Running (the reconciler calls [`execute`] after the map has drained); a Retry writes the
@@ -98,10 +99,53 @@ pub fn ordered<'a>(
 /// The requests waiting per map, in the order they run.
 pub type Queues = HashMap<String, Vec<(ErrorRequest, RequestStatus)>>;
 
-/// Brings the stored requests in line with the config before maps are driven: new requests
-/// are Queued (or Rejected past [`MAX_WAITING`] per map), requests removed from the config are
-/// forgotten, and a request edited after it ran keeps its result and says it will not run
-/// again. Returns every request's status and the queues.
+/// What is stored of a request: its state (`Queued | Running | Completed | Rejected |
+/// Failed`, `None` when unknown) and whether the config has edited it since it was stored.
+#[derive(Clone, Copy, Debug)]
+pub struct Stored<'a> {
+    pub state: Option<&'a str>,
+    pub edited: bool,
+}
+
+/// What the next pass does with a request of the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// It ran (or was refused), as the config still has it: nothing to do.
+    Ran,
+    /// It ran and was edited since: a request runs once, so the edit is ignored.
+    EditedAfterRun,
+    /// It waits for its map (and runs once the map is Running).
+    Queued,
+    /// [`MAX_WAITING`] requests already wait for its map.
+    Rejected,
+}
+
+/// Whether a request in `state` has run (or was refused) and never runs again.
+fn has_run(state: &str) -> bool {
+    matches!(state, "Completed" | "Rejected" | "Failed")
+}
+
+/// The one admission decision, shared by the pass ([`admit`]) and the dry-run (`plan`): a
+/// request of the config × what is stored of it (`None`: never seen) × how many requests
+/// are already Queued for its map ahead of it in run order ([`ordered`]). Pure.
+pub fn admission(stored: Option<Stored<'_>>, waiting: usize) -> Admission {
+    match stored {
+        Some(s) if s.state.is_some_and(has_run) => {
+            if s.edited {
+                Admission::EditedAfterRun
+            } else {
+                Admission::Ran
+            }
+        }
+        _ if waiting >= MAX_WAITING => Admission::Rejected,
+        _ => Admission::Queued,
+    }
+}
+
+/// Brings the stored requests in line with the config before maps are driven: each request's
+/// [`admission`] is stored (new requests Queued, or Rejected past [`MAX_WAITING`] per map; a
+/// request edited after it ran keeps its result and says it will not run again), and requests
+/// removed from the config are forgotten. Returns every request's status and the queues.
 pub fn admit(
     store: &dyn StateStore,
     cfg: &Config,
@@ -119,13 +163,22 @@ pub fn admit(
         let request = &located.resource;
         let name = &request.metadata.name;
         let desired = serde_json::to_value(request).expect("request serializes");
-        let mut status = store.request_status(name)?.unwrap_or_default();
+        let stored = store.request_status(name)?;
+        let verdict = admission(
+            stored.as_ref().map(|st| Stored {
+                state: Some(&st.state),
+                edited: applied.get(name).is_some_and(|a| *a != desired),
+            }),
+            queues.get(&request.spec.map).map_or(0, Vec::len),
+        );
+        let mut status = stored.unwrap_or_default();
         status.map = request.spec.map.clone();
         status.action = format!("{:?}", request.spec.action);
         status.observed_revision = Some(revision.to_string());
         let mut stored_spec = desired.clone();
-        if status.is_final() {
-            if applied.get(name).is_some_and(|a| *a != desired) {
+        match verdict {
+            Admission::Ran => {}
+            Admission::EditedAfterRun => {
                 status.reason = Some(format!(
                     "edited after it ran{}: a request runs once, so the edit is ignored; add a request with a new name to run it again",
                     status
@@ -136,22 +189,23 @@ pub fn admit(
                 ));
                 stored_spec = applied[name].clone();
             }
-        } else {
-            status.requested_by = prov.author.clone().or(status.requested_by);
-            status.revision = prov.commit.clone().or(status.revision);
-            status.created_at = prov.at.clone().or(status.created_at);
-            let queue = queues.entry(request.spec.map.clone()).or_default();
-            if queue.len() >= MAX_WAITING {
-                status.state = "Rejected".into();
-                status.reason = Some(format!(
-                    "{MAX_WAITING} requests already wait for map {} (at most {MAX_WAITING} may wait): add this one again once they have run",
-                    request.spec.map
-                ));
-                status.finished_at = Some(now());
-            } else {
-                status.state = "Queued".into();
-                status.reason = None;
-                queue.push((request.clone(), status.clone()));
+            Admission::Queued | Admission::Rejected => {
+                status.requested_by = prov.author.clone().or(status.requested_by);
+                status.revision = prov.commit.clone().or(status.revision);
+                status.created_at = prov.at.clone().or(status.created_at);
+                if verdict == Admission::Rejected {
+                    status.state = "Rejected".into();
+                    status.reason = Some(format!(
+                        "{MAX_WAITING} requests already wait for map {} (at most {MAX_WAITING} may wait): add this one again once they have run",
+                        request.spec.map
+                    ));
+                    status.finished_at = Some(now());
+                } else {
+                    status.state = "Queued".into();
+                    status.reason = None;
+                    let queue = queues.entry(request.spec.map.clone()).or_default();
+                    queue.push((request.clone(), status.clone()));
+                }
             }
         }
         store.put_request(name, &stored_spec, &status)?;
@@ -343,6 +397,20 @@ fn past_tense(action: RequestAction) -> &'static str {
     }
 }
 
+/// What stops a Retry part-way (what was written stays written); its request is Failed
+/// with this as the reason.
+#[derive(Debug, thiserror::Error)]
+enum RetryError {
+    /// Reading current rows or writing them: an endpoint went away, say.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// Settling the records on the state store.
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("settling retried records: {0}")]
+    Settle(#[source] tokio::task::JoinError),
+}
+
 /// Retries `records` way by way, `batch_size` at a time: each key's current row is read
 /// from the side it came from and written; a success marks the record Retried, a failure
 /// updates it (attempts + 1, the new message) and keeps it open. An unreachable endpoint
@@ -353,15 +421,15 @@ async fn retry(
     journal: &mut Journal<'_>,
     ways: &[Way<'_>],
     batch_size: usize,
-) -> Result<(), String> {
+) -> Result<(), RetryError> {
     // Records of a way the map no longer syncs cannot be retried.
     status.failed += records
         .iter()
         .filter(|e| !ways.iter().any(|w| w.flow.way.name() == e.direction))
         .count() as u64;
-    let marker = Marker::start(journal.store).map_err(|e| e.to_string())?;
+    let marker = Marker::start(journal.store)?;
     let outcome = retry_ways(records, status, journal, ways, batch_size, &marker).await;
-    let marked = marker.finish().await.map_err(|e| e.to_string());
+    let marked = marker.finish().await;
     outcome.and(marked)
 }
 
@@ -419,11 +487,9 @@ impl Marker {
     }
 
     /// Waits until everything sent is settled and committed.
-    async fn finish(self) -> Result<(), StateError> {
+    async fn finish(self) -> Result<(), RetryError> {
         drop(self.sender);
-        self.done
-            .await
-            .map_err(|e| StateError::Other(format!("settling retried records: {e}")))?
+        Ok(self.done.await.map_err(RetryError::Settle)??)
     }
 }
 
@@ -434,7 +500,7 @@ async fn retry_ways(
     ways: &[Way<'_>],
     batch_size: usize,
     marker: &Marker,
-) -> Result<(), String> {
+) -> Result<(), RetryError> {
     for way in ways {
         let flow = way.flow;
         let kinds = sync::key_kinds(flow, way.sides.from_info);
@@ -444,10 +510,7 @@ async fn retry_ways(
             .collect();
         // A chunk's keys are parsed and its rows read while the chunk before is written.
         let chunks: Vec<&[&ErrorKey]> = mine.chunks(batch_size.max(1)).collect();
-        let failed = |e: SyncError| e.to_string();
-        let mut prepared = prepare_chunk(chunks.first().copied(), way, &kinds)
-            .await
-            .map_err(failed)?;
+        let mut prepared = prepare_chunk(chunks.first().copied(), way, &kinds).await?;
         for i in 0..chunks.len() {
             let Some((chunk, rows)) = prepared.take() else {
                 break;
@@ -465,8 +528,8 @@ async fn retry_ways(
             let next = prepare_chunk(chunks.get(i + 1).copied(), way, &kinds);
             let (written, next_rows) = tokio::join!(write, next);
             let by_key = &chunk.by_key;
-            written.map_err(failed)?;
-            prepared = next_rows.map_err(failed)?;
+            written?;
+            prepared = next_rows?;
             let retried: Vec<i64> = out
                 .written
                 .iter()
@@ -553,4 +616,42 @@ pub(crate) fn key_values(key: &str, columns: &[String], kinds: &[ValueKind]) -> 
         .zip(kinds)
         .map(|(c, kind)| object.remove(c)?.convert_to(*kind).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(state: &str, edited: bool) -> Option<Stored<'_>> {
+        Some(Stored {
+            state: Some(state),
+            edited,
+        })
+    }
+
+    #[test]
+    fn a_request_that_ran_runs_never_again_edited_or_not() {
+        for state in ["Completed", "Rejected", "Failed"] {
+            assert_eq!(admission(stored(state, false), 0), Admission::Ran);
+            assert_eq!(admission(stored(state, true), 0), Admission::EditedAfterRun);
+            assert_eq!(
+                admission(stored(state, true), MAX_WAITING),
+                Admission::EditedAfterRun
+            );
+        }
+    }
+
+    #[test]
+    fn waiting_requests_queue_up_to_the_limit_and_the_next_is_rejected() {
+        for seen in [None, stored("Queued", false), stored("Running", true)] {
+            assert_eq!(admission(seen, 0), Admission::Queued);
+            assert_eq!(admission(seen, MAX_WAITING - 1), Admission::Queued);
+            assert_eq!(admission(seen, MAX_WAITING), Admission::Rejected);
+        }
+        let unknown = Some(Stored {
+            state: None,
+            edited: true,
+        });
+        assert_eq!(admission(unknown, 0), Admission::Queued);
+    }
 }

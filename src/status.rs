@@ -1,5 +1,9 @@
 //! Status files under `status/` (SPEC §3): their types, reading them back, and writing them
 //! atomically (temp file + rename), with stable key order, only when the content changed.
+//!
+//! [`publish`] is the one writer of a pass's status files, for `dualwrite reconcile` and
+//! `dualwrite run` alike: the maps in scope, the alert rules, the requests, and the removal
+//! of files whose resource left the config. Callers print or serve its [`Published`].
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -48,7 +52,7 @@ pub struct HeldBy {
 
 /// Reads every `status/<folder>/*.yaml` as the fields common to all statuses. Unreadable
 /// files are skipped with their error, so one damaged file cannot hide the rest.
-pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, Vec<String>) {
+pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, Vec<StatusError>) {
     let mut found = BTreeMap::new();
     let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir.join(STATUS_DIR).join(folder)) else {
@@ -60,19 +64,25 @@ pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, V
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
     {
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                serde_saphyr::from_str::<StatusFile<Observed>>(&text).map_err(|e| e.to_string())
-            });
-        match parsed {
+        match read_status_file(&path) {
             Ok(file) => {
                 found.insert(file.metadata.name, file.status);
             }
-            Err(e) => problems.push(format!("{}: {e}", path.display())),
+            Err(problem) => problems.push(problem),
         }
     }
     (found, problems)
+}
+
+fn read_status_file(path: &Path) -> Result<StatusFile<Observed>, StatusError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|source| StatusError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// Writes `text` to `path` atomically, only when it differs from what is there.
@@ -353,7 +363,11 @@ fn write_status<S: Serialize>(
     kind: &str,
     name: &str,
     status: &S,
-) -> std::io::Result<bool> {
+) -> Result<bool, StatusError> {
+    let path = dir
+        .join(STATUS_DIR)
+        .join(folder)
+        .join(format!("{name}.yaml"));
     let file = StatusFile {
         api_version: ApiVersion::V1,
         kind: kind.to_string(),
@@ -362,17 +376,15 @@ fn write_status<S: Serialize>(
         },
         status,
     };
-    let text = serde_saphyr::to_string(&file).map_err(|e| std::io::Error::other(e.to_string()))?;
-    write_if_changed(
-        &dir.join(STATUS_DIR)
-            .join(folder)
-            .join(format!("{name}.yaml")),
-        &text,
-    )
+    let text = match serde_saphyr::to_string(&file) {
+        Ok(text) => text,
+        Err(source) => return Err(StatusError::Render { path, source }),
+    };
+    write_if_changed(&path, &text).map_err(|source| StatusError::Write { path, source })
 }
 
 /// Writes `status/maps/<name>.yaml`; returns whether it changed.
-pub fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> std::io::Result<bool> {
+fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> Result<bool, StatusError> {
     write_status(dir, "maps", "TableMapStatus", name, status)
 }
 
@@ -385,22 +397,22 @@ pub struct AlertStatus {
 }
 
 /// Writes `status/alerts/<name>.yaml`; returns whether it changed.
-pub fn write_alert_status(dir: &Path, name: &str, status: &AlertStatus) -> std::io::Result<bool> {
+fn write_alert_status(dir: &Path, name: &str, status: &AlertStatus) -> Result<bool, StatusError> {
     write_status(dir, "alerts", "AlertRuleStatus", name, status)
 }
 
 /// Writes `status/requests/<name>.yaml`; returns whether it changed.
-pub fn write_request_status(
+fn write_request_status(
     dir: &Path,
     name: &str,
     status: &crate::state::RequestStatus,
-) -> std::io::Result<bool> {
+) -> Result<bool, StatusError> {
     write_status(dir, "requests", "ErrorRequestStatus", name, status)
 }
 
 /// Removes `status/<folder>/*.yaml` files of resources no longer in the config. Returns how
 /// many were removed.
-pub fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> std::io::Result<usize> {
+fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> Result<usize, StatusError> {
     let Ok(entries) = std::fs::read_dir(dir.join(STATUS_DIR).join(folder)) else {
         return Ok(0);
     };
@@ -413,9 +425,181 @@ pub fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> std::io::Result<
                 .and_then(|s| s.to_str())
                 .is_some_and(|name| !keep.contains(&name));
         if stale {
-            std::fs::remove_file(&path)?;
+            if let Err(source) = std::fs::remove_file(&path) {
+                return Err(StatusError::Remove { path, source });
+            }
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// What can go wrong reading or publishing status files.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        /// Boxed: the parser's error is large and this one is rare.
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    #[error("rendering {}: {source}", path.display())]
+    Render {
+        path: PathBuf,
+        #[source]
+        source: serde_saphyr::SerializeError,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("removing {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The work tree's config is invalid and the last valid one stays in force (`dualwrite
+/// run`): every published map status carries a `Stalled` condition with reason
+/// `ConfigInvalid`.
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigInvalid<'a> {
+    /// The problems, as the user reads them.
+    pub error: &'a str,
+    /// When the config went from valid to invalid.
+    pub since: Option<&'a str>,
+}
+
+/// One publication of status files: what is in scope and what the pass found.
+pub struct Publication<'a> {
+    pub dir: &'a Path,
+    pub cfg: &'a crate::config::Config,
+    /// The config revision the statuses observe.
+    pub revision: &'a str,
+    /// The maps in scope, and with them their requests; `None`: every map of the config.
+    pub only_maps: Option<&'a std::collections::HashSet<String>>,
+    /// Each alert rule's state after the pass; `None` when no pass ran (a shutdown): alert
+    /// statuses stay as they are.
+    pub alerts: Option<&'a BTreeMap<String, crate::alert::RuleState>>,
+    pub config_invalid: Option<ConfigInvalid<'a>>,
+}
+
+/// What [`publish`] wrote.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The map statuses, in config order.
+    pub maps: Vec<(String, MapStatus)>,
+    /// The alert statuses (`None` when the publication had no alert states).
+    pub alerts: Option<BTreeMap<String, AlertStatus>>,
+    /// The statuses of the requests in scope that the store knows, in config order.
+    pub requests: Vec<(String, crate::state::RequestStatus)>,
+    /// Files whose content changed, plus files removed.
+    pub changed: usize,
+}
+
+/// Writes the status files of `publication`: the maps in scope, the alert rules, and the
+/// requests of the maps in scope, each only when its content changed. After a pass over
+/// every map (alerts given, no `only_maps`), files of resources no longer in the config are
+/// removed. `before_write` sees each map status just before its file is written, so
+/// whatever it logs is there before anyone can read the new file.
+pub fn publish(
+    publication: &Publication<'_>,
+    store: &dyn crate::state::StateStore,
+    before_write: &mut dyn FnMut(&str, &MapStatus),
+) -> Result<Published, StatusError> {
+    let Publication {
+        dir,
+        cfg,
+        revision,
+        only_maps,
+        alerts,
+        config_invalid,
+    } = *publication;
+    let in_scope = |map: &str| only_maps.is_none_or(|only| only.contains(map));
+    let mut published = Published {
+        maps: map_statuses(
+            store,
+            cfg.maps
+                .iter()
+                .map(|m| &m.resource)
+                .filter(|m| in_scope(&m.metadata.name)),
+        )?,
+        ..Published::default()
+    };
+    for (name, st) in &mut published.maps {
+        if let Some(invalid) = config_invalid {
+            invalid.mark(st, revision);
+        }
+        before_write(name, st);
+        published.changed += usize::from(write_map_status(dir, name, st)?);
+    }
+    if let Some(alerts) = alerts {
+        let mut written = BTreeMap::new();
+        for (name, maps) in alerts {
+            let st = AlertStatus {
+                observed_revision: revision.to_string(),
+                maps: maps.clone(),
+            };
+            published.changed += usize::from(write_alert_status(dir, name, &st)?);
+            written.insert(name.clone(), st);
+        }
+        published.alerts = Some(written);
+    }
+    for located in cfg
+        .requests
+        .iter()
+        .filter(|r| in_scope(&r.resource.spec.map))
+    {
+        let name = &located.resource.metadata.name;
+        if let Some(st) = store.request_status(name)? {
+            published.changed += usize::from(write_request_status(dir, name, &st)?);
+            published.requests.push((name.clone(), st));
+        }
+    }
+    if alerts.is_some() && only_maps.is_none() {
+        let maps = cfg.maps.iter().map(|m| m.resource.metadata.name.as_str());
+        let rules = cfg.alerts.iter().map(|a| a.resource.metadata.name.as_str());
+        let requests = cfg
+            .requests
+            .iter()
+            .map(|r| r.resource.metadata.name.as_str());
+        for (folder, keep) in [
+            ("maps", maps.collect::<Vec<_>>()),
+            ("alerts", rules.collect()),
+            ("requests", requests.collect()),
+        ] {
+            published.changed += remove_stale(dir, folder, &keep)?;
+        }
+    }
+    Ok(published)
+}
+
+impl ConfigInvalid<'_> {
+    /// Adds (or replaces) the `Stalled` condition with reason `ConfigInvalid`.
+    fn mark(&self, st: &mut MapStatus, revision: &str) {
+        st.conditions.retain(|c| c.kind != "Stalled");
+        st.conditions.push(Condition {
+            kind: "Stalled".into(),
+            status: "True".into(),
+            reason: "ConfigInvalid".into(),
+            message: format!(
+                "the config in the work tree is invalid; revision {revision} stays in force: {}",
+                self.error
+            ),
+            last_transition_time: self.since.map(str::to_string),
+        });
+    }
 }

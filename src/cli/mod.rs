@@ -1,8 +1,10 @@
 //! The command line: clap definitions and dispatch to the library. Rendering of plans and
-//! diagnostics as text, JSON or GitHub annotations lives in `render`.
+//! diagnostics as text, JSON or GitHub annotations lives in `render`; the options of
+//! `dualwrite run` in `run`; error listings, requests and logs in `errors`.
 
 pub mod errors;
 pub mod render;
+pub mod run;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,7 +43,7 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Reconcile continuously: on config changes, on a timer and on new changes; serve
     /// metrics, health and a JSON API over HTTP. Stops on SIGTERM/Ctrl-C.
-    Run(crate::service::RunArgs),
+    Run(run::RunArgs),
     /// The phases, queues and error counts of the maps.
     Status {
         /// Only this map.
@@ -179,24 +181,19 @@ fn apply_with(
         .block_on(crate::reconcile::run_with(dir, cfg, &revision, options))
         .map_err(|e| e.to_string())?;
     let store = crate::reconcile::open_store(dir, cfg).map_err(|e| e.to_string())?;
-    let mut written = 0;
-    let statuses =
-        crate::status::map_statuses(store.as_ref(), cfg.maps.iter().map(|m| &m.resource))
-            .map_err(|e| e.to_string())?;
-    for (name, status) in &statuses {
-        if crate::status::write_map_status(dir, name, status).map_err(|e| e.to_string())? {
-            written += 1;
-        }
-    }
-    for (name, maps) in &report.alerts {
-        let status = crate::status::AlertStatus {
-            observed_revision: revision.clone(),
-            maps: maps.clone(),
-        };
-        if crate::status::write_alert_status(dir, name, &status).map_err(|e| e.to_string())? {
-            written += 1;
-        }
-        for (map, st) in maps
+    let publication = crate::status::Publication {
+        dir,
+        cfg,
+        revision: &revision,
+        only_maps: None,
+        alerts: Some(&report.alerts),
+        config_invalid: None,
+    };
+    let published = crate::status::publish(&publication, store.as_ref(), &mut |_, _| {})
+        .map_err(|e| e.to_string())?;
+    for (name, st) in published.alerts.iter().flatten() {
+        for (map, st) in st
+            .maps
             .iter()
             .filter(|(_, st)| st.state == crate::alert::AlertState::Firing)
         {
@@ -208,44 +205,20 @@ fn apply_with(
             .map_err(|e| e.to_string())?;
         }
     }
-    for located in &cfg.requests {
-        let name = &located.resource.metadata.name;
-        if let Some(status) = store.request_status(name).map_err(|e| e.to_string())? {
-            if crate::status::write_request_status(dir, name, &status).map_err(|e| e.to_string())? {
-                written += 1;
-            }
-            if status.finished_at.is_some() || status.state != "Queued" {
-                writeln!(
-                    out,
-                    "request {name}: {}{}",
-                    status.state,
-                    status
-                        .reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-                .map_err(|e| e.to_string())?;
-            }
+    for (name, status) in &published.requests {
+        if status.finished_at.is_some() || status.state != "Queued" {
+            writeln!(
+                out,
+                "request {name}: {}{}",
+                status.state,
+                status
+                    .reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+            .map_err(|e| e.to_string())?;
         }
-    }
-    let maps: Vec<&str> = cfg
-        .maps
-        .iter()
-        .map(|m| m.resource.metadata.name.as_str())
-        .collect();
-    let alerts: Vec<&str> = cfg
-        .alerts
-        .iter()
-        .map(|a| a.resource.metadata.name.as_str())
-        .collect();
-    let requests: Vec<&str> = cfg
-        .requests
-        .iter()
-        .map(|r| r.resource.metadata.name.as_str())
-        .collect();
-    for (folder, keep) in [("maps", maps), ("alerts", alerts), ("requests", requests)] {
-        written += crate::status::remove_stale(dir, folder, &keep).map_err(|e| e.to_string())?;
     }
     for (name, phase, problem) in &report.maps {
         match problem {
@@ -254,8 +227,12 @@ fn apply_with(
         }
         .map_err(|e| e.to_string())?;
     }
-    writeln!(out, "revision {revision}; {written} status file(s) updated")
-        .map_err(|e| e.to_string())?;
+    writeln!(
+        out,
+        "revision {revision}; {} status file(s) updated",
+        published.changed
+    )
+    .map_err(|e| e.to_string())?;
     Ok(if report.has_problems() {
         exit::INVALID
     } else {
@@ -503,7 +480,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 .map_err(|e| e.to_string())?;
             Ok(code)
         }
-        Command::Run(args) => crate::service::run(&cli.dir, args),
+        Command::Run(args) => {
+            crate::service::run(&cli.dir, &args.options()).map_err(|e| e.to_string())?;
+            Ok(exit::OK)
+        }
         Command::Schema { out: dir } => {
             let dir = if dir.is_absolute() {
                 dir.clone()

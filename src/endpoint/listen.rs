@@ -1,7 +1,8 @@
 //! Waking up when changes are captured. A PostgreSQL endpoint LISTENs on the channel its
 //! capture trigger notifies (`capture::postgres::CHANGES_CHANNEL`) and reports, at commit,
 //! the table named in each notification. SQLite and MySQL have no such signal: [`listen`]
-//! returns `None` there and the caller polls the changelog instead.
+//! returns `None` there ([`EndpointSpec::can_listen`] says so beforehand) and the caller
+//! polls the changelog instead.
 //!
 //! Owns the listening connection only. Its URL never leaves it: driver messages are
 //! redacted before they are logged or returned.
@@ -9,7 +10,7 @@
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{EndpointSpec, redact, url_secrets};
+use super::{EndpointError, EndpointSpec, redact, url_secrets};
 use crate::capture::postgres::CHANGES_CHANNEL;
 
 /// A live LISTEN session. Notifications stop when it is dropped or its connection breaks
@@ -31,17 +32,39 @@ impl Drop for Listener {
     }
 }
 
+impl EndpointSpec {
+    /// Whether [`listen`] can wake on this endpoint's captured changes; the others are
+    /// polled.
+    pub fn can_listen(&self) -> bool {
+        self.listen_url().is_some()
+    }
+
+    /// The URL a LISTEN session connects to, for the engines that notify.
+    fn listen_url(&self) -> Option<&str> {
+        match self {
+            EndpointSpec::Postgres { url } => Some(url),
+            EndpointSpec::Sqlite { .. } | EndpointSpec::Mysql { .. } => None,
+        }
+    }
+}
+
 /// Starts listening on `spec` and sends each changed table's name (as written in the map,
 /// `table` or `schema.table`) to `tables`. `Ok(None)` for engines without notifications.
+/// Fails with [`EndpointError::Listen`] (class Network), whose message is the driver's,
+/// redacted.
 pub async fn listen(
     spec: &EndpointSpec,
     tables: UnboundedSender<String>,
-) -> Result<Option<Listener>, String> {
-    let EndpointSpec::Postgres { url } = spec else {
+) -> Result<Option<Listener>, EndpointError> {
+    let Some(url) = spec.listen_url() else {
         return Ok(None);
     };
     let secrets = url_secrets(url);
-    let fail = |e: tokio_postgres::Error| redact(&e.to_string(), &secrets);
+    // The driver's error is kept as its redacted text only: its own may carry the URL.
+    let fail = |e: tokio_postgres::Error| EndpointError::Listen {
+        engine: "postgres",
+        message: redact(&e.to_string(), &secrets),
+    };
     let mut config: tokio_postgres::Config = url.parse().map_err(fail)?;
     config.application_name("dualwrite listen");
     config.connect_timeout(std::time::Duration::from_secs(10));

@@ -1,7 +1,8 @@
 //! Database endpoints: the one door through which dualwrite reads and writes a SQL database.
 //!
 //! Owns: the [`Endpoint`] trait (introspection, snapshot paging, change capture, key
-//! lookups, batched idempotent writes), [`connect`], the vocabulary those speak
+//! lookups, batched idempotent writes), where an endpoint lives ([`EndpointSpec`], from the
+//! project's config with [`EndpointSpec::from_config`]), [`connect`], the vocabulary those speak
 //! ([`TableName`], [`TableInfo`], [`Row`], [`WriteOp`], [`WriteError`]) and the
 //! classification of database failures into the spec's error types
 //! ([`WriteErrorClass`]). Engine differences (quoting, placeholders, upsert syntax, type
@@ -28,7 +29,7 @@ pub mod value;
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
@@ -57,6 +58,39 @@ impl fmt::Debug for EndpointSpec {
             EndpointSpec::Postgres { .. } => f.write_str("Postgres { url: <redacted> }"),
             EndpointSpec::Mysql { .. } => f.write_str("Mysql { url: <redacted> }"),
         }
+    }
+}
+
+impl EndpointSpec {
+    /// Where the endpoint `cfg` of the project in `dir` lives: a SQLite file relative to
+    /// `dir`, or a server whose URL is read from the environment variable the config names.
+    /// A variable that is not set is [`EndpointError::MissingEnv`], which names the variable
+    /// (never a URL).
+    pub fn from_config(
+        dir: &Path,
+        cfg: &crate::config::EndpointConfig,
+    ) -> Result<EndpointSpec, EndpointError> {
+        let env = |variable: &str| {
+            std::env::var(variable).map_err(|_| EndpointError::MissingEnv {
+                variable: variable.to_string(),
+            })
+        };
+        if let Some(s) = &cfg.sqlite {
+            return Ok(EndpointSpec::Sqlite {
+                path: dir.join(&s.path),
+            });
+        }
+        if let Some(p) = &cfg.postgres {
+            return Ok(EndpointSpec::Postgres {
+                url: env(&p.url_from_env)?,
+            });
+        }
+        if let Some(m) = &cfg.mysql {
+            return Ok(EndpointSpec::Mysql {
+                url: env(&m.url_from_env)?,
+            });
+        }
+        Err(EndpointError::NoEngine)
     }
 }
 
@@ -356,6 +390,18 @@ pub enum EndpointError {
         engine: &'static str,
         message: String,
     },
+    /// LISTEN for captured changes failed (see `listen`); `message` is redacted.
+    #[error("cannot listen for changes on the {engine} endpoint: {message}")]
+    Listen {
+        engine: &'static str,
+        message: String,
+    },
+    /// The environment variable that holds the endpoint's URL is not set.
+    #[error("environment variable {variable} is not set")]
+    MissingEnv { variable: String },
+    /// The endpoint's config names no engine (a validated config always names one).
+    #[error("no engine configured")]
+    NoEngine,
     #[error(transparent)]
     Capture(#[from] CaptureError),
     #[error(transparent)]
@@ -374,7 +420,10 @@ impl EndpointError {
             | EndpointError::KeyNotWritten { .. }
             | EndpointError::RowShape { .. } => WriteErrorClass::Schema,
             EndpointError::Convert { .. } | EndpointError::Capture(_) => WriteErrorClass::Transform,
-            EndpointError::Connect { .. } => WriteErrorClass::Network,
+            EndpointError::Connect { .. }
+            | EndpointError::Listen { .. }
+            | EndpointError::MissingEnv { .. }
+            | EndpointError::NoEngine => WriteErrorClass::Network,
             EndpointError::Database(e) => e.class,
         }
     }
@@ -573,6 +622,55 @@ mod tests {
                 }
             )
             .contains("pw")
+        );
+    }
+
+    #[test]
+    fn a_missing_url_variable_is_named_and_a_sqlite_path_is_relative_to_the_project() {
+        let cfg = |json: serde_json::Value| -> crate::config::EndpointConfig {
+            serde_json::from_value(json).unwrap()
+        };
+        let missing = EndpointSpec::from_config(
+            Path::new("/p"),
+            &cfg(serde_json::json!({ "postgres": { "urlFromEnv": "DUALWRITE_TEST_UNSET_URL" } })),
+        );
+        assert_eq!(
+            missing,
+            Err(EndpointError::MissingEnv {
+                variable: "DUALWRITE_TEST_UNSET_URL".into()
+            })
+        );
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "environment variable DUALWRITE_TEST_UNSET_URL is not set"
+        );
+        let sqlite = EndpointSpec::from_config(
+            Path::new("/p"),
+            &cfg(serde_json::json!({ "sqlite": { "path": "app.db" } })),
+        );
+        assert_eq!(
+            sqlite,
+            Ok(EndpointSpec::Sqlite {
+                path: PathBuf::from("/p/app.db")
+            })
+        );
+    }
+
+    #[test]
+    fn only_postgres_endpoints_can_listen() {
+        let spec = |url: &str| EndpointSpec::Postgres { url: url.into() };
+        assert!(spec("postgres://h/d").can_listen());
+        assert!(
+            !EndpointSpec::Mysql {
+                url: "mysql://h/d".into()
+            }
+            .can_listen()
+        );
+        assert!(
+            !EndpointSpec::Sqlite {
+                path: "a.db".into()
+            }
+            .can_listen()
         );
     }
 

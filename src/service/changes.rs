@@ -1,6 +1,7 @@
-//! New captured changes, between timer ticks. PostgreSQL endpoints LISTEN (their capture
-//! trigger notifies at commit); SQLite and MySQL endpoints are polled: the newest final
-//! `seq` of each watched table, every `--poll-interval`. Either way the loop is woken with
+//! New captured changes, between timer ticks. Endpoints that can LISTEN
+//! (`EndpointSpec::can_listen`: PostgreSQL, whose capture trigger notifies at commit) are
+//! listened to; the others (SQLite, MySQL) are polled: the newest final `seq` of each
+//! watched table, every `--poll-interval`. Either way the loop is woken with
 //! the (endpoint, table) pairs that changed and drains only the Running maps reading them.
 //!
 //! Also measures the age of the oldest change still queued per map (a metric).
@@ -92,7 +93,7 @@ impl Changes {
         self.targets_of = id;
         let mut specs = BTreeMap::new();
         for (name, ep) in &cfg.project.resource.spec.endpoints {
-            if let Ok(spec) = crate::reconcile::endpoint_spec(dir, ep) {
+            if let Ok(spec) = EndpointSpec::from_config(dir, ep) {
                 specs.insert(name.clone(), spec);
             }
         }
@@ -109,7 +110,7 @@ impl Changes {
             }
             for (_, table) in read_tables(map) {
                 match self.specs.get(&table.0) {
-                    Some(EndpointSpec::Postgres { .. }) => {
+                    Some(spec) if spec.can_listen() => {
                         listened.entry(table.0).or_default().insert(table.1);
                     }
                     Some(_) => {

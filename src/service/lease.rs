@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::RunArgs;
+use super::Options;
 use crate::config::Config;
 use crate::state::StateStore;
 
@@ -50,10 +50,20 @@ fn default_holder() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
+/// Why leases cannot be taken part in.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The lease thread's own connection to the state store.
+    #[error(transparent)]
+    Store(#[from] crate::state::StateError),
+    #[error("starting the lease thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 impl Leases {
     /// Opens a second connection to the store and starts the lease thread.
-    pub(crate) fn start(dir: &Path, cfg: &Config, args: &RunArgs) -> Result<Leases, String> {
-        let store = crate::state::open(dir, &cfg.project.resource).map_err(|e| e.to_string())?;
+    pub(crate) fn start(dir: &Path, cfg: &Config, args: &Options) -> Result<Leases, LeaseError> {
+        let store = crate::state::open(dir, &cfg.project.resource)?;
         let holder = args.holder_id.clone().unwrap_or_else(default_holder);
         let inner = Arc::new(Inner {
             holder: holder.clone(),
@@ -68,7 +78,7 @@ impl Leases {
         let thread = std::thread::Builder::new()
             .name("dualwrite-leases".into())
             .spawn(move || thread_inner.run(store, owned_tx))
-            .map_err(|e| format!("starting the lease thread: {e}"))?;
+            .map_err(LeaseError::Thread)?;
         tracing::info!(holder = %holder, ttl = ?args.lease_ttl, "leases: sharing the maps with other processes");
         Ok(Leases {
             holder,

@@ -4,7 +4,8 @@
 //! maps between several processes sharing a PostgreSQL state store.
 //!
 //! Does not own what a pass does: every pass is `reconcile::run_on` over a scope of maps,
-//! and status files are the same `status` types `reconcile` writes.
+//! and its status files are written by `status::publish`, as `dualwrite reconcile` writes
+//! them.
 //!
 //! Invariants:
 //! - One pass at a time. Wake-ups that arrive during a pass are merged into the next one.
@@ -32,64 +33,36 @@ use tokio::sync::mpsc;
 use crate::config::{self, Config, ConfigSource, WorkTree};
 use crate::reconcile::{self, PassOptions as Scope};
 use crate::state::StateStore;
-use crate::status::{self, AlertStatus, Condition, MapStatus};
+use crate::status::{self, AlertStatus, MapStatus};
 
 /// How long a pass in flight may take to reach a clean stop after SIGTERM (the end of the
 /// batch it writes) before it is cut off. Cutting it is as safe as a crash (cursors advance
 /// only after commit), just later to converge.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
-/// Options of `dualwrite run`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Full reconcile at least this often (e.g. 30s, 5m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+/// How `dualwrite run` runs (the CLI's `--interval`, `--listen` … become this).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A full reconcile at least this often.
     pub interval: Duration,
-    /// How often endpoints without change notifications (SQLite, MySQL) are polled for new
-    /// captured changes (e.g. 500ms, 1s).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How often endpoints without change notifications are polled for new changes.
     pub poll_interval: Duration,
-    /// Run `git pull --ff-only` in the config repository on every timer tick.
-    #[arg(long)]
+    /// `git pull --ff-only` in the config repository on every timer tick.
     pub pull: bool,
-    /// Address of the HTTP endpoint (metrics, health, JSON API). Loopback unless told.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    /// Address of the HTTP endpoint (metrics, health, JSON API).
     pub listen: std::net::SocketAddr,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Lease time-to-live when several processes share a PostgreSQL state store: a map
-    /// whose owner stops renewing moves to another process after this.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// Lease time-to-live when several processes share a PostgreSQL state store.
     pub lease_ttl: Duration,
     /// This process's name among those sharing the state store (default: host-pid).
-    #[arg(long)]
     pub holder_id: Option<String>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// How logs are written on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// `500ms`, `2s`, `15m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (e.g. 500ms, 30s, 5m, 1h)");
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(bad());
-    }
-    Ok(d)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +76,13 @@ pub enum ServiceError {
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("watching the config repository: {0}")]
-    Watch(String),
+    Watch(#[source] watch::WatchError),
     #[error(transparent)]
     Reconcile(#[from] reconcile::ReconcileError),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
 }
 
 /// What woke the loop.
@@ -166,20 +143,18 @@ pub(crate) struct Snapshot {
 
 pub(crate) type Shared = Arc<RwLock<Snapshot>>;
 
-/// Runs `dualwrite run` in `dir` until SIGTERM/Ctrl-C. Returns the exit code.
-pub fn run(dir: &Path, args: &RunArgs) -> Result<i32, String> {
-    logging::init(args.log_format);
+/// Runs `dualwrite run` in `dir` until SIGTERM/Ctrl-C.
+pub fn run(dir: &Path, options: &Options) -> Result<(), ServiceError> {
+    logging::init(options.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| ServiceError::Runtime(e).to_string())?;
-    runtime
-        .block_on(Service::start(dir.to_path_buf(), args.clone()))
-        .map_err(|e| e.to_string())?;
+        .map_err(ServiceError::Runtime)?;
+    runtime.block_on(Service::start(dir.to_path_buf(), options.clone()))?;
     // Background work (a listener, a blocked store call) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    Ok(crate::cli::exit::OK)
+    Ok(())
 }
 
 /// The config a pass runs with, and the revision it came from.
@@ -190,7 +165,7 @@ struct Loaded {
 
 struct Service {
     dir: PathBuf,
-    args: RunArgs,
+    args: Options,
     shared: Shared,
     /// The last valid config.
     good: Option<Loaded>,
@@ -202,7 +177,7 @@ struct Service {
 }
 
 impl Service {
-    async fn start(dir: PathBuf, args: RunArgs) -> Result<(), ServiceError> {
+    async fn start(dir: PathBuf, args: Options) -> Result<(), ServiceError> {
         let shared: Shared = Arc::default();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -313,7 +288,7 @@ impl Service {
             match reconcile::open_store(&self.dir, &cfg) {
                 Ok(store) => self.store = Some(store),
                 Err(e) => {
-                    self.failed(trigger, &e.to_string(), started);
+                    self.failed(trigger, &e.into(), started);
                     return;
                 }
             }
@@ -321,7 +296,7 @@ impl Service {
                 match lease::Leases::start(&self.dir, &cfg, &self.args) {
                     Ok(l) => self.leases = Some(l),
                     Err(e) => {
-                        self.failed(trigger, &e, started);
+                        self.failed(trigger, &e.into(), started);
                         return;
                     }
                 }
@@ -367,7 +342,7 @@ impl Service {
         match result {
             Ok(report) => {
                 if let Err(e) = self.publish(&cfg, &revision, &scope, Some(&report)).await {
-                    self.failed(trigger, &e, started);
+                    self.failed(trigger, &e.into(), started);
                     return;
                 }
                 let mut snap = self.shared.write().expect("snapshot lock");
@@ -379,13 +354,13 @@ impl Service {
             Err(e) => {
                 // A store that failed may have lost its connection: open it afresh next time.
                 self.store = None;
-                self.failed(trigger, &e.to_string(), started);
+                self.failed(trigger, &e.into(), started);
             }
         }
         self.changes.set_targets(&self.dir, &cfg);
     }
 
-    fn failed(&self, trigger: Trigger, error: &str, started: Instant) {
+    fn failed(&self, trigger: Trigger, error: &ServiceError, started: Instant) {
         tracing::error!(trigger = trigger.name(), %error, "reconcile pass failed");
         let mut snap = self.shared.write().expect("snapshot lock");
         snap.pass_failures += 1;
@@ -463,73 +438,35 @@ impl Service {
         revision: &str,
         scope: &Scope,
         report: Option<&reconcile::Report>,
-    ) -> Result<(), String> {
-        let store = self.store.as_ref().ok_or("no state store")?;
-        let maps = cfg.maps.iter().map(|m| &m.resource).filter(|m| {
-            scope
-                .only_maps
-                .as_ref()
-                .is_none_or(|o| o.contains(&m.metadata.name))
-        });
-        let mut statuses = status::map_statuses(store.as_ref(), maps).map_err(|e| e.to_string())?;
+    ) -> Result<(), status::StatusError> {
+        let store = self
+            .store
+            .as_deref()
+            .expect("publish runs with an open store");
         let (config_error, since) = {
             let snap = self.shared.read().expect("snapshot lock");
             (snap.config_error.clone(), snap.config_invalid_since.clone())
         };
-        for (_, st) in &mut statuses {
-            if let Some(error) = &config_error {
-                mark_config_invalid(st, error, revision, since.clone());
-            }
-        }
-        for (name, st) in &statuses {
-            // Logged first: whoever sees the new status file finds the event already logged.
-            self.log.map(name, st);
-            status::write_map_status(&self.dir, name, st).map_err(|e| e.to_string())?;
-        }
-        let mut alerts = BTreeMap::new();
-        if let Some(report) = report {
-            for (name, maps) in &report.alerts {
-                let st = AlertStatus {
-                    observed_revision: revision.to_string(),
-                    maps: maps.clone(),
-                };
-                status::write_alert_status(&self.dir, name, &st).map_err(|e| e.to_string())?;
-                alerts.insert(name.clone(), st);
-            }
-        }
-        let mut requests = BTreeMap::new();
-        for located in &cfg.requests {
-            let name = &located.resource.metadata.name;
-            if !scope.includes(&located.resource.spec.map) {
-                continue;
-            }
-            if let Some(st) = store.request_status(name).map_err(|e| e.to_string())? {
-                status::write_request_status(&self.dir, name, &st).map_err(|e| e.to_string())?;
-                requests.insert(name.clone(), st);
-            }
-        }
-        if report.is_some() && scope.only_maps.is_none() {
-            let maps = cfg.maps.iter().map(|m| m.resource.metadata.name.as_str());
-            let alerts = cfg.alerts.iter().map(|a| a.resource.metadata.name.as_str());
-            let requests = cfg
-                .requests
-                .iter()
-                .map(|r| r.resource.metadata.name.as_str());
-            for (folder, keep) in [
-                ("maps", maps.collect::<Vec<_>>()),
-                ("alerts", alerts.collect()),
-                ("requests", requests.collect()),
-            ] {
-                status::remove_stale(&self.dir, folder, &keep).map_err(|e| e.to_string())?;
-            }
-        }
+        let publication = status::Publication {
+            dir: &self.dir,
+            cfg,
+            revision,
+            only_maps: scope.only_maps.as_ref(),
+            alerts: report.map(|r| &r.alerts),
+            config_invalid: config_error.as_deref().map(|error| status::ConfigInvalid {
+                error,
+                since: since.as_deref(),
+            }),
+        };
+        let log = &mut self.log;
+        let published = status::publish(&publication, store, &mut |name, st| log.map(name, st))?;
         let ages = self
             .changes
-            .oldest_pending(cfg, store.as_ref(), &statuses)
+            .oldest_pending(cfg, store, &published.maps)
             .await;
         let mut snap = self.shared.write().expect("snapshot lock");
         snap.revision = revision.to_string();
-        if report.is_some() {
+        if let Some(alerts) = published.alerts {
             snap.alerts = alerts;
         }
         let in_requests: HashSet<&str> = cfg
@@ -539,7 +476,7 @@ impl Service {
             .collect();
         snap.requests
             .retain(|name, _| in_requests.contains(name.as_str()));
-        snap.requests.extend(requests);
+        snap.requests.extend(published.requests);
         let in_config: HashSet<&str> = cfg
             .maps
             .iter()
@@ -549,7 +486,7 @@ impl Service {
         snap.maps.retain(|name, _| {
             in_config.contains(name.as_str()) && owned.as_ref().is_none_or(|o| o.contains(name))
         });
-        for (name, st) in statuses {
+        for (name, st) in published.maps {
             snap.oldest_pending_seconds.remove(&name);
             snap.maps.insert(name, st);
         }
@@ -604,20 +541,6 @@ impl Service {
     }
 }
 
-/// Adds (or replaces) the `Stalled` condition with reason `ConfigInvalid`.
-fn mark_config_invalid(st: &mut MapStatus, error: &str, revision: &str, since: Option<String>) {
-    st.conditions.retain(|c| c.kind != "Stalled");
-    st.conditions.push(Condition {
-        kind: "Stalled".into(),
-        status: "True".into(),
-        reason: "ConfigInvalid".into(),
-        message: format!(
-            "the config in the work tree is invalid; revision {revision} stays in force: {error}"
-        ),
-        last_transition_time: since,
-    });
-}
-
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -641,20 +564,5 @@ async fn maybe<F: std::future::Future>(f: Option<F>) -> Option<F::Output> {
     match f {
         Some(f) => Some(f.await),
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["", "s", "10", "0s", "1x", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

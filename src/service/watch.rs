@@ -33,12 +33,29 @@ fn relevant(rel: &Path) -> bool {
         || text.starts_with(".git/refs/heads/")
 }
 
+/// Why the config repository cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("{}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Notify(#[from] notify::Error),
+}
+
 /// Starts watching `dir`; events wake the loop through `wake`. Keep the returned watcher:
 /// dropping it stops the watch.
-pub(crate) fn watch(dir: &Path, wake: UnboundedSender<Wake>) -> Result<RecommendedWatcher, String> {
-    let root: PathBuf = dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+pub(crate) fn watch(
+    dir: &Path,
+    wake: UnboundedSender<Wake>,
+) -> Result<RecommendedWatcher, WatchError> {
+    let root: PathBuf = dir.canonicalize().map_err(|source| WatchError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let events_root = root.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -54,11 +71,8 @@ pub(crate) fn watch(dir: &Path, wake: UnboundedSender<Wake>) -> Result<Recommend
         if hit {
             let _ = raw_tx.send(());
         }
-    })
-    .map_err(|e| e.to_string())?;
-    watcher
-        .watch(&root, RecursiveMode::Recursive)
-        .map_err(|e| e.to_string())?;
+    })?;
+    watcher.watch(&root, RecursiveMode::Recursive)?;
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
             let deadline = tokio::time::Instant::now() + MAX_DELAY;
