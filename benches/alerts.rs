@@ -58,6 +58,7 @@ fn main() {
     let t = Instant::now();
     store
         .bulk_insert_errors((0..ERRORS).map(|i| ErrorRecord {
+            scope: dualwrite::state::ErrorScope::Record,
             id: 0,
             map: format!("map-{}", i as usize % MAPS),
             phase: "Live".into(),

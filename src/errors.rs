@@ -57,6 +57,8 @@ pub struct ArchivedError<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Exported<'a> {
     pub id: i64,
+    /// `Record`, or `Map` for a map-level event (no key).
+    pub scope: crate::state::ErrorScope,
     pub map: &'a str,
     pub phase: &'a str,
     pub direction: &'a str,
@@ -79,6 +81,7 @@ impl<'a> Exported<'a> {
         let json = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
         Exported {
             id: e.id,
+            scope: e.scope,
             map: &e.map,
             phase: &e.phase,
             direction: &e.direction,

@@ -8,7 +8,9 @@
 //! Running (the reconciler calls [`execute`] after the map has drained); a Retry writes the
 //! row as it is now on the source side, never the stored copy; nothing the filter did not
 //! match is touched. A request interrupted by a crash runs again from the start, which is
-//! safe: records already retried or dismissed no longer match.
+//! safe: records already retried or dismissed no longer match. Map-level error events are
+//! matched by a Dismiss and skipped by a Retry. Also owns the preview of a retry that
+//! `errors list --show-rows` prints ([`preview_retries`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -18,6 +20,7 @@ use crate::endpoint::{Row, Value, ValueKind, key_string};
 use crate::state::{
     ErrorKey, ErrorQuery, ErrorRecord, Order, RequestStatus, StateError, StateStore,
 };
+use crate::sync::link::{Connections, LinkError, Prepared};
 use crate::sync::{self, Flow, Journal, Outcome, Sides, SyncError};
 
 /// Requests that may wait for one map at a time; one more is Rejected.
@@ -616,6 +619,128 @@ pub(crate) fn key_values(key: &str, columns: &[String], kinds: &[ValueKind]) -> 
         .zip(kinds)
         .map(|(c, kind)| object.remove(c)?.convert_to(*kind).ok())
         .collect()
+}
+
+/// What `errors list --show-rows` shows for an errored record: the row as it is now on each
+/// side, and what a retry would write. Read from the databases; nothing is written.
+#[derive(serde::Serialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RowPreview {
+    /// The row now, on the side the record comes from (`None`: it is gone).
+    pub source_row: Option<serde_json::Value>,
+    /// The row now, on the side it is written to (`None`: not there).
+    pub target_row: Option<serde_json::Value>,
+    /// The row a retry would write (`None` with `retryDeletes`: the source row is gone, so
+    /// a retry deletes it on the target).
+    pub retry_writes: Option<serde_json::Value>,
+    pub retry_deletes: bool,
+    /// Why the rows cannot be shown or the record cannot be converted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Previews a retry of each record (by id), connecting to the endpoints of their maps.
+pub async fn preview_retries(
+    dir: &Path,
+    cfg: &Config,
+    records: &[crate::state::ErrorRecord],
+) -> HashMap<i64, RowPreview> {
+    let mut connections = Connections::new(dir, cfg);
+    let mut prepared: HashMap<String, Result<Prepared, LinkError>> = HashMap::new();
+    let mut previews = HashMap::new();
+    for record in records {
+        let preview = match cfg.map(&record.map) {
+            None => Err(format!("map {} is no longer in the config", record.map)),
+            Some(map) => {
+                if !prepared.contains_key(&record.map) {
+                    let p = Prepared::of(&mut connections, map).await;
+                    prepared.insert(record.map.clone(), p);
+                }
+                match &prepared[&record.map] {
+                    Err(problem) => Err(problem.to_string()),
+                    Ok(p) => preview_one(p, record).await,
+                }
+            }
+        };
+        previews.insert(
+            record.id,
+            preview.unwrap_or_else(|problem| RowPreview {
+                problem: Some(problem),
+                ..Default::default()
+            }),
+        );
+    }
+    previews
+}
+
+/// Why one record cannot be previewed, worded for the listing.
+type PreviewProblem = String;
+
+async fn preview_one(
+    p: &Prepared,
+    record: &crate::state::ErrorRecord,
+) -> Result<RowPreview, PreviewProblem> {
+    let link = p
+        .links
+        .iter()
+        .find(|l| l.flow.way.name() == record.direction)
+        .ok_or_else(|| format!("the map no longer syncs {}", record.direction))?;
+    if record.scope == crate::state::ErrorScope::Map {
+        return Err("a map-level event has no record to retry".into());
+    }
+    let sides = p.sides(link);
+    let flow = &link.flow;
+    let kinds = crate::sync::key_kinds(flow, sides.from_info);
+    let key = key_values(&record.key, &flow.from_key, &kinds)
+        .ok_or_else(|| format!("the stored key {} does not fit the table's key", record.key))?;
+    let json = |columns: &[String], row: &[crate::endpoint::Value]| {
+        serde_json::from_str(&crate::sync::transform::row_json(columns, row)).ok()
+    };
+    let source = sides
+        .from
+        .fetch_rows(
+            sides.from_table,
+            &flow.read_columns,
+            &flow.from_key,
+            std::slice::from_ref(&key),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .pop();
+    let mut preview = RowPreview {
+        source_row: source.as_ref().and_then(|r| json(&flow.read_columns, r)),
+        retry_deletes: source.is_none(),
+        ..Default::default()
+    };
+    let mut target_key = key;
+    if let Some(row) = source {
+        let converted = flow.apply(&row).and_then(|mapped| {
+            sides
+                .to_info
+                .convert_row_owned(sides.to_table, &flow.write_columns, mapped)
+                .map_err(|e| e.to_string())
+        });
+        match converted {
+            Ok(values) => {
+                preview.retry_writes = json(&flow.write_columns, &values);
+                target_key = values[..flow.to_key.len()].to_vec();
+            }
+            Err(problem) => preview.problem = Some(format!("a retry cannot convert it: {problem}")),
+        }
+    }
+    preview.target_row = sides
+        .to
+        .fetch_rows(
+            sides.to_table,
+            &flow.write_columns,
+            &flow.to_key,
+            &[target_key],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .pop()
+        .and_then(|r| json(&flow.write_columns, &r));
+    Ok(preview)
 }
 
 #[cfg(test)]

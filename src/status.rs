@@ -148,7 +148,11 @@ pub struct MapStatus {
     pub conditions: Vec<Condition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_sync: Option<InitialSyncStatus>,
-    pub queue: Queue,
+    /// `None` (null) when the capturing side cannot be asked.
+    pub queue: Option<Queue>,
+    /// While a map-level failure is retried: when the next attempt is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
     pub counters: Counters,
     pub errors: ErrorSummary,
     pub activity: Vec<crate::state::ActivityEntry>,
@@ -201,9 +205,13 @@ impl InitialSyncStatus {
     }
 }
 
+/// Changes captured and not yet written (paused, or an endpoint down).
 #[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Queue {
     pub pending: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_at: Option<String>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -296,8 +304,8 @@ fn map_status(
             code: e.code,
         })
         .collect();
-    let (status, reason, message) = if let Some(problem) = &runtime.problem {
-        ("False", "Error", problem.clone())
+    let (status, reason, message) = if let Some(problem) = &runtime.failure {
+        ("False", problem.reason.name(), problem.message.clone())
     } else if let Some(h) = &held_by {
         ("False", "HeldByAlert", format!("held by alert {}", h.alert))
     } else if phase.name() == map.spec.state.to_string()
@@ -319,13 +327,24 @@ fn map_status(
         message,
         last_transition_time: runtime.since.clone(),
     }];
-    if runtime.problem.is_some() {
+    if let Some(problem) = &runtime.failure {
+        // Transient (an endpoint down): dualwrite is still at it. Otherwise a person must look.
+        let kind = if problem.reason.is_transient() {
+            "Reconciling"
+        } else {
+            "Stalled"
+        };
+        let retry = runtime
+            .next_attempt_at
+            .as_ref()
+            .map(|at| format!(" (attempt {}; next at {at})", problem.attempts))
+            .unwrap_or_default();
         conditions.push(Condition {
-            kind: "Stalled".into(),
+            kind: kind.into(),
             status: "True".into(),
-            reason: "Error".into(),
-            message: runtime.problem.clone().unwrap_or_default(),
-            last_transition_time: runtime.since.clone(),
+            reason: problem.reason.name().into(),
+            message: format!("{}{retry}", problem.message),
+            last_transition_time: Some(problem.since.clone()),
         });
     }
     Ok(MapStatus {
@@ -338,9 +357,11 @@ fn map_status(
             .initial_sync
             .as_ref()
             .map(|r| InitialSyncStatus::of(r, &runtime.earlier_runs)),
-        queue: Queue {
-            pending: runtime.pending,
-        },
+        queue: runtime.queue.as_ref().map(|q| Queue {
+            pending: q.pending,
+            oldest_at: q.oldest_at.clone(),
+        }),
+        next_attempt_at: runtime.next_attempt_at.clone(),
         counters: Counters {
             synced: runtime.synced,
             last_sync_at: runtime.last_sync_at.clone(),

@@ -11,11 +11,13 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use dualwrite::config::AlertAction;
 use dualwrite::state::postgres::PostgresStore;
 use dualwrite::state::sqlite::SqliteStore;
 use dualwrite::state::{
-    AppliedRecord, DirectionCounts, ErrorQuery, ErrorRecord, InitialSyncRun, MapRecord, MapRuntime,
-    Order, Phase, RequestStatus, StateStore,
+    AppliedRecord, DirectionCounts, ErrorQuery, ErrorRecord, ErrorScope, InitialSyncRun,
+    MapProblem, MapRecord, MapRuntime, Order, Phase, ProblemReason, QueueState, RequestStatus,
+    StateStore,
 };
 
 const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -227,10 +229,21 @@ fn runtime(cursor: i64) -> MapRuntime {
         synced: 42,
         last_sync_at: Some("2024-05-01T10:00:00Z".into()),
         lag_seconds: Some(1.5),
-        pending: 3,
+        queue: Some(QueueState {
+            pending: 3,
+            oldest_at: Some("2024-05-01T09:59:00.000Z".into()),
+        }),
         resumed_at: Some("2024-05-01T09:00:00.000Z".into()),
-        held_action: Some("Pause".into()),
-        problem: None,
+        held_action: Some(AlertAction::Pause),
+        failure: Some(MapProblem {
+            reason: ProblemReason::EndpointUnreachable,
+            message: "endpoint crm (destination side): connection refused".into(),
+            endpoint: Some("crm".into()),
+            attempts: 2,
+            since: "2024-05-01T09:58:00Z".into(),
+        }),
+        next_attempt_at: Some("2024-05-01T10:00:02.000Z".into()),
+        capture_left: Vec::new(),
         since: Some("2024-05-01T09:00:00Z".into()),
     }
 }
@@ -238,6 +251,7 @@ fn runtime(cursor: i64) -> MapRuntime {
 fn error(map: &str, direction: &str, id: i64, at: &str) -> ErrorRecord {
     ErrorRecord {
         id: 0,
+        scope: ErrorScope::Record,
         map: map.into(),
         phase: "InitialSync".into(),
         direction: direction.into(),
@@ -513,6 +527,7 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
 
     filtered_queries_select_exactly_what_they_name(store);
     requests_keep_their_status(store);
+    map_level_events_are_one_per_attempt(store);
 }
 
 /// `errors list` and ErrorRequest filters: each field narrows, ids and paging are exact,
@@ -666,6 +681,60 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
     assert_eq!(open[0].message, "failed again");
     assert_eq!(open[0].attempts, 2);
     drop(other);
+}
+
+/// Map-level events (scope Map, no key) are never merged: each failed attempt is one, so
+/// alert windows count them; a scope filter selects them or the records alone.
+fn map_level_events_are_one_per_attempt(store: &mut dyn StateStore) {
+    let map = "maplevel";
+    let event = |at: &str| ErrorRecord {
+        scope: ErrorScope::Map,
+        key: String::new(),
+        row: None,
+        error_type: "NetworkError".into(),
+        message: "endpoint crm (destination side): connection refused".into(),
+        code: None,
+        ..error(map, "SourceToDestination", 0, at)
+    };
+    let a = store
+        .record_error(&event("2024-07-01T10:00:00.000Z"))
+        .unwrap();
+    let b = store
+        .record_error(&event("2024-07-01T10:00:01.000Z"))
+        .unwrap();
+    assert_ne!(a, b, "two attempts are two events");
+    store
+        .record_error(&error(
+            map,
+            "SourceToDestination",
+            1,
+            "2024-07-01T10:00:02.000Z",
+        ))
+        .unwrap();
+    let since = store
+        .error_events_since("2024-07-01T00:00:00.000Z")
+        .unwrap();
+    let network = since
+        .iter()
+        .filter(|(m, t, _)| m == map && t == "NetworkError")
+        .count();
+    assert_eq!(network, 2);
+    let mut only_map = ErrorQuery::open(map);
+    only_map.scope = Some(ErrorScope::Map);
+    let listed = store
+        .query_errors(&only_map, Order::OldestFirst, 10)
+        .unwrap();
+    assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), [a, b]);
+    assert!(
+        listed
+            .iter()
+            .all(|e| e.scope == ErrorScope::Map && e.key.is_empty())
+    );
+    let mut records = ErrorQuery::open(map);
+    records.scope = Some(ErrorScope::Record);
+    assert_eq!(store.count_errors(&records).unwrap(), 1);
+    assert_eq!(store.resolve_errors(&[a, b], "Superseded").unwrap(), 2);
+    assert_eq!(store.count_errors(&only_map).unwrap(), 0);
 }
 
 fn requests_keep_their_status(store: &mut dyn StateStore) {

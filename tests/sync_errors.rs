@@ -170,13 +170,18 @@ fn missing_destination_column_stalls_the_map_with_a_schema_error() {
     assert_eq!(run.code, 1, "a map that cannot run fails the pass");
     assert!(
         run.stdout.contains(
-            "map m: NotRunning (error: column unit_code does not exist in the destination table)"
+            "map m: NotRunning (error: endpoint dst (destination side): column unit_code does not exist in the destination table)"
         ),
         "{}",
         run.stdout
     );
     let st = status(&repo);
     assert!(st.contains("type: Stalled\n    status: \"True\""), "{st}");
+    assert!(st.contains("reason: SchemaMismatch"), "{st}");
+    assert!(
+        st.contains("SchemaError: 1"),
+        "a map-level SchemaError event: {st}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +216,7 @@ async fn unreachable_destination_loses_nothing() {
     assert_eq!(run.code, 1);
     assert!(
         run.stdout
-            .contains("map m: Running (error: endpoint dst: cannot connect"),
+            .contains("map m: Running (error: endpoint dst (destination side): cannot connect"),
         "{}",
         run.stdout
     );
@@ -220,7 +225,14 @@ async fn unreachable_destination_loses_nothing() {
         "the URL leaked"
     );
     let st = status(&repo);
-    assert!(st.contains("reason: Error") && !st.contains(":pw@"), "{st}");
+    assert!(
+        st.contains("reason: EndpointUnreachable") && !st.contains(":pw@"),
+        "{st}"
+    );
+    assert!(
+        st.contains("NetworkError: 1"),
+        "a map-level NetworkError event: {st}"
+    );
 
     // Back up: everything queued arrives.
     assert_eq!(run_in(repo.path(), &["reconcile"], &good).code, 0);

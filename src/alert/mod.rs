@@ -4,6 +4,7 @@
 //! `notifyResolved`). Pure: the caller loads the windows from the state store, applies
 //! actions, and delivers notifications (`notify`).
 
+pub mod pass;
 pub mod test;
 
 use std::collections::{BTreeMap, HashMap};

@@ -98,6 +98,10 @@ pub struct ListArgs {
     /// Records in this state: Open (the default), Superseded, Retried, or all.
     #[arg(long, default_value = "Open", value_parser = ["Open", "Superseded", "Retried", "all"])]
     pub state: String,
+    /// Only errored records (`record`) or only map-level events (`map`: an endpoint
+    /// unreachable, a table or column missing; no key). Both by default.
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
     /// At most this many records, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -119,6 +123,12 @@ pub struct RequestArgs {
     /// Run the request now (a reconcile pass) instead of leaving it for review.
     #[arg(long)]
     pub apply: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeArg {
+    Map,
+    Record,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +159,10 @@ pub fn list(
     let filter = args.filter.filter(chrono::Utc::now())?;
     let mut query = crate::errors::query_of(args.filter.map.as_deref(), &filter);
     query.state = (args.state != "all").then(|| args.state.clone());
+    query.scope = args.scope.map(|s| match s {
+        ScopeArg::Map => crate::state::ErrorScope::Map,
+        ScopeArg::Record => crate::state::ErrorScope::Record,
+    });
     let (matched, records) = match store {
         Some(store) => (
             store.count_errors(&query).map_err(|e| e.to_string())?,
@@ -160,7 +174,7 @@ pub fn list(
     };
     let previews = if args.show_rows && !records.is_empty() {
         let runtime = tokio::runtime::Runtime::new().map_err(io)?;
-        runtime.block_on(crate::reconcile::preview_retries(dir, cfg, &records))
+        runtime.block_on(crate::requests::preview_retries(dir, cfg, &records))
     } else {
         Default::default()
     };

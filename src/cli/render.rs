@@ -305,7 +305,14 @@ pub fn status(
         writeln!(
             out,
             "{:<20} {:<12} {:<10} {:>8} {:>8} {:>7}  {init}",
-            name, s.phase, s.desired_state, s.counters.synced, s.queue.pending, s.errors.open
+            name,
+            s.phase,
+            s.desired_state,
+            s.counters.synced,
+            s.queue
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |q| q.pending.to_string()),
+            s.errors.open
         )?;
         for c in s.conditions.iter().filter(|c| c.status != "True") {
             writeln!(out, "    {}: {} ({})", c.kind, c.reason, c.message)?;

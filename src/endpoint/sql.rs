@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Row, TableCopy,
-    TableInfo, TableName, QueueDepth, Value, ValueKind, WriteError, WriteErrorClass, WriteOp, key_string,
+    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, QueueDepth,
+    Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass, WriteOp,
+    key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 

@@ -18,8 +18,6 @@ use super::Wake;
 use crate::config::{Config, DesiredState, TableMap};
 use crate::endpoint::listen::{Listener, listen};
 use crate::endpoint::{self, Endpoint, EndpointSpec, TableName};
-use crate::state::StateStore;
-use crate::status::MapStatus;
 use crate::sync::Way;
 
 /// (endpoint, table as written in the map).
@@ -211,37 +209,5 @@ impl Changes {
             }
         }
         (!changed.is_empty()).then_some(changed)
-    }
-
-    /// Seconds since the oldest change still queued was captured, per map with a queue.
-    pub(crate) async fn oldest_pending(
-        &mut self,
-        cfg: &Config,
-        store: &dyn StateStore,
-        statuses: &[(String, MapStatus)],
-    ) -> BTreeMap<String, f64> {
-        let mut ages = BTreeMap::new();
-        for (name, _) in statuses.iter().filter(|(_, st)| st.queue.pending > 0) {
-            let (Some(map), Ok(runtime)) = (cfg.map(name), store.runtime(name)) else {
-                continue;
-            };
-            for (way, (endpoint, table)) in read_tables(map) {
-                let (Some(conn), Ok(parsed)) =
-                    (self.conn(&endpoint).await, TableName::parse(&table))
-                else {
-                    continue;
-                };
-                let cursor = crate::sync::cursor(&runtime, way);
-                if let Ok(page) = conn.read_changes(&parsed, cursor, 1).await
-                    && let Some(first) = page.first()
-                {
-                    let age =
-                        (chrono::Utc::now() - first.changed_at).num_milliseconds() as f64 / 1000.0;
-                    let oldest = ages.entry(name.clone()).or_insert(age);
-                    *oldest = f64::max(*oldest, age);
-                }
-            }
-        }
-        ages
     }
 }

@@ -212,13 +212,13 @@ pub(crate) fn render(s: &Snapshot) -> String {
         o,
         "dualwrite_queue_pending",
         "gauge",
-        "Captured changes waiting (while Paused; 0 when drained).",
+        "Captured changes waiting (while Paused or an endpoint is down; 0 when drained or not countable).",
     );
     for (map, st) in &s.maps {
         f.sample(
             "dualwrite_queue_pending",
             &[("map", map)],
-            st.queue.pending as f64,
+            st.queue.as_ref().map_or(0, |q| q.pending) as f64,
         );
     }
     let mut f = family(
@@ -227,8 +227,19 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "gauge",
         "Age of the oldest change still waiting; 0 when none.",
     );
-    for map in s.maps.keys() {
-        let age = s.oldest_pending_seconds.get(map).copied().unwrap_or(0.0);
+    let now = chrono::Utc::now();
+    for (map, st) in &s.maps {
+        let age = st
+            .queue
+            .as_ref()
+            .and_then(|q| q.oldest_at.as_deref())
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .map_or(0.0, |at| {
+                (now - at.with_timezone(&chrono::Utc))
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0
+            });
         f.sample(
             "dualwrite_oldest_pending_change_age_seconds",
             &[("map", map)],

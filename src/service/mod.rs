@@ -102,6 +102,10 @@ pub(crate) enum Trigger {
     Timer,
     Changes,
     Leases,
+    /// A map's backoff after a failure ran out (`nextAttemptAt`).
+    Retry,
+    /// `dualwrite resume` ended an alert's hold (seen in the state store).
+    Resumed,
 }
 
 impl Trigger {
@@ -112,6 +116,8 @@ impl Trigger {
             Trigger::Timer => "timer",
             Trigger::Changes => "changes",
             Trigger::Leases => "leases",
+            Trigger::Retry => "retry",
+            Trigger::Resumed => "resumed",
         }
     }
 }
@@ -130,8 +136,6 @@ pub(crate) struct Snapshot {
     pub maps: BTreeMap<String, MapStatus>,
     pub alerts: BTreeMap<String, AlertStatus>,
     pub requests: BTreeMap<String, crate::state::RequestStatus>,
-    /// Age of the oldest change waiting, per map with a queue.
-    pub oldest_pending_seconds: BTreeMap<String, f64>,
     /// `Some` when leases split the maps: this process's holder id and its maps.
     pub leases: Option<(String, BTreeSet<String>)>,
     pub passes: BTreeMap<Trigger, u64>,
@@ -174,6 +178,9 @@ struct Service {
     leases: Option<lease::Leases>,
     changes: changes::Changes,
     log: logging::PassLog,
+    /// When the earliest failing map is due again (the error policy's backoff): a pass
+    /// runs then, not at the next timer tick.
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl Service {
@@ -205,6 +212,7 @@ impl Service {
             store: None,
             leases: None,
             log: logging::PassLog::default(),
+            retry_at: None,
         };
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -238,6 +246,10 @@ impl Service {
                     crate::shutdown::request();
                     break;
                 }
+                Some(()) = maybe(service.retry_at.map(tokio::time::sleep_until)) => {
+                    service.retry_at = None;
+                    next = Some((Trigger::Retry, None));
+                }
                 _ = timer.tick() => {
                     if service.args.pull {
                         service.pull().await;
@@ -245,7 +257,9 @@ impl Service {
                     next = Some((Trigger::Timer, None));
                 }
                 _ = poll.tick() => {
-                    if let Some(tables) = service.changes.poll().await {
+                    if service.hold_ended() {
+                        next = Some((Trigger::Resumed, None));
+                    } else if let Some(tables) = service.changes.poll().await {
                         next = Some((Trigger::Changes, Some(tables)));
                     }
                 }
@@ -329,6 +343,7 @@ impl Service {
         let scope = Scope {
             only_maps: only,
             changes_only: tables.is_some(),
+            respect_backoff: true,
             ..Scope::default()
         };
         if let Some(leases) = &self.leases {
@@ -341,6 +356,12 @@ impl Service {
         }
         match result {
             Ok(report) => {
+                if !scope.changes_only || report.retry_at.is_some() {
+                    self.retry_at = report.retry_at.map(|at| {
+                        let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                        tokio::time::Instant::now() + wait
+                    });
+                }
                 if let Err(e) = self.publish(&cfg, &revision, &scope, Some(&report)).await {
                     self.failed(trigger, &e.into(), started);
                     return;
@@ -358,6 +379,27 @@ impl Service {
             }
         }
         self.changes.set_targets(&self.dir, &cfg);
+    }
+
+    /// Whether a map the last pass left held by an alert is no longer held in the store
+    /// (`dualwrite resume` from another process): one cheap read per poll, only while a
+    /// map is held.
+    fn hold_ended(&self) -> bool {
+        let held: Vec<String> = {
+            let snap = self.shared.read().expect("snapshot lock");
+            snap.maps
+                .iter()
+                .filter(|(_, st)| st.held_by.is_some())
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let Some(store) = self.store.as_ref().filter(|_| !held.is_empty()) else {
+            return false;
+        };
+        store.maps().is_ok_and(|maps| {
+            maps.iter()
+                .any(|m| held.contains(&m.name) && m.held_by.is_none())
+        })
     }
 
     fn failed(&self, trigger: Trigger, error: &ServiceError, started: Instant) {
@@ -460,10 +502,6 @@ impl Service {
         };
         let log = &mut self.log;
         let published = status::publish(&publication, store, &mut |name, st| log.map(name, st))?;
-        let ages = self
-            .changes
-            .oldest_pending(cfg, store, &published.maps)
-            .await;
         let mut snap = self.shared.write().expect("snapshot lock");
         snap.revision = revision.to_string();
         if let Some(alerts) = published.alerts {
@@ -487,12 +525,8 @@ impl Service {
             in_config.contains(name.as_str()) && owned.as_ref().is_none_or(|o| o.contains(name))
         });
         for (name, st) in published.maps {
-            snap.oldest_pending_seconds.remove(&name);
             snap.maps.insert(name, st);
         }
-        snap.oldest_pending_seconds.extend(ages);
-        snap.oldest_pending_seconds
-            .retain(|name, _| in_config.contains(name.as_str()));
         snap.leases = self
             .leases
             .as_ref()

@@ -91,15 +91,89 @@ pub struct MapRuntime {
     pub resumed_at: Option<String>,
     /// The action (Pause or Stop) of the alert holding the map, if any.
     #[serde(default)]
-    pub held_action: Option<String>,
-    /// Changes waiting while paused.
+    pub held_action: Option<crate::config::AlertAction>,
+    /// Changes captured and not yet written, as last counted; `None` when the capturing
+    /// side could not be asked.
     #[serde(default)]
-    pub pending: u64,
-    /// The last map-level problem (endpoint down, table missing), shown as a condition.
-    #[serde(default)]
-    pub problem: Option<String>,
+    pub queue: Option<QueueState>,
+    /// The failure that hit the whole map in its last attempt (endpoint down, table
+    /// missing), while it lasts; shown as conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<MapProblem>,
+    /// When the next attempt is due while a failure is retried with backoff (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// Capture a stop could not remove yet (its endpoint was down), removed when it is
+    /// reachable again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capture_left: Vec<CaptureLeft>,
     #[serde(default)]
     pub since: Option<String>,
+}
+
+/// A map's queue: how many captured changes wait, and since when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueState {
+    pub pending: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_at: Option<String>,
+}
+
+/// Why a map cannot do its work (the reason of its `Ready=False` condition).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemReason {
+    /// An endpoint cannot be reached; retried with backoff (transient).
+    EndpointUnreachable,
+    /// A table or mapped column is missing or changed; needs a person.
+    SchemaMismatch,
+    /// A shutdown stopped the work; it goes on at the next start.
+    Interrupted,
+    /// Anything else that stops the map (an endpoint that is not configured, the state
+    /// store); needs a person.
+    Error,
+}
+
+impl ProblemReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemReason::EndpointUnreachable => "EndpointUnreachable",
+            ProblemReason::SchemaMismatch => "SchemaMismatch",
+            ProblemReason::Interrupted => "Interrupted",
+            ProblemReason::Error => "Error",
+        }
+    }
+
+    /// Whether it goes away by itself (`Reconciling=True`) rather than needing a person
+    /// (`Stalled=True`).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ProblemReason::EndpointUnreachable | ProblemReason::Interrupted
+        )
+    }
+}
+
+/// A failure that hit the whole map, as stored between passes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MapProblem {
+    pub reason: ProblemReason,
+    /// What failed, naming the endpoint and side.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Failed attempts in a row.
+    pub attempts: u32,
+    /// When the first of them failed.
+    pub since: String,
+}
+
+/// Capture still installed on a table that a stop could not reach.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CaptureLeft {
+    pub endpoint: String,
+    pub table: String,
 }
 
 /// Earlier initial-sync runs kept per map.

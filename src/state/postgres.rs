@@ -23,8 +23,8 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope, MapRecord,
-    MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope,
+    MapRecord, MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
 };
 use crate::endpoint::{redact, url_secrets};
 
@@ -145,8 +145,7 @@ const MAPS: &str =
     "SELECT name, phase, applied, applied_revision, held_by FROM {s}.maps ORDER BY name";
 const ALERTS: &str = "SELECT name, applied, revision, NULL::text FROM {s}.alerts ORDER BY name";
 const REQUESTS: &str = "SELECT name, applied, revision, state FROM {s}.requests ORDER BY name";
-const ERROR_COLUMNS: &str =
-    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope";
+const ERROR_COLUMNS: &str = "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope";
 const RESOLVE_ERRORS: &str =
     "UPDATE {s}.errors SET state = $2 WHERE id = ANY($1) AND state = 'Open'";
 const DELETE_ERRORS: &str = "DELETE FROM {s}.errors WHERE id = ANY($1)";

@@ -8,8 +8,8 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope, MapRecord,
-    MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope,
+    MapRecord, MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
 };
 
 pub struct SqliteStore {
@@ -231,8 +231,7 @@ fn where_clause(query: &ErrorQuery) -> (String, Vec<rusqlite::types::Value>) {
     (format!(" WHERE {}", sql.join(" AND ")), params)
 }
 
-const ERROR_COLUMNS: &str =
-    "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope";
+const ERROR_COLUMNS: &str = "id, map, phase, direction, type, key, row, message, code, first_at, last_at, attempts, state, scope";
 
 fn error_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorRecord> {
     Ok(ErrorRecord {

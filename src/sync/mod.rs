@@ -5,6 +5,7 @@
 //! captured (the endpoint suppresses them), so a bidirectional map never loops.
 
 pub mod initial;
+pub mod link;
 pub mod live;
 pub mod transform;
 

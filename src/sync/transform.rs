@@ -86,15 +86,24 @@ fn value_text(v: &Value) -> Option<String> {
     })
 }
 
+/// A way of a map that does not fit its tables: a schema problem, worded for the user, on
+/// the side data comes from (`reading`) or the side it is written to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct MappingError {
+    pub reading: bool,
+    pub message: String,
+}
+
 impl Flow {
     /// Compiles one way of a map against the two tables' descriptions. Errors are schema
-    /// problems (a mapped column or the key missing) worded for the user.
+    /// problems (a mapped column or the key missing).
     pub fn compile(
         map: &TableMap,
         way: Way,
         from: &TableInfo,
         to: &TableInfo,
-    ) -> Result<Flow, String> {
+    ) -> Result<Flow, MappingError> {
         let pick = |c: &ColumnMap| -> (Option<String>, Option<String>) {
             match way {
                 Way::SourceToDestination => (c.source.clone(), c.destination.clone()),
@@ -121,14 +130,17 @@ impl Flow {
         let mut pk: Vec<&String> = from.primary_key.iter().collect();
         pk.sort();
         if key_names != pk {
-            return Err(format!(
-                "the key columns ({}) are not the primary key of the {from_side} table ({})",
-                keys.iter()
-                    .map(|(f, _)| f.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                from.primary_key.join(", ")
-            ));
+            return Err(MappingError {
+                reading: true,
+                message: format!(
+                    "the key columns ({}) are not the primary key of the {from_side} table ({})",
+                    keys.iter()
+                        .map(|(f, _)| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    from.primary_key.join(", ")
+                ),
+            });
         }
         let ordered: Vec<(String, String)> = from
             .primary_key
@@ -184,14 +196,18 @@ impl Flow {
         }
         for c in &read_columns {
             if from.column(c).is_none() {
-                return Err(format!(
-                    "column {c} does not exist in the {from_side} table"
-                ));
+                return Err(MappingError {
+                    reading: true,
+                    message: format!("column {c} does not exist in the {from_side} table"),
+                });
             }
         }
         for c in &write_columns {
             if to.column(c).is_none() {
-                return Err(format!("column {c} does not exist in the {to_side} table"));
+                return Err(MappingError {
+                    reading: false,
+                    message: format!("column {c} does not exist in the {to_side} table"),
+                });
             }
         }
         Ok(Flow {

@@ -2,6 +2,7 @@
 //! SMTP server (`mail`).
 #![allow(dead_code)]
 
+pub mod forward;
 pub mod mail;
 
 use std::path::{Path, PathBuf};
