@@ -521,3 +521,72 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_bidirectional_map_while_the_destination_is_down_finishes_when_it_is_back() {
+    common::with_timeout(async {
+        let Some(mut pg) = TestDb::postgres().await else {
+            return;
+        };
+        let table = unique_table("outage");
+        pg.plain
+            .exec(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"))
+            .await;
+        pg.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+        let mut fwd = Forwarder::start("127.0.0.1:5432");
+        let EndpointSpec::Postgres { url } = &pg.spec else {
+            unreachable!()
+        };
+        let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
+        let repo = repo_for("postgres", "DW_OUT_PG", &table, "Running", None);
+        let both = |state: &str| {
+            map_yaml(&table, state).replace(
+                "  columns:",
+                "  direction: Bidirectional\n  columns:",
+            )
+        };
+        repo.write("maps/customers.yaml", &both("Running"));
+        let env = [("DW_OUT_PG", url.as_str())];
+        let run = run_in(repo.path(), &["reconcile"], &env);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        let pg_triggers = || async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let row = client
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        };
+        assert!(pg_triggers().await > 0, "capture on the destination");
+
+        fwd.cut();
+        repo.write("maps/customers.yaml", &both("Stopped"));
+        let run = run_in(repo.path(), &["reconcile"], &env);
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        let st = map_status(&repo);
+        assert_eq!(st["phase"], "Stopped", "{st:#}");
+        let ready = condition(&st, "Ready").unwrap();
+        assert!(
+            ready["message"].as_str().unwrap().contains("left to remove when that endpoint is reachable"),
+            "{st:#}"
+        );
+        let sqlite_triggers: i64 = erp(&repo)
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sqlite_triggers, 0, "capture removed on the side that is up");
+
+        fwd.restore();
+        let run = run_in(repo.path(), &["reconcile"], &env);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert_eq!(pg_triggers().await, 0, "capture removed once the destination is back");
+        let st = map_status(&repo);
+        assert_eq!(condition(&st, "Ready").unwrap()["status"], "True", "{st:#}");
+        let log = run_in(repo.path(), &["logs", "customers"], &env).stdout;
+        assert!(log.contains("CaptureRemoved"), "{log}");
+    })
+    .await;
+}

@@ -1,8 +1,9 @@
 //! Alert rules at run time: sliding windows of recorded errors per map and type, and the
 //! evaluation of every rule against them: when a rule starts or stops firing for a map, which
 //! action it takes (once per firing) and whether a notification goes out (cooldown,
-//! `notifyResolved`). Pure: the caller loads the windows from the state store, applies
-//! actions, and delivers notifications (`notify`).
+//! `notifyResolved`). The evaluation is pure; `pass` is the alert work of a reconcile pass
+//! (windows loaded from the state store, notifications delivered through `notify`, states
+//! saved); the reconciler applies the actions.
 
 pub mod pass;
 pub mod test;

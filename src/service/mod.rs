@@ -1,5 +1,6 @@
 //! `dualwrite run`: the long-lived reconciler. Owns the run loop and what wakes it (config
-//! file changes, the timer, new captured changes, lease changes, SIGTERM/Ctrl-C), the HTTP
+//! file changes, the timer, new captured changes, lease changes, a failing map's backoff
+//! running out (`nextAttemptAt`), a hold ended by `dualwrite resume`, SIGTERM/Ctrl-C), the HTTP
 //! endpoint (`/metrics`, `/healthz`, `/readyz`, the JSON API) and the leases that split the
 //! maps between several processes sharing a PostgreSQL state store.
 //!

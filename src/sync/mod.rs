@@ -1,6 +1,7 @@
-//! Moving records for one map: the initial copy (`initial`), the live drain of captured
-//! changes (`live`), and writing a batch so that one bad record never blocks the others
-//! (bisection). Invariants: writes are idempotent upserts and deletes; a cursor or resume key
+//! Moving records for one map: its tables connected and its ways compiled (`link`), the
+//! initial copy (`initial`), the live drain of captured changes (`live`), and writing a
+//! batch so that one bad record never blocks the others (bisection). Every endpoint
+//! failure comes back saying which end of the way it hit (`SyncError`). Invariants: writes are idempotent upserts and deletes; a cursor or resume key
 //! advances only after the write it covers is committed; dualwrite's own writes are never
 //! captured (the endpoint suppresses them), so a bidirectional map never loops.
 
