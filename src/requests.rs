@@ -650,14 +650,14 @@ pub async fn preview_retries(
     let mut previews = HashMap::new();
     for record in records {
         let preview = match cfg.map(&record.map) {
-            None => Err(format!("map {} is no longer in the config", record.map)),
+            None => Err(PreviewProblem::MapGone(record.map.clone())),
             Some(map) => {
                 if !prepared.contains_key(&record.map) {
                     let p = Prepared::of(&mut connections, map).await;
                     prepared.insert(record.map.clone(), p);
                 }
                 match &prepared[&record.map] {
-                    Err(problem) => Err(problem.to_string()),
+                    Err(problem) => Err(PreviewProblem::Link(problem.clone())),
                     Ok(p) => preview_one(p, record).await,
                 }
             }
@@ -665,7 +665,7 @@ pub async fn preview_retries(
         previews.insert(
             record.id,
             preview.unwrap_or_else(|problem| RowPreview {
-                problem: Some(problem),
+                problem: Some(problem.to_string()),
                 ..Default::default()
             }),
         );
@@ -673,8 +673,22 @@ pub async fn preview_retries(
     previews
 }
 
-/// Why one record cannot be previewed, worded for the listing.
-type PreviewProblem = String;
+/// Why one record's rows cannot be shown (`RowPreview::problem` carries its message).
+#[derive(Debug, thiserror::Error)]
+enum PreviewProblem {
+    #[error("map {0} is no longer in the config")]
+    MapGone(String),
+    #[error("the map no longer syncs {0}")]
+    WayGone(String),
+    #[error("a map-level event has no record to retry")]
+    MapLevel,
+    #[error("the stored key {0} does not fit the table's key")]
+    KeyMismatch(String),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{0}")]
+    Endpoint(#[from] crate::endpoint::EndpointError),
+}
 
 async fn preview_one(
     p: &Prepared,
@@ -684,15 +698,15 @@ async fn preview_one(
         .links
         .iter()
         .find(|l| l.flow.way.name() == record.direction)
-        .ok_or_else(|| format!("the map no longer syncs {}", record.direction))?;
+        .ok_or_else(|| PreviewProblem::WayGone(record.direction.to_string()))?;
     if record.scope == crate::state::ErrorScope::Map {
-        return Err("a map-level event has no record to retry".into());
+        return Err(PreviewProblem::MapLevel);
     }
     let sides = p.sides(link);
     let flow = &link.flow;
     let kinds = crate::sync::key_kinds(flow, sides.from_info);
     let key = key_values(&record.key, &flow.from_key, &kinds)
-        .ok_or_else(|| format!("the stored key {} does not fit the table's key", record.key))?;
+        .ok_or_else(|| PreviewProblem::KeyMismatch(record.key.clone()))?;
     let json = |columns: &[String], row: &[crate::endpoint::Value]| {
         serde_json::from_str(&crate::sync::transform::row_json(columns, row)).ok()
     };
@@ -704,8 +718,7 @@ async fn preview_one(
             &flow.from_key,
             std::slice::from_ref(&key),
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .pop();
     let mut preview = RowPreview {
         source_row: source.as_ref().and_then(|r| json(&flow.read_columns, r)),
@@ -714,16 +727,18 @@ async fn preview_one(
     };
     let mut target_key = key;
     if let Some(row) = source {
-        let converted = flow.apply(&row).and_then(|mapped| {
+        let converted = flow.apply(&row).map(|mapped| {
             sides
                 .to_info
                 .convert_row_owned(sides.to_table, &flow.write_columns, mapped)
-                .map_err(|e| e.to_string())
         });
         match converted {
-            Ok(values) => {
+            Ok(Ok(values)) => {
                 preview.retry_writes = json(&flow.write_columns, &values);
                 target_key = values[..flow.to_key.len()].to_vec();
+            }
+            Ok(Err(problem)) => {
+                preview.problem = Some(format!("a retry cannot convert it: {problem}"))
             }
             Err(problem) => preview.problem = Some(format!("a retry cannot convert it: {problem}")),
         }
@@ -736,8 +751,7 @@ async fn preview_one(
             &flow.to_key,
             &[target_key],
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .pop()
         .and_then(|r| json(&flow.write_columns, &r));
     Ok(preview)
