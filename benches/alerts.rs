@@ -10,14 +10,21 @@
 
 use std::time::Instant;
 
-use dualwrite::alert::{Engine, Windows, format_time};
+use dualwrite::alert::{Engine, Windows};
+use dualwrite::clock::format_millis;
 use dualwrite::config::TableMap;
-use dualwrite::state::{ErrorRecord, StateStore, sqlite::SqliteStore};
+use dualwrite::state::{
+    ErrorPhase, ErrorRecord, ErrorState, ErrorType, StateStore, sqlite::SqliteStore,
+};
 
 const ERRORS: i64 = 1_000_000;
 const MAPS: usize = 100;
 const RULES: usize = 100;
-const TYPES: [&str; 3] = ["ApplicationError", "NetworkError", "TransformError"];
+const TYPES: [ErrorType; 3] = [
+    ErrorType::ApplicationError,
+    ErrorType::NetworkError,
+    ErrorType::TransformError,
+];
 
 fn map(i: usize) -> TableMap {
     serde_json::from_value(serde_json::json!({
@@ -53,7 +60,7 @@ fn rule(i: usize) -> dualwrite::config::AlertRule {
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(&dir.path().join("state.db"), "bench").unwrap();
-    let now = dualwrite::alert::millis(chrono::Utc::now());
+    let now = dualwrite::clock::millis(chrono::Utc::now());
     // 1,000,000 errored records over the last 24 hours, spread over 100 maps.
     let t = Instant::now();
     store
@@ -61,17 +68,17 @@ fn main() {
             scope: dualwrite::state::ErrorScope::Record,
             id: 0,
             map: format!("map-{}", i as usize % MAPS),
-            phase: "Live".into(),
+            phase: ErrorPhase::Live,
             direction: "SourceToDestination".into(),
-            error_type: TYPES[i as usize % 3].into(),
+            error_type: TYPES[i as usize % 3],
             key: format!("{{\"id\":{i}}}"),
             row: None,
             message: "CHECK constraint failed".into(),
             code: Some("23514".into()),
-            first_at: format_time(now - 86_400_000 + i * 86_400_000 / ERRORS),
-            last_at: format_time(now - 86_400_000 + i * 86_400_000 / ERRORS),
+            first_at: format_millis(now - 86_400_000 + i * 86_400_000 / ERRORS),
+            last_at: format_millis(now - 86_400_000 + i * 86_400_000 / ERRORS),
             attempts: 1,
-            state: "Open".into(),
+            state: ErrorState::Open,
         }))
         .unwrap();
     println!(
@@ -86,12 +93,12 @@ fn main() {
     };
 
     let t = Instant::now();
-    let since = format_time(now - engine.longest_window());
+    let since = format_millis(now - engine.longest_window());
     let events = store.error_events_since(&since).unwrap();
     let loaded = events.len();
     let mut windows = Windows::default();
     for (map, ty, at) in &events {
-        windows.record(map, ty, dualwrite::alert::parse_time(at).unwrap());
+        windows.record(map, *ty, dualwrite::clock::parse(at).unwrap());
     }
     engine.windows = windows;
     let load = t.elapsed();

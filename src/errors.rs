@@ -9,8 +9,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{Direction, ErrorFilter, ErrorTypeSelector, Project};
-use crate::state::{ErrorQuery, ErrorRecord, Order, StateError, StateStore};
+use crate::clock;
+use crate::config::{Direction, ErrorFilter, Project};
+use crate::state::{
+    ErrorPhase, ErrorQuery, ErrorRecord, ErrorState, ErrorType, Order, StateError, StateStore,
+};
 
 /// Records purged per store round trip: bounds memory however many have expired.
 const PURGE_PAGE: usize = 10_000;
@@ -20,25 +23,18 @@ pub fn query_of(map: Option<&str>, filter: &ErrorFilter) -> ErrorQuery {
     ErrorQuery {
         scope: None,
         map: map.map(str::to_string),
-        from: filter
-            .from
-            .map(|t| crate::alert::format_time(t.timestamp_millis())),
-        to: filter
-            .to
-            .map(|t| crate::alert::format_time(t.timestamp_millis())),
+        from: filter.from.map(|t| clock::format_millis(clock::millis(t))),
+        to: filter.to.map(|t| clock::format_millis(clock::millis(t))),
         direction: match filter.direction {
             Some(Direction::SourceToDestination) => Some("SourceToDestination".into()),
             Some(Direction::DestinationToSource) => Some("DestinationToSource".into()),
             Some(Direction::Bidirectional) | None => None,
         },
-        error_type: match filter.error_type {
-            Some(ErrorTypeSelector::Any) | None => None,
-            Some(t) => Some(format!("{t:?}")),
-        },
-        phase: filter.phase.map(|p| format!("{p:?}")),
+        error_type: filter.error_type.and_then(ErrorType::selected_by),
+        phase: filter.phase,
         ids: filter.ids.clone(),
         below_id: None,
-        state: Some("Open".into()),
+        state: Some(ErrorState::Open),
     }
 }
 
@@ -60,10 +56,10 @@ pub struct Exported<'a> {
     /// `Record`, or `Map` for a map-level event (no key).
     pub scope: crate::state::ErrorScope,
     pub map: &'a str,
-    pub phase: &'a str,
+    pub phase: ErrorPhase,
     pub direction: &'a str,
     #[serde(rename = "type")]
-    pub error_type: &'a str,
+    pub error_type: ErrorType,
     pub key: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<serde_json::Value>,
@@ -73,7 +69,7 @@ pub struct Exported<'a> {
     pub first_at: &'a str,
     pub last_at: &'a str,
     pub attempts: i64,
-    pub state: &'a str,
+    pub state: ErrorState,
 }
 
 impl<'a> Exported<'a> {
@@ -83,9 +79,9 @@ impl<'a> Exported<'a> {
             id: e.id,
             scope: e.scope,
             map: &e.map,
-            phase: &e.phase,
+            phase: e.phase,
             direction: &e.direction,
-            error_type: &e.error_type,
+            error_type: e.error_type,
             key: json(&e.key),
             row: e.row.as_deref().map(json),
             message: &e.message,
@@ -93,7 +89,7 @@ impl<'a> Exported<'a> {
             first_at: &e.first_at,
             last_at: &e.last_at,
             attempts: e.attempts,
-            state: &e.state,
+            state: e.state,
         }
     }
 }
@@ -124,12 +120,12 @@ pub fn purge(
     let retention_ms = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 1000) * 1000;
     let cutoff_ms = now_ms.saturating_sub(retention_ms);
     let query = ErrorQuery {
-        to: Some(crate::alert::format_time(cutoff_ms)),
+        to: Some(clock::format_millis(cutoff_ms)),
         ..Default::default()
     };
     let archive_path = project.spec.error_archive.as_ref();
     let mut archive = None;
-    let now = crate::alert::format_time(now_ms);
+    let now = clock::format_millis(now_ms);
     let mut purged: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let page = store.query_errors(&query, Order::OldestFirst, PURGE_PAGE)?;
@@ -177,7 +173,7 @@ pub fn purge(
             .unwrap_or_default();
         store.log(
             map,
-            &crate::alert::format_time(now_ms),
+            &now,
             "ErrorsPurged",
             &format!("{n} errored record(s) older than {retention} purged{archived}"),
         )?;
@@ -205,10 +201,10 @@ mod tests {
         assert_eq!(q.from.as_deref(), Some("2026-11-22T00:00:00.000Z"));
         assert_eq!(q.to.as_deref(), Some("2026-11-22T12:00:00.000Z"));
         assert_eq!(q.direction.as_deref(), Some("SourceToDestination"));
-        assert_eq!(q.error_type.as_deref(), Some("ApplicationError"));
-        assert_eq!(q.phase.as_deref(), Some("CatchUp"));
+        assert_eq!(q.error_type, Some(ErrorType::ApplicationError));
+        assert_eq!(q.phase, Some(ErrorPhase::CatchUp));
         assert_eq!(q.ids, vec![41, 42]);
-        assert_eq!(q.state.as_deref(), Some("Open"));
+        assert_eq!(q.state, Some(ErrorState::Open));
         // "Any" and "Bidirectional" select everything.
         let any: ErrorFilter = serde_json::from_value(
             serde_json::json!({"errorType": "Any", "direction": "Bidirectional"}),
@@ -217,7 +213,7 @@ mod tests {
         assert_eq!(
             query_of(None, &any),
             ErrorQuery {
-                state: Some("Open".into()),
+                state: Some(ErrorState::Open),
                 ..Default::default()
             }
         );

@@ -70,7 +70,7 @@ pub struct Actual {
     pub source: ActualSource,
     pub maps: BTreeMap<String, ObservedMap>,
     pub alerts: BTreeMap<String, Option<AlertRule>>,
-    pub requests: BTreeMap<String, (Option<ErrorRequest>, Option<String>)>,
+    pub requests: BTreeMap<String, (Option<ErrorRequest>, Option<state::RequestState>)>,
     /// What each request that has not run yet matches now, read from the state store
     /// (absent when the actual state comes from status files).
     pub request_matches: BTreeMap<String, RequestMatch>,
@@ -261,7 +261,9 @@ fn observe_status_files(dir: &Path) -> Actual {
                 .map(|r| r.resource)
                 .find(|r| r.metadata.name == name)
         });
-        observed_requests.insert(name, (applied, st.state));
+        // A state this version does not know is treated as unknown (not run yet).
+        let state = st.state.as_deref().and_then(state::RequestState::parse);
+        observed_requests.insert(name, (applied, state));
     }
     Actual {
         source: ActualSource::StatusFiles {
@@ -649,7 +651,7 @@ impl Plan {
             let applied = actual.requests.get(name);
             let same = applied.is_some_and(|(a, _)| a.as_ref() == Some(desired));
             let stored = applied.map(|(_, state)| Stored {
-                state: state.as_deref(),
+                state: *state,
                 edited: !same,
             });
             // What a request that has not run is to a reviewer.

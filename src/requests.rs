@@ -18,7 +18,8 @@ use std::path::Path;
 use crate::config::{Config, ErrorRequest, Located, RequestAction};
 use crate::endpoint::{Row, Value, ValueKind, key_string};
 use crate::state::{
-    ErrorKey, ErrorQuery, ErrorRecord, Order, RequestStatus, StateError, StateStore,
+    ErrorKey, ErrorPhase, ErrorQuery, ErrorRecord, ErrorState, Order, RequestState, RequestStatus,
+    StateError, StateStore,
 };
 use crate::sync::link::{Connections, LinkError, Prepared};
 use crate::sync::{self, Flow, Journal, Outcome, Sides, SyncError};
@@ -69,9 +70,7 @@ pub fn provenance(dir: &Path) -> HashMap<String, Provenance> {
             found.entry(path.to_string()).or_insert_with(|| Provenance {
                 author: Some(author.to_string()),
                 commit: Some(commit.to_string()),
-                at: chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| {
-                    crate::alert::format_time(t.with_timezone(&chrono::Utc).timestamp_millis())
-                }),
+                at: crate::clock::parse(at).map(crate::clock::format_millis),
             });
         }
     }
@@ -102,11 +101,11 @@ pub fn ordered<'a>(
 /// The requests waiting per map, in the order they run.
 pub type Queues = HashMap<String, Vec<(ErrorRequest, RequestStatus)>>;
 
-/// What is stored of a request: its state (`Queued | Running | Completed | Rejected |
-/// Failed`, `None` when unknown) and whether the config has edited it since it was stored.
+/// What is stored of a request: its state (`None` when unknown) and whether the config has
+/// edited it since it was stored.
 #[derive(Clone, Copy, Debug)]
-pub struct Stored<'a> {
-    pub state: Option<&'a str>,
+pub struct Stored {
+    pub state: Option<RequestState>,
     pub edited: bool,
 }
 
@@ -123,17 +122,12 @@ pub enum Admission {
     Rejected,
 }
 
-/// Whether a request in `state` has run (or was refused) and never runs again.
-fn has_run(state: &str) -> bool {
-    matches!(state, "Completed" | "Rejected" | "Failed")
-}
-
 /// The one admission decision, shared by the pass ([`admit`]) and the dry-run (`plan`): a
 /// request of the config × what is stored of it (`None`: never seen) × how many requests
 /// are already Queued for its map ahead of it in run order ([`ordered`]). Pure.
-pub fn admission(stored: Option<Stored<'_>>, waiting: usize) -> Admission {
+pub fn admission(stored: Option<Stored>, waiting: usize) -> Admission {
     match stored {
-        Some(s) if s.state.is_some_and(has_run) => {
+        Some(s) if s.state.is_some_and(RequestState::is_final) => {
             if s.edited {
                 Admission::EditedAfterRun
             } else {
@@ -169,14 +163,15 @@ pub fn admit(
         let stored = store.request_status(name)?;
         let verdict = admission(
             stored.as_ref().map(|st| Stored {
-                state: Some(&st.state),
+                state: Some(st.state),
                 edited: applied.get(name).is_some_and(|a| *a != desired),
             }),
             queues.get(&request.spec.map).map_or(0, Vec::len),
         );
-        let mut status = stored.unwrap_or_default();
+        let mut status =
+            stored.unwrap_or_else(|| RequestStatus::new(&request.spec.map, request.spec.action));
         status.map = request.spec.map.clone();
-        status.action = format!("{:?}", request.spec.action);
+        status.action = request.spec.action;
         status.observed_revision = Some(revision.to_string());
         let mut stored_spec = desired.clone();
         match verdict {
@@ -197,14 +192,14 @@ pub fn admit(
                 status.revision = prov.commit.clone().or(status.revision);
                 status.created_at = prov.at.clone().or(status.created_at);
                 if verdict == Admission::Rejected {
-                    status.state = "Rejected".into();
+                    status.state = RequestState::Rejected;
                     status.reason = Some(format!(
                         "{MAX_WAITING} requests already wait for map {} (at most {MAX_WAITING} may wait): add this one again once they have run",
                         request.spec.map
                     ));
-                    status.finished_at = Some(now());
+                    status.finished_at = Some(crate::clock::now_millis());
                 } else {
-                    status.state = "Queued".into();
+                    status.state = RequestState::Queued;
                     status.reason = None;
                     let queue = queues.entry(request.spec.map.clone()).or_default();
                     queue.push((request.clone(), status.clone()));
@@ -220,10 +215,6 @@ pub fn admit(
         }
     }
     Ok((statuses, queues))
-}
-
-fn now() -> String {
-    crate::alert::format_time(crate::alert::millis(chrono::Utc::now()))
 }
 
 /// The ids among `ids` that are not errored records of `map` (in any state): what makes a
@@ -268,7 +259,7 @@ pub async fn execute(
     if request.spec.action == crate::config::RequestAction::Retry {
         query.scope = Some(crate::state::ErrorScope::Record);
     }
-    status.state = "Running".into();
+    status.state = RequestState::Running;
     (
         status.matched,
         status.succeeded,
@@ -276,9 +267,9 @@ pub async fn execute(
         status.dismissed,
     ) = (0, 0, 0, 0);
     let refuse = |status: &mut RequestStatus, reason: String| {
-        status.state = "Rejected".into();
+        status.state = RequestState::Rejected;
         status.reason = Some(reason);
-        status.finished_at = Some(now());
+        status.finished_at = Some(crate::clock::now_millis());
     };
     if !filter.ids.is_empty() {
         let missing: Vec<String> = unknown_ids(journal.store, map, &filter.ids)?
@@ -326,15 +317,15 @@ pub async fn execute(
         }
         RequestAction::Retry => retry(&records, status, journal, ways, batch_size).await,
     };
-    status.finished_at = Some(now());
+    status.finished_at = Some(crate::clock::now_millis());
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(()) => {
-            status.state = "Completed".into();
+            status.state = RequestState::Completed;
             status.reason = None;
         }
         Err(problem) => {
-            status.state = "Failed".into();
+            status.state = RequestState::Failed;
             status.reason = Some(format!(
                 "stopped after {} of {} record(s): {problem}",
                 status.succeeded + status.failed,
@@ -458,7 +449,7 @@ impl Marker {
         let (sender, received) = std::sync::mpsc::channel::<Settle>();
         let done = tokio::task::spawn_blocking(move || {
             let settle = |item: Settle| match item {
-                Settle::Retried(ids) => session.resolve_errors(&ids, "Retried").map(drop),
+                Settle::Retried(ids) => session.resolve_errors(&ids, ErrorState::Retried).map(drop),
                 Settle::Failed(records) => session.record_errors(&records),
             };
             while let Ok(first) = received.recv() {
@@ -544,7 +535,7 @@ async fn retry_ways(
                 marker.send(Settle::Retried(retried));
             }
 
-            let at = now();
+            let at = crate::clock::now_millis();
             let failures: Vec<ErrorRecord> = out
                 .failed
                 .iter()
@@ -552,18 +543,16 @@ async fn retry_ways(
                     // A retried record keeps the phase it failed in.
                     let phase = by_key
                         .get(&key_string(&f.key))
-                        .map_or("Live", |e| e.phase.as_str());
+                        .map_or(ErrorPhase::Live, |e| e.phase);
                     journal.error_record(flow, phase, f, &at)
                 })
                 .collect();
             if !failures.is_empty() {
                 marker.send(Settle::Failed(failures));
             }
-            journal.recorded.extend(
-                out.failed
-                    .iter()
-                    .map(|f| (f.error_type.to_string(), at.clone())),
-            );
+            journal
+                .recorded
+                .extend(out.failed.iter().map(|f| (f.error_type, at.clone())));
             status.failed += out.failed.len() as u64;
             journal.runtime.synced += out.written.len() as u64;
         }
@@ -761,7 +750,7 @@ async fn preview_one(
 mod tests {
     use super::*;
 
-    fn stored(state: &str, edited: bool) -> Option<Stored<'_>> {
+    fn stored(state: RequestState, edited: bool) -> Option<Stored> {
         Some(Stored {
             state: Some(state),
             edited,
@@ -770,7 +759,11 @@ mod tests {
 
     #[test]
     fn a_request_that_ran_runs_never_again_edited_or_not() {
-        for state in ["Completed", "Rejected", "Failed"] {
+        for state in [
+            RequestState::Completed,
+            RequestState::Rejected,
+            RequestState::Failed,
+        ] {
             assert_eq!(admission(stored(state, false), 0), Admission::Ran);
             assert_eq!(admission(stored(state, true), 0), Admission::EditedAfterRun);
             assert_eq!(
@@ -782,7 +775,11 @@ mod tests {
 
     #[test]
     fn waiting_requests_queue_up_to_the_limit_and_the_next_is_rejected() {
-        for seen in [None, stored("Queued", false), stored("Running", true)] {
+        for seen in [
+            None,
+            stored(RequestState::Queued, false),
+            stored(RequestState::Running, true),
+        ] {
             assert_eq!(admission(seen, 0), Admission::Queued);
             assert_eq!(admission(seen, MAX_WAITING - 1), Admission::Queued);
             assert_eq!(admission(seen, MAX_WAITING), Admission::Rejected);

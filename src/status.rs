@@ -174,7 +174,7 @@ pub struct Condition {
 #[serde(rename_all = "camelCase")]
 pub struct InitialSyncStatus {
     pub run: u32,
-    pub status: String,
+    pub status: crate::state::InitialSyncStatus,
     pub directions: BTreeMap<String, crate::state::DirectionCounts>,
     /// false for a "Rerun execution without errors".
     pub retry_errors: bool,
@@ -194,7 +194,7 @@ impl InitialSyncStatus {
     fn of(run: &crate::state::InitialSyncRun, earlier: &[crate::state::InitialSyncRun]) -> Self {
         InitialSyncStatus {
             run: run.run,
-            status: run.status.clone(),
+            status: run.status,
             directions: run.directions.clone(),
             retry_errors: run.retry_errors,
             started_at: run.started_at.clone(),
@@ -238,10 +238,10 @@ pub struct ErrorSummary {
 pub struct RecentError {
     pub id: i64,
     pub at: String,
-    pub phase: String,
+    pub phase: crate::state::ErrorPhase,
     pub direction: String,
     #[serde(rename = "type")]
-    pub error_type: String,
+    pub error_type: crate::state::ErrorType,
     pub key: serde_json::Value,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,8 +287,9 @@ fn map_status(
     let mut by_type = BTreeMap::new();
     let mut by_phase = BTreeMap::new();
     for (t, p, n) in &counts {
-        *by_type.entry(t.clone()).or_insert(0) += n;
-        *by_phase.entry(p.clone()).or_insert(0) += n;
+        // Keyed by name: the file lists them in the order of their names.
+        *by_type.entry(t.name().to_string()).or_insert(0) += n;
+        *by_phase.entry(p.name().to_string()).or_insert(0) += n;
     }
     let recent = store
         .open_errors(name, 20)?

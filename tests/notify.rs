@@ -73,7 +73,7 @@ fn notification(kind: NotificationKind) -> Notification {
             ErrorLine {
                 id: 77,
                 at: "2026-11-22T10:14:59Z".into(),
-                error_type: "ApplicationError".into(),
+                error_type: dualwrite::state::ErrorType::ApplicationError,
                 direction: "SourceToDestination".into(),
                 key: r#"{"account_no":"A-1077"}"#.into(),
                 message: "value too long for type character varying(20)".into(),
@@ -82,7 +82,7 @@ fn notification(kind: NotificationKind) -> Notification {
             ErrorLine {
                 id: 76,
                 at: "2026-11-22T10:14:30Z".into(),
-                error_type: "ApplicationError".into(),
+                error_type: dualwrite::state::ErrorType::ApplicationError,
                 direction: "SourceToDestination".into(),
                 key: r#"{"account_no":"A-1076"}"#.into(),
                 message: "duplicate key".into(),

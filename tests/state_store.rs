@@ -11,13 +11,13 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dualwrite::config::AlertAction;
+use dualwrite::config::{AlertAction, RequestAction};
 use dualwrite::state::postgres::PostgresStore;
 use dualwrite::state::sqlite::SqliteStore;
 use dualwrite::state::{
-    AppliedRecord, DirectionCounts, ErrorQuery, ErrorRecord, ErrorScope, InitialSyncRun,
-    MapProblem, MapRecord, MapRuntime, Order, Phase, ProblemReason, QueueState, RequestStatus,
-    StateStore,
+    AppliedRecord, DirectionCounts, ErrorPhase, ErrorQuery, ErrorRecord, ErrorScope, ErrorState,
+    ErrorType, InitialSyncRun, InitialSyncStatus, MapProblem, MapRecord, MapRuntime, Order, Phase,
+    ProblemReason, QueueState, RequestState, RequestStatus, StateError, StateStore,
 };
 
 const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -204,7 +204,7 @@ fn runtime(cursor: i64) -> MapRuntime {
         cursor_destination: cursor * 2,
         initial_sync: Some(InitialSyncRun {
             run: 1,
-            status: "Completed".into(),
+            status: InitialSyncStatus::Completed,
             directions: [(
                 "erp->crm".to_string(),
                 DirectionCounts {
@@ -222,7 +222,7 @@ fn runtime(cursor: i64) -> MapRuntime {
         }),
         earlier_runs: vec![InitialSyncRun {
             run: 0,
-            status: "Failed".into(),
+            status: InitialSyncStatus::Failed,
             problem: Some("endpoint crm: connection refused".into()),
             ..Default::default()
         }],
@@ -253,9 +253,9 @@ fn error(map: &str, direction: &str, id: i64, at: &str) -> ErrorRecord {
         id: 0,
         scope: ErrorScope::Record,
         map: map.into(),
-        phase: "InitialSync".into(),
+        phase: ErrorPhase::InitialSync,
         direction: direction.into(),
-        error_type: "ApplicationError".into(),
+        error_type: ErrorType::ApplicationError,
         key: format!("{{\"id\":{id}}}"),
         row: Some(format!("{{\"id\":{id},\"name\":\"n{id}\"}}")),
         message: format!("check constraint violated at {at}"),
@@ -263,7 +263,7 @@ fn error(map: &str, direction: &str, id: i64, at: &str) -> ErrorRecord {
         first_at: at.into(),
         last_at: at.into(),
         attempts: 1,
-        state: "Open".into(),
+        state: ErrorState::Open,
     }
 }
 
@@ -357,8 +357,8 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
         .unwrap();
     let mut again = error("customers", "erp->crm", 1, "2024-05-01T10:05:00Z");
     again.first_at = "2024-05-01T10:05:00Z".into();
-    again.phase = "Running".into();
-    again.error_type = "NetworkError".into();
+    again.phase = ErrorPhase::Live;
+    again.error_type = ErrorType::NetworkError;
     again.code = None;
     assert_eq!(store.record_error(&again).unwrap(), first);
     let open = store.open_errors("customers", 10).unwrap();
@@ -369,11 +369,11 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
         (first, 2, "2024-05-01T10:00:00Z", "2024-05-01T10:05:00Z")
     );
     assert_eq!(
-        (e.phase.as_str(), e.error_type.as_str(), e.code.as_deref()),
-        ("Running", "NetworkError", None)
+        (e.phase, e.error_type, e.code.as_deref()),
+        (ErrorPhase::Live, ErrorType::NetworkError, None)
     );
     assert_eq!(e.message, again.message);
-    assert_eq!((e.state.as_str(), e.map.as_str()), ("Open", "customers"));
+    assert_eq!((e.state, e.map.as_str()), (ErrorState::Open, "customers"));
     assert_eq!(e.row, again.row);
     assert!(store.has_open_errors("customers").unwrap());
 
@@ -385,8 +385,8 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
         .record_error(&error("customers", "crm->erp", 1, "2024-05-01T10:07:00Z"))
         .unwrap();
     let mut schema_error = error("customers", "erp->crm", 3, "2024-05-01T10:08:00Z");
-    schema_error.error_type = "SchemaError".into();
-    schema_error.phase = "Running".into();
+    schema_error.error_type = ErrorType::SchemaError;
+    schema_error.phase = ErrorPhase::Live;
     let third = store.record_error(&schema_error).unwrap();
     let other_map = store
         .record_error(&error("orders", "erp->crm", 1, "2024-05-01T10:09:00Z"))
@@ -417,9 +417,9 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
     assert_eq!(
         store.open_error_counts("customers").unwrap(),
         vec![
-            ("ApplicationError".into(), "InitialSync".into(), 2),
-            ("NetworkError".into(), "Running".into(), 1),
-            ("SchemaError".into(), "Running".into(), 1),
+            (ErrorType::ApplicationError, ErrorPhase::InitialSync, 2),
+            (ErrorType::NetworkError, ErrorPhase::Live, 1),
+            (ErrorType::SchemaError, ErrorPhase::Live, 1),
         ]
     );
 
@@ -546,13 +546,16 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
             100 + i,
             &format!("2024-06-01T10:00:0{i}.000Z"),
         );
-        e.phase = ["InitialSync", "Live", "CatchUp"][i as usize % 3].into();
+        e.phase = [
+            ErrorPhase::InitialSync,
+            ErrorPhase::Live,
+            ErrorPhase::CatchUp,
+        ][i as usize % 3];
         e.error_type = if i < 4 {
-            "ApplicationError"
+            ErrorType::ApplicationError
         } else {
-            "TransformError"
-        }
-        .into();
+            ErrorType::TransformError
+        };
         ids.push(store.record_error(&e).unwrap());
     }
     let base = ErrorQuery::open(map);
@@ -567,14 +570,14 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
     );
     assert_eq!(
         count(&ErrorQuery {
-            error_type: Some("TransformError".into()),
+            error_type: Some(ErrorType::TransformError),
             ..base.clone()
         }),
         2
     );
     assert_eq!(
         count(&ErrorQuery {
-            phase: Some("CatchUp".into()),
+            phase: Some(ErrorPhase::CatchUp),
             ..base.clone()
         }),
         2
@@ -622,18 +625,22 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
     );
 
     assert_eq!(
-        store.resolve_errors(&[ids[0], ids[1]], "Retried").unwrap(),
+        store
+            .resolve_errors(&[ids[0], ids[1]], ErrorState::Retried)
+            .unwrap(),
         2
     );
     assert_eq!(
-        store.resolve_errors(&[ids[0]], "Retried").unwrap(),
+        store
+            .resolve_errors(&[ids[0]], ErrorState::Retried)
+            .unwrap(),
         0,
         "only open errors move"
     );
     assert_eq!(count(&base), 4);
     assert_eq!(
         count(&ErrorQuery {
-            state: Some("Retried".into()),
+            state: Some(ErrorState::Retried),
             ..base.clone()
         }),
         2
@@ -659,7 +666,7 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
     assert_eq!(full, vec![ids[4], ids[5]]);
     assert_eq!(keys[0].key, r#"{"id":104}"#);
     assert_eq!(keys[0].direction, "SourceToDestination");
-    assert_eq!(keys[0].phase, "Live");
+    assert_eq!(keys[0].phase, ErrorPhase::Live);
     assert_eq!(store.query_error_keys(&base, 1).unwrap().len(), 1);
 
     // Another session of the same store: what it does in one transaction is there for
@@ -668,7 +675,7 @@ fn filtered_queries_select_exactly_what_they_name(store: &mut dyn StateStore) {
     let other = store.another_session().unwrap();
     other
         .in_transaction(&mut || {
-            assert_eq!(other.resolve_errors(&[ids[4]], "Retried")?, 1);
+            assert_eq!(other.resolve_errors(&[ids[4]], ErrorState::Retried)?, 1);
             let mut again = error(map, "DestinationToSource", 105, "2024-06-01T11:00:00.000Z");
             again.message = "failed again".into();
             other.record_errors(&[again])
@@ -691,7 +698,7 @@ fn map_level_events_are_one_per_attempt(store: &mut dyn StateStore) {
         scope: ErrorScope::Map,
         key: String::new(),
         row: None,
-        error_type: "NetworkError".into(),
+        error_type: ErrorType::NetworkError,
         message: "endpoint crm (destination side): connection refused".into(),
         code: None,
         ..error(map, "SourceToDestination", 0, at)
@@ -716,7 +723,7 @@ fn map_level_events_are_one_per_attempt(store: &mut dyn StateStore) {
         .unwrap();
     let network = since
         .iter()
-        .filter(|(m, t, _)| m == map && t == "NetworkError")
+        .filter(|(m, t, _)| m == map && *t == ErrorType::NetworkError)
         .count();
     assert_eq!(network, 2);
     let mut only_map = ErrorQuery::open(map);
@@ -733,22 +740,25 @@ fn map_level_events_are_one_per_attempt(store: &mut dyn StateStore) {
     let mut records = ErrorQuery::open(map);
     records.scope = Some(ErrorScope::Record);
     assert_eq!(store.count_errors(&records).unwrap(), 1);
-    assert_eq!(store.resolve_errors(&[a, b], "Superseded").unwrap(), 2);
+    assert_eq!(
+        store
+            .resolve_errors(&[a, b], ErrorState::Superseded)
+            .unwrap(),
+        2
+    );
     assert_eq!(store.count_errors(&only_map).unwrap(), 0);
 }
 
 fn requests_keep_their_status(store: &mut dyn StateStore) {
     assert_eq!(store.request_status("retry-a").unwrap(), None);
     let status = RequestStatus {
-        state: "Completed".into(),
-        map: "customers".into(),
-        action: "Retry".into(),
+        state: RequestState::Completed,
         matched: 3,
         succeeded: 2,
         failed: 1,
         requested_by: Some("Ada <ada@example.com>".into()),
         revision: Some("abc1234".into()),
-        ..Default::default()
+        ..RequestStatus::new("customers", RequestAction::Retry)
     };
     let applied = serde_json::json!({"spec": {"map": "customers", "action": "Retry"}});
     store.put_request("retry-a", &applied, &status).unwrap();
@@ -759,10 +769,37 @@ fn requests_keep_their_status(store: &mut dyn StateStore) {
     let listed = store.requests().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].applied, applied);
-    assert_eq!(listed[0].state.as_deref(), Some("Completed"));
+    assert_eq!(listed[0].state, Some(RequestState::Completed));
     store.forget_request("retry-a").unwrap();
     assert!(store.requests().unwrap().is_empty());
     assert_eq!(store.request_status("retry-a").unwrap(), None);
+}
+
+/// A stored name this version does not know (a row written by another version, or edited
+/// by hand) is a typed error when it is read, never a panic. `tamper` sets the phase of the
+/// errored records of map `tampered` to `Bogus`.
+fn unknown_stored_names_are_typed_errors(store: &dyn StateStore, tamper: &dyn Fn()) {
+    store
+        .record_error(&error(
+            "tampered",
+            "erp->crm",
+            1,
+            "2024-08-01T10:00:00.000Z",
+        ))
+        .unwrap();
+    tamper();
+    let read = store.query_errors(&ErrorQuery::open("tampered"), Order::OldestFirst, 10);
+    assert!(
+        matches!(
+            &read,
+            Err(StateError::Unknown { what: "error phase", value }) if value == "Bogus"
+        ),
+        "{read:?}"
+    );
+    assert!(matches!(
+        store.open_error_counts("tampered"),
+        Err(StateError::Unknown { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -789,6 +826,15 @@ fn sqlite_store_keeps_the_state_store_contract() {
             store: &mut store,
             poison_runtime: &poison,
             secrets: Vec::new(),
+        });
+        unknown_stored_names_are_typed_errors(&store, &|| {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .execute(
+                    "UPDATE errors SET phase = 'Bogus' WHERE map = 'tampered'",
+                    [],
+                )
+                .unwrap();
         });
     });
 }
@@ -824,6 +870,16 @@ fn postgres_suite(url: &str) {
         store: &mut store,
         poison_runtime: &poison,
         secrets,
+    });
+    unknown_stored_names_are_typed_errors(&store, &|| {
+        admin(
+            url,
+            &format!(
+                "UPDATE {}.errors SET phase = 'Bogus' WHERE map = 'tampered'",
+                schema.name
+            ),
+        )
+        .unwrap();
     });
     drop(store);
 }

@@ -10,29 +10,12 @@ pub mod test;
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertAction, AlertRule, ErrorTypeSelector};
+use crate::state::ErrorType;
 
-/// Milliseconds since the epoch.
-pub type Millis = i64;
-
-pub fn millis(at: DateTime<Utc>) -> Millis {
-    at.timestamp_millis()
-}
-
-pub fn parse_time(text: &str) -> Option<Millis> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_millis())
-}
-
-pub fn format_time(at: Millis) -> String {
-    DateTime::<Utc>::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::clock::Millis;
 
 /// Recorded errors per map, sorted by time, per error type and all together. Counting a
 /// window is two binary searches; recording is an append.
@@ -44,7 +27,7 @@ pub struct Windows {
 #[derive(Debug, Default, Clone)]
 struct MapEvents {
     all: Vec<Millis>,
-    by_type: HashMap<String, Vec<Millis>>,
+    by_type: HashMap<ErrorType, Vec<Millis>>,
 }
 
 fn insert_sorted(v: &mut Vec<Millis>, at: Millis) {
@@ -61,13 +44,10 @@ fn count_since(v: &[Millis], since: Millis, until: Millis) -> u64 {
 }
 
 impl Windows {
-    pub fn record(&mut self, map: &str, error_type: &str, at: Millis) {
+    pub fn record(&mut self, map: &str, error_type: ErrorType, at: Millis) {
         let events = self.maps.entry(map.to_string()).or_default();
         insert_sorted(&mut events.all, at);
-        insert_sorted(
-            events.by_type.entry(error_type.to_string()).or_default(),
-            at,
-        );
+        insert_sorted(events.by_type.entry(error_type).or_default(), at);
     }
 
     /// Errors of `map` matching `selector` recorded in `[since, until]`.
@@ -81,11 +61,11 @@ impl Windows {
         let Some(events) = self.maps.get(map) else {
             return 0;
         };
-        match selector {
-            ErrorTypeSelector::Any => count_since(&events.all, since, until),
-            other => events
+        match ErrorType::selected_by(selector) {
+            None => count_since(&events.all, since, until),
+            Some(one) => events
                 .by_type
-                .get(&format!("{other:?}"))
+                .get(&one)
                 .map_or(0, |v| count_since(v, since, until)),
         }
     }
@@ -174,17 +154,17 @@ pub fn evaluate(
     match (state.state, firing) {
         (AlertState::Inactive, true) => {
             state.state = AlertState::Firing;
-            state.last_fired_at = Some(format_time(now));
+            state.last_fired_at = Some(crate::clock::format_millis(now));
             let cooled = state
                 .last_notified_at
                 .as_deref()
-                .and_then(parse_time)
+                .and_then(crate::clock::parse)
                 .is_none_or(|last| now - last >= spec.cooldown.as_secs() as i64 * 1000);
             let notify = has_targets(rule) && cooled;
             state.notified_firing = notify;
             if notify {
                 state.notifications_sent += 1;
-                state.last_notified_at = Some(format_time(now));
+                state.last_notified_at = Some(crate::clock::format_millis(now));
             }
             state.action_taken = match spec.action {
                 AlertAction::None => None,
@@ -230,11 +210,11 @@ mod tests {
         );
         let mut w = Windows::default();
         let mut st = RuleMapState::default();
-        w.record("m", "ApplicationError", 0);
-        w.record("m", "NetworkError", MIN);
-        w.record("m", "ApplicationError", 2 * MIN);
+        w.record("m", ErrorType::ApplicationError, 0);
+        w.record("m", ErrorType::NetworkError, MIN);
+        w.record("m", ErrorType::ApplicationError, 2 * MIN);
         assert_eq!(evaluate(&r, "m", &w, None, 3 * MIN, &mut st), None);
-        w.record("m", "ApplicationError", 4 * MIN);
+        w.record("m", ErrorType::ApplicationError, 4 * MIN);
         assert_eq!(
             evaluate(&r, "m", &w, None, 5 * MIN, &mut st),
             Some(Event::Fired {
@@ -260,8 +240,8 @@ mod tests {
         let r = rule("  maps: [m]\n  threshold: 2\n  window: 1h\n  action: Pause\n");
         let mut w = Windows::default();
         let mut st = RuleMapState::default();
-        w.record("m", "ApplicationError", 0);
-        w.record("m", "TransformError", MIN);
+        w.record("m", ErrorType::ApplicationError, 0);
+        w.record("m", ErrorType::TransformError, MIN);
         assert!(matches!(
             evaluate(&r, "m", &w, None, 2 * MIN, &mut st),
             Some(Event::Fired { notify: false, .. })
@@ -282,7 +262,7 @@ mod tests {
         );
         let mut w = Windows::default();
         let mut st = RuleMapState::default();
-        w.record("m", "ApplicationError", 0);
+        w.record("m", ErrorType::ApplicationError, 0);
         assert!(matches!(
             evaluate(&r, "m", &w, None, 0, &mut st),
             Some(Event::Fired { notify: true, .. })
@@ -291,7 +271,7 @@ mod tests {
             evaluate(&r, "m", &w, None, 2 * MIN, &mut st),
             Some(Event::Resolved { notify: true, .. })
         ));
-        w.record("m", "ApplicationError", 10 * MIN);
+        w.record("m", ErrorType::ApplicationError, 10 * MIN);
         assert!(matches!(
             evaluate(&r, "m", &w, None, 10 * MIN, &mut st),
             Some(Event::Fired { notify: false, .. })
@@ -300,7 +280,7 @@ mod tests {
             evaluate(&r, "m", &w, None, 12 * MIN, &mut st),
             Some(Event::Resolved { notify: false, .. })
         ));
-        w.record("m", "ApplicationError", 70 * MIN);
+        w.record("m", ErrorType::ApplicationError, 70 * MIN);
         assert!(matches!(
             evaluate(&r, "m", &w, None, 70 * MIN, &mut st),
             Some(Event::Fired { notify: true, .. })

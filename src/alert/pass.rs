@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use crate::config::{AlertAction, Config, TableMap};
 use crate::state::{AppliedRecord, StateError, StateStore};
 
-use super::{Engine, Event, RuleState, format_time, millis, parse_time};
+use super::{Engine, Event, RuleState};
+use crate::clock;
+use crate::state::ErrorType;
 
 /// A rule that fired for a map with a Pause or Stop action.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,10 +38,6 @@ pub struct PassAlerts {
     smtp: Option<crate::config::SmtpConfig>,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 impl PassAlerts {
     /// The config's rules, their stored state, and the errors of the longest window.
     pub fn load(store: &dyn StateStore, cfg: &Config) -> Result<PassAlerts, StateError> {
@@ -55,10 +53,11 @@ impl PassAlerts {
             }
         }
         if !engine.rules.is_empty() {
-            let since = format_time(millis(chrono::Utc::now()) - engine.longest_window());
+            let since =
+                clock::format_millis(clock::millis(chrono::Utc::now()) - engine.longest_window());
             for (map, error_type, at) in store.error_events_since(&since)? {
-                if let Some(at) = parse_time(&at) {
-                    engine.windows.record(&map, &error_type, at);
+                if let Some(at) = clock::parse(&at) {
+                    engine.windows.record(&map, error_type, at);
                 }
             }
         }
@@ -82,17 +81,17 @@ impl PassAlerts {
         &mut self,
         store: &dyn StateStore,
         map: &TableMap,
-        recorded: Vec<(String, String)>,
+        recorded: Vec<(ErrorType, String)>,
         resumed_at: Option<&str>,
     ) -> Result<Vec<Firing>, StateError> {
         let name = map.metadata.name.clone();
         for (error_type, at) in recorded {
-            if let Some(at) = parse_time(&at) {
-                self.engine.windows.record(&name, &error_type, at);
+            if let Some(at) = clock::parse(&at) {
+                self.engine.windows.record(&name, error_type, at);
             }
         }
-        let resumed_at = resumed_at.and_then(parse_time);
-        let now_ms = millis(chrono::Utc::now());
+        let resumed_at = resumed_at.and_then(clock::parse);
+        let now_ms = clock::millis(chrono::Utc::now());
         let mut firings = Vec::new();
         for (rule, event) in self.engine.evaluate_map(map, resumed_at, now_ms) {
             let rule_name = rule.metadata.name.clone();
@@ -106,7 +105,7 @@ impl PassAlerts {
                         "alert {rule_name} fired: {count} {:?} within {}",
                         rule.spec.error_type, rule.spec.window
                     );
-                    store.log(&name, &now(), "AlertFired", &what)?;
+                    store.log(&name, &clock::now_secs(), "AlertFired", &what)?;
                     if action != AlertAction::None {
                         firings.push(Firing {
                             rule: rule_name.clone(),
@@ -119,7 +118,7 @@ impl PassAlerts {
                 Event::Resolved { count, notify } => {
                     store.log(
                         &name,
-                        &now(),
+                        &clock::now_secs(),
                         "AlertResolved",
                         &format!("alert {rule_name} resolved: {count} in the window"),
                     )?;
@@ -194,7 +193,7 @@ impl PassAlerts {
             if !failed.is_empty() {
                 store.log(
                     &map,
-                    &now(),
+                    &clock::now_secs(),
                     "NotificationFailed",
                     &format!("alert {rule}: {}", failed.join("; ")),
                 )?;

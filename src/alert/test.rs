@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::{Event, Millis, RuleMapState, Windows, evaluate};
 use crate::config::{AlertAction, AlertRule, Duration, Kind, Metadata, TableMap, schema, yaml};
+use crate::state::ErrorType;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -76,7 +77,7 @@ pub struct Outcome {
 }
 
 /// `MAP TYPE START[+STEP] [xCOUNT]` → (map, type, times).
-fn parse_series(line: &str) -> Result<(String, String, Vec<Millis>), String> {
+fn parse_series(line: &str) -> Result<(String, ErrorType, Vec<Millis>), String> {
     let parts: Vec<&str> = line.split_whitespace().collect();
     let (map, ty, times, count) = match parts.as_slice() {
         [m, t, times] => (m, t, times, "x1"),
@@ -98,22 +99,16 @@ fn parse_series(line: &str) -> Result<(String, String, Vec<Millis>), String> {
         .strip_prefix('x')
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{line:?}: {count:?} is not a count like x10"))?;
-    const TYPES: [&str; 5] = [
-        "ApplicationError",
-        "NetworkError",
-        "TransformError",
-        "SchemaError",
-        "ConflictError",
-    ];
-    if !TYPES.contains(ty) {
+    let Some(ty) = ErrorType::parse(ty) else {
+        let names: Vec<&str> = ErrorType::ALL.iter().map(|t| t.name()).collect();
         return Err(format!(
             "{line:?}: unknown error type {ty:?}; expected one of {}",
-            TYPES.join(", ")
+            names.join(", ")
         ));
-    }
+    };
     Ok((
         map.to_string(),
-        ty.to_string(),
+        ty,
         (0..n).map(|i| start + step * i64::from(i)).collect(),
     ))
 }
@@ -182,13 +177,13 @@ fn run_case(
     maps: &[TableMap],
     case: &TestCase,
 ) -> Result<Vec<String>, String> {
-    let mut errors: Vec<(Millis, String, String)> = Vec::new();
+    let mut errors: Vec<(Millis, String, ErrorType)> = Vec::new();
     for line in &case.errors {
         let (map, ty, times) = parse_series(line)?;
         if !maps.iter().any(|m| m.metadata.name == map) {
             return Err(format!("{line:?}: map {map:?} is not listed under `maps`"));
         }
-        errors.extend(times.into_iter().map(|t| (t, map.clone(), ty.clone())));
+        errors.extend(times.into_iter().map(|t| (t, map.clone(), ty)));
     }
     let mut resumes: Vec<(Millis, String)> = Vec::new();
     for line in &case.resumes {
@@ -200,7 +195,7 @@ fn run_case(
             _ => return Err(format!("{line:?}: expected `resume MAP at TIME`")),
         }
     }
-    errors.sort();
+    errors.sort_by(|a, b| (a.0, &a.1, a.2.name()).cmp(&(b.0, &b.1, b.2.name())));
     // Every moment anything happens, in order: errors, resumes, checks.
     let mut moments: BTreeSet<Millis> = errors.iter().map(|e| e.0).collect();
     moments.extend(resumes.iter().map(|r| r.0));
@@ -214,7 +209,7 @@ fn run_case(
     for now in moments {
         while next_error < errors.len() && errors[next_error].0 <= now {
             let (at, map, ty) = &errors[next_error];
-            windows.record(map, ty, *at);
+            windows.record(map, *ty, *at);
             next_error += 1;
         }
         for (at, map) in resumes.iter().filter(|r| r.0 == now) {

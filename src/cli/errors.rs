@@ -158,7 +158,8 @@ pub fn list(
     }
     let filter = args.filter.filter(chrono::Utc::now())?;
     let mut query = crate::errors::query_of(args.filter.map.as_deref(), &filter);
-    query.state = (args.state != "all").then(|| args.state.clone());
+    // "all" is no state: any.
+    query.state = crate::state::ErrorState::parse(&args.state);
     query.scope = args.scope.map(|s| match s {
         ScopeArg::Map => crate::state::ErrorScope::Map,
         ScopeArg::Record => crate::state::ErrorScope::Record,
@@ -243,14 +244,14 @@ pub fn list(
             [
                 e.id.to_string(),
                 e.map.clone(),
-                e.phase.clone(),
+                e.phase.to_string(),
                 e.direction.clone(),
-                e.error_type.clone(),
+                e.error_type.to_string(),
                 e.key.clone(),
                 e.code.clone().unwrap_or_else(|| "-".into()),
                 e.attempts.to_string(),
                 e.last_at.clone(),
-                e.state.clone(),
+                e.state.to_string(),
                 e.message.replace('\n', " "),
             ]
         })
@@ -349,7 +350,7 @@ pub fn write_request(
     let yaml = serde_saphyr::to_string(&request).map_err(|e| e.to_string())?;
     let text = format!(
         "# yaml-language-server: $schema=../schemas/errorrequest.schema.json\n# Written by `dualwrite errors {verb}` at {}. Review it, then commit it: the next reconcile\n# runs it once, while map {map} is Running.\n{yaml}",
-        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        crate::clock::secs(now)
     );
     let relative = PathBuf::from("requests").join(format!("{name}.yaml"));
     let path = dir.join(&relative);
@@ -429,7 +430,7 @@ pub fn logs(
     let since = since
         .map(|text| time_arg("since", text, chrono::Utc::now()))
         .transpose()?
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        .map(crate::clock::secs);
     let entries = match store {
         Some(store) => store
             .activity_since(map, since.as_deref())

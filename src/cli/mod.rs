@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, ConfigSource, GitRevision, WorkTree};
 use crate::plan;
+use crate::state::RequestState;
 
 /// Exit codes of every command.
 pub mod exit {
@@ -206,7 +207,7 @@ fn apply_with(
         }
     }
     for (name, status) in &published.requests {
-        if status.finished_at.is_some() || status.state != "Queued" {
+        if status.finished_at.is_some() || status.state != RequestState::Queued {
             writeln!(
                 out,
                 "request {name}: {}{}",
@@ -390,11 +391,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 let store =
                     crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
                 let status = crate::state::RequestStatus {
-                    state: "Queued".into(),
-                    map: request.resource.spec.map.clone(),
-                    action: format!("{action:?}"),
                     requested_by: Some(errors::local_requester(&cli.dir, verb)),
-                    ..Default::default()
+                    ..crate::state::RequestStatus::new(&request.resource.spec.map, action)
                 };
                 let applied = serde_json::to_value(&request.resource).expect("serializes");
                 store
@@ -410,8 +408,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             let status = store
                 .request_status(&name)
                 .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            if status.state == "Queued" {
+                .unwrap_or_else(|| {
+                    crate::state::RequestStatus::new(&request.resource.spec.map, action)
+                });
+            if status.state == RequestState::Queued {
                 writeln!(
                     out,
                     "request {name} waits: map {} is not Running; it runs once the map is Running",
@@ -419,8 +419,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 )
                 .map_err(w)?;
             }
-            Ok(match status.state.as_str() {
-                "Rejected" | "Failed" => exit::INVALID,
+            Ok(match status.state {
+                RequestState::Rejected | RequestState::Failed => exit::INVALID,
                 _ => code,
             })
         }

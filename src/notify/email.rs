@@ -146,7 +146,7 @@ mod tests {
             newest_errors: vec![ErrorLine {
                 id: 42,
                 at: "2026-11-22T10:15:00Z".into(),
-                error_type: "ApplicationError".into(),
+                error_type: crate::state::ErrorType::ApplicationError,
                 direction: "SourceToDestination".into(),
                 key: r#"{"account_no":"A-1"}"#.into(),
                 message: "value too long".into(),

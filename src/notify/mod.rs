@@ -58,7 +58,7 @@ impl NotificationKind {
 pub struct ErrorLine {
     pub id: i64,
     pub at: String,
-    pub error_type: String,
+    pub error_type: crate::state::ErrorType,
     pub direction: String,
     /// The record's key, as JSON object text.
     pub key: String,

@@ -10,7 +10,7 @@ use crate::endpoint::{redact, url_secrets};
 /// The JSON body POSTed to every webhook for `n`.
 pub fn webhook_payload(n: &Notification) -> Value {
     let status = n.kind.lower();
-    let at = n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = crate::clock::secs(n.at);
     let ends_at = match n.kind {
         NotificationKind::Resolved => at.as_str(),
         NotificationKind::Firing => "0001-01-01T00:00:00Z", // Alertmanager's "not ended yet"

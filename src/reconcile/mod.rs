@@ -25,7 +25,8 @@ use crate::config::{Config, TableMap};
 use crate::endpoint::TableName;
 use crate::plan::{ObservedMap, map_actions};
 use crate::state::{
-    ErrorQuery, ErrorScope, MapProblem, MapRecord, MapRuntime, Order, Phase, StateError, StateStore,
+    ErrorQuery, ErrorScope, ErrorState, MapProblem, MapRecord, MapRuntime, Order, Phase,
+    StateError, StateStore,
 };
 use crate::sync::link::Connections;
 use crate::sync::{Journal, Way};
@@ -59,11 +60,6 @@ impl Report {
 /// The state store of a project, opened for writing (created on first use).
 pub fn open_store(dir: &Path, cfg: &Config) -> Result<Box<dyn StateStore>, ReconcileError> {
     Ok(crate::state::open(dir, &cfg.project.resource)?)
-}
-
-/// The one clock of the reconciler: RFC 3339, UTC, whole seconds (log and phase times).
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// How a pass differs from a plain `reconcile`.
@@ -125,7 +121,7 @@ pub async fn run_on(
             store,
             dir,
             &cfg.project.resource,
-            crate::alert::millis(Utc::now()),
+            crate::clock::millis(Utc::now()),
         )?;
         let provenance = crate::requests::provenance(dir);
         queues = crate::requests::admit(store, cfg, &provenance, revision)?.1;
@@ -158,7 +154,10 @@ pub async fn run_on(
             held_by: r.held_by.clone(),
         });
         let actions = map_actions(map, observed.as_ref());
-        let due = runtime.next_attempt_at.as_deref().and_then(parse_time);
+        let due = runtime
+            .next_attempt_at
+            .as_deref()
+            .and_then(crate::clock::parse_utc);
         if options.respect_backoff && actions.is_empty() && due.is_some_and(|due| due > Utc::now())
         {
             // Still backing off: nothing to do before its next attempt.
@@ -187,7 +186,7 @@ pub async fn run_on(
             remove(&mut connections, cfg, record).await;
             store.log(
                 name,
-                &now(),
+                &crate::clock::now_secs(),
                 "Removed",
                 "removed from the config: stopped and forgotten",
             )?;
@@ -197,12 +196,6 @@ pub async fn run_on(
     // Deliveries ran in the background while maps synced; record how each went.
     report.alerts = alerts.finish(store, cfg, revision).await?;
     Ok(report)
-}
-
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -228,13 +221,13 @@ pub fn end_hold(
     };
     let mut runtime = store.runtime(map)?;
     runtime.held_action = None;
-    runtime.resumed_at = Some(crate::alert::format_time(crate::alert::millis(Utc::now())));
+    runtime.resumed_at = Some(crate::clock::now_millis());
     // Try again now, not at the end of a backoff the hold may have stretched.
     runtime.next_attempt_at = None;
     store.save(&record, &runtime)?;
     store.log(
         map,
-        &now(),
+        &crate::clock::now_secs(),
         "Resumed",
         &format!("hold by alert {alert} ended by {cause}"),
     )?;
@@ -278,7 +271,7 @@ async fn drive(
     {
         store.log(
             &name,
-            &now(),
+            &crate::clock::now_secs(),
             "Resumed",
             &format!("hold by alert {alert} ended: spec.state changed"),
         )?;
@@ -287,7 +280,7 @@ async fn drive(
     record.applied_revision = Some(revision.to_string());
     if observed.as_ref().is_some_and(|o| o.held_by.is_some()) && record.held_by.is_none() {
         runtime.held_action = None;
-        runtime.resumed_at = Some(crate::alert::format_time(crate::alert::millis(Utc::now())));
+        runtime.resumed_at = Some(crate::clock::now_millis());
     }
     let mut journal = Journal {
         store,
@@ -326,7 +319,7 @@ async fn drive(
             .runtime
             .next_attempt_at
             .as_deref()
-            .and_then(parse_time),
+            .and_then(crate::clock::parse_utc),
     })
 }
 
@@ -363,7 +356,7 @@ fn settle_success(journal: &mut Journal<'_>) -> Result<(), StateError> {
         .into_iter()
         .map(|e| e.id)
         .collect();
-    let superseded = journal.store.resolve_errors(&ids, "Superseded")?;
+    let superseded = journal.store.resolve_errors(&ids, ErrorState::Superseded)?;
     journal.log(
         "Recovered",
         &format!(
@@ -395,15 +388,15 @@ fn record_failure(
     let attempts = journal.runtime.failure.as_ref().map_or(0, |f| f.attempts) + 1;
     let decision = policy::error_policy(&failure, attempts);
     if let Some(error_type) = decision.event {
-        let at = crate::alert::format_time(crate::alert::millis(Utc::now()));
+        let at = crate::clock::now_millis();
         let way = failure.way(&Way::of(cx.map.spec.direction));
         journal.store.record_error(&crate::state::ErrorRecord {
             id: 0,
             scope: ErrorScope::Map,
             map: journal.map.clone(),
-            phase: cx.event_phase(journal).to_string(),
+            phase: cx.event_phase(journal),
             direction: way.name().to_string(),
-            error_type: error_type.to_string(),
+            error_type,
             key: String::new(),
             row: None,
             message: message.clone(),
@@ -411,12 +404,14 @@ fn record_failure(
             first_at: at.clone(),
             last_at: at.clone(),
             attempts: 1,
-            state: "Open".into(),
+            state: ErrorState::Open,
         })?;
-        journal.recorded.push((error_type.to_string(), at));
+        journal.recorded.push((error_type, at));
     }
     let previous = journal.runtime.failure.take();
-    let since = previous.as_ref().map_or_else(now, |p| p.since.clone());
+    let since = previous
+        .as_ref()
+        .map_or_else(crate::clock::now_secs, |p| p.since.clone());
     if previous.as_ref().is_none_or(|p| p.message != message) {
         journal.log(decision.reason.name(), &message)?;
     }
@@ -428,8 +423,8 @@ fn record_failure(
         since,
     });
     journal.runtime.next_attempt_at = decision.requeue_after.map(|after| {
-        (Utc::now() + chrono::Duration::from_std(after).unwrap_or_default())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+        crate::clock::format_millis(crate::clock::millis(at))
     });
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::state::ProblemReason;
+use crate::state::{ErrorType, ProblemReason};
 
 use super::failure::{FailureKind, MapFailure};
 
@@ -18,7 +18,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     /// The map-level error event to record (an error type of SPEC §2), if any.
-    pub event: Option<&'static str>,
+    pub event: Option<ErrorType>,
     /// The reason of the map's `Ready=False` condition.
     pub reason: ProblemReason,
     /// When to try the map again (`None`: at the next pass, whenever that is).
@@ -35,12 +35,12 @@ pub fn backoff(failed: u32) -> Duration {
 pub fn error_policy(failure: &MapFailure, failed: u32) -> Decision {
     match failure.kind() {
         FailureKind::Network => Decision {
-            event: Some("NetworkError"),
+            event: Some(ErrorType::NetworkError),
             reason: ProblemReason::EndpointUnreachable,
             requeue_after: Some(backoff(failed)),
         },
         FailureKind::Schema => Decision {
-            event: Some("SchemaError"),
+            event: Some(ErrorType::SchemaError),
             reason: ProblemReason::SchemaMismatch,
             requeue_after: Some(backoff(failed)),
         },
@@ -86,7 +86,7 @@ mod tests {
             message: "connection refused".into(),
         });
         let d = error_policy(&connect, 3);
-        assert_eq!(d.event, Some("NetworkError"));
+        assert_eq!(d.event, Some(ErrorType::NetworkError));
         assert_eq!(d.reason, ProblemReason::EndpointUnreachable);
         assert_eq!(d.requeue_after, Some(Duration::from_secs(4)));
         let mid_batch = on_destination(EndpointError::Database(WriteError::new(
@@ -94,7 +94,10 @@ mod tests {
             Some("08006".into()),
             "connection closed",
         )));
-        assert_eq!(error_policy(&mid_batch, 1).event, Some("NetworkError"));
+        assert_eq!(
+            error_policy(&mid_batch, 1).event,
+            Some(ErrorType::NetworkError)
+        );
         assert_eq!(mid_batch.code(), Some("08006"));
         assert!(
             connect
@@ -109,7 +112,7 @@ mod tests {
             table: "account".into(),
         });
         let d = error_policy(&table, 1);
-        assert_eq!(d.event, Some("SchemaError"));
+        assert_eq!(d.event, Some(ErrorType::SchemaError));
         assert_eq!(d.reason, ProblemReason::SchemaMismatch);
         assert!(!d.reason.is_transient());
         let mapping = MapFailure::Link(LinkError::Mapping {
@@ -117,7 +120,10 @@ mod tests {
             side: Side::Source,
             message: "column name is not in table customers".into(),
         });
-        assert_eq!(error_policy(&mapping, 1).event, Some("SchemaError"));
+        assert_eq!(
+            error_policy(&mapping, 1).event,
+            Some(ErrorType::SchemaError)
+        );
     }
 
     #[test]

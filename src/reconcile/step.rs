@@ -15,7 +15,10 @@ use crate::alert::pass::PassAlerts;
 use crate::config::{AlertAction, Config, ConflictPolicy, DesiredState, Direction, TableMap};
 use crate::endpoint::TableName;
 use crate::plan::MapAction;
-use crate::state::{CaptureLeft, InitialSyncRun, Phase, QueueState, StateError, StateStore};
+use crate::state::{
+    CaptureLeft, ErrorPhase, InitialSyncRun, InitialSyncStatus, Phase, QueueState, RequestState,
+    StateError, StateStore,
+};
 use crate::sync::link::{Connections, Link, LinkError, Prepared, ends, side_endpoint, side_table};
 use crate::sync::{self, Journal, Way, live::Pending};
 
@@ -63,13 +66,13 @@ impl<'s, 'c> MapContext<'s, 'c> {
     }
 
     /// The phase a map-level event of this step is filed under.
-    pub fn event_phase(&self, journal: &Journal<'_>) -> &'static str {
+    pub fn event_phase(&self, journal: &Journal<'_>) -> ErrorPhase {
         if journal.record.phase == Phase::InitialSync {
-            "InitialSync"
+            ErrorPhase::InitialSync
         } else if self.actions.contains(&MapAction::Resume) {
-            "CatchUp"
+            ErrorPhase::CatchUp
         } else {
-            "Live"
+            ErrorPhase::Live
         }
     }
 
@@ -161,7 +164,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
                     set_phase(journal, after_copy, "initial sync finished")?;
                 }
                 MapAction::Resume => {
-                    self.drain(journal, "CatchUp").await?;
+                    self.drain(journal, ErrorPhase::CatchUp).await?;
                     if journal.record.held_by.is_some() {
                         return Ok(());
                     }
@@ -179,7 +182,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
             set_phase(journal, after_copy, "initial sync finished")?;
         }
         if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
-            self.drain(journal, "Live").await?;
+            self.drain(journal, ErrorPhase::Live).await?;
             if journal.record.held_by.is_none() {
                 self.run_requests(journal).await?;
             }
@@ -219,7 +222,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
                 (a, b) => a.or(b),
             };
         }
-        queue.oldest_at = oldest.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        queue.oldest_at = oldest.map(|t| crate::clock::format_millis(crate::clock::millis(t)));
         Some(queue)
     }
 
@@ -240,7 +243,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
             .collect();
         for (request, mut status) in queue {
             // Visible while it runs; a crash leaves it Running, and the next pass queues it again.
-            status.state = "Running".into();
+            status.state = RequestState::Running;
             let applied = serde_json::to_value(&request).expect("request serializes");
             journal
                 .store
@@ -286,18 +289,21 @@ impl<'s, 'c> MapContext<'s, 'c> {
         let map = self.map;
         let spec = &map.spec;
         let run = spec.initial_sync.run;
-        let resuming =
-            journal.record.phase == Phase::InitialSync
-                && journal.runtime.initial_sync.as_ref().is_some_and(|r| {
-                    r.run == run && matches!(r.status.as_str(), "Running" | "Failed")
-                });
+        let resuming = journal.record.phase == Phase::InitialSync
+            && journal.runtime.initial_sync.as_ref().is_some_and(|r| {
+                r.run == run
+                    && matches!(
+                        r.status,
+                        InitialSyncStatus::Running | InitialSyncStatus::Failed
+                    )
+            });
         if resuming {
             let current = journal
                 .runtime
                 .initial_sync
                 .as_mut()
                 .expect("checked above");
-            current.status = "Running".into();
+            current.status = InitialSyncStatus::Running;
             current.problem = None;
         } else {
             let previous = journal.runtime.initial_sync.take();
@@ -312,13 +318,13 @@ impl<'s, 'c> MapContext<'s, 'c> {
             let retry_errors = spec.initial_sync.retry_errors || !rerun;
             journal.runtime.initial_sync = Some(InitialSyncRun {
                 run,
-                status: "Running".into(),
+                status: InitialSyncStatus::Running,
                 retry_errors,
-                started_at: Some(super::now()),
+                started_at: Some(crate::clock::now_secs()),
                 ..Default::default()
             });
             journal.record.phase = Phase::InitialSync;
-            journal.runtime.since = Some(super::now());
+            journal.runtime.since = Some(crate::clock::now_secs());
             let how = if retry_errors {
                 ""
             } else {
@@ -369,11 +375,11 @@ impl<'s, 'c> MapContext<'s, 'c> {
         let run_state = journal.runtime.initial_sync.as_mut().expect("run started");
         let errors: u64 = run_state.directions.values().map(|d| d.errors).sum();
         run_state.status = if errors == 0 {
-            "Completed".into()
+            InitialSyncStatus::Completed
         } else {
-            "CompletedWithErrors".into()
+            InitialSyncStatus::CompletedWithErrors
         };
-        run_state.finished_at = Some(super::now());
+        run_state.finished_at = Some(crate::clock::now_secs());
         run_state.resume_after.clear();
         let counts = run_state
             .directions
@@ -386,7 +392,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let status = run_state.status.clone();
+        let status = run_state.status;
         let read: u64 = run_state.directions.values().map(|d| d.read).sum();
         let seconds = started.elapsed().as_secs_f64();
         journal.log(
@@ -401,7 +407,11 @@ impl<'s, 'c> MapContext<'s, 'c> {
 
     /// Drains captured changes of every way until caught up, resolving conflicts by
     /// policy. Rules are evaluated as errors happen: a Pause or Stop takes effect mid-drain.
-    async fn drain(&mut self, journal: &mut Journal<'_>, phase: &str) -> Result<(), MapFailure> {
+    async fn drain(
+        &mut self,
+        journal: &mut Journal<'_>,
+        phase: ErrorPhase,
+    ) -> Result<(), MapFailure> {
         let batch = self.map.spec.batch_size as usize;
         let conflict = self.map.spec.conflict;
         self.prepared().await?;
@@ -409,7 +419,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
             if crate::shutdown::requested() {
                 // A live drain can stop anywhere; a catch-up must not end as if it had drained.
                 return match phase {
-                    "Live" => Ok(()),
+                    ErrorPhase::Live => Ok(()),
                     _ => Err(MapFailure::Interrupted),
                 };
             }
@@ -581,7 +591,7 @@ pub(super) fn describe_left(left: &[CaptureLeft]) -> String {
 fn fail_run(journal: &mut Journal<'_>, failure: MapFailure) -> Result<(), MapFailure> {
     let run_state = journal.runtime.initial_sync.as_mut().expect("run started");
     if !matches!(failure, MapFailure::Interrupted) {
-        run_state.status = "Failed".into();
+        run_state.status = InitialSyncStatus::Failed;
         run_state.problem = Some(failure.to_string());
     }
     journal.save()?;
@@ -595,7 +605,7 @@ pub(super) fn set_phase(
 ) -> Result<(), StateError> {
     if journal.record.phase != phase {
         journal.record.phase = phase;
-        journal.runtime.since = Some(super::now());
+        journal.runtime.since = Some(crate::clock::now_secs());
         journal.log(phase.name(), cause)?;
     }
     journal.save()

@@ -464,8 +464,7 @@ impl Service {
                 );
                 let mut snap = self.shared.write().expect("snapshot lock");
                 if snap.config_error.is_none() {
-                    snap.config_invalid_since =
-                        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    snap.config_invalid_since = Some(crate::clock::now_secs());
                 }
                 snap.config_error = Some(message);
                 snap.config_reloads_failed += 1;

@@ -1,6 +1,9 @@
 //! The state store: what dualwrite has actually done, per map (phase, applied spec, cursors,
 //! initial-sync runs, errored records, activity log), per alert rule and per request. One
 //! trait, `StateStore`; the SQLite store is the embedded default, PostgreSQL the shared one.
+//! Also owns the stored states, phases and types as enums (`InitialSyncStatus`,
+//! `RequestState`, `ErrorPhase`, `ErrorType`, `ErrorState`), whose serde names are the
+//! stored text; a row with a name this version does not know reads as `StateError::Unknown`.
 //! Only `reconcile` writes it.
 
 pub mod postgres;
@@ -11,7 +14,44 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Project, ServerConfig};
+pub use crate::config::{ErrorPhase, RequestAction};
+use crate::config::{ErrorTypeSelector, Project, ServerConfig};
+
+/// The names of an enum stored as text (state-store rows, status files): `ALL`, `name` (the
+/// serde name), `parse` (`None` for a name it does not know), `stored` (the same as a
+/// [`StateError::Unknown`] naming the column) and `Display`.
+macro_rules! stored_names {
+    ($ty:ident, $what:literal, [$($variant:ident),+ $(,)?]) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => stringify!($variant)),+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|v| v.name() == text)
+            }
+
+            /// A stored value read back: an unknown one is [`StateError::Unknown`].
+            pub fn stored(text: &str) -> Result<$ty, StateError> {
+                Self::parse(text).ok_or_else(|| StateError::Unknown {
+                    what: $what,
+                    value: text.to_string(),
+                })
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // `pad`, not `write_str`: listings align these with widths.
+                f.pad(self.name())
+            }
+        }
+    };
+}
 
 /// The phase a map is in (SPEC §2).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,35 +63,11 @@ pub enum Phase {
     Stopped,
 }
 
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::NotRunning => "NotRunning",
-            Phase::InitialSync => "InitialSync",
-            Phase::Running => "Running",
-            Phase::Paused => "Paused",
-            Phase::Stopped => "Stopped",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Phase> {
-        [
-            Phase::NotRunning,
-            Phase::InitialSync,
-            Phase::Running,
-            Phase::Paused,
-            Phase::Stopped,
-        ]
-        .into_iter()
-        .find(|p| p.name() == text)
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+stored_names!(
+    Phase,
+    "phase",
+    [NotRunning, InitialSync, Running, Paused, Stopped]
+);
 
 /// A map as the store knows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,8 +200,7 @@ pub const RUN_HISTORY: usize = 10;
 #[serde(rename_all = "camelCase")]
 pub struct InitialSyncRun {
     pub run: u32,
-    /// NotStarted | Running | Completed | CompletedWithErrors | Failed
-    pub status: String,
+    pub status: InitialSyncStatus,
     /// false: a "Rerun execution without errors" (only keys missing on the target, and not
     /// the records that failed before).
     #[serde(default = "yes")]
@@ -207,6 +222,84 @@ pub struct InitialSyncRun {
 fn yes() -> bool {
     true
 }
+
+/// How a run of the initial sync stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum InitialSyncStatus {
+    #[default]
+    NotStarted,
+    Running,
+    Completed,
+    /// Every record was tried; some failed and are errored records.
+    CompletedWithErrors,
+    /// An endpoint or schema problem stopped it; it resumes where it stopped.
+    Failed,
+}
+
+stored_names!(
+    InitialSyncStatus,
+    "initial sync status",
+    [NotStarted, Running, Completed, CompletedWithErrors, Failed]
+);
+
+// The phase an error happened in is the config's `ErrorPhase` (what a filter names), and a
+// request's action the config's `RequestAction`: one type each, named here like the others.
+stored_names!(ErrorPhase, "error phase", [InitialSync, Live, CatchUp]);
+stored_names!(RequestAction, "request action", [Retry, Dismiss]);
+
+/// The kind of an error event (SPEC §2): what alert rules count and filters select.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// The database refused the record (a constraint, a value out of range).
+    ApplicationError,
+    /// An endpoint could not be reached.
+    NetworkError,
+    /// The record could not be converted to the target's columns.
+    TransformError,
+    /// A table or mapped column is missing or changed.
+    SchemaError,
+    /// The record's change lost a bidirectional conflict.
+    ConflictError,
+}
+
+stored_names!(
+    ErrorType,
+    "error type",
+    [
+        ApplicationError,
+        NetworkError,
+        TransformError,
+        SchemaError,
+        ConflictError
+    ]
+);
+
+impl ErrorType {
+    /// The one type a selector names; `None` for `Any` (every type).
+    pub fn selected_by(selector: ErrorTypeSelector) -> Option<ErrorType> {
+        match selector {
+            ErrorTypeSelector::Any => None,
+            ErrorTypeSelector::ApplicationError => Some(ErrorType::ApplicationError),
+            ErrorTypeSelector::NetworkError => Some(ErrorType::NetworkError),
+            ErrorTypeSelector::TransformError => Some(ErrorType::TransformError),
+            ErrorTypeSelector::SchemaError => Some(ErrorType::SchemaError),
+            ErrorTypeSelector::ConflictError => Some(ErrorType::ConflictError),
+        }
+    }
+}
+
+/// Where an errored record stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorState {
+    /// Not written yet: it counts, and a request can retry or dismiss it.
+    Open,
+    /// A later write of the same key succeeded (or the map recovered, for a map-level event).
+    Superseded,
+    /// A Retry request wrote it.
+    Retried,
+}
+
+stored_names!(ErrorState, "error state", [Open, Superseded, Retried]);
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
 pub struct DirectionCounts {
@@ -251,10 +344,10 @@ pub struct ErrorRecord {
     pub id: i64,
     pub scope: ErrorScope,
     pub map: String,
-    pub phase: String,
+    pub phase: ErrorPhase,
     pub direction: String,
     #[serde(rename = "type")]
-    pub error_type: String,
+    pub error_type: ErrorType,
     /// The key as a JSON object `{column: value}`.
     pub key: String,
     pub row: Option<String>,
@@ -263,7 +356,7 @@ pub struct ErrorRecord {
     pub first_at: String,
     pub last_at: String,
     pub attempts: i64,
-    pub state: String,
+    pub state: ErrorState,
 }
 
 /// What a request needs of an errored record to act on it: far less to read than a whole
@@ -271,7 +364,7 @@ pub struct ErrorRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrorKey {
     pub id: i64,
-    pub phase: String,
+    pub phase: ErrorPhase,
     pub direction: String,
     /// The key as a JSON object `{column: value}`.
     pub key: String,
@@ -288,14 +381,14 @@ pub struct ErrorQuery {
     pub to: Option<String>,
     /// A way: SourceToDestination or DestinationToSource.
     pub direction: Option<String>,
-    pub error_type: Option<String>,
-    pub phase: Option<String>,
+    pub error_type: Option<ErrorType>,
+    pub phase: Option<ErrorPhase>,
     /// Only these ids (none = any).
     pub ids: Vec<i64>,
     /// Only ids below this one (paging newest first).
     pub below_id: Option<i64>,
-    /// Only records in this state (Open, Superseded, Retried); `None` = any state.
-    pub state: Option<String>,
+    /// Only records in this state; `None` = any state.
+    pub state: Option<ErrorState>,
     /// Only records or only map-level events; `None` = both.
     pub scope: Option<ErrorScope>,
 }
@@ -315,7 +408,7 @@ impl ErrorQuery {
     pub fn open(map: &str) -> Self {
         ErrorQuery {
             map: Some(map.to_string()),
-            state: Some("Open".into()),
+            state: Some(ErrorState::Open),
             ..Default::default()
         }
     }
@@ -324,11 +417,11 @@ impl ErrorQuery {
     pub fn conditions(&self) -> Vec<Condition<'_>> {
         let mut c = Vec::new();
         let eq = [
-            ("map", &self.map),
-            ("state", &self.state),
-            ("type", &self.error_type),
-            ("phase", &self.phase),
-            ("direction", &self.direction),
+            ("map", self.map.as_deref()),
+            ("state", self.state.map(ErrorState::name)),
+            ("type", self.error_type.map(ErrorType::name)),
+            ("phase", self.phase.map(ErrorPhase::name)),
+            ("direction", self.direction.as_deref()),
         ];
         for (column, value) in eq {
             if let Some(v) = value {
@@ -361,14 +454,42 @@ pub enum Order {
     OldestFirst,
 }
 
+/// Where an ErrorRequest stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// Waiting for its map to be Running.
+    Queued,
+    Running,
+    Completed,
+    /// Refused before it touched anything (unknown ids, too many matches or waiting).
+    Rejected,
+    /// Stopped part-way (what was done stays done).
+    Failed,
+}
+
+stored_names!(
+    RequestState,
+    "request state",
+    [Queued, Running, Completed, Rejected, Failed]
+);
+
+impl RequestState {
+    /// Whether a request in this state has run (or was refused) and never runs again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RequestState::Completed | RequestState::Rejected | RequestState::Failed
+        )
+    }
+}
+
 /// What became of an ErrorRequest (SPEC §3, `status/requests/<name>.yaml`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestStatus {
-    /// Queued | Running | Completed | Rejected | Failed
-    pub state: String,
+    pub state: RequestState,
     pub map: String,
-    pub action: String,
+    pub action: RequestAction,
     pub matched: u64,
     pub succeeded: u64,
     pub failed: u64,
@@ -392,9 +513,28 @@ pub struct RequestStatus {
 }
 
 impl RequestStatus {
+    /// A request of `map` seen for the first time: Queued, nothing counted yet.
+    pub fn new(map: &str, action: RequestAction) -> Self {
+        RequestStatus {
+            state: RequestState::Queued,
+            map: map.to_string(),
+            action,
+            matched: 0,
+            succeeded: 0,
+            failed: 0,
+            dismissed: 0,
+            reason: None,
+            requested_by: None,
+            revision: None,
+            created_at: None,
+            finished_at: None,
+            observed_revision: None,
+        }
+    }
+
     /// Whether the request has run (or was refused) and will never run again.
     pub fn is_final(&self) -> bool {
-        matches!(self.state.as_str(), "Completed" | "Rejected" | "Failed")
+        self.state.is_final()
     }
 }
 
@@ -411,24 +551,42 @@ pub struct AppliedRecord {
     pub name: String,
     pub applied: serde_json::Value,
     pub revision: Option<String>,
-    /// For requests: Queued, Running, Completed, Rejected, Failed.
-    pub state: Option<String>,
+    /// For requests: where the request stands.
+    pub state: Option<RequestState>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
     #[error("state store: stored {what} is not valid: {source}")]
     Corrupt {
         what: String,
         #[source]
         source: serde_json::Error,
     },
+    /// A stored name (a state, a phase, a type) that is not one of this version's.
+    #[error("state store: stored {what} {value:?} is not one dualwrite knows")]
+    Unknown { what: &'static str, value: String },
     #[error("state store: environment variable {0} is not set")]
     MissingEnv(String),
     #[error("state store: {0}")]
     Other(String),
+}
+
+impl From<rusqlite::Error> for StateError {
+    /// A stored name the SQLite store could not read back is the [`StateError::Unknown`] it
+    /// carries, not a database error.
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, source)
+                if source.is::<StateError>() =>
+            {
+                *source.downcast::<StateError>().expect("checked above")
+            }
+            e => StateError::Sqlite(e),
+        }
+    }
 }
 
 /// The actual state. Implementations keep every write atomic: `save` stores a map's phase
@@ -474,13 +632,17 @@ pub trait StateStore: Send {
     /// Open errors of a map, newest first.
     fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError>;
     /// Counts of open errors of a map by (type, phase).
-    fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError>;
+    fn open_error_counts(&self, map: &str)
+    -> Result<Vec<(ErrorType, ErrorPhase, u64)>, StateError>;
     fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError>;
     /// The newest `limit` activity entries of a map, newest first.
     fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError>;
     /// Errored records whose latest failure is at or after `since` (RFC 3339), oldest first,
     /// as (map, type, at): what alert windows count. Survives restarts with the store.
-    fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError>;
+    fn error_events_since(
+        &self,
+        since: &str,
+    ) -> Result<Vec<(String, ErrorType, String)>, StateError>;
     /// The evaluation state of an alert rule (per matched map), as JSON.
     fn alert_state(&self, rule: &str) -> Result<Option<serde_json::Value>, StateError>;
     fn save_alert_state(&self, rule: &str, state: &serde_json::Value) -> Result<(), StateError>;
@@ -504,7 +666,7 @@ pub trait StateStore: Send {
     /// How many errored records `query` selects.
     fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError>;
     /// Moves open errors to `state` (Retried: a retry wrote the record). Returns how many.
-    fn resolve_errors(&self, ids: &[i64], state: &str) -> Result<u64, StateError>;
+    fn resolve_errors(&self, ids: &[i64], state: ErrorState) -> Result<u64, StateError>;
     /// Deletes errored records for good (dismissed or purged). Returns how many.
     fn delete_errors(&self, ids: &[i64]) -> Result<u64, StateError>;
     /// The activity log of a map at or after `since` (all of it when `None`), oldest first.

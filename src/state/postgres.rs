@@ -23,9 +23,35 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope,
-    MapRecord, MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorPhase, ErrorQuery, ErrorRecord,
+    ErrorScope, ErrorState, ErrorType, MapRecord, MapRuntime, Order, Phase, RequestState,
+    RequestStatus, StateError, StateStore,
 };
+
+/// Stored names are written as text columns; they are read back as text and parsed with
+/// `stored` (an unknown one is [`StateError::Unknown`]).
+macro_rules! sql_as_name {
+    ($($ty:ident),+) => {$(
+        impl tokio_postgres::types::ToSql for $ty {
+            fn to_sql(
+                &self,
+                ty: &tokio_postgres::types::Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+            {
+                self.name().to_sql(ty, out)
+            }
+
+            fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+                <&str as tokio_postgres::types::ToSql>::accepts(ty)
+            }
+
+            tokio_postgres::types::to_sql_checked!();
+        }
+    )+};
+}
+
+sql_as_name!(ErrorPhase, ErrorType, ErrorState, RequestState);
 use crate::endpoint::{redact, url_secrets};
 
 /// The schema the store lives in when opened from the project config.
@@ -327,7 +353,10 @@ impl PostgresStore {
                 Ok(AppliedRecord {
                     applied,
                     revision: r.get(2),
-                    state: r.get(3),
+                    state: r
+                        .get::<_, Option<&str>>(3)
+                        .map(RequestState::stored)
+                        .transpose()?,
                     name,
                 })
             })
@@ -588,13 +617,13 @@ fn activity_entry(r: &Row) -> ActivityEntry {
     }
 }
 
-fn error_record(r: &Row) -> ErrorRecord {
-    ErrorRecord {
+fn error_record(r: &Row) -> Result<ErrorRecord, StateError> {
+    Ok(ErrorRecord {
         id: r.get(0),
         map: r.get(1),
-        phase: r.get(2),
+        phase: ErrorPhase::stored(r.get(2))?,
         direction: r.get(3),
-        error_type: r.get(4),
+        error_type: ErrorType::stored(r.get(4))?,
         key: r.get(5),
         row: r.get(6),
         message: r.get(7),
@@ -602,9 +631,9 @@ fn error_record(r: &Row) -> ErrorRecord {
         first_at: r.get(9),
         last_at: r.get(10),
         attempts: r.get(11),
-        state: r.get(12),
+        state: ErrorState::stored(r.get(12))?,
         scope: ErrorScope::parse(r.get(13)),
-    }
+    })
 }
 
 impl StateStore for PostgresStore {
@@ -615,14 +644,16 @@ impl StateStore for PostgresStore {
             .ok_or_else(|| StateError::Other("postgres: no second session".into()))?;
         Ok(Box::new(store.labelled(self.label.clone())))
     }
-    fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError> {
+    fn error_events_since(
+        &self,
+        since: &str,
+    ) -> Result<Vec<(String, ErrorType, String)>, StateError> {
         let since = since.to_string();
         let rows =
             self.call(move |c| c.run(async |s| s.query(ERROR_EVENTS_SINCE, &[&since]).await))?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        rows.iter()
+            .map(|r| Ok((r.get(0), ErrorType::stored(r.get(1))?, r.get(2))))
+            .collect()
     }
 
     fn alert_state(&self, rule: &str) -> Result<Option<serde_json::Value>, StateError> {
@@ -829,7 +860,7 @@ impl StateStore for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows =
             self.call(move |c| c.run(async |s| s.query(OPEN_ERRORS, &[&map, &limit]).await))?;
-        Ok(rows.iter().map(error_record).collect())
+        rows.iter().map(error_record).collect()
     }
 
     fn query_errors(
@@ -849,7 +880,7 @@ impl StateStore for PostgresStore {
             params.len()
         );
         let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
-        Ok(rows.iter().map(error_record).collect())
+        rows.iter().map(error_record).collect()
     }
 
     fn query_error_keys(
@@ -866,13 +897,15 @@ impl StateStore for PostgresStore {
         let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
         let mut keys: Vec<ErrorKey> = rows
             .iter()
-            .map(|r| ErrorKey {
-                id: r.get(0),
-                phase: r.get(1),
-                direction: r.get(2),
-                key: r.get(3),
+            .map(|r| {
+                Ok(ErrorKey {
+                    id: r.get(0),
+                    phase: ErrorPhase::stored(r.get(1))?,
+                    direction: r.get(2),
+                    key: r.get(3),
+                })
             })
-            .collect();
+            .collect::<Result<_, StateError>>()?;
         keys.sort_unstable_by_key(|k| k.id);
         Ok(keys)
     }
@@ -884,8 +917,8 @@ impl StateStore for PostgresStore {
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
-    fn resolve_errors(&self, ids: &[i64], state: &str) -> Result<u64, StateError> {
-        let (ids, state) = (ids.to_vec(), state.to_string());
+    fn resolve_errors(&self, ids: &[i64], state: ErrorState) -> Result<u64, StateError> {
+        let ids = ids.to_vec();
         self.call(move |c| c.run(async |s| s.execute(RESOLVE_ERRORS, &[&ids, &state]).await))
     }
 
@@ -926,7 +959,7 @@ impl StateStore for PostgresStore {
         status: &RequestStatus,
     ) -> Result<(), StateError> {
         let (name, applied) = (name.to_string(), applied.clone());
-        let (revision, state) = (status.observed_revision.clone(), status.state.clone());
+        let (revision, state) = (status.observed_revision.clone(), status.state);
         let data = serde_json::to_value(status).expect("status serializes");
         self.call(move |c| {
             c.run(async |s| {
@@ -943,14 +976,22 @@ impl StateStore for PostgresStore {
         Ok(())
     }
 
-    fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError> {
+    fn open_error_counts(
+        &self,
+        map: &str,
+    ) -> Result<Vec<(ErrorType, ErrorPhase, u64)>, StateError> {
         let map = map.to_string();
         let rows =
             self.call(move |c| c.run(async |s| s.query(OPEN_ERROR_COUNTS, &[&map]).await))?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
-            .collect())
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    ErrorType::stored(r.get(0))?,
+                    ErrorPhase::stored(r.get(1))?,
+                    r.get::<_, i64>(2) as u64,
+                ))
+            })
+            .collect()
     }
 
     fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError> {

@@ -7,10 +7,33 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorQuery, ErrorRecord, ErrorScope,
-    MapRecord, MapRuntime, Order, Phase, RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorPhase, ErrorQuery, ErrorRecord,
+    ErrorScope, ErrorState, ErrorType, MapRecord, MapRuntime, Order, Phase, RequestState,
+    RequestStatus, StateError, StateStore,
 };
+
+/// Stored names are columns of text. One this version does not know reads as
+/// [`StateError::Unknown`] (carried through rusqlite, unwrapped by `From<rusqlite::Error>`).
+macro_rules! sql_as_name {
+    ($($ty:ident),+) => {$(
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.name()))
+            }
+        }
+
+        impl FromSql for $ty {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                $ty::stored(value.as_str()?).map_err(|e| FromSqlError::Other(Box::new(e)))
+            }
+        }
+    )+};
+}
+
+sql_as_name!(ErrorPhase, ErrorType, ErrorState, RequestState);
 
 pub struct SqliteStore {
     conn: Connection,
@@ -260,7 +283,10 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, StateError> {
 }
 
 impl StateStore for SqliteStore {
-    fn error_events_since(&self, since: &str) -> Result<Vec<(String, String, String)>, StateError> {
+    fn error_events_since(
+        &self,
+        since: &str,
+    ) -> Result<Vec<(String, ErrorType, String)>, StateError> {
         let mut stmt = self.conn.prepare(
             "SELECT map, type, last_at FROM errors WHERE last_at >= ?1 ORDER BY last_at",
         )?;
@@ -504,7 +530,7 @@ impl StateStore for SqliteStore {
     }
 
     /// One statement over the ids (a JSON array): one transaction, one pass.
-    fn resolve_errors(&self, ids: &[i64], state: &str) -> Result<u64, StateError> {
+    fn resolve_errors(&self, ids: &[i64], state: ErrorState) -> Result<u64, StateError> {
         let ids = serde_json::to_string(ids).expect("ids serialize");
         let n = self.conn.execute(
             "UPDATE errors SET state = ?2
@@ -592,7 +618,10 @@ impl StateStore for SqliteStore {
     }
 
     /// Counts of open errors of a map by (type, phase).
-    fn open_error_counts(&self, map: &str) -> Result<Vec<(String, String, u64)>, StateError> {
+    fn open_error_counts(
+        &self,
+        map: &str,
+    ) -> Result<Vec<(ErrorType, ErrorPhase, u64)>, StateError> {
         let mut stmt = self.conn.prepare(
             "SELECT type, phase, COUNT(*) FROM errors WHERE map = ?1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase",
         )?;

@@ -367,7 +367,7 @@ async fn write_page(
     let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
     write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
     // Committed: the resume key may now point at this page's last row.
-    let errors = journal.settle(flow, "InitialSync", &out)?;
+    let errors = journal.settle(flow, crate::state::ErrorPhase::InitialSync, &out)?;
     record(
         journal,
         way,

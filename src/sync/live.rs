@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Failure, Flow, Item, Journal, Outcome, Sides, SyncError, prepare, write_isolating};
 use crate::endpoint::{Change, ChangeOp, Value, WriteOp, key_string};
+use crate::state::{ErrorPhase, ErrorType};
 
 /// The newest change per key of one batch, in changelog order.
 pub struct Pending {
@@ -108,7 +109,7 @@ pub async fn apply(
     flow: &Flow,
     pending: Pending,
     losers: &HashMap<String, String>,
-    phase: &str,
+    phase: ErrorPhase,
     journal: &mut Journal<'_>,
 ) -> Result<u64, SyncError> {
     let mut out = Outcome::default();
@@ -120,7 +121,7 @@ pub async fn apply(
             out.failed.push(Failure {
                 key: c.key,
                 source_row: None,
-                error_type: "ConflictError",
+                error_type: ErrorType::ConflictError,
                 code: None,
                 message: reason.clone(),
             });
@@ -140,7 +141,7 @@ pub async fn apply(
     if let Some(at) = newest {
         let now = Utc::now();
         rt.lag_seconds = Some(((now - at).num_milliseconds().max(0) as f64) / 1000.0);
-        rt.last_sync_at = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        rt.last_sync_at = Some(crate::clock::secs(now));
     }
     // The commit point: the cursor moves only now that the writes are committed.
     journal.save()?;

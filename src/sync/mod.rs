@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::endpoint::{
     Endpoint, Row, TableInfo, TableName, Value, WriteError, WriteErrorClass, WriteOp,
 };
+use crate::state::{ErrorPhase, ErrorState, ErrorType};
 pub use transform::{Flow, Way};
 
 /// The changelog position a way of a map has applied.
@@ -50,7 +51,7 @@ pub struct Failure {
     pub key: Vec<Value>,
     pub source_row: Option<Row>,
     /// ApplicationError, TransformError, SchemaError, ConflictError.
-    pub error_type: &'static str,
+    pub error_type: ErrorType,
     pub code: Option<String>,
     pub message: String,
 }
@@ -67,12 +68,12 @@ pub struct Outcome {
 #[error("{0}")]
 pub struct Unreachable(pub WriteError);
 
-pub fn error_type(class: WriteErrorClass) -> &'static str {
+pub fn error_type(class: WriteErrorClass) -> ErrorType {
     match class {
-        WriteErrorClass::Application => "ApplicationError",
-        WriteErrorClass::Network => "NetworkError",
-        WriteErrorClass::Schema => "SchemaError",
-        WriteErrorClass::Transform => "TransformError",
+        WriteErrorClass::Application => ErrorType::ApplicationError,
+        WriteErrorClass::Network => ErrorType::NetworkError,
+        WriteErrorClass::Schema => ErrorType::SchemaError,
+        WriteErrorClass::Transform => ErrorType::TransformError,
     }
 }
 
@@ -121,7 +122,7 @@ pub fn prepare(
             Err(message) => out.failed.push(Failure {
                 key,
                 source_row: Some(row),
-                error_type: "TransformError",
+                error_type: ErrorType::TransformError,
                 code: None,
                 message,
             }),
@@ -223,7 +224,7 @@ pub struct Journal<'a> {
     pub runtime: crate::state::MapRuntime,
     /// Failures recorded since the caller last took them, as (error type, RFC 3339 time):
     /// what alert windows count.
-    pub recorded: Vec<(String, String)>,
+    pub recorded: Vec<(ErrorType, String)>,
 }
 
 impl Journal<'_> {
@@ -231,15 +232,15 @@ impl Journal<'_> {
     pub fn settle(
         &mut self,
         flow: &Flow,
-        phase: &str,
+        phase: ErrorPhase,
         out: &Outcome,
     ) -> Result<u64, crate::state::StateError> {
         // Milliseconds: alert windows and resumes compare these times.
-        let now = crate::alert::format_time(crate::alert::millis(chrono::Utc::now()));
+        let now = crate::clock::now_millis();
         let mut records = Vec::with_capacity(out.failed.len());
         for f in &out.failed {
             records.push(self.error_record(flow, phase, f, &now));
-            self.recorded.push((f.error_type.to_string(), now.clone()));
+            self.recorded.push((f.error_type, now.clone()));
         }
         if !records.is_empty() {
             self.store.record_errors(&records)?;
@@ -259,7 +260,7 @@ impl Journal<'_> {
     pub fn error_record(
         &self,
         flow: &Flow,
-        phase: &str,
+        phase: ErrorPhase,
         f: &Failure,
         at: &str,
     ) -> crate::state::ErrorRecord {
@@ -267,9 +268,9 @@ impl Journal<'_> {
             id: 0,
             scope: crate::state::ErrorScope::Record,
             map: self.map.clone(),
-            phase: phase.to_string(),
+            phase,
             direction: flow.way.name().to_string(),
-            error_type: f.error_type.to_string(),
+            error_type: f.error_type,
             key: transform::key_json(&flow.from_key, &f.key),
             row: f
                 .source_row
@@ -280,7 +281,7 @@ impl Journal<'_> {
             first_at: at.to_string(),
             last_at: at.to_string(),
             attempts: 1,
-            state: "Open".into(),
+            state: ErrorState::Open,
         }
     }
 
@@ -290,8 +291,8 @@ impl Journal<'_> {
     }
 
     pub fn log(&self, event: &str, message: &str) -> Result<(), crate::state::StateError> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        self.store.log(&self.map, &now, event, message)
+        self.store
+            .log(&self.map, &crate::clock::now_secs(), event, message)
     }
 }
 
