@@ -455,15 +455,17 @@ async fn under_run_the_rule_pauses_the_map_on_the_backoff_schedule() {
         add(&repo, 1, 10);
         let port = support::free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut service = std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
-            .arg("-C")
-            .arg(repo.path())
-            .args(["run", "--listen", &listen, "--interval", "1h"])
-            .env("DW_OUT_PG", &url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let _service = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+                .arg("-C")
+                .arg(repo.path())
+                .args(["run", "--listen", &listen, "--interval", "1h"])
+                .env("DW_OUT_PG", &url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
             let started = Instant::now();
             loop {
@@ -502,11 +504,19 @@ async fn under_run_the_rule_pauses_the_map_on_the_backoff_schedule() {
         wait_for("drained", &|st| {
             st["phase"] == "Running" && st["queue"]["pending"] == 0
         });
-        let _ = service.kill();
-        let _ = service.wait();
         assert_eq!(pg_count(&url, &table).await, (20, 210));
     })
     .await;
+}
+
+/// The service under test, killed however the test ends (a failed assertion included).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn http_get(port: u16, path: &str) -> String {
