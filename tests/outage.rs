@@ -121,21 +121,15 @@ fn no_leak(run: &support::Run, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_pauses_the_map_by_rule_queues_changes_and_resume_drains_them() {
     common::with_timeout(async {
-        let Some(mut pg) = TestDb::postgres().await else {
+        let Some(Behind {
+            _pg,
+            table,
+            mut fwd,
+            url,
+        }) = postgres_behind_forwarder().await
+        else {
             return;
         };
-        let table = unique_table("outage");
-        pg.plain
-            .exec(&format!(
-                "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"
-            ))
-            .await;
-        pg.on_drop(format!("DROP TABLE IF EXISTS {table}"));
-        let mut fwd = Forwarder::start("127.0.0.1:5432");
-        let EndpointSpec::Postgres { url } = &pg.spec else {
-            unreachable!()
-        };
-        let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
         let repo = repo_for("postgres", "DW_OUT_PG", &table, "Running", Some(PAUSE_RULE));
         let env = [("DW_OUT_PG", url.as_str())];
         let reconcile = || {
@@ -216,6 +210,36 @@ async fn postgres_down_pauses_the_map_by_rule_queues_changes_and_resume_drains_t
         assert_eq!(count, (175, 175 * 176 / 2));
     })
     .await;
+}
+
+/// A PostgreSQL table `(id, name)` reached through a forwarder: `url` goes through it.
+struct Behind {
+    _pg: TestDb,
+    table: String,
+    fwd: Forwarder,
+    url: String,
+}
+
+async fn postgres_behind_forwarder() -> Option<Behind> {
+    let mut pg = TestDb::postgres().await?;
+    let table = unique_table("outage");
+    pg.plain
+        .exec(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"
+        ))
+        .await;
+    pg.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+    let fwd = Forwarder::start("127.0.0.1:5432");
+    let EndpointSpec::Postgres { url } = &pg.spec else {
+        unreachable!()
+    };
+    let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
+    Some(Behind {
+        _pg: pg,
+        table,
+        fwd,
+        url,
+    })
 }
 
 /// Rows and the sum of ids in `table`, read through `url`.
@@ -396,21 +420,15 @@ async fn a_dropped_column_or_table_is_a_schema_error_that_stalls_until_it_is_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_by_commit_takes_effect_while_the_destination_is_down() {
     common::with_timeout(async {
-        let Some(mut pg) = TestDb::postgres().await else {
+        let Some(Behind {
+            _pg,
+            table,
+            mut fwd,
+            url,
+        }) = postgres_behind_forwarder().await
+        else {
             return;
         };
-        let table = unique_table("outage");
-        pg.plain
-            .exec(&format!(
-                "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"
-            ))
-            .await;
-        pg.on_drop(format!("DROP TABLE IF EXISTS {table}"));
-        let mut fwd = Forwarder::start("127.0.0.1:5432");
-        let EndpointSpec::Postgres { url } = &pg.spec else {
-            unreachable!()
-        };
-        let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
         let repo = repo_for("postgres", "DW_OUT_PG", &table, "Running", None);
         let env = [("DW_OUT_PG", url.as_str())];
         assert_eq!(run_in(repo.path(), &["reconcile"], &env).code, 0);
@@ -435,21 +453,15 @@ async fn pausing_by_commit_takes_effect_while_the_destination_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_run_the_rule_pauses_the_map_on_the_backoff_schedule() {
     common::with_timeout(async {
-        let Some(mut pg) = TestDb::postgres().await else {
+        let Some(Behind {
+            _pg,
+            table,
+            mut fwd,
+            url,
+        }) = postgres_behind_forwarder().await
+        else {
             return;
         };
-        let table = unique_table("outage");
-        pg.plain
-            .exec(&format!(
-                "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"
-            ))
-            .await;
-        pg.on_drop(format!("DROP TABLE IF EXISTS {table}"));
-        let mut fwd = Forwarder::start("127.0.0.1:5432");
-        let EndpointSpec::Postgres { url } = &pg.spec else {
-            unreachable!()
-        };
-        let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
         let rule = PAUSE_RULE.replace("threshold: 2", "threshold: 3");
         let repo = repo_for("postgres", "DW_OUT_PG", &table, "Running", Some(&rule));
         add(&repo, 1, 10);
@@ -535,19 +547,9 @@ fn http_get(port: u16, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_bidirectional_map_while_the_destination_is_down_finishes_when_it_is_back() {
     common::with_timeout(async {
-        let Some(mut pg) = TestDb::postgres().await else {
+        let Some(Behind { _pg, table, mut fwd, url }) = postgres_behind_forwarder().await else {
             return;
         };
-        let table = unique_table("outage");
-        pg.plain
-            .exec(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"))
-            .await;
-        pg.on_drop(format!("DROP TABLE IF EXISTS {table}"));
-        let mut fwd = Forwarder::start("127.0.0.1:5432");
-        let EndpointSpec::Postgres { url } = &pg.spec else {
-            unreachable!()
-        };
-        let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
         let repo = repo_for("postgres", "DW_OUT_PG", &table, "Running", None);
         let both = |state: &str| {
             map_yaml(&table, state).replace(
