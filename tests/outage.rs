@@ -602,3 +602,84 @@ async fn stopping_a_bidirectional_map_while_the_destination_is_down_finishes_whe
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_run_mariadb_cut_mid_catch_up_recovers_on_the_backoff_schedule() {
+    common::with_timeout(async {
+        let Some(mut my) = TestDb::mysql().await else {
+            return;
+        };
+        let table = unique_table("outage");
+        my.plain
+            .exec(&format!(
+                "CREATE TABLE {table} (id bigint PRIMARY KEY, name varchar(64) NOT NULL)"
+            ))
+            .await;
+        my.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+        let mut fwd = Forwarder::start("127.0.0.1:3306");
+        let url = format!(
+            "mysql://root@127.0.0.1:{}/test?prefer_socket=false",
+            fwd.port()
+        );
+        let repo = repo_for("mysql", "DW_OUT_MY", &table, "Running", None);
+        let listen = format!("127.0.0.1:{}", support::free_port());
+        let _service = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+                .arg("-C")
+                .arg(repo.path())
+                .args(["run", "--listen", &listen, "--interval", "1h"])
+                .env("DW_OUT_MY", &url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
+            let started = Instant::now();
+            loop {
+                if let Ok(text) =
+                    std::fs::read_to_string(repo.path().join("status/maps/customers.yaml"))
+                    && let Ok(file) = serde_saphyr::from_str::<serde_json::Value>(&text)
+                    && check(&file["status"])
+                {
+                    return;
+                }
+                assert!(started.elapsed() < Duration::from_secs(90), "never {what}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        wait_for("Running", &|st| st["phase"] == "Running");
+        repo.write("maps/customers.yaml", &map_yaml(&table, "Paused"));
+        wait_for("Paused", &|st| st["phase"] == "Paused");
+        add(&repo, 1, 100_000);
+        repo.write("maps/customers.yaml", &map_yaml(&table, "Running"));
+        let started = Instant::now();
+        loop {
+            let n = my_count(&mut my, &table).await.0;
+            if n > 0 {
+                assert!(n < 100_000, "the catch-up finished before the cut");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no write arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        fwd.cut();
+        wait_for("unreachable", &|st| {
+            st["errors"]["byType"]["NetworkError"].as_u64() >= Some(1)
+                && st["nextAttemptAt"].is_string()
+        });
+        // Back: the service's next attempt (backoff, no 1 h timer) finishes the catch-up.
+        fwd.restore();
+        wait_for("drained", &|st| {
+            st["phase"] == "Running" && st["errors"]["open"] == 0 && st["queue"]["pending"] == 0
+        });
+        assert_eq!(
+            my_count(&mut my, &table).await,
+            (100_000, 100_000 * 100_001 / 2)
+        );
+    })
+    .await;
+}
