@@ -292,18 +292,17 @@ async fn drive(
     if is_new {
         journal.log("Created", "map created from the config")?;
     }
-    let result = cx.run(&mut journal).await;
-    let result = match result {
-        Ok(()) => settle_success(&mut journal)
-            .map_err(MapFailure::from)
-            .map(|()| true),
-        Err(failure) => record_failure(cx, &mut journal, failure).map(|()| false),
-    };
-    let drained = match result {
-        Ok(drained) => drained,
-        // Only the state store fails here; nothing more can be saved.
+    let drained = match cx.run(&mut journal).await {
+        Ok(()) => {
+            settle_success(&mut journal)?;
+            true
+        }
+        // The store failed: nothing more can be saved.
         Err(MapFailure::State(e)) => return Err(e.into()),
-        Err(other) => unreachable!("only the store fails while settling: {other}"),
+        Err(failure) => {
+            record_failure(cx, &mut journal, failure)?;
+            false
+        }
     };
     if cx.check_alerts(&mut journal).await?
         && let Err(MapFailure::State(e)) = cx.enforce_hold(&mut journal).await
@@ -330,11 +329,9 @@ async fn drive(
 fn settle_success(journal: &mut Journal<'_>) -> Result<(), StateError> {
     journal.runtime.next_attempt_at = None;
     let synced = journal.record.phase == Phase::Running;
-    let had_failure = journal.runtime.failure.is_some();
     let failure = journal.runtime.failure.take();
     if !synced {
         if let Some(f) = failure {
-            journal.runtime.failure = None;
             journal.log(
                 "FailureSetAside",
                 &format!(
@@ -347,12 +344,12 @@ fn settle_success(journal: &mut Journal<'_>) -> Result<(), StateError> {
     }
     let mut query = ErrorQuery::open(&journal.map);
     query.scope = Some(ErrorScope::Map);
-    if !had_failure && journal.store.count_errors(&query)? == 0 {
+    if failure.is_none() && journal.store.count_errors(&query)? == 0 {
         return Ok(());
     }
     let ids: Vec<i64> = journal
         .store
-        .query_errors(&query, Order::OldestFirst, usize::MAX >> 1)?
+        .query_errors(&query, Order::OldestFirst, usize::MAX)?
         .into_iter()
         .map(|e| e.id)
         .collect();
@@ -375,10 +372,7 @@ fn record_failure(
     cx: &step::MapContext<'_, '_>,
     journal: &mut Journal<'_>,
     failure: MapFailure,
-) -> Result<(), MapFailure> {
-    if let MapFailure::State(_) = failure {
-        return Err(failure);
-    }
+) -> Result<(), StateError> {
     let message = match &failure {
         f @ MapFailure::Link(_) if journal.record.phase == Phase::Stopped => {
             format!("{f}{}", step::describe_left(&journal.runtime.capture_left))
