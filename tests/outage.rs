@@ -122,7 +122,7 @@ fn no_leak(run: &support::Run, url: &str) {
 async fn postgres_down_pauses_the_map_by_rule_queues_changes_and_resume_drains_them() {
     common::with_timeout(async {
         let Some(Behind {
-            _pg,
+            db: _db,
             table,
             mut fwd,
             url,
@@ -212,9 +212,10 @@ async fn postgres_down_pauses_the_map_by_rule_queues_changes_and_resume_drains_t
     .await;
 }
 
-/// A PostgreSQL table `(id, name)` reached through a forwarder: `url` goes through it.
+/// A table `(id, name)` on a real server reached through a forwarder: `url` goes through it.
 struct Behind {
-    _pg: TestDb,
+    /// The server's plain connection; dropping it drops the table.
+    db: TestDb,
     table: String,
     fwd: Forwarder,
     url: String,
@@ -235,7 +236,30 @@ async fn postgres_behind_forwarder() -> Option<Behind> {
     };
     let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", fwd.port()));
     Some(Behind {
-        _pg: pg,
+        db: pg,
+        table,
+        fwd,
+        url,
+    })
+}
+
+/// The same on MariaDB (`prefer_socket=false`, or the driver moves to the unix socket).
+async fn mariadb_behind_forwarder() -> Option<Behind> {
+    let mut my = TestDb::mysql().await?;
+    let table = unique_table("outage");
+    my.plain
+        .exec(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name varchar(64) NOT NULL)"
+        ))
+        .await;
+    my.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+    let fwd = Forwarder::start("127.0.0.1:3306");
+    let url = format!(
+        "mysql://root@127.0.0.1:{}/test?prefer_socket=false",
+        fwd.port()
+    );
+    Some(Behind {
+        db: my,
         table,
         fwd,
         url,
@@ -261,21 +285,15 @@ async fn pg_count(url: &str, table: &str) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_cut_mid_catch_up_of_100000_changes_loses_nothing() {
     common::with_timeout(async {
-        let Some(mut my) = TestDb::mysql().await else {
+        let Some(Behind {
+            db: mut my,
+            table,
+            mut fwd,
+            url,
+        }) = mariadb_behind_forwarder().await
+        else {
             return;
         };
-        let table = unique_table("outage");
-        my.plain
-            .exec(&format!(
-                "CREATE TABLE {table} (id bigint PRIMARY KEY, name varchar(64) NOT NULL)"
-            ))
-            .await;
-        my.on_drop(format!("DROP TABLE IF EXISTS {table}"));
-        let mut fwd = Forwarder::start("127.0.0.1:3306");
-        let url = format!(
-            "mysql://root@127.0.0.1:{}/test?prefer_socket=false",
-            fwd.port()
-        );
         let repo = repo_for("mysql", "DW_OUT_MY", &table, "Running", None);
         let env = [("DW_OUT_MY", url.as_str())];
         let run = run_in(repo.path(), &["reconcile"], &env);
@@ -421,7 +439,7 @@ async fn a_dropped_column_or_table_is_a_schema_error_that_stalls_until_it_is_bac
 async fn pausing_by_commit_takes_effect_while_the_destination_is_down() {
     common::with_timeout(async {
         let Some(Behind {
-            _pg,
+            db: _db,
             table,
             mut fwd,
             url,
@@ -454,7 +472,7 @@ async fn pausing_by_commit_takes_effect_while_the_destination_is_down() {
 async fn under_run_the_rule_pauses_the_map_on_the_backoff_schedule() {
     common::with_timeout(async {
         let Some(Behind {
-            _pg,
+            db: _db,
             table,
             mut fwd,
             url,
@@ -467,30 +485,9 @@ async fn under_run_the_rule_pauses_the_map_on_the_backoff_schedule() {
         add(&repo, 1, 10);
         let port = support::free_port();
         let listen = format!("127.0.0.1:{port}");
-        let _service = KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
-                .arg("-C")
-                .arg(repo.path())
-                .args(["run", "--listen", &listen, "--interval", "1h"])
-                .env("DW_OUT_PG", &url)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let _service = run_service(&repo, &listen, ("DW_OUT_PG", &url));
         let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
-            let started = Instant::now();
-            loop {
-                if let Ok(text) =
-                    std::fs::read_to_string(repo.path().join("status/maps/customers.yaml"))
-                    && let Ok(file) = serde_saphyr::from_str::<serde_json::Value>(&text)
-                    && check(&file["status"])
-                {
-                    return started.elapsed();
-                }
-                assert!(started.elapsed() < Duration::from_secs(60), "never {what}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_for_status(&repo, what, check)
         };
         wait_for("Running", &|st| st["phase"] == "Running");
         fwd.cut();
@@ -521,6 +518,41 @@ async fn under_run_the_rule_pauses_the_map_on_the_backoff_schedule() {
     .await;
 }
 
+/// `dualwrite run` on `repo` with a 1 h timer (so only its own schedule wakes it), killed
+/// however the test ends.
+fn run_service(repo: &Repo, listen: &str, env: (&str, &str)) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+            .arg("-C")
+            .arg(repo.path())
+            .args(["run", "--listen", listen, "--interval", "1h"])
+            .env(env.0, env.1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits (at most 90 s) until the map's status file passes `check`; returns how long it took.
+fn wait_for_status(
+    repo: &Repo,
+    what: &str,
+    check: &dyn Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(repo.path().join("status/maps/customers.yaml"))
+            && let Ok(file) = serde_saphyr::from_str::<serde_json::Value>(&text)
+            && check(&file["status"])
+        {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "never {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The service under test, killed however the test ends (a failed assertion included).
 struct KillOnDrop(std::process::Child);
 
@@ -547,7 +579,7 @@ fn http_get(port: u16, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_bidirectional_map_while_the_destination_is_down_finishes_when_it_is_back() {
     common::with_timeout(async {
-        let Some(Behind { _pg, table, mut fwd, url }) = postgres_behind_forwarder().await else {
+        let Some(Behind { db: _db, table, mut fwd, url }) = postgres_behind_forwarder().await else {
             return;
         };
         let repo = repo_for("postgres", "DW_OUT_PG", &table, "Running", None);
@@ -606,47 +638,20 @@ async fn stopping_a_bidirectional_map_while_the_destination_is_down_finishes_whe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_run_mariadb_cut_mid_catch_up_recovers_on_the_backoff_schedule() {
     common::with_timeout(async {
-        let Some(mut my) = TestDb::mysql().await else {
+        let Some(Behind {
+            db: mut my,
+            table,
+            mut fwd,
+            url,
+        }) = mariadb_behind_forwarder().await
+        else {
             return;
         };
-        let table = unique_table("outage");
-        my.plain
-            .exec(&format!(
-                "CREATE TABLE {table} (id bigint PRIMARY KEY, name varchar(64) NOT NULL)"
-            ))
-            .await;
-        my.on_drop(format!("DROP TABLE IF EXISTS {table}"));
-        let mut fwd = Forwarder::start("127.0.0.1:3306");
-        let url = format!(
-            "mysql://root@127.0.0.1:{}/test?prefer_socket=false",
-            fwd.port()
-        );
         let repo = repo_for("mysql", "DW_OUT_MY", &table, "Running", None);
         let listen = format!("127.0.0.1:{}", support::free_port());
-        let _service = KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
-                .arg("-C")
-                .arg(repo.path())
-                .args(["run", "--listen", &listen, "--interval", "1h"])
-                .env("DW_OUT_MY", &url)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let _service = run_service(&repo, &listen, ("DW_OUT_MY", &url));
         let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
-            let started = Instant::now();
-            loop {
-                if let Ok(text) =
-                    std::fs::read_to_string(repo.path().join("status/maps/customers.yaml"))
-                    && let Ok(file) = serde_saphyr::from_str::<serde_json::Value>(&text)
-                    && check(&file["status"])
-                {
-                    return;
-                }
-                assert!(started.elapsed() < Duration::from_secs(90), "never {what}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_for_status(&repo, what, check)
         };
         wait_for("Running", &|st| st["phase"] == "Running");
         repo.write("maps/customers.yaml", &map_yaml(&table, "Paused"));
