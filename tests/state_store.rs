@@ -244,6 +244,7 @@ fn runtime(cursor: i64) -> MapRuntime {
         }),
         next_attempt_at: Some("2024-05-01T10:00:02.000Z".into()),
         capture_left: Vec::new(),
+        map_events_open: true,
         since: Some("2024-05-01T09:00:00Z".into()),
     }
 }

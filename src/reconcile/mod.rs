@@ -342,18 +342,22 @@ fn settle_success(journal: &mut Journal<'_>) -> Result<(), StateError> {
         }
         return Ok(());
     }
-    let mut query = ErrorQuery::open(&journal.map);
-    query.scope = Some(ErrorScope::Map);
-    if failure.is_none() && journal.store.count_errors(&query)? == 0 {
+    let superseded = if std::mem::take(&mut journal.runtime.map_events_open) {
+        let mut query = ErrorQuery::open(&journal.map);
+        query.scope = Some(ErrorScope::Map);
+        let ids: Vec<i64> = journal
+            .store
+            .query_errors(&query, Order::OldestFirst, usize::MAX)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        journal.store.resolve_errors(&ids, ErrorState::Superseded)?
+    } else {
+        0
+    };
+    if failure.is_none() && superseded == 0 {
         return Ok(());
     }
-    let ids: Vec<i64> = journal
-        .store
-        .query_errors(&query, Order::OldestFirst, usize::MAX)?
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
-    let superseded = journal.store.resolve_errors(&ids, ErrorState::Superseded)?;
     journal.log(
         "Recovered",
         &format!(
@@ -400,6 +404,7 @@ fn record_failure(
             attempts: 1,
             state: ErrorState::Open,
         })?;
+        journal.runtime.map_events_open = true;
         journal.recorded.push((error_type, at));
     }
     let previous = journal.runtime.failure.take();

@@ -116,6 +116,11 @@ pub struct MapRuntime {
     /// missing), while it lasts; shown as conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<MapProblem>,
+    /// Whether map-level error events of this map may still be open (recorded, not yet
+    /// superseded): a successful pass then supersedes them. Kept so that the passes of a
+    /// healthy map never query the errors.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub map_events_open: bool,
     /// When the next attempt is due while a failure is retried with backoff (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
