@@ -318,19 +318,7 @@ async fn mariadb_cut_mid_catch_up_of_100000_changes_loses_nothing() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        loop {
-            let n = my_count(&mut my, &table).await.0;
-            if n > 0 {
-                assert!(n < 100_000, "the catch-up finished before the cut");
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no write arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        first_writes_arrived(&mut my, &table).await;
         fwd.cut();
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -353,6 +341,24 @@ async fn mariadb_cut_mid_catch_up_of_100000_changes_loses_nothing() {
         );
     })
     .await;
+}
+
+/// Waits until the catch-up has written some rows of `table`, not all 100,000: the moment
+/// to cut the server.
+async fn first_writes_arrived(db: &mut TestDb, table: &str) {
+    let started = Instant::now();
+    loop {
+        let n = my_count(db, table).await.0;
+        if n > 0 {
+            assert!(n < 100_000, "the catch-up finished before the cut");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no write arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn my_count(db: &mut TestDb, table: &str) -> (i64, i64) {
@@ -658,19 +664,7 @@ async fn under_run_mariadb_cut_mid_catch_up_recovers_on_the_backoff_schedule() {
         wait_for("Paused", &|st| st["phase"] == "Paused");
         add(&repo, 1, 100_000);
         repo.write("maps/customers.yaml", &map_yaml(&table, "Running"));
-        let started = Instant::now();
-        loop {
-            let n = my_count(&mut my, &table).await.0;
-            if n > 0 {
-                assert!(n < 100_000, "the catch-up finished before the cut");
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no write arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        first_writes_arrived(&mut my, &table).await;
         fwd.cut();
         wait_for("unreachable", &|st| {
             st["errors"]["byType"]["NetworkError"].as_u64() >= Some(1)

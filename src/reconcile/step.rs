@@ -478,24 +478,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
                 &endpoint,
                 &table_text,
             );
-            let done: Result<u64, LinkError> = async {
-                let ep = self.connections.side(self.map, from_side).await?;
-                let failed = |source| LinkError::Endpoint {
-                    endpoint: endpoint.clone(),
-                    side: from_side,
-                    source,
-                };
-                let table = TableName::parse(&table_text).map_err(failed)?;
-                let max = ep.max_change_seq(&table).await.map_err(failed)?;
-                let depth = ep.queue_depth(&table, cursor).await.map_err(failed)?;
-                if !in_use {
-                    ep.remove_capture(&table).await.map_err(failed)?;
-                    ep.changelog_trim(&table, max).await.map_err(failed)?;
-                }
-                Ok(depth.pending)
-            }
-            .await;
-            match done {
+            match self.clear_capture(from_side, Some(cursor), !in_use).await {
                 Ok(n) => dropped += n,
                 Err(e) => {
                     if !in_use {
@@ -523,6 +506,38 @@ impl<'s, 'c> MapContext<'s, 'c> {
         }
     }
 
+    /// On `side` of the map: counts the changes queued after `cursor` (if given; else 0),
+    /// then, when `remove`, removes the capture and the changelog entries it wrote.
+    async fn clear_capture(
+        &mut self,
+        side: crate::config::Side,
+        cursor: Option<i64>,
+        remove: bool,
+    ) -> Result<u64, LinkError> {
+        let ep = self.connections.side(self.map, side).await?;
+        let failed = |source| LinkError::Endpoint {
+            endpoint: side_endpoint(self.map, side).to_string(),
+            side,
+            source,
+        };
+        let table = TableName::parse(side_table(self.map, side)).map_err(failed)?;
+        let max = ep.max_change_seq(&table).await.map_err(failed)?;
+        let pending = match cursor {
+            Some(cursor) => {
+                ep.queue_depth(&table, cursor)
+                    .await
+                    .map_err(failed)?
+                    .pending
+            }
+            None => 0,
+        };
+        if remove {
+            ep.remove_capture(&table).await.map_err(failed)?;
+            ep.changelog_trim(&table, max).await.map_err(failed)?;
+        }
+        Ok(pending)
+    }
+
     /// Removes the capture a stop could not reach, now that its endpoint may be back.
     async fn remove_capture_left(&mut self, journal: &mut Journal<'_>) -> Result<(), MapFailure> {
         let left = std::mem::take(&mut journal.runtime.capture_left);
@@ -535,22 +550,8 @@ impl<'s, 'c> MapContext<'s, 'c> {
             } else {
                 crate::config::Side::Destination
             };
-            let done: Result<(), LinkError> = async {
-                let ep = self.connections.side(self.map, side).await?;
-                let failed = |source| LinkError::Endpoint {
-                    endpoint: item.endpoint.clone(),
-                    side,
-                    source,
-                };
-                let table = TableName::parse(&item.table).map_err(failed)?;
-                let max = ep.max_change_seq(&table).await.map_err(failed)?;
-                ep.remove_capture(&table).await.map_err(failed)?;
-                ep.changelog_trim(&table, max).await.map_err(failed)?;
-                Ok(())
-            }
-            .await;
-            match done {
-                Ok(()) => journal.log(
+            match self.clear_capture(side, None, true).await {
+                Ok(_) => journal.log(
                     "CaptureRemoved",
                     &format!(
                         "capture on {} of endpoint {} removed (left by the stop)",
