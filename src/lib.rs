@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod endpoint;
 pub mod errors;
+pub mod lease;
 pub mod notify;
 pub mod plan;
 pub mod reconcile;

@@ -209,7 +209,7 @@ async fn snapshot_pages_resume_after_keys_with_quotes_backslashes_and_every_key_
                     ]));
                 }
             }
-            ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
+            ep.write_batch(&t, &cols, &key, &ops, None).await.unwrap();
             let all = ep.read_snapshot(&t, &cols, &key, None, 1000).await.unwrap();
             assert_eq!(all.len(), ops.len(), "{}", db.engine);
             for limit in [1, 2, 7] {
@@ -352,8 +352,8 @@ async fn own_writes_are_not_captured_but_others_still_are() {
                 WriteOp::Upsert(order("eu", 1, 7, "a2")),
                 WriteOp::Delete(vec![text("eu"), Value::Int(2)]),
             ];
-            ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
-            ep.write_batch(&t, &cols, &key, &ops).await.unwrap(); // idempotent
+            ep.write_batch(&t, &cols, &key, &ops, None).await.unwrap();
+            ep.write_batch(&t, &cols, &key, &ops, None).await.unwrap(); // idempotent
             assert!(
                 ep.read_changes(&t, start, 100).await.unwrap().is_empty(),
                 "{}: echo captured",
@@ -389,7 +389,10 @@ async fn check_violation_is_an_application_error_and_rolls_back_the_batch() {
                 WriteOp::Upsert(order("eu", 1, 1, "fine")),
                 WriteOp::Upsert(order("eu", 2, -5, "negative")),
             ];
-            let err = ep.write_batch(&t, &cols, &key, &ops).await.unwrap_err();
+            let err = ep
+                .write_batch(&t, &cols, &key, &ops, None)
+                .await
+                .unwrap_err();
             assert_eq!(
                 err.class,
                 WriteErrorClass::Application,
@@ -422,7 +425,10 @@ async fn check_violation_is_an_application_error_and_rolls_back_the_batch() {
                 Value::Int(1),
                 Value::Null,
             ])];
-            let err = ep.write_batch(&t, &cols, &key, &bad).await.unwrap_err();
+            let err = ep
+                .write_batch(&t, &cols, &key, &bad, None)
+                .await
+                .unwrap_err();
             assert_eq!(
                 err.class,
                 WriteErrorClass::Transform,
@@ -433,7 +439,7 @@ async fn check_violation_is_an_application_error_and_rolls_back_the_batch() {
 
             // A column that does not exist is a Schema error.
             let err = ep
-                .write_batch(&t, &names(&["region", "id", "nope"]), &key, &[])
+                .write_batch(&t, &names(&["region", "id", "nope"]), &key, &[], None)
                 .await
                 .unwrap_err();
             assert_eq!(err.class, WriteErrorClass::Schema, "{}: {err}", db.engine);
@@ -631,7 +637,7 @@ async fn every_value_type_round_trips_between_every_pair_of_engines() {
             let ep_a = open(&dbs[a]).await;
             let ta = TableName::parse(ta).unwrap();
             let ops: Vec<WriteOp> = sample_rows().into_iter().map(WriteOp::Upsert).collect();
-            ep_a.write_batch(&ta, cols, &key, &ops).await.unwrap();
+            ep_a.write_batch(&ta, cols, &key, &ops, None).await.unwrap();
             let read_a = ep_a
                 .read_snapshot(&ta, cols, &key, None, 100)
                 .await
@@ -650,7 +656,9 @@ async fn every_value_type_round_trips_between_every_pair_of_engines() {
                     .iter()
                     .map(|row| WriteOp::Upsert(info_b.convert_row(&tb, cols, row).unwrap()))
                     .collect();
-                ep_b.write_batch(&tb, cols, &key, &converted).await.unwrap();
+                ep_b.write_batch(&tb, cols, &key, &converted, None)
+                    .await
+                    .unwrap();
                 let read_b = ep_b
                     .read_snapshot(&tb, cols, &key, None, 100)
                     .await
@@ -747,22 +755,25 @@ async fn large_upsert_runs_update_existing_rows_in_order_and_are_not_captured() 
                 ids.map(|i| WriteOp::Upsert(order("eu", i, qty + i, "n")))
                     .collect()
             };
-            ep.write_batch(&t, &cols, &key, &upserts(0..100, 0))
+            ep.write_batch(&t, &cols, &key, &upserts(0..100, 0), None)
                 .await
                 .unwrap();
             let mut ops = upserts(50..150, 1000);
             ops.push(WriteOp::Delete(vec![text("eu"), Value::Int(0)]));
             ops.extend(upserts(0..40, 2000));
-            ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
+            ep.write_batch(&t, &cols, &key, &ops, None).await.unwrap();
             for round in 0..20 {
                 let ids = 1000 + round * 100..1100 + round * 100;
-                ep.write_batch(&t, &cols, &key, &upserts(ids, 0))
+                ep.write_batch(&t, &cols, &key, &upserts(ids, 0), None)
                     .await
                     .unwrap();
             }
             let mut bad = upserts(0..60, 3000);
             bad.push(WriteOp::Upsert(order("eu", 5000, -1, "negative")));
-            let err = ep.write_batch(&t, &cols, &key, &bad).await.unwrap_err();
+            let err = ep
+                .write_batch(&t, &cols, &key, &bad, None)
+                .await
+                .unwrap_err();
             assert_eq!(
                 err.class,
                 WriteErrorClass::Application,
@@ -813,7 +824,7 @@ async fn bulk_upserts_write_thousands_of_rows_per_second() {
                 let ops: Vec<WriteOp> = (0..1000)
                     .map(|i| WriteOp::Upsert(order("eu", batch * 1000 + i, i, "bulk row")))
                     .collect();
-                ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
+                ep.write_batch(&t, &cols, &key, &ops, None).await.unwrap();
             }
             let elapsed = started.elapsed();
             let rate = total as f64 / elapsed.as_secs_f64();
@@ -906,9 +917,15 @@ async fn postgres_schema_tables_and_types_without_native_mapping_work_as_text() 
         let id = "6f1c2a5e-8d4b-4c1a-9a7e-0b7f3d2e1c00";
         let cols = names(&["id", "color", "tags"]);
         let row = vec![text(id), text("green"), text("{a,b}")];
-        ep.write_batch(&t, &cols, &names(&["id"]), &[WriteOp::Upsert(row.clone())])
-            .await
-            .unwrap();
+        ep.write_batch(
+            &t,
+            &cols,
+            &names(&["id"]),
+            &[WriteOp::Upsert(row.clone())],
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             ep.read_snapshot(&t, &cols, &names(&["id"]), None, 10)
                 .await
@@ -931,7 +948,7 @@ async fn postgres_schema_tables_and_types_without_native_mapping_work_as_text() 
 
         let bad = vec![WriteOp::Upsert(vec![text(id), text("blue"), Value::Null])];
         let err = ep
-            .write_batch(&t, &cols, &names(&["id"]), &bad)
+            .write_batch(&t, &cols, &names(&["id"]), &bad, None)
             .await
             .unwrap_err();
         assert_eq!(
@@ -1152,10 +1169,98 @@ async fn every_value_type_survives_the_bulk_path_of_every_engine() {
             written.extend(rows_from(200, true));
             for run in [&written[..40], &written[40..]] {
                 let ops: Vec<WriteOp> = run.iter().cloned().map(WriteOp::Upsert).collect();
-                ep.write_batch(&t, &cols, &key, &ops).await.unwrap();
+                ep.write_batch(&t, &cols, &key, &ops, None).await.unwrap();
             }
             let read = ep.read_snapshot(&t, &cols, &key, None, 1000).await.unwrap();
             assert_eq!(read, written, "{}", db.engine);
+            db.drop_table(&table).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+/// A writer whose lease epoch is older than the newest one that wrote to the target is
+/// refused (class Fenced) and writes nothing, on every engine; the holder of the newest
+/// epoch, and any newer one, goes on; a concurrent stale transaction waits for the newer
+/// one's commit and is then refused, never committed after it.
+async fn a_stale_lease_epoch_is_fenced_out_and_writes_nothing() {
+    use dualwrite::endpoint::Fence;
+    with_timeout(async {
+        for mut db in TestDb::all().await {
+            let table = unique_table("fence");
+            create_orders(&mut db, &table).await;
+            let ep = open(&db).await;
+            let t = TableName::parse(&table).unwrap();
+            let (cols, key) = (names(&ORDER_COLS), names(&ORDER_KEY));
+            let map = format!("{table}_map");
+            let fence = |epoch| Fence {
+                map: map.clone(),
+                epoch,
+            };
+            let write = |qty: i64| vec![WriteOp::Upsert(order("eu", 1, qty, "x"))];
+            let qty = |rows: Vec<Vec<Value>>| rows[0][2].clone();
+            ep.write_batch(&t, &cols, &key, &write(5), Some(&fence(5)))
+                .await
+                .unwrap();
+            ep.write_batch(&t, &cols, &key, &write(5), Some(&fence(5)))
+                .await
+                .unwrap_or_else(|e| panic!("{}: the same epoch again: {e}", db.engine));
+            let err = ep
+                .write_batch(&t, &cols, &key, &write(3), Some(&fence(3)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.class, WriteErrorClass::Fenced, "{}: {err}", db.engine);
+            assert!(err.message.contains("epoch 3"), "{}: {err}", db.engine);
+            let rows = ep.read_snapshot(&t, &cols, &key, None, 10).await.unwrap();
+            assert_eq!(
+                qty(rows),
+                Value::Int(5),
+                "{}: the stale write landed",
+                db.engine
+            );
+            ep.write_batch(&t, &cols, &key, &write(7), Some(&fence(7)))
+                .await
+                .unwrap();
+            let err = ep
+                .write_batch(&t, &cols, &key, &write(6), Some(&fence(5)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.class, WriteErrorClass::Fenced, "{}: {err}", db.engine);
+            // Another map's fence is its own.
+            let other = Fence {
+                map: format!("{map}_other"),
+                epoch: 1,
+            };
+            ep.write_batch(&t, &cols, &key, &write(8), Some(&other))
+                .await
+                .unwrap();
+            let rows = ep.read_snapshot(&t, &cols, &key, None, 10).await.unwrap();
+            assert_eq!(qty(rows), Value::Int(8), "{}", db.engine);
+
+            // Two writers at once, the newer epoch first: the stale one is refused whatever
+            // the interleaving, and the newer value stays.
+            let ep2 = open(&db).await;
+            let (newer, stale) = (fence(20), fence(19));
+            let (w20, w19) = (write(20), write(19));
+            let (a, b) = tokio::join!(ep.write_batch(&t, &cols, &key, &w20, Some(&newer)), async {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                ep2.write_batch(&t, &cols, &key, &w19, Some(&stale)).await
+            });
+            a.unwrap();
+            assert_eq!(
+                b.unwrap_err().class,
+                WriteErrorClass::Fenced,
+                "{}",
+                db.engine
+            );
+            let rows = ep.read_snapshot(&t, &cols, &key, None, 10).await.unwrap();
+            assert_eq!(qty(rows), Value::Int(20), "{}", db.engine);
+            db.plain
+                .exec(&format!(
+                    "DELETE FROM _dualwrite_fence WHERE map LIKE '{map}%'"
+                ))
+                .await;
             db.drop_table(&table).await;
         }
     })

@@ -803,6 +803,63 @@ fn unknown_stored_names_are_typed_errors(store: &dyn StateStore, tamper: &dyn Fn
     ));
 }
 
+/// Leases: one holder at a time; a renewal keeps the epoch; every grant to another holder
+/// raises it, also after the lease was given back or expired; a dead holder named in
+/// `take_from` loses it at once; only unexpired leases are listed.
+fn leases_grant_one_holder_with_rising_epochs(store: &dyn StateStore) {
+    use dualwrite::state::LeaseGrant;
+    let ttl = Duration::from_secs(30);
+    let granted = |g: LeaseGrant| match g {
+        LeaseGrant::Granted { epoch } => epoch,
+        LeaseGrant::Taken(l) => panic!("taken by {l:?}"),
+    };
+    let first = granted(store.acquire_lease("m", "a:1", ttl, None).unwrap());
+    assert!(first > 0);
+    assert_eq!(
+        granted(store.acquire_lease("m", "a:1", ttl, None).unwrap()),
+        first,
+        "renewal"
+    );
+    match store.acquire_lease("m", "b:2", ttl, None).unwrap() {
+        LeaseGrant::Taken(lease) => {
+            assert_eq!((lease.map.as_str(), lease.holder.as_str()), ("m", "a:1"));
+            assert_eq!(lease.epoch, first);
+            assert!(lease.since.ends_with('Z'), "{lease:?}");
+        }
+        other => panic!("two holders at once: {other:?}"),
+    }
+    let leases = store.leases().unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    // Given back: free at once, and the next holder's epoch is higher.
+    store.release_leases("a:1", Some("m")).unwrap();
+    assert!(store.leases().unwrap().is_empty());
+    let second = granted(store.acquire_lease("m", "b:2", ttl, None).unwrap());
+    assert!(second > first, "{second} > {first}");
+    // Taken over from a holder known to be dead, before its TTL.
+    let third = granted(store.acquire_lease("m", "c:3", ttl, Some("b:2")).unwrap());
+    assert!(third > second);
+    // Expired: anyone may take it.
+    granted(
+        store
+            .acquire_lease("n", "a:1", Duration::from_millis(1), None)
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let n = granted(store.acquire_lease("n", "b:2", ttl, None).unwrap());
+    assert!(
+        store
+            .leases()
+            .unwrap()
+            .iter()
+            .any(|l| l.map == "n" && l.epoch == n)
+    );
+    assert_eq!(store.heartbeat("a:1", ttl).unwrap(), 1);
+    assert_eq!(store.heartbeat("b:2", ttl).unwrap(), 2);
+    store.release_leases("b:2", None).unwrap();
+    assert_eq!(store.heartbeat("a:1", ttl).unwrap(), 1, "b:2 left");
+    assert!(!store.leases().unwrap().iter().any(|l| l.holder == "b:2"));
+}
+
 // ---------------------------------------------------------------------------------------
 // SQLite
 
@@ -828,6 +885,7 @@ fn sqlite_store_keeps_the_state_store_contract() {
             poison_runtime: &poison,
             secrets: Vec::new(),
         });
+        leases_grant_one_holder_with_rising_epochs(&store);
         unknown_stored_names_are_typed_errors(&store, &|| {
             rusqlite::Connection::open(&path)
                 .unwrap()
@@ -872,6 +930,7 @@ fn postgres_suite(url: &str) {
         poison_runtime: &poison,
         secrets,
     });
+    leases_grant_one_holder_with_rising_epochs(&store);
     unknown_stored_names_are_typed_errors(&store, &|| {
         admin(
             url,

@@ -121,6 +121,9 @@ pub struct ReconcileArgs {
     /// Exit 2 when the config is valid and there are changes.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Wait for maps another process drives (their lease) instead of skipping them (exit 1).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,15 +162,6 @@ fn source(dir: &Path, args: &SourceArgs) -> Box<dyn ConfigSource> {
 }
 
 /// One reconcile pass, then the status files; prints what happened.
-fn apply(
-    dir: &Path,
-    cfg: &config::Config,
-    src: &dyn ConfigSource,
-    out: &mut dyn Write,
-) -> Result<i32, String> {
-    apply_with(dir, cfg, src, out, &Default::default())
-}
-
 fn apply_with(
     dir: &Path,
     cfg: &config::Config,
@@ -318,7 +312,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                     "--revision is only for --dry-run: a reconcile applies the work tree".into(),
                 );
             }
-            apply(&cli.dir, &cfg, src.as_ref(), out)
+            let options = crate::reconcile::PassOptions {
+                leasing: if args.wait {
+                    crate::reconcile::Leasing::ClaimWaiting
+                } else {
+                    crate::reconcile::Leasing::Claim
+                },
+                ..Default::default()
+            };
+            apply_with(&cli.dir, &cfg, src.as_ref(), out, &options)
         }
         Command::Status { map, output } => {
             let (_, cfg) = load_work_tree(&cli.dir)?;
@@ -466,14 +468,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 None => writeln!(out, "map {map} is not held by an alert").map_err(w)?,
             }
             drop(store);
-            apply(&cli.dir, &cfg, &src, out)
+            apply_with(&cli.dir, &cfg, &src, out, &Default::default())
         }
         Command::Demo => {
             for file in crate::demo::seed(&cli.dir).map_err(|e| format!("seeding the demo: {e}"))? {
                 writeln!(out, "created {file} (demo data)").map_err(w)?;
             }
             let (src, cfg) = load_work_tree(&cli.dir)?;
-            let code = apply(&cli.dir, &cfg, &src, out)?;
+            let code = apply_with(&cli.dir, &cfg, &src, out, &Default::default())?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             writeln!(out).map_err(w)?;
             render::status(out, Output::Text, store.as_ref(), &cfg, None)

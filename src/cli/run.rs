@@ -24,11 +24,11 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Lease time-to-live when several processes share a PostgreSQL state store: a map
-    /// whose owner stops renewing moves to another process after this.
+    /// Lease time-to-live of the maps this process drives (other processes on the same state
+    /// store share them): a map whose owner stops renewing moves to another after this.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
-    /// This process's name among those sharing the state store (default: host-pid).
+    /// This process's name among those sharing the state store (default: host:pid).
     #[arg(long)]
     pub holder_id: Option<String>,
 }

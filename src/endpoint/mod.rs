@@ -43,6 +43,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One row: values in the order of the columns that were asked for.
 pub type Row = Vec<Value>;
 
+/// Whose write a transaction is: a map and the epoch of the lease its writer holds. Every
+/// write transaction that carries one first raises the map's fence row in the target to this
+/// epoch, in the same transaction as the rows; a writer whose epoch is older than the row's
+/// (its lease was taken over) is refused with [`WriteErrorClass::Fenced`] and writes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub map: String,
+    pub epoch: i64,
+}
+
 /// Where an endpoint lives. URLs are secrets: `Debug` prints only the engine.
 #[derive(Clone, PartialEq, Eq)]
 pub enum EndpointSpec {
@@ -334,6 +344,9 @@ pub enum WriteErrorClass {
     Schema,
     /// A value cannot be represented in the target column.
     Transform,
+    /// The write carried a lease epoch older than the one the target's fence row holds:
+    /// another process drives the map now, and this one must give it up.
+    Fenced,
 }
 
 /// A classified database failure. `code` is the SQLSTATE (PostgreSQL), the error number
@@ -541,13 +554,15 @@ pub trait Endpoint: Send + Sync {
     /// Applies `ops` in order in one transaction, echo-suppressed (never captured).
     /// Upserts carry values for `columns` (which include `key_columns`), deletes values for
     /// `key_columns`. Values are converted to the columns' kinds first (class Transform on
-    /// failure). Idempotent. On any failure nothing is written.
+    /// failure). Idempotent. On any failure nothing is written. With a `fence`, the
+    /// transaction is refused (class Fenced) when the target has seen a newer epoch of the map.
     fn write_batch<'a>(
         &'a self,
         table: &'a TableName,
         columns: &'a [String],
         key_columns: &'a [String],
         ops: &'a [WriteOp],
+        fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<(), WriteError>>;
 
     /// The database's clock, in UTC.
@@ -566,7 +581,7 @@ pub trait Endpoint: Send + Sync {
 
     /// Copies the source rows after `after_key` (or from the first), at most `limit`, into
     /// the target table inside this database, in one transaction, echo-suppressed like
-    /// [`Endpoint::write_batch`] and as idempotent. On any failure nothing is written: the
+    /// [`Endpoint::write_batch`] and as idempotent (fenced the same way). On any failure nothing is written: the
     /// caller writes that page through typed values instead, which isolates bad records.
     /// Unsupported unless [`Endpoint::can_copy`] says so.
     fn copy_page<'a>(
@@ -574,6 +589,7 @@ pub trait Endpoint: Send + Sync {
         _copy: &'a TableCopy,
         _after_key: Option<&'a [Value]>,
         _limit: usize,
+        _fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<CopiedPage, WriteError>> {
         let unsupported = EndpointError::Unsupported {
             engine: self.engine_name(),

@@ -400,6 +400,17 @@ impl Dialect for Mysql {
             None => self.quote_ident(capture::CHANGELOG_TABLE),
         }
     }
+
+    fn fence_table(&self) -> String {
+        match &self.database {
+            Some(db) => format!(
+                "{}.{}",
+                self.quote_ident(db),
+                self.quote_ident(super::sql::FENCE_TABLE)
+            ),
+            None => self.quote_ident(super::sql::FENCE_TABLE),
+        }
+    }
 }
 
 impl Engine for Mysql {

@@ -820,6 +820,14 @@ impl Dialect for Postgres {
     fn changelog_table(&self) -> String {
         capture::postgres::changelog(&self.home_schema)
     }
+
+    fn fence_table(&self) -> String {
+        format!(
+            "{}.{}",
+            self.quote_ident(&self.home_schema),
+            self.quote_ident(sql::FENCE_TABLE)
+        )
+    }
 }
 
 impl Engine for Postgres {

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, QueueDepth,
-    Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError, WriteErrorClass, WriteOp,
-    key_string,
+    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Fence,
+    QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
+    WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 
@@ -254,6 +254,87 @@ pub(crate) trait Dialect {
     fn changelog_table(&self) -> String {
         self.quote_ident(CHANGELOG_TABLE)
     }
+
+    /// The fence table ([`FENCE_TABLE`]), qualified and quoted: beside the changelog.
+    fn fence_table(&self) -> String {
+        self.quote_ident(FENCE_TABLE)
+    }
+}
+
+/// The table where dualwrite keeps one fence row per map it writes into this database: the
+/// newest lease epoch that wrote here.
+pub(crate) const FENCE_TABLE: &str = "_dualwrite_fence";
+/// The CHECK constraint that refuses a writer whose epoch is older than the row's; a failure
+/// naming it is how a refusal is told from any other.
+const FENCE_CHECK: &str = "dualwrite_fence_current";
+
+/// Creates the fence table if it is missing.
+fn fence_ddl(d: &impl Dialect) -> Stmt {
+    Stmt::new(
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({} VARCHAR(255) NOT NULL PRIMARY KEY, \
+             {} BIGINT NOT NULL, {} BOOLEAN NOT NULL DEFAULT FALSE, \
+             CONSTRAINT {FENCE_CHECK} CHECK (NOT {}))",
+            d.fence_table(),
+            d.quote_ident("map"),
+            d.quote_ident("epoch"),
+            d.quote_ident("stale"),
+            d.quote_ident("stale"),
+        ),
+        vec![],
+    )
+}
+
+/// The first statements of a fenced write transaction: make sure the map's fence row exists,
+/// then raise it to `fence.epoch`, or fail its CHECK when it already holds a newer epoch.
+/// The row lock this takes is held to the commit, so a stale writer that raced a newer one
+/// waits for it and is then refused: no row of it is ever committed after the newer writes.
+pub(crate) fn fence_statements(d: &impl Dialect, fence: &Fence) -> Vec<Stmt> {
+    let (table, map) = (d.fence_table(), d.quote_ident("map"));
+    let (epoch, stale) = (d.quote_ident("epoch"), d.quote_ident("stale"));
+    let p = |n| d.placeholder(n);
+    let ensure = Stmt::new(
+        format!(
+            "INSERT INTO {table} ({map}, {epoch}) VALUES ({}, {}) {}",
+            p(1),
+            p(2),
+            d.upsert_clause(std::slice::from_ref(&map), &[])
+        ),
+        vec![Value::Text(fence.map.clone()), Value::Int(0)],
+    );
+    let raise = Stmt::new(
+        format!(
+            "UPDATE {table} SET {stale} = ({epoch} > {}), \
+             {epoch} = CASE WHEN {epoch} > {} THEN {epoch} ELSE {} END WHERE {map} = {}",
+            p(1),
+            p(2),
+            p(3),
+            p(4)
+        ),
+        vec![
+            Value::Int(fence.epoch),
+            Value::Int(fence.epoch),
+            Value::Int(fence.epoch),
+            Value::Text(fence.map.clone()),
+        ],
+    );
+    vec![ensure, raise]
+}
+
+/// `error` as a refusal by the fence, when it is one.
+fn fenced(error: WriteError, fence: &Fence, engine: &str) -> WriteError {
+    if error.class == WriteErrorClass::Fenced || !error.message.contains(FENCE_CHECK) {
+        return error;
+    }
+    WriteError::new(
+        WriteErrorClass::Fenced,
+        error.code,
+        format!(
+            "map {}: the {engine} target refused a write of lease epoch {}: another process \
+             has driven the map since (a newer lease)",
+            fence.map, fence.epoch
+        ),
+    )
 }
 
 /// Running SQL on one engine.
@@ -340,11 +421,13 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
     }
 
     /// See [`Endpoint::copy_page`]; only called when [`Engine::can_copy`] said yes.
+    /// `fence` runs first in each transaction (see [`fence_statements`]).
     fn copy_page(
         &self,
         _copy: TableCopy,
         _after_key: Option<Vec<Value>>,
         _limit: usize,
+        _fence: Vec<Stmt>,
     ) -> impl Future<Output = Result<CopiedPage, WriteError>> + Send {
         async {
             Err(EndpointError::Unsupported {
@@ -360,6 +443,8 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
 pub(crate) struct SqlEndpoint<E> {
     engine: E,
     tables: Mutex<HashMap<TableName, Arc<TableInfo>>>,
+    /// Whether the fence table is known to exist (created on the first fenced write).
+    fence_ready: std::sync::atomic::AtomicBool,
 }
 
 /// Columns resolved against the table, in the caller's order.
@@ -379,6 +464,7 @@ impl<E: Engine> SqlEndpoint<E> {
         SqlEndpoint {
             engine,
             tables: Mutex::new(HashMap::new()),
+            fence_ready: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -745,14 +831,40 @@ impl<E: Engine> SqlEndpoint<E> {
         columns: &[String],
         key_columns: &[String],
         ops: &[WriteOp],
+        fence: Option<&Fence>,
     ) -> Result<(), EndpointError> {
         let r = self.resolve(table, columns, key_columns).await?;
         let stmts = self.write_statements(table, &r, ops)?;
         if stmts.is_empty() {
             return Ok(());
         }
+        let stmts = match fence {
+            Some(fence) => {
+                let mut fenced = self.fence_statements(fence).await?;
+                fenced.extend(stmts);
+                fenced
+            }
+            None => stmts,
+        };
         let result = self.engine.transaction(stmts, true).await.map(|_| ());
+        let result = result.map_err(|e| match fence {
+            Some(fence) => fenced(e, fence, E::NAME),
+            None => e,
+        });
         self.checked(table, result)
+    }
+
+    /// The statements that open a transaction fenced by `fence`, the fence table created
+    /// first if this endpoint has not seen it yet.
+    async fn fence_statements(&self, fence: &Fence) -> Result<Vec<Stmt>, EndpointError> {
+        use std::sync::atomic::Ordering;
+        if !self.fence_ready.load(Ordering::Acquire) {
+            self.engine
+                .transaction(vec![fence_ddl(&self.engine)], false)
+                .await?;
+            self.fence_ready.store(true, Ordering::Release);
+        }
+        Ok(fence_statements(&self.engine, fence))
     }
 
     async fn install_capture(&self, table: &TableName) -> Result<(), EndpointError> {
@@ -1073,9 +1185,10 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         columns: &'a [String],
         key_columns: &'a [String],
         ops: &'a [WriteOp],
+        fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(async move {
-            self.write_batch(table, columns, key_columns, ops)
+            self.write_batch(table, columns, key_columns, ops, fence)
                 .await
                 .map_err(WriteError::from)
         })
@@ -1098,12 +1211,26 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         copy: &'a TableCopy,
         after_key: Option<&'a [Value]>,
         limit: usize,
+        fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<CopiedPage, WriteError>> {
         Box::pin(async move {
+            let fence_stmts = match fence {
+                Some(fence) => self.fence_statements(fence).await?,
+                None => Vec::new(),
+            };
             let result = self
                 .engine
-                .copy_page(copy.clone(), after_key.map(<[Value]>::to_vec), limit)
+                .copy_page(
+                    copy.clone(),
+                    after_key.map(<[Value]>::to_vec),
+                    limit,
+                    fence_stmts,
+                )
                 .await;
+            let result = result.map_err(|e| match fence {
+                Some(fence) => fenced(e, fence, E::NAME),
+                None => e,
+            });
             self.checked(&copy.to_table, result)
                 .map_err(WriteError::from)
         })

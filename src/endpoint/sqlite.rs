@@ -364,13 +364,21 @@ impl Engine for Sqlite {
         copy: TableCopy,
         after_key: Option<Vec<Value>>,
         limit: usize,
+        fence: Vec<Stmt>,
     ) -> Result<CopiedPage, WriteError> {
         let CopyOrigin::SqliteFile(origin) = &copy.origin;
         // Another file is attached (read-only) for the page; this file is read as `main`.
         let attach = (*origin != self.path).then(|| origin.clone());
         let sql = CopySql::new(&copy, attach.is_some());
-        self.run(move |conn| copy_page(conn, &sql, attach.as_deref(), after_key, limit.max(1)))
-            .await
+        self.run(move |conn| {
+            let page = Page {
+                after: after_key,
+                limit: limit.max(1),
+                fence: &fence,
+            };
+            copy_page(conn, &sql, attach.as_deref(), page)
+        })
+        .await
     }
 }
 
@@ -516,13 +524,25 @@ fn read_only_uri(path: &Path) -> String {
 }
 
 /// One page of a copy, with the source attached for its duration (when it is another file).
+/// One page of a copy: after which key, how many rows at most, and the fence statements
+/// each of its transactions runs first.
+struct Page<'a> {
+    after: Option<Vec<Value>>,
+    limit: usize,
+    fence: &'a [Stmt],
+}
+
 fn copy_page(
     conn: &mut Connection,
     sql: &CopySql,
     attach: Option<&Path>,
-    after: Option<Vec<Value>>,
-    limit: usize,
+    page: Page<'_>,
 ) -> Result<CopiedPage, WriteError> {
+    let Page {
+        after,
+        limit,
+        fence,
+    } = page;
     if let Some(path) = attach {
         conn.execute(
             &format!("ATTACH DATABASE ?1 AS {}", q(COPY_SOURCE)),
@@ -531,12 +551,12 @@ fn copy_page(
         .map_err(classify)?;
     }
     let copied = match after {
-        None => match whole_table(conn, sql) {
+        None => match whole_table(conn, sql, fence) {
             Ok(Some(page)) => Ok(page),
-            Ok(None) => copy_transaction(conn, sql, None, limit),
+            Ok(None) => copy_transaction(conn, sql, None, limit, fence),
             Err(e) => Err(e),
         },
-        after => copy_transaction(conn, sql, after, limit),
+        after => copy_transaction(conn, sql, after, limit, fence),
     };
     if attach.is_none() {
         return copied;
@@ -558,7 +578,11 @@ const WHOLE_TABLE_FOR_AT_MOST: Duration = Duration::from_secs(2);
 /// tables' columns, in table order, are the columns the map copies. The statement is
 /// interrupted (and nothing of it kept) after [`WHOLE_TABLE_FOR_AT_MOST`] or on shutdown;
 /// `None` then, and when it does not apply: the copy goes on in pages.
-fn whole_table(conn: &mut Connection, sql: &CopySql) -> Result<Option<CopiedPage>, WriteError> {
+fn whole_table(
+    conn: &mut Connection,
+    sql: &CopySql,
+    fence: &[Stmt],
+) -> Result<Option<CopiedPage>, WriteError> {
     let Some((from_columns, to_columns)) = &sql.columns else {
         return Ok(None);
     };
@@ -602,6 +626,7 @@ fn whole_table(conn: &mut Connection, sql: &CopySql) -> Result<Option<CopiedPage
     if busy {
         return Ok(None);
     }
+    run_fence(&tx, fence)?;
     set_echo_suppression(&tx, true)?;
     let deadline = std::time::Instant::now() + WHOLE_TABLE_FOR_AT_MOST;
     tx.progress_handler(
@@ -657,10 +682,12 @@ fn copy_transaction(
     sql: &CopySql,
     after: Option<Vec<Value>>,
     limit: usize,
+    fence: &[Stmt],
 ) -> Result<CopiedPage, WriteError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
+    run_fence(&tx, fence)?;
     let after = after.unwrap_or_default();
     let where_after = sql.where_after(!after.is_empty());
     let last_of = |query: String| first_key(&tx, sql, &query, &after);
@@ -737,6 +764,15 @@ fn copy_transaction(
         written: if sql.only_missing { changed } else { read },
         last_key: Some(last),
     })
+}
+
+/// Runs the fence statements of a copy's transaction (see `sql::fence_statements`).
+fn run_fence(tx: &Transaction<'_>, fence: &[Stmt]) -> Result<(), WriteError> {
+    for stmt in fence {
+        let mut prepared = tx.prepare_cached(&stmt.sql).map_err(classify)?;
+        prepared.execute(binds(&stmt.params)).map_err(classify)?;
+    }
+    Ok(())
 }
 
 /// Runs `stmts` in one immediate transaction; with `suppress_echo`, the marker row that
@@ -862,7 +898,7 @@ mod tests {
             true,
         );
         let mut conn = target("same.db", schema);
-        let page = whole_table(&mut conn, &same)
+        let page = whole_table(&mut conn, &same, &[])
             .unwrap()
             .expect("one statement");
         assert_eq!(
@@ -871,19 +907,19 @@ mod tests {
         );
         assert_eq!(rows(&conn), 1000);
         // Never into a table that has rows.
-        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        assert!(whole_table(&mut conn, &same, &[]).unwrap().is_none());
 
         // Other columns, another order, a constant, a trigger on the target or a row it
         // refuses: pages, and nothing was written.
         let ddl_qty_first = "CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER, name TEXT);";
         let mut conn = target("order.db", ddl_qty_first);
-        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        assert!(whole_table(&mut conn, &same, &[]).unwrap().is_none());
         let swapped = CopySql::new(
             &copy(["id", "qty", "name"], columns(["id", "qty", "name"])),
             true,
         );
         assert!(
-            whole_table(&mut conn, &swapped).unwrap().is_none(),
+            whole_table(&mut conn, &swapped, &[]).unwrap().is_none(),
             "source order differs"
         );
         let constant = CopySql::new(
@@ -898,17 +934,17 @@ mod tests {
             true,
         );
         let mut conn = target("constant.db", schema);
-        assert!(whole_table(&mut conn, &constant).unwrap().is_none());
+        assert!(whole_table(&mut conn, &constant, &[]).unwrap().is_none());
         let mut conn = target(
             "trigger.db",
             &format!("{schema} CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN SELECT 1; END;"),
         );
-        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        assert!(whole_table(&mut conn, &same, &[]).unwrap().is_none());
         let mut conn = target(
             "check.db",
             "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER CHECK (qty <> 500));",
         );
-        assert!(whole_table(&mut conn, &same).unwrap().is_none());
+        assert!(whole_table(&mut conn, &same, &[]).unwrap().is_none());
         assert_eq!(rows(&conn), 0, "the refused statement is rolled back");
     }
 

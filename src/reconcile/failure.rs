@@ -4,10 +4,10 @@
 //! but by `policy::error_policy`.
 
 use crate::config::Side;
-use crate::endpoint::{EndpointError, WriteErrorClass};
+use crate::endpoint::{EndpointError, WriteError, WriteErrorClass};
 use crate::state::StateError;
 use crate::sync::link::{Link, LinkError};
-use crate::sync::{SyncError, Way};
+use crate::sync::{Halted, SyncError, Way};
 
 /// Why one map's step did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,10 @@ pub enum MapFailure {
     /// A shutdown stopped a catch-up or an initial sync; it goes on at the next start.
     #[error("stopped for a shutdown before the work was done; it goes on at the next start")]
     Interrupted,
+    /// This process's lease on the map was taken over (it was paused past the lease's TTL,
+    /// say): the target's fence refused its write, and it gives the map up.
+    #[error("lease lost: {0}; this process gives the map up")]
+    Fenced(#[source] WriteError),
 }
 
 /// What kind of failure it is, as far as the policy cares.
@@ -32,6 +36,8 @@ pub enum FailureKind {
     Schema,
     /// A shutdown stopped the work.
     Interrupted,
+    /// Another process holds the map's lease now.
+    LeaseLost,
     /// Anything else: a person must look.
     Other,
 }
@@ -40,9 +46,10 @@ impl MapFailure {
     /// A sync of `link`'s way that stopped, with the end of the way it hit.
     pub fn of_sync(e: SyncError, link: &Link) -> MapFailure {
         match e {
-            SyncError::Unreachable(u) => {
-                MapFailure::Link(link.failure(false, EndpointError::Database(u.0)))
+            SyncError::Halted(Halted::Unreachable(e)) => {
+                MapFailure::Link(link.failure(false, EndpointError::Database(e)))
             }
+            SyncError::Halted(Halted::Fenced(e)) => MapFailure::Fenced(e),
             SyncError::Read(e) => MapFailure::Link(link.failure(true, e)),
             SyncError::Write(e) => MapFailure::Link(link.failure(false, e)),
             SyncError::State(e) => MapFailure::State(e),
@@ -59,11 +66,13 @@ impl MapFailure {
                 other => match other.class() {
                     WriteErrorClass::Network => FailureKind::Network,
                     WriteErrorClass::Schema => FailureKind::Schema,
+                    WriteErrorClass::Fenced => FailureKind::LeaseLost,
                     WriteErrorClass::Application | WriteErrorClass::Transform => FailureKind::Other,
                 },
             },
             MapFailure::State(_) => FailureKind::Other,
             MapFailure::Interrupted => FailureKind::Interrupted,
+            MapFailure::Fenced(_) => FailureKind::LeaseLost,
         }
     }
 

@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 
 use crate::alert::pass::PassAlerts;
 use crate::config::{Config, TableMap};
-use crate::endpoint::TableName;
+use crate::endpoint::{Fence, TableName};
+use crate::lease::{Claims, LeaseError};
 use crate::plan::{ObservedMap, map_actions};
 use crate::state::{
     ErrorQuery, ErrorScope, ErrorState, MapProblem, MapRecord, MapRuntime, Order, Phase,
@@ -39,6 +40,8 @@ pub enum ReconcileError {
     State(#[from] StateError),
     #[error("purging errored records: {0}")]
     Purge(#[from] crate::errors::PurgeError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// What one pass did, per map: the phase it ended in and any map-level problem.
@@ -78,6 +81,23 @@ pub struct PassOptions {
     /// something for it): `dualwrite run` retries on the backoff schedule. A manual
     /// `reconcile` tries every map now.
     pub respect_backoff: bool,
+    /// How the pass gets the right to drive each map (`crate::lease`).
+    pub leasing: Leasing,
+}
+
+/// How a pass holds the leases of the maps it drives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Leasing {
+    /// Take each map's lease just before its step and give them all back after the pass;
+    /// a map another process drives is skipped and named (a one-off command).
+    #[default]
+    Claim,
+    /// The same, but wait for a map another process drives (`reconcile --wait`).
+    ClaimWaiting,
+    /// The caller holds these maps' leases, at these epochs (`dualwrite run`).
+    Held(BTreeMap<String, i64>),
+    /// No leases and no fences: a caller that has the store to itself (benchmarks).
+    Off,
 }
 
 impl PassOptions {
@@ -131,6 +151,26 @@ pub async fn run_on(
             queue.retain(|(r, _)| &r.metadata.name == only);
         }
     }
+    let claims = match options.leasing {
+        Leasing::Claim | Leasing::ClaimWaiting => Some(Claims::start(
+            dir,
+            &cfg.project.resource,
+            crate::lease::DEFAULT_TTL,
+        )?),
+        Leasing::Held(_) | Leasing::Off => None,
+    };
+    let fence_of = |map: &str| -> Result<Option<Fence>, LeaseError> {
+        match (&options.leasing, &claims) {
+            (Leasing::Held(epochs), _) => Ok(epochs.get(map).map(|&epoch| Fence {
+                map: map.to_string(),
+                epoch,
+            })),
+            (leasing, Some(claims)) => claims
+                .claim(map, *leasing == Leasing::ClaimWaiting)
+                .map(Some),
+            _ => Ok(None),
+        }
+    };
     let mut alerts = PassAlerts::load(store, cfg)?;
     let stored: HashMap<String, MapRecord> = store
         .maps()?
@@ -143,6 +183,16 @@ pub async fn run_on(
         if !options.includes(&name) || crate::shutdown::requested() {
             continue;
         }
+        let fence = match fence_of(&name) {
+            Ok(fence) => fence,
+            Err(LeaseError::Store(e)) => return Err(e.into()),
+            Err(taken) => {
+                tracing::warn!(map = %name, "{taken}");
+                let phase = stored.get(&name).map_or(Phase::NotRunning, |r| r.phase);
+                report.maps.push((name, phase, Some(taken.to_string())));
+                continue;
+            }
+        };
         let record = stored.get(&name).cloned();
         let runtime = store.runtime(&name)?;
         let observed = record.as_ref().map(|r| ObservedMap {
@@ -176,13 +226,14 @@ pub async fn run_on(
             &mut alerts,
             &mut queues,
         );
+        cx.fence = fence;
         let outcome = drive(&mut cx, store, record, observed, runtime, revision).await?;
         report.retry_at = earliest(report.retry_at, outcome.next_attempt);
         report.maps.push((name, outcome.phase, outcome.problem));
     }
     let index = cfg.map_index();
     for (name, record) in &stored {
-        if index.get(name).is_none() && options.includes(name) {
+        if index.get(name).is_none() && options.includes(name) && fence_of(name).is_ok() {
             remove(&mut connections, cfg, record).await;
             store.log(
                 name,
@@ -195,6 +246,9 @@ pub async fn run_on(
     }
     // Deliveries ran in the background while maps synced; record how each went.
     report.alerts = alerts.finish(store, cfg, revision).await?;
+    if let Some(claims) = claims {
+        claims.finish();
+    }
     Ok(report)
 }
 
@@ -299,6 +353,17 @@ async fn drive(
         }
         // The store failed: nothing more can be saved.
         Err(MapFailure::State(e)) => return Err(e.into()),
+        // Another process drives the map now: nothing of this step is saved over its work.
+        Err(failure) if failure.kind() == failure::FailureKind::LeaseLost => {
+            let message = failure.to_string();
+            tracing::warn!(map = %name, "{message}");
+            journal.log("LeaseLost", &message)?;
+            return Ok(Outcome {
+                phase: journal.record.phase,
+                problem: Some(message),
+                next_attempt: None,
+            });
+        }
         Err(failure) => {
             record_failure(cx, &mut journal, failure)?;
             false

@@ -49,6 +49,12 @@ pub fn error_policy(failure: &MapFailure, failed: u32) -> Decision {
             reason: ProblemReason::Interrupted,
             requeue_after: None,
         },
+        // Another process drives the map now: nothing to record or retry here.
+        FailureKind::LeaseLost => Decision {
+            event: None,
+            reason: ProblemReason::LeaseLost,
+            requeue_after: None,
+        },
         FailureKind::Other => Decision {
             event: None,
             reason: ProblemReason::Error,

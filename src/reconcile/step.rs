@@ -33,6 +33,8 @@ pub(super) struct MapContext<'s, 'c> {
     pub connections: &'s mut Connections<'c>,
     pub alerts: &'s mut PassAlerts,
     pub queues: &'s mut crate::requests::Queues,
+    /// The lease epoch this process drives the map with, which every write carries.
+    pub fence: Option<crate::endpoint::Fence>,
     /// Both tables, connected and described, once an action needed them.
     prepared: Option<Prepared>,
 }
@@ -53,6 +55,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
             connections,
             alerts,
             queues,
+            fence: None,
             prepared: None,
         }
     }
@@ -60,7 +63,9 @@ impl<'s, 'c> MapContext<'s, 'c> {
     /// Both tables, connecting and describing them on first use.
     async fn prepared(&mut self) -> Result<&Prepared, LinkError> {
         if self.prepared.is_none() {
-            self.prepared = Some(Prepared::of(self.connections, self.map).await?);
+            let mut prepared = Prepared::of(self.connections, self.map).await?;
+            prepared.fence = self.fence.clone();
+            self.prepared = Some(prepared);
         }
         Ok(self.prepared.as_ref().expect("prepared above"))
     }

@@ -28,7 +28,8 @@ pub(crate) struct Changes {
     /// The config the targets were computed from (compared by address).
     targets_of: usize,
     specs: BTreeMap<String, EndpointSpec>,
-    /// Polled tables and the newest `seq` seen (`None` until the first look).
+    /// Polled tables and the newest `seq` seen (`None` until the first look, which wakes
+    /// the loop when the table has any captured change).
     polled: BTreeMap<Table, Option<i64>>,
     /// Endpoints that notify, by name, with the tables watched there.
     listened: BTreeMap<String, BTreeSet<String>>,
@@ -196,8 +197,11 @@ impl Changes {
             };
             match conn.max_change_seq(&parsed).await {
                 Ok(seq) => {
+                    // The first look wakes too when there are changes: they may have been
+                    // captured after the pass that installed capture drained (a map whose
+                    // lease arrived after start-up), and a pass with nothing to do is cheap.
                     let seen = self.polled.insert(table.clone(), Some(seq)).flatten();
-                    if seen.is_some_and(|s| seq > s) {
+                    if seen.map_or(seq > 0, |s| seq > s) {
                         changed.insert(table);
                     }
                 }

@@ -53,9 +53,9 @@ pub struct Options {
     /// Address of the HTTP endpoint (metrics, health, JSON API).
     pub listen: std::net::SocketAddr,
     pub log_format: LogFormat,
-    /// Lease time-to-live when several processes share a PostgreSQL state store.
+    /// Lease time-to-live of the maps this process drives.
     pub lease_ttl: Duration,
-    /// This process's name among those sharing the state store (default: host-pid).
+    /// This process's name among those sharing the state store (default: host:pid).
     pub holder_id: Option<String>,
 }
 
@@ -307,7 +307,7 @@ impl Service {
                     return;
                 }
             }
-            if self.leases.is_none() && self.store.as_ref().is_some_and(|s| s.supports_leases()) {
+            if self.leases.is_none() {
                 match lease::Leases::start(&self.dir, &cfg, &self.args) {
                     Ok(l) => self.leases = Some(l),
                     Err(e) => {
@@ -318,6 +318,7 @@ impl Service {
             }
         }
         let mut only: Option<HashSet<String>> = None;
+        let mut leasing = reconcile::Leasing::Off;
         if let Some(leases) = &self.leases {
             let store = self.store.as_ref().expect("opened above");
             let mut candidates: BTreeSet<String> = cfg
@@ -329,7 +330,9 @@ impl Service {
                 candidates.extend(stored.into_iter().map(|m| m.name));
             }
             leases.set_candidates(candidates);
-            only = Some(leases.owned().into_iter().collect());
+            let epochs = leases.epochs();
+            only = Some(epochs.keys().cloned().collect());
+            leasing = reconcile::Leasing::Held(epochs);
         }
         if let Some(tables) = &tables {
             let woken = changes::maps_reading(&cfg, tables);
@@ -345,6 +348,7 @@ impl Service {
             only_maps: only,
             changes_only: tables.is_some(),
             respect_backoff: true,
+            leasing,
             ..Scope::default()
         };
         if let Some(leases) = &self.leases {
@@ -560,6 +564,7 @@ impl Service {
                     .leases
                     .as_ref()
                     .map(|l| l.owned().into_iter().collect()),
+                leasing: reconcile::Leasing::Off,
                 ..Scope::default()
             };
             if self.store.is_some()

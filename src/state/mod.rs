@@ -153,6 +153,8 @@ pub enum ProblemReason {
     /// Anything else that stops the map (an endpoint that is not configured, the state
     /// store); needs a person.
     Error,
+    /// Another process took the map's lease over; this one gave the map up.
+    LeaseLost,
 }
 
 impl ProblemReason {
@@ -162,6 +164,7 @@ impl ProblemReason {
             ProblemReason::SchemaMismatch => "SchemaMismatch",
             ProblemReason::Interrupted => "Interrupted",
             ProblemReason::Error => "Error",
+            ProblemReason::LeaseLost => "LeaseLost",
         }
     }
 
@@ -170,7 +173,9 @@ impl ProblemReason {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ProblemReason::EndpointUnreachable | ProblemReason::Interrupted
+            ProblemReason::EndpointUnreachable
+                | ProblemReason::Interrupted
+                | ProblemReason::LeaseLost
         )
     }
 }
@@ -692,59 +697,52 @@ pub trait StateStore: Send {
     /// Forgets a request removed from the config.
     fn forget_request(&self, name: &str) -> Result<(), StateError>;
 
-    // Leases: several `dualwrite run` processes sharing one store split the maps between
-    // them, one owner per map. Times are the store's clock, so hosts need not agree on
-    // theirs. Only a shared store (PostgreSQL) has them; the others say so.
-
-    /// Whether this store can hold leases (several processes may share it).
-    fn supports_leases(&self) -> bool {
-        false
-    }
+    // Leases: one process drives a map at a time (`crate::lease`). Times are the store's
+    // clock, so hosts need not agree on theirs. Both stores keep them.
 
     /// Announces `holder` as a live member for `ttl` and returns how many members are live,
-    /// this one included: each takes about its share of the maps.
-    fn heartbeat(&self, holder: &str, ttl: std::time::Duration) -> Result<u32, StateError> {
-        let _ = (holder, ttl);
-        Err(leases_unsupported())
-    }
+    /// this one included: each `dualwrite run` takes about its share of the maps.
+    fn heartbeat(&self, holder: &str, ttl: std::time::Duration) -> Result<u32, StateError>;
 
-    /// Takes or renews the lease on `map` for `ttl`: granted when it is free, expired or
-    /// already `holder`'s. Returns whether `holder` now owns it. Atomic: two holders asking
-    /// together cannot both win.
+    /// Takes or renews the lease on `map` for `ttl`: granted when it is free, expired,
+    /// already `holder`'s, or held by `take_from` (a holder known to be dead). Atomic: two
+    /// holders asking together cannot both win. A grant to a new holder raises the map's
+    /// epoch above every epoch granted before (it never goes back, even when the lease was
+    /// given back); a renewal keeps it.
     fn acquire_lease(
         &self,
         map: &str,
         holder: &str,
         ttl: std::time::Duration,
-    ) -> Result<bool, StateError> {
-        let _ = (map, holder, ttl);
-        Err(leases_unsupported())
-    }
+        take_from: Option<&str>,
+    ) -> Result<LeaseGrant, StateError>;
 
     /// Gives up `holder`'s lease on `map` (no-op when someone else holds it), and when
-    /// `map` is `None`, every lease and the membership of `holder`.
-    fn release_leases(&self, holder: &str, map: Option<&str>) -> Result<(), StateError> {
-        let _ = (holder, map);
-        Err(leases_unsupported())
-    }
+    /// `map` is `None`, every lease and the membership of `holder`. The map's epoch is kept.
+    fn release_leases(&self, holder: &str, map: Option<&str>) -> Result<(), StateError>;
 
     /// Every unexpired lease, by map.
-    fn leases(&self) -> Result<Vec<Lease>, StateError> {
-        Err(leases_unsupported())
-    }
+    fn leases(&self) -> Result<Vec<Lease>, StateError>;
 }
 
-/// Who owns a map, until when (RFC 3339, the store's clock).
+/// Who drives a map, with which epoch, since and until when (RFC 3339, the store's clock).
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
     pub map: String,
     pub holder: String,
+    pub epoch: i64,
+    pub since: String,
     pub expires_at: String,
 }
 
-fn leases_unsupported() -> StateError {
-    StateError::Other("leases need a shared state store (stateStore: postgres)".into())
+/// The answer to asking for a map's lease.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeaseGrant {
+    /// Granted (or renewed): the epoch the holder's writes carry.
+    Granted { epoch: i64 },
+    /// Someone else holds it.
+    Taken(Lease),
 }
 
 /// Opens the project's state store for writing, creating it on first use. A PostgreSQL store

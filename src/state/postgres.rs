@@ -122,6 +122,14 @@ CREATE TABLE IF NOT EXISTS {s}.requests (
     state TEXT
 );
 ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS status JSONB;
+CREATE TABLE IF NOT EXISTS {s}.members (holder TEXT PRIMARY KEY, expires_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.leases (
+    map TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS since TIMESTAMPTZ NOT NULL DEFAULT now();
 ";
 
 const PUT_MAP: &str = "INSERT INTO {s}.maps (name, phase, applied, applied_revision, held_by)
@@ -1012,16 +1020,10 @@ impl StateStore for PostgresStore {
         Ok(rows.iter().map(activity_entry).collect())
     }
 
-    fn supports_leases(&self) -> bool {
-        true
-    }
-
     fn heartbeat(&self, holder: &str, ttl: Duration) -> Result<u32, StateError> {
         let (holder, secs) = (holder.to_string(), ttl.as_secs_f64());
         self.call(move |c| {
-            let ddl = LEASE_DDL.replace("{s}", &c.target.schema);
             c.run(async |s| {
-                s.client.batch_execute(&ddl).await?;
                 s.execute(HEARTBEAT, &[&holder, &secs]).await?;
                 let rows = s.query(LIVE_MEMBERS, &[]).await?;
                 Ok(rows[0].get::<_, i64>(0).max(1) as u32)
@@ -1029,12 +1031,25 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn acquire_lease(&self, map: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
+    fn acquire_lease(
+        &self,
+        map: &str,
+        holder: &str,
+        ttl: Duration,
+        take_from: Option<&str>,
+    ) -> Result<super::LeaseGrant, StateError> {
         let (map, holder, secs) = (map.to_string(), holder.to_string(), ttl.as_secs_f64());
+        let take_from = take_from.map(str::to_string);
         self.call(move |c| {
             c.run(async |s| {
-                let rows = s.query(ACQUIRE_LEASE, &[&map, &holder, &secs]).await?;
-                Ok(!rows.is_empty())
+                let rows = s
+                    .query(ACQUIRE_LEASE, &[&map, &holder, &secs, &take_from])
+                    .await?;
+                if let Some(row) = rows.first() {
+                    return Ok(super::LeaseGrant::Granted { epoch: row.get(0) });
+                }
+                let rows = s.query(LEASE_OF, &[&map]).await?;
+                Ok(super::LeaseGrant::Taken(lease_of(&rows[0])))
             })
         })
     }
@@ -1057,44 +1072,54 @@ impl StateStore for PostgresStore {
 
     fn leases(&self) -> Result<Vec<super::Lease>, StateError> {
         let rows = self.call(|c| c.run(async |s| s.query(LEASES, &[]).await))?;
-        Ok(rows
-            .iter()
-            .map(|r| super::Lease {
-                map: r.get(0),
-                holder: r.get(1),
-                expires_at: r.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(lease_of).collect())
     }
 }
 
-/// Leases of `dualwrite run` processes sharing the store, created on first use (under an
-/// advisory lock, so members starting together do not race). Expiry is the server's clock.
-const LEASE_DDL: &str = "BEGIN;
-SELECT pg_advisory_xact_lock(hashtext('dualwrite leases {s}'));
-CREATE TABLE IF NOT EXISTS {s}.members (holder TEXT PRIMARY KEY, expires_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS {s}.leases (
-    map TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires_at TIMESTAMPTZ NOT NULL
-);
-COMMIT;";
+fn lease_of(row: &tokio_postgres::Row) -> super::Lease {
+    super::Lease {
+        map: row.get(0),
+        holder: row.get(1),
+        epoch: row.get(2),
+        since: row.get(3),
+        expires_at: row.get(4),
+    }
+}
+
 const HEARTBEAT: &str = "INSERT INTO {s}.members (holder, expires_at)
     VALUES ($1, clock_timestamp() + make_interval(secs => $2))
     ON CONFLICT (holder) DO UPDATE SET expires_at = EXCLUDED.expires_at";
 const LIVE_MEMBERS: &str = "SELECT COUNT(*) FROM {s}.members WHERE expires_at > clock_timestamp()";
 /// One statement: the row lock of the upsert decides between two holders asking together.
-const ACQUIRE_LEASE: &str = "INSERT INTO {s}.leases AS l (map, holder, expires_at)
-    VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
-    ON CONFLICT (map) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+/// A new holder's epoch is the store's clock in microseconds, and always above the last one,
+/// so epochs only grow even if the lease table is lost.
+const ACQUIRE_LEASE: &str = "INSERT INTO {s}.leases AS l (map, holder, expires_at, epoch, since)
+    VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3),
+            (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, clock_timestamp())
+    ON CONFLICT (map) DO UPDATE SET
+        epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch
+                     ELSE GREATEST(l.epoch + 1, EXCLUDED.epoch) END,
+        since = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                     THEN l.since ELSE EXCLUDED.since END,
+        holder = EXCLUDED.holder,
+        expires_at = EXCLUDED.expires_at
     WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp()
-    RETURNING holder";
-const RELEASE_LEASE: &str = "DELETE FROM {s}.leases WHERE map = $1 AND holder = $2";
-const RELEASE_ALL_LEASES: &str = "DELETE FROM {s}.leases WHERE holder = $1";
+        OR l.holder = $4::text
+    RETURNING epoch";
+/// A lease given back expires now; its row (and epoch) stays.
+const RELEASE_LEASE: &str =
+    "UPDATE {s}.leases SET expires_at = clock_timestamp() WHERE map = $1 AND holder = $2";
+const RELEASE_ALL_LEASES: &str =
+    "UPDATE {s}.leases SET expires_at = clock_timestamp() WHERE holder = $1";
 const LEAVE: &str = "DELETE FROM {s}.members WHERE holder = $1";
-const LEASES: &str = "SELECT map, holder,
+const LEASES: &str = "SELECT map, holder, epoch,
+    to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
     to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
     FROM {s}.leases WHERE expires_at > clock_timestamp() ORDER BY map";
+const LEASE_OF: &str = "SELECT map, holder, epoch,
+    to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+    FROM {s}.leases WHERE map = $1";
 
 #[cfg(test)]
 mod tests {

@@ -96,6 +96,15 @@ CREATE TABLE IF NOT EXISTS requests (
     revision TEXT,
     state TEXT
 );
+-- Leases (`crate::lease`): times in seconds since the epoch, this machine's clock.
+CREATE TABLE IF NOT EXISTS members (holder TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    map TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    epoch INTEGER NOT NULL,
+    since REAL NOT NULL
+);
 ";
 
 /// Columns added after the first release, as (table, column, type): added when missing.
@@ -279,6 +288,32 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, StateError> {
     serde_json::from_str(text).map_err(|source| StateError::Corrupt {
         what: what.to_string(),
         source,
+    })
+}
+
+/// Seconds since the Unix epoch, with fractions: the lease clock of a SQLite store.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+const LEASE_COLUMNS: &str = "map, holder, epoch, since, expires_at";
+
+fn lease_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<super::Lease> {
+    let time = |i: usize| -> rusqlite::Result<String> {
+        let secs: f64 = row.get(i)?;
+        let millis = (secs * 1000.0) as i64;
+        Ok(chrono::DateTime::from_timestamp_millis(millis)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    Ok(super::Lease {
+        map: row.get(0)?,
+        holder: row.get(1)?,
+        epoch: row.get(2)?,
+        since: time(3)?,
+        expires_at: time(4)?,
     })
 }
 
@@ -615,6 +650,95 @@ impl StateStore for SqliteStore {
         self.conn
             .execute("DELETE FROM requests WHERE name = ?1", [name])?;
         Ok(())
+    }
+
+    fn heartbeat(&self, holder: &str, ttl: std::time::Duration) -> Result<u32, StateError> {
+        let now = unix_now();
+        self.conn.execute(
+            "INSERT INTO members (holder, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (holder) DO UPDATE SET expires_at = excluded.expires_at",
+            params![holder, now + ttl.as_secs_f64()],
+        )?;
+        let live: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM members WHERE expires_at > ?1",
+            [now],
+            |r| r.get(0),
+        )?;
+        Ok(live.max(1) as u32)
+    }
+
+    fn acquire_lease(
+        &self,
+        map: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        take_from: Option<&str>,
+    ) -> Result<super::LeaseGrant, StateError> {
+        let now = unix_now();
+        // One statement, as on PostgreSQL; SQLite runs one writer at a time.
+        let granted: Option<i64> = self
+            .conn
+            .query_row(
+                "INSERT INTO leases AS l (map, holder, expires_at, epoch, since)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (map) DO UPDATE SET
+                     epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch
+                                  ELSE max(l.epoch + 1, excluded.epoch) END,
+                     since = CASE WHEN l.holder = excluded.holder AND l.expires_at > ?5
+                                  THEN l.since ELSE excluded.since END,
+                     holder = excluded.holder,
+                     expires_at = excluded.expires_at
+                 WHERE l.holder = excluded.holder OR l.expires_at <= ?5 OR l.holder = ?6
+                 RETURNING epoch",
+                params![
+                    map,
+                    holder,
+                    now + ttl.as_secs_f64(),
+                    (now * 1e6) as i64,
+                    now,
+                    take_from
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(epoch) = granted {
+            return Ok(super::LeaseGrant::Granted { epoch });
+        }
+        let lease = self.conn.query_row(
+            &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE map = ?1"),
+            [map],
+            lease_of,
+        )?;
+        Ok(super::LeaseGrant::Taken(lease))
+    }
+
+    fn release_leases(&self, holder: &str, map: Option<&str>) -> Result<(), StateError> {
+        let now = unix_now();
+        match map {
+            Some(map) => self.conn.execute(
+                "UPDATE leases SET expires_at = ?1 WHERE map = ?2 AND holder = ?3",
+                params![now, map, holder],
+            )?,
+            None => {
+                self.conn.execute(
+                    "UPDATE leases SET expires_at = ?1 WHERE holder = ?2",
+                    params![now, holder],
+                )?;
+                self.conn
+                    .execute("DELETE FROM members WHERE holder = ?1", [holder])?
+            }
+        };
+        Ok(())
+    }
+
+    fn leases(&self) -> Result<Vec<super::Lease>, StateError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE expires_at > ?1 ORDER BY map"
+        ))?;
+        let leases = stmt
+            .query_map([unix_now()], lease_of)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(leases)
     }
 
     /// Counts of open errors of a map by (type, phase).

@@ -30,8 +30,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Journal, Outcome, Sides, SyncError, prepare, write_isolating};
 use crate::endpoint::{
-    CopiedPage, Endpoint, EndpointError, Row, TableCopy, TableName, Value, key_from_json,
-    key_to_json,
+    CopiedPage, Endpoint, EndpointError, Row, TableCopy, TableName, Value, WriteErrorClass,
+    key_from_json, key_to_json,
 };
 use crate::sync::Flow;
 
@@ -203,7 +203,11 @@ impl Pages<'_> {
             if crate::shutdown::requested() {
                 return Err(SyncError::Stopped);
             }
-            let copied = self.sides.to.copy_page(copy, after.as_deref(), limit).await;
+            let copied = self
+                .sides
+                .to
+                .copy_page(copy, after.as_deref(), limit, self.sides.fence)
+                .await;
             let read = match copied {
                 Ok(CopiedPage { last_key: None, .. }) => break,
                 Ok(CopiedPage {
@@ -215,6 +219,9 @@ impl Pages<'_> {
                     record(journal, self.way, read, written, 0, &last_key);
                     after = Some(last_key);
                     read
+                }
+                Err(e) if e.class == WriteErrorClass::Fenced => {
+                    return Err(super::Halted::Fenced(e).into());
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "in-database copy refused a page; writing it through typed values");
@@ -365,7 +372,7 @@ async fn write_page(
     };
     let mut out = Outcome::default();
     let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
-    write_isolating(sides.to.as_ref(), sides.to_table, flow, items, &mut out).await?;
+    write_isolating(sides, flow, items, &mut out).await?;
     // Committed: the resume key may now point at this page's last row.
     let errors = journal.settle(flow, crate::state::ErrorPhase::InitialSync, &out)?;
     record(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Side, TableMap};
-use crate::endpoint::{self, Endpoint, EndpointError, EndpointSpec, TableInfo, TableName};
+use crate::endpoint::{self, Endpoint, EndpointError, EndpointSpec, Fence, TableInfo, TableName};
 
 use super::{Flow, Sides, Way};
 
@@ -151,6 +151,8 @@ pub struct Prepared {
     pub source_info: TableInfo,
     pub destination_info: TableInfo,
     pub links: Vec<Link>,
+    /// The lease epoch of the process driving the map, carried by every write.
+    pub fence: Option<Fence>,
 }
 
 /// One way of a map: its column mapping and the endpoints it reads from and writes to.
@@ -241,6 +243,7 @@ impl Prepared {
             source_info,
             destination_info,
             links,
+            fence: None,
         })
     }
 
@@ -267,6 +270,7 @@ impl Prepared {
             to: &link.to,
             to_table,
             to_info,
+            fence: self.fence.as_ref(),
         }
     }
 

@@ -97,7 +97,7 @@ pub async fn write_fetched(
         key,
         source_row: None,
     }));
-    write_isolating(sides.to.as_ref(), sides.to_table, flow, items, out).await?;
+    write_isolating(sides, flow, items, out).await?;
     Ok(())
 }
 

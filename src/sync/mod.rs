@@ -13,7 +13,7 @@ pub mod transform;
 use std::time::Duration;
 
 use crate::endpoint::{
-    Endpoint, Row, TableInfo, TableName, Value, WriteError, WriteErrorClass, WriteOp,
+    Endpoint, Fence, Row, TableInfo, TableName, Value, WriteError, WriteErrorClass, WriteOp,
 };
 use crate::state::{ErrorPhase, ErrorState, ErrorType};
 pub use transform::{Flow, Way};
@@ -63,10 +63,17 @@ pub struct Outcome {
     pub failed: Vec<Failure>,
 }
 
-/// The endpoint is unreachable: nothing after this point was written, retry later.
+/// Why a batch write stopped short: nothing after this point was written, and the caller
+/// must not advance its cursor.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unreachable(pub WriteError);
+pub enum Halted {
+    /// The endpoint is unreachable, after the in-batch retries: try again later.
+    #[error("{0}")]
+    Unreachable(WriteError),
+    /// The target's fence refused the write: another process holds the map's lease now.
+    #[error("{0}")]
+    Fenced(WriteError),
+}
 
 pub fn error_type(class: WriteErrorClass) -> ErrorType {
     match class {
@@ -74,6 +81,8 @@ pub fn error_type(class: WriteErrorClass) -> ErrorType {
         WriteErrorClass::Network => ErrorType::NetworkError,
         WriteErrorClass::Schema => ErrorType::SchemaError,
         WriteErrorClass::Transform => ErrorType::TransformError,
+        // Never a record's error: a fenced batch halts the whole way (`Halted::Fenced`).
+        WriteErrorClass::Fenced => ErrorType::NetworkError,
     }
 }
 
@@ -147,12 +156,11 @@ pub fn key_kinds(flow: &Flow, from: &TableInfo) -> Vec<crate::endpoint::ValueKin
 }
 
 pub async fn write_isolating(
-    endpoint: &dyn Endpoint,
-    table: &TableName,
+    sides: &Sides<'_>,
     flow: &Flow,
     items: Vec<Item>,
     out: &mut Outcome,
-) -> Result<(), Unreachable> {
+) -> Result<(), Halted> {
     // The ops apart from what reports them, so that any range is a slice: no copies.
     type Meta = (Vec<Value>, Option<Row>);
     let (meta, ops): (Vec<Meta>, Vec<WriteOp>) = items
@@ -165,11 +173,12 @@ pub async fn write_isolating(
         if start == end {
             continue;
         }
-        match write_with_retry(endpoint, table, flow, &ops[start..end]).await {
+        match write_with_retry(sides, flow, &ops[start..end]).await {
             Ok(()) => out
                 .written
                 .extend(meta[start..end].iter().map(|(key, _)| key.clone())),
-            Err(e) if e.class == WriteErrorClass::Network => return Err(Unreachable(e)),
+            Err(e) if e.class == WriteErrorClass::Network => return Err(Halted::Unreachable(e)),
+            Err(e) if e.class == WriteErrorClass::Fenced => return Err(Halted::Fenced(e)),
             Err(e) if end - start == 1 => {
                 let (key, source_row) = &meta[start];
                 let source_row = source_row.clone().or_else(|| match &ops[start] {
@@ -196,15 +205,21 @@ pub async fn write_isolating(
 
 /// Backoff for unreachable endpoints: 3 attempts, 200 ms then 1 s.
 async fn write_with_retry(
-    endpoint: &dyn Endpoint,
-    table: &TableName,
+    sides: &Sides<'_>,
     flow: &Flow,
     ops: &[WriteOp],
 ) -> Result<(), WriteError> {
     let mut delays = [Duration::from_millis(200), Duration::from_secs(1)].into_iter();
     loop {
-        match endpoint
-            .write_batch(table, &flow.write_columns, &flow.to_key, ops)
+        match sides
+            .to
+            .write_batch(
+                sides.to_table,
+                &flow.write_columns,
+                &flow.to_key,
+                ops,
+                sides.fence,
+            )
             .await
         {
             Err(e) if e.class == WriteErrorClass::Network => match delays.next() {
@@ -305,6 +320,8 @@ pub struct Sides<'a> {
     pub to: &'a std::sync::Arc<dyn Endpoint>,
     pub to_table: &'a TableName,
     pub to_info: &'a TableInfo,
+    /// The map's lease epoch every write carries, when a lease is held (see `crate::lease`).
+    pub fence: Option<&'a Fence>,
 }
 
 /// Why a sync of one way stopped. Each endpoint failure says which end of the way it hit:
@@ -312,9 +329,9 @@ pub struct Sides<'a> {
 /// so the reconciler can name the endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// Writing to the target failed as unreachable, after the in-batch retries.
+    /// Writing to the target stopped: unreachable after the in-batch retries, or fenced.
     #[error(transparent)]
-    Unreachable(#[from] Unreachable),
+    Halted(#[from] Halted),
     /// Reading the side data comes from (snapshot pages, changes, current rows) failed.
     #[error("{0}")]
     Read(#[source] crate::endpoint::EndpointError),
