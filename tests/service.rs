@@ -872,3 +872,167 @@ fn kill_9_of_one_process_moves_its_maps_to_the_other_within_the_ttl_losing_nothi
         );
     });
 }
+
+// ---- Fencing: a holder paused past its lease's TTL ----
+
+/// Keeps raising `v` of a rotating slice of `m_src` (values only ever grow; about 5,000
+/// rows a second) until told to stop; returns how many updates it made.
+fn increasing_writer(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    pg_runtime().block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut made = 0u64;
+        let mut slice = 0i64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            match client
+                .execute(
+                    "UPDATE m_src SET v = v + 1 WHERE id % 3000 = $1",
+                    &[&(slice % 3000)],
+                )
+                .await
+            {
+                Ok(n) => made += n,
+                Err(e) => panic!("the writer failed: {e}"),
+            }
+            slice += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        made
+    })
+}
+
+#[test]
+/// SIGSTOP of the process driving a map in the middle of its initial sync, past the lease's
+/// TTL; the other process takes the map over and writes newer values; SIGCONT: the first
+/// process's writes of rows it read before the pause are refused by the target's fence, it
+/// gives the map up and says so, and no value in the destination ever goes back (a trigger
+/// records any update that lowers `v`). Row for row equal at the end.
+fn a_holder_paused_past_its_ttl_is_fenced_and_never_writes_an_older_value_over_a_newer_one() {
+    with_timeout(300, || {
+        let Some(admin) = pg_admin_url() else { return };
+        let db = PgDatabase::create(&admin);
+        let url = db.url();
+        let repo = Repo::new(&[(".gitignore", ".dualwrite/\nstatus/\n")]);
+        repo.write("dualwrite.yaml", &pg_project());
+        repo.write("maps/m.yaml", &pg_map("m"));
+        pg_exec(
+            &url,
+            "CREATE TABLE m_src (id bigint PRIMARY KEY, v bigint NOT NULL);
+             CREATE TABLE m_dst (id bigint PRIMARY KEY, v bigint NOT NULL);
+             INSERT INTO m_src SELECT g, 0 FROM generate_series(1, 300000) g;
+             CREATE TABLE went_back (id bigint, old_v bigint, new_v bigint);
+             CREATE FUNCTION never_back() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.v < OLD.v THEN INSERT INTO went_back VALUES (OLD.id, OLD.v, NEW.v); END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER never_back BEFORE UPDATE ON m_dst
+               FOR EACH ROW EXECUTE FUNCTION never_back();",
+        )
+        .unwrap();
+        repo.commit_all("map m");
+        let env = pg_env(&db);
+        let args = ["--interval", "1h", "--lease-ttl", "3s"];
+        let first = Service::start(
+            repo.path(),
+            &[&args[..], &["--holder-id", "first"]].concat(),
+            &env_refs(&env),
+        );
+        let count = |t: &str| pg_rows(&url, &format!("SELECT count(*), '' FROM {t}"))[0].0;
+        wait_for(
+            Duration::from_secs(60),
+            "the initial sync to be under way",
+            || count("m_dst") >= 20_000,
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || increasing_writer(url, stop))
+        };
+        first.signal("-STOP");
+        let second = Service::start(
+            repo.path(),
+            &[&args[..], &["--holder-id", "second"]].concat(),
+            &env_refs(&env),
+        );
+        // The second takes the lease once the TTL has run out; its first write waits, when
+        // the first was frozen inside a write transaction, until the server ends that
+        // session (idle_in_transaction_session_timeout).
+        let took = Instant::now();
+        while !second.logs().contains("took the map") {
+            assert!(
+                took.elapsed() < Duration::from_secs(60),
+                "the second process did not take over:\n{}",
+                second
+                    .logs()
+                    .lines()
+                    .filter(|l| !l.contains("NOTICE"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let synced = Instant::now();
+        while !(phase(&repo, "m").as_deref() == Some("Running") && count("m_dst") == 300_000) {
+            if synced.elapsed() > Duration::from_secs(120) {
+                let activity = pg_rows(
+                    &url,
+                    "SELECT pid::bigint, coalesce(state, '') || ' ' || coalesce(wait_event, '') || ' '
+                        || left(query, 80) FROM pg_stat_activity WHERE datname = current_database()",
+                );
+                panic!(
+                    "the second did not finish the sync ({} rows):\n{activity:#?}\n{}",
+                    count("m_dst"),
+                    second
+                        .logs()
+                        .lines()
+                        .filter(|l| !l.contains("NOTICE"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Newer values are in the destination now; the first wakes up with older ones.
+        first.signal("-CONT");
+        wait_for(
+            Duration::from_secs(20),
+            "the first to give the map up",
+            || {
+                first.logs().contains("giving the map up")
+                    || first.logs().contains("gives the map up")
+            },
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let updates = writer.join().unwrap();
+        assert!(updates > 0);
+        wait_for(Duration::from_secs(60), "row for row equal", || {
+            pg_rows(
+                &url,
+                "SELECT (SELECT count(*) FROM (SELECT * FROM m_src EXCEPT SELECT * FROM m_dst) a)
+                      + (SELECT count(*) FROM (SELECT * FROM m_dst EXCEPT SELECT * FROM m_src) b),
+                        ''",
+            )[0]
+            .0 == 0
+        });
+        let went_back = pg_rows(&url, "SELECT count(*), '' FROM went_back")[0].0;
+        assert_eq!(
+            went_back,
+            0,
+            "an older value overwrote a newer one:\n{}",
+            first.logs()
+        );
+        assert_eq!(
+            second.json("/api/v1/service")["ownedMaps"],
+            serde_json::json!(["m"]),
+            "the map stays with the second process"
+        );
+        let logs = first.logs();
+        assert!(
+            logs.contains("refused a write of lease epoch"),
+            "the first process's stale write was not refused by the fence:\n{logs}"
+        );
+    });
+}

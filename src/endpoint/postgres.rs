@@ -77,12 +77,28 @@ struct Staged {
     skip_direct: u32,
 }
 
+/// How long a write session may sit idle inside a transaction before the server ends it.
+const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+
 impl Conn {
     async fn open(url: &str, secrets: &[String]) -> Result<Conn, WriteError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| classify(e, secrets))?;
         if config.get_application_name().is_none() {
             // Shows up in pg_stat_activity, so operators can tell dualwrite's sessions apart.
             config.application_name("dualwrite");
+        }
+        // A writer frozen inside a transaction (SIGSTOP, a VM pause) holds its row locks,
+        // the map's fence row among them, until the server ends its session: after this
+        // long, so the process that took the lease over is not blocked for good. dualwrite
+        // never waits on anything else inside a transaction.
+        let idle = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}");
+        let options = match config.get_options() {
+            Some(given) if given.contains("idle_in_transaction_session_timeout") => None,
+            Some(given) => Some(format!("{given} {idle}")),
+            None => Some(idle),
+        };
+        if let Some(options) = options {
+            config.options(&options);
         }
         let connecting = config.connect(NoTls);
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)

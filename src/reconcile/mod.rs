@@ -133,24 +133,9 @@ pub async fn run_on(
     revision: &str,
     options: &PassOptions,
 ) -> Result<Report, ReconcileError> {
-    let mut connections = Connections::new(dir, cfg);
-    let mut report = Report::default();
-    let mut queues = crate::requests::Queues::default();
-    if !options.changes_only {
-        crate::errors::purge(
-            store,
-            dir,
-            &cfg.project.resource,
-            crate::clock::millis(Utc::now()),
-        )?;
-        let provenance = crate::requests::provenance(dir);
-        queues = crate::requests::admit(store, cfg, &provenance, revision)?.1;
-    }
-    if let Some(only) = &options.only_request {
-        for queue in queues.values_mut() {
-            queue.retain(|(r, _)| &r.metadata.name == only);
-        }
-    }
+    // Every lease first, in the config's order (so two waiting passes never hold one each of
+    // what the other wants), before anything of the store is read: a pass that waited sees
+    // what the other did.
     let claims = match options.leasing {
         Leasing::Claim | Leasing::ClaimWaiting => Some(Claims::start(
             dir,
@@ -171,6 +156,34 @@ pub async fn run_on(
             _ => Ok(None),
         }
     };
+    let mut fences: HashMap<String, Result<Option<Fence>, LeaseError>> = HashMap::new();
+    for located in &cfg.maps {
+        let name = &located.resource.metadata.name;
+        if options.includes(name) {
+            match fence_of(name) {
+                Err(LeaseError::Store(e)) => return Err(e.into()),
+                fence => fences.insert(name.clone(), fence),
+            };
+        }
+    }
+    let mut connections = Connections::new(dir, cfg);
+    let mut report = Report::default();
+    let mut queues = crate::requests::Queues::default();
+    if !options.changes_only {
+        crate::errors::purge(
+            store,
+            dir,
+            &cfg.project.resource,
+            crate::clock::millis(Utc::now()),
+        )?;
+        let provenance = crate::requests::provenance(dir);
+        queues = crate::requests::admit(store, cfg, &provenance, revision)?.1;
+    }
+    if let Some(only) = &options.only_request {
+        for queue in queues.values_mut() {
+            queue.retain(|(r, _)| &r.metadata.name == only);
+        }
+    }
     let mut alerts = PassAlerts::load(store, cfg)?;
     let stored: HashMap<String, MapRecord> = store
         .maps()?
@@ -183,9 +196,8 @@ pub async fn run_on(
         if !options.includes(&name) || crate::shutdown::requested() {
             continue;
         }
-        let fence = match fence_of(&name) {
+        let fence = match fences.remove(&name).unwrap_or(Ok(None)) {
             Ok(fence) => fence,
-            Err(LeaseError::Store(e)) => return Err(e.into()),
             Err(taken) => {
                 tracing::warn!(map = %name, "{taken}");
                 let phase = stored.get(&name).map_or(Phase::NotRunning, |r| r.phase);
