@@ -16,6 +16,11 @@
 //! Then the backlog drain: with no pass running, one UPDATE of BACKLOG rows (default
 //! 200,000) queues that many changes; one `reconcile::run` drains them, timed.
 //!
+//! Last, the fence's cost: the same backlog drained FENCE_ROUNDS times (default 5) without
+//! leases and fences (`Leasing::Off`) and with them (`Leasing::Claim`, what every command
+//! does: the map's lease taken, each write transaction raising its fence row first),
+//! alternating, medians compared.
+//!
 //!   cargo bench --bench live_sync
 //!   LIVE_RATES=25000 LIVE_SECS=30 BATCH=5000 cargo bench --bench live_sync
 //!
@@ -26,6 +31,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dualwrite::reconcile::Leasing;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -61,7 +68,17 @@ struct Pass {
 
 impl Pass {
     async fn run(&self) {
-        let report = dualwrite::reconcile::run(&self.dir, &self.cfg, "bench")
+        self.run_leasing(Leasing::Claim).await
+    }
+
+    /// One pass taking the map's lease and fencing its writes (`Claim`, what every command
+    /// does), or with neither (`Off`).
+    async fn run_leasing(&self, leasing: Leasing) {
+        let options = dualwrite::reconcile::PassOptions {
+            leasing,
+            ..Default::default()
+        };
+        let report = dualwrite::reconcile::run_with(&self.dir, &self.cfg, "bench", &options)
             .await
             .expect("reconcile pass");
         assert!(
@@ -254,6 +271,37 @@ fn main() {
     println!(
         "backlog: {backlog} queued updates drained by one reconcile pass in {took:.2} s = {:.0} changes/s",
         backlog as f64 / took
+    );
+
+    // The fence's cost: the same backlog drained with and without leases and fences,
+    // alternating, FENCE_ROUNDS times each; medians compared.
+    let rounds: usize = env_or("FENCE_ROUNDS", "5").parse().unwrap();
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds * 2 {
+        let fenced = round % 2 == 1;
+        let conn = rusqlite::Connection::open(&src).unwrap();
+        conn.execute(
+            "UPDATE live SET v = v + 1 WHERE id <= ?1",
+            rusqlite::params![backlog],
+        )
+        .unwrap();
+        let start = Instant::now();
+        rt.block_on(pass.run_leasing(if fenced { Leasing::Claim } else { Leasing::Off }));
+        times[usize::from(fenced)].push(start.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off, on) = (median(&mut times[0]), median(&mut times[1]));
+    println!();
+    println!(
+        "fence: {backlog} queued updates, batchSize {batch}, median of {rounds} drains each, alternating: \
+         without leases and fences {off:.2} s = {:.0} changes/s; with them {on:.2} s = {:.0} changes/s; \
+         {:+.1} % time",
+        backlog as f64 / off,
+        backlog as f64 / on,
+        (on / off - 1.0) * 100.0
     );
     rt.block_on(pg.batch_execute(
         "DROP TABLE IF EXISTS live_dst; DELETE FROM _dualwrite_changelog WHERE table_name = 'live_dst'",

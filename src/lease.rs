@@ -90,6 +90,15 @@ pub fn acquire(
     }
 }
 
+/// The live lease another process holds on `map`, if any: that process drives it.
+pub fn driven_elsewhere(store: &dyn StateStore, map: &str) -> Result<Option<Lease>, StateError> {
+    let me = holder_id();
+    Ok(store
+        .leases()?
+        .into_iter()
+        .find(|l| l.map == map && l.holder != me && !is_dead_local_holder(&l.holder)))
+}
+
 /// The leases a one-off pass (`dualwrite reconcile`, `errors … --apply`, `demo`) holds:
 /// taken map by map, renewed in the background, given back by [`Claims::finish`] (or when
 /// dropped).

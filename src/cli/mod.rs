@@ -467,6 +467,18 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 }
                 None => writeln!(out, "map {map} is not held by an alert").map_err(w)?,
             }
+            // A `run` that drives the map sees the hold end in the store and resumes it.
+            if let Some(lease) =
+                crate::lease::driven_elsewhere(store.as_ref(), map).map_err(|e| e.to_string())?
+            {
+                writeln!(
+                    out,
+                    "map {map} is driven by {} since {}: it resumes there",
+                    lease.holder, lease.since
+                )
+                .map_err(w)?;
+                return Ok(exit::OK);
+            }
             drop(store);
             apply_with(&cli.dir, &cfg, &src, out, &Default::default())
         }

@@ -859,9 +859,15 @@ impl<E: Engine> SqlEndpoint<E> {
     async fn fence_statements(&self, fence: &Fence) -> Result<Vec<Stmt>, EndpointError> {
         use std::sync::atomic::Ordering;
         if !self.fence_ready.load(Ordering::Acquire) {
-            self.engine
-                .transaction(vec![fence_ddl(&self.engine)], false)
-                .await?;
+            let create = || {
+                self.engine
+                    .transaction(vec![fence_ddl(&self.engine)], false)
+            };
+            // Two sessions creating it at once may collide (PostgreSQL's catalog); the second
+            // try finds it there.
+            if create().await.is_err() {
+                create().await?;
+            }
             self.fence_ready.store(true, Ordering::Release);
         }
         Ok(fence_statements(&self.engine, fence))
