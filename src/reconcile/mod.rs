@@ -1,5 +1,7 @@
-//! The reconciler: the one place where map phases change. A pass (this file) purges old
-//! errors, admits requests, loads the alert rules, then for each map runs its step
+//! The reconciler: the one place where map phases change. A pass (this file) takes the
+//! leases of the maps it drives (or is handed them by `dualwrite run`; a map another process
+//! drives is skipped and named), purges old errors, admits requests, loads the alert rules,
+//! then for each map runs its step with its lease's fence
 //! (`step`: desired × observed → actions → done, or a typed [`MapFailure`]) and hands a
 //! failure to the error policy (`policy`: which error event, which condition, when to try
 //! again). Maps removed from the config are stopped and forgotten; alert deliveries are
@@ -9,7 +11,8 @@
 //! SchemaError) that alert rules count, so a rule can pause the map in the pass that fires;
 //! the map is retried with backoff (`nextAttemptAt`), its capture goes on where reachable and
 //! its queue is counted, and its open map-level events are Superseded when an attempt
-//! succeeds.
+//! succeeds. A step whose writes the target's fence refused (its lease was taken over) saves
+//! nothing and gives the map up.
 
 pub mod failure;
 pub mod policy;
