@@ -1237,6 +1237,15 @@ async fn a_stale_lease_epoch_is_fenced_out_and_writes_nothing() {
                 .unwrap();
             let rows = ep.read_snapshot(&t, &cols, &key, None, 10).await.unwrap();
             assert_eq!(qty(rows), Value::Int(8), "{}", db.engine);
+            // So is the fence of a map of the same name writing to another table (another
+            // project on the same database, or another test).
+            let elsewhere = unique_table("fence_elsewhere");
+            create_orders(&mut db, &elsewhere).await;
+            let t2 = TableName::parse(&elsewhere).unwrap();
+            ep.write_batch(&t2, &cols, &key, &write(1), Some(&fence(1)))
+                .await
+                .unwrap_or_else(|e| panic!("{}: same map name, other table: {e}", db.engine));
+            db.drop_table(&elsewhere).await;
 
             // Two writers at once, the newer epoch first: the stale one is refused whatever
             // the interleaving, and the newer value stays.

@@ -272,50 +272,65 @@ const FENCE_CHECK: &str = "dualwrite_fence_current";
 fn fence_ddl(d: &impl Dialect) -> Stmt {
     Stmt::new(
         format!(
-            "CREATE TABLE IF NOT EXISTS {} ({} VARCHAR(255) NOT NULL PRIMARY KEY, \
-             {} BIGINT NOT NULL, {} BOOLEAN NOT NULL DEFAULT FALSE, \
+            "CREATE TABLE IF NOT EXISTS {} ({} VARCHAR(255) NOT NULL, \
+             {} VARCHAR(255) NOT NULL, {} BIGINT NOT NULL, \
+             {} BOOLEAN NOT NULL DEFAULT FALSE, PRIMARY KEY ({}, {}), \
              CONSTRAINT {FENCE_CHECK} CHECK (NOT {}))",
             d.fence_table(),
             d.quote_ident("map"),
+            d.quote_ident("target"),
             d.quote_ident("epoch"),
             d.quote_ident("stale"),
+            d.quote_ident("map"),
+            d.quote_ident("target"),
             d.quote_ident("stale"),
         ),
         vec![],
     )
 }
 
-/// The first statements of a fenced write transaction: make sure the map's fence row exists,
-/// then raise it to `fence.epoch`, or fail its CHECK when it already holds a newer epoch.
+/// The first statements of a fenced write transaction into `table`: make sure the fence row
+/// of the map and that table exists, then raise it to `fence.epoch`, or fail its CHECK when
+/// it already holds a newer epoch. The row is keyed by the table too, so two projects that
+/// each have a map of one name, writing to different tables of one database, never meet.
 /// The row lock this takes is held to the commit, so a stale writer that raced a newer one
 /// waits for it and is then refused: no row of it is ever committed after the newer writes.
-pub(crate) fn fence_statements(d: &impl Dialect, fence: &Fence) -> Vec<Stmt> {
+pub(crate) fn fence_statements(d: &impl Dialect, fence: &Fence, target: &TableName) -> Vec<Stmt> {
     let (table, map) = (d.fence_table(), d.quote_ident("map"));
+    let target_column = d.quote_ident("target");
+    let (map_value, target_value) = (
+        Value::Text(fence.map.clone()),
+        Value::Text(target.to_string()),
+    );
     let (epoch, stale) = (d.quote_ident("epoch"), d.quote_ident("stale"));
     let p = |n| d.placeholder(n);
     let ensure = Stmt::new(
         format!(
-            "INSERT INTO {table} ({map}, {epoch}) VALUES ({}, {}) {}",
+            "INSERT INTO {table} ({map}, {target_column}, {epoch}) VALUES ({}, {}, {}) {}",
             p(1),
             p(2),
-            d.upsert_clause(std::slice::from_ref(&map), &[])
+            p(3),
+            d.upsert_clause(&[map.clone(), target_column.clone()], &[])
         ),
-        vec![Value::Text(fence.map.clone()), Value::Int(0)],
+        vec![map_value.clone(), target_value.clone(), Value::Int(0)],
     );
     let raise = Stmt::new(
         format!(
             "UPDATE {table} SET {stale} = ({epoch} > {}), \
-             {epoch} = CASE WHEN {epoch} > {} THEN {epoch} ELSE {} END WHERE {map} = {}",
+             {epoch} = CASE WHEN {epoch} > {} THEN {epoch} ELSE {} END \
+             WHERE {map} = {} AND {target_column} = {}",
             p(1),
             p(2),
             p(3),
-            p(4)
+            p(4),
+            p(5)
         ),
         vec![
             Value::Int(fence.epoch),
             Value::Int(fence.epoch),
             Value::Int(fence.epoch),
-            Value::Text(fence.map.clone()),
+            map_value,
+            target_value,
         ],
     );
     vec![ensure, raise]
@@ -840,7 +855,7 @@ impl<E: Engine> SqlEndpoint<E> {
         }
         let stmts = match fence {
             Some(fence) => {
-                let mut fenced = self.fence_statements(fence).await?;
+                let mut fenced = self.fence_statements(fence, table).await?;
                 fenced.extend(stmts);
                 fenced
             }
@@ -856,7 +871,11 @@ impl<E: Engine> SqlEndpoint<E> {
 
     /// The statements that open a transaction fenced by `fence`, the fence table created
     /// first if this endpoint has not seen it yet.
-    async fn fence_statements(&self, fence: &Fence) -> Result<Vec<Stmt>, EndpointError> {
+    async fn fence_statements(
+        &self,
+        fence: &Fence,
+        target: &TableName,
+    ) -> Result<Vec<Stmt>, EndpointError> {
         use std::sync::atomic::Ordering;
         if !self.fence_ready.load(Ordering::Acquire) {
             let create = || {
@@ -870,7 +889,7 @@ impl<E: Engine> SqlEndpoint<E> {
             }
             self.fence_ready.store(true, Ordering::Release);
         }
-        Ok(fence_statements(&self.engine, fence))
+        Ok(fence_statements(&self.engine, fence, target))
     }
 
     async fn install_capture(&self, table: &TableName) -> Result<(), EndpointError> {
@@ -1221,7 +1240,7 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
     ) -> BoxFuture<'a, Result<CopiedPage, WriteError>> {
         Box::pin(async move {
             let fence_stmts = match fence {
-                Some(fence) => self.fence_statements(fence).await?,
+                Some(fence) => self.fence_statements(fence, &copy.to_table).await?,
                 None => Vec::new(),
             };
             let result = self
