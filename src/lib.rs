@@ -19,4 +19,5 @@ pub mod service;
 pub mod shutdown;
 pub mod state;
 pub mod status;
+pub mod status_commit;
 pub mod sync;

@@ -21,7 +21,12 @@ pub enum ActualSource {
     /// The state store (the authority when it exists).
     StateStore { description: String },
     /// Committed status files, with the config at their observed revision(s).
-    StatusFiles { revisions: Vec<String> },
+    StatusFiles {
+        /// The git revision they were read at (`--status-from`); the work tree when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+        revisions: Vec<String>,
+    },
     /// Neither exists: nothing has been applied yet.
     None,
 }
@@ -30,14 +35,19 @@ impl ActualSource {
     pub fn describe(&self) -> String {
         match self {
             ActualSource::StateStore { description } => description.clone(),
-            ActualSource::StatusFiles { revisions } if revisions.is_empty() => {
-                "committed status/ files".into()
-            }
-            ActualSource::StatusFiles { revisions } => {
-                format!(
-                    "committed status/ files and the config at revision {}",
-                    revisions.join(", ")
-                )
+            ActualSource::StatusFiles { at, revisions } => {
+                let files = match at {
+                    Some(rev) => format!("the status/ files committed at {rev}"),
+                    None => "committed status/ files".into(),
+                };
+                if revisions.is_empty() {
+                    files
+                } else {
+                    format!(
+                        "{files} and the config at revision {}",
+                        revisions.join(", ")
+                    )
+                }
             }
             ActualSource::None => {
                 "none (no state store, no status files): nothing has been applied yet".into()
@@ -91,8 +101,14 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
 }
 
 /// Reads the actual state without changing anything: the state store if one exists, otherwise
-/// the committed status files.
-pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
+/// the committed status files; with `status_from`, the status files committed at that git
+/// revision (a status branch pushed by `--commit-status`), whatever the store says.
+pub fn observe(dir: &Path, cfg: &Config, status_from: Option<&str>) -> Result<Actual, PlanError> {
+    if let Some(rev) = status_from {
+        let mut actual = observe_status_files(dir, status::StatusSource::Revision { dir, rev });
+        actual.request_order = request_order(dir, cfg);
+        return Ok(actual);
+    }
     if let Some(store) = state::open_existing(dir, &cfg.project.resource)? {
         let maps = store
             .maps()?
@@ -151,7 +167,7 @@ pub fn observe(dir: &Path, cfg: &Config) -> Result<Actual, PlanError> {
             warnings: Vec::new(),
         });
     }
-    let mut actual = observe_status_files(dir);
+    let mut actual = observe_status_files(dir, status::StatusSource::WorkTree(dir));
     actual.request_order = request_order(dir, cfg);
     if let Some(pg) = &cfg.project.resource.spec.state_store.postgres {
         actual.warnings.insert(
@@ -177,10 +193,10 @@ fn request_order(dir: &Path, cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-fn observe_status_files(dir: &Path) -> Actual {
-    let (maps, p1) = status::read_observed(dir, "maps");
-    let (alerts, p2) = status::read_observed(dir, "alerts");
-    let (requests, p3) = status::read_observed(dir, "requests");
+fn observe_status_files(dir: &Path, source: status::StatusSource<'_>) -> Actual {
+    let (maps, p1) = status::read_observed(source, "maps");
+    let (alerts, p2) = status::read_observed(source, "alerts");
+    let (requests, p3) = status::read_observed(source, "requests");
     // A damaged status file is said in the plan's warnings, as the user reads it.
     let mut warnings: Vec<String> = [p1, p2, p3]
         .iter()
@@ -267,6 +283,10 @@ fn observe_status_files(dir: &Path) -> Actual {
     }
     Actual {
         source: ActualSource::StatusFiles {
+            at: match source {
+                status::StatusSource::Revision { rev, .. } => Some(rev.to_string()),
+                status::StatusSource::WorkTree(_) => None,
+            },
             revisions: revisions.into_iter().collect(),
         },
         maps: observed_maps,

@@ -50,21 +50,57 @@ pub struct HeldBy {
     pub since: String,
 }
 
+/// Where status files are read from.
+#[derive(Clone, Copy, Debug)]
+pub enum StatusSource<'a> {
+    /// `status/` in the work tree of the config dir.
+    WorkTree(&'a Path),
+    /// `status/` as committed at a git revision (`reconcile --dry-run --status-from REF`).
+    Revision { dir: &'a Path, rev: &'a str },
+}
+
 /// Reads every `status/<folder>/*.yaml` as the fields common to all statuses. Unreadable
 /// files are skipped with their error, so one damaged file cannot hide the rest.
-pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, Vec<StatusError>) {
+pub fn read_observed(
+    source: StatusSource<'_>,
+    folder: &str,
+) -> (BTreeMap<String, Observed>, Vec<StatusError>) {
     let mut found = BTreeMap::new();
     let mut problems = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir.join(STATUS_DIR).join(folder)) else {
-        return (found, problems);
+    let texts: Vec<StatusText> = match source {
+        StatusSource::WorkTree(dir) => {
+            let Ok(entries) = std::fs::read_dir(dir.join(STATUS_DIR).join(folder)) else {
+                return (found, problems);
+            };
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            paths
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .map(|path| {
+                    let text = std::fs::read_to_string(&path).map_err(|source| StatusError::Read {
+                        path: path.clone(),
+                        source,
+                    });
+                    (path, text)
+                })
+                .collect()
+        }
+        StatusSource::Revision { dir, rev } => match committed_texts(dir, rev, folder) {
+            Ok(texts) => texts,
+            Err(problem) => return (found, vec![problem]),
+        },
     };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-    {
-        match read_status_file(&path) {
+    for (path, text) in texts {
+        let file = text.and_then(|text| {
+            serde_saphyr::from_str::<StatusFile<Observed>>(&text).map_err(|source| {
+                StatusError::Parse {
+                    path,
+                    source: Box::new(source),
+                }
+            })
+        });
+        match file {
             Ok(file) => {
                 found.insert(file.metadata.name, file.status);
             }
@@ -74,15 +110,40 @@ pub fn read_observed(dir: &Path, folder: &str) -> (BTreeMap<String, Observed>, V
     (found, problems)
 }
 
-fn read_status_file(path: &Path) -> Result<StatusFile<Observed>, StatusError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_saphyr::from_str(&text).map_err(|source| StatusError::Parse {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    })
+/// A status file's name and its text, or why it cannot be read.
+type StatusText = (PathBuf, Result<String, StatusError>);
+
+/// The texts of `status/<folder>/*.yaml` as committed at `rev`, each named `rev:path`.
+fn committed_texts(dir: &Path, rev: &str, folder: &str) -> Result<Vec<StatusText>, StatusError> {
+    use crate::config::loader::{git, git_files_at};
+    let git_error = |message: String| StatusError::Git {
+        rev: rev.to_string(),
+        message,
+    };
+    let folder = format!("{STATUS_DIR}/{folder}");
+    let listing = git(
+        dir,
+        &["ls-tree", "-r", "-z", "--name-only", rev, "--", &folder],
+        None,
+    )
+    .map_err(git_error)?;
+    let paths: Vec<String> = listing
+        .split('\0')
+        .filter(|p| p.ends_with(".yaml"))
+        .map(str::to_string)
+        .collect();
+    Ok(git_files_at(dir, rev, paths)
+        .map_err(git_error)?
+        .into_iter()
+        .map(|(path, body)| {
+            let path = PathBuf::from(format!("{rev}:{path}"));
+            let text = String::from_utf8(body).map_err(|e| StatusError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            });
+            (path, text)
+        })
+        .collect())
 }
 
 /// Writes `text` to `path` atomically, only when it differs from what is there.
@@ -118,11 +179,29 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     ))
 }
 
-/// The revision status files report: the git commit of the config, or a content hash of its
-/// files outside git.
+/// The revision status files report: the last git commit that changed the config (status
+/// commits of `--commit-status` are not config changes: they would otherwise make every
+/// pass observe a new revision and commit again), or a content hash of its files outside git.
 pub fn revision(dir: &Path, files: &[crate::config::loader::SourceFile]) -> String {
-    if let Ok(rev) = crate::config::loader::git(dir, &["rev-parse", "--short", "HEAD"], None) {
-        return rev.trim().to_string();
+    let git = |args: &[&str]| {
+        crate::config::loader::git(dir, args, None)
+            .ok()
+            .map(|rev| rev.trim().to_string())
+            .filter(|rev| !rev.is_empty())
+    };
+    let exclude = format!(":(exclude){STATUS_DIR}");
+    if let Some(rev) = git(&[
+        "rev-list",
+        "-1",
+        "--abbrev-commit",
+        "HEAD",
+        "--",
+        ".",
+        &exclude,
+    ])
+    .or_else(|| git(&["rev-parse", "--short", "HEAD"]))
+    {
+        return rev;
     }
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     for f in files {
@@ -461,6 +540,8 @@ fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> Result<usize, Status
 pub enum StatusError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("status files at {rev}: {message}")]
+    Git { rev: String, message: String },
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,

@@ -124,6 +124,39 @@ pub struct ReconcileArgs {
     /// Wait for maps another process drives (their lease) instead of skipping them (exit 1).
     #[arg(long)]
     pub wait: bool,
+    /// With --dry-run: read the actual state from the status files committed at this git
+    /// revision (e.g. origin/dualwrite-status) instead of the state store or the work tree.
+    #[arg(long, value_name = "REF", requires = "dry_run")]
+    pub status_from: Option<String>,
+    #[command(flatten)]
+    pub commit: StatusCommitArgs,
+}
+
+/// Committing the status files back to git (`reconcile` and `run`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StatusCommitArgs {
+    /// Commit the status files that changed after each pass (a machine author; nothing when
+    /// nothing changed).
+    #[arg(long)]
+    pub commit_status: bool,
+    /// Commit them to this branch, which holds only status/ (created on first use), instead
+    /// of the checked-out branch.
+    #[arg(long, value_name = "NAME", requires = "commit_status")]
+    pub status_branch: Option<String>,
+    /// Push the status commits; a remote that moved is fetched and the status-only commits
+    /// replayed on top of it.
+    #[arg(long, requires = "commit_status")]
+    pub push: bool,
+}
+
+impl StatusCommitArgs {
+    pub fn options(&self) -> Option<crate::status_commit::CommitOptions> {
+        self.commit_status
+            .then(|| crate::status_commit::CommitOptions {
+                branch: self.status_branch.clone(),
+                push: self.push,
+            })
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +201,7 @@ fn apply_with(
     src: &dyn ConfigSource,
     out: &mut dyn Write,
     options: &crate::reconcile::PassOptions,
+    commit: Option<&crate::status_commit::CommitOptions>,
 ) -> Result<i32, String> {
     let files = src.files().unwrap_or_default();
     let revision = crate::status::revision(dir, &files);
@@ -228,6 +262,15 @@ fn apply_with(
         published.changed
     )
     .map_err(|e| e.to_string())?;
+    if let Some(commit) = commit {
+        match crate::status_commit::commit(dir, commit, &revision) {
+            Ok(done) => writeln!(out, "{done}").map_err(|e| e.to_string())?,
+            Err(e) => {
+                eprintln!("dualwrite: the status files are written but not committed: {e}");
+                return Ok(exit::INVALID);
+            }
+        }
+    }
     Ok(if report.has_problems() {
         exit::INVALID
     } else {
@@ -297,7 +340,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                     return Ok(exit::INVALID);
                 }
             };
-            let actual = plan::observe(&cli.dir, &cfg).map_err(|e| e.to_string())?;
+            if let Some(rev) = &args.status_from {
+                config::loader::git(
+                    &cli.dir,
+                    &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")],
+                    None,
+                )
+                .map_err(|_| format!("--status-from {rev}: no such git revision"))?;
+            }
+            let actual = plan::observe(&cli.dir, &cfg, args.status_from.as_deref())
+                .map_err(|e| e.to_string())?;
             let plan = plan::Plan::new(&cfg, &actual);
             if args.dry_run {
                 render::plan(out, args.source.output, &plan, &actual.source).map_err(w)?;
@@ -320,7 +372,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 },
                 ..Default::default()
             };
-            apply_with(&cli.dir, &cfg, src.as_ref(), out, &options)
+            apply_with(
+                &cli.dir,
+                &cfg,
+                src.as_ref(),
+                out,
+                &options,
+                args.commit.options().as_ref(),
+            )
         }
         Command::Status { map, output } => {
             let (_, cfg) = load_work_tree(&cli.dir)?;
@@ -405,7 +464,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 only_request: Some(name.clone()),
                 ..Default::default()
             };
-            let code = apply_with(&cli.dir, &cfg, &src, out, &only)?;
+            let code = apply_with(&cli.dir, &cfg, &src, out, &only, None)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             let status = store
                 .request_status(&name)
@@ -480,14 +539,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 return Ok(exit::OK);
             }
             drop(store);
-            apply_with(&cli.dir, &cfg, &src, out, &Default::default())
+            apply_with(&cli.dir, &cfg, &src, out, &Default::default(), None)
         }
         Command::Demo => {
             for file in crate::demo::seed(&cli.dir).map_err(|e| format!("seeding the demo: {e}"))? {
                 writeln!(out, "created {file} (demo data)").map_err(w)?;
             }
             let (src, cfg) = load_work_tree(&cli.dir)?;
-            let code = apply_with(&cli.dir, &cfg, &src, out, &Default::default())?;
+            let code = apply_with(&cli.dir, &cfg, &src, out, &Default::default(), None)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             writeln!(out).map_err(w)?;
             render::status(out, Output::Text, store.as_ref(), &cfg, None)

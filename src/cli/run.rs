@@ -31,6 +31,8 @@ pub struct RunArgs {
     /// This process's name among those sharing the state store (default: host:pid).
     #[arg(long)]
     pub holder_id: Option<String>,
+    #[command(flatten)]
+    pub commit: super::StatusCommitArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +55,7 @@ impl RunArgs {
             },
             lease_ttl: self.lease_ttl,
             holder_id: self.holder_id.clone(),
+            commit: self.commit.options(),
         }
     }
 }

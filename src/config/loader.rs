@@ -113,40 +113,15 @@ impl ConfigSource for GitRevision {
             None,
         )
         .map_err(|e| format!("cannot read revision {rev:?}: {e}"))?;
-        let prefix = git(&self.dir, &["rev-parse", "--show-prefix"], None)?;
-        let prefix = prefix.trim();
         let paths: Vec<String> = listing
             .split('\0')
             .filter(|p| !p.is_empty() && is_config_file(p))
             .map(str::to_string)
             .collect();
-        let request: String = paths
-            .iter()
-            .map(|p| format!("{rev}:{prefix}{p}\n"))
-            .collect();
-        let blob = git_bytes(
-            &self.dir,
-            &["cat-file", "--batch"],
-            Some(request.as_bytes()),
-        )?;
         let mut files = Vec::with_capacity(paths.len());
-        let mut rest = &blob[..];
-        for path in paths {
-            let header_end = rest
-                .iter()
-                .position(|b| *b == b'\n')
-                .ok_or("git cat-file: short output")?;
-            let header = String::from_utf8_lossy(&rest[..header_end]).into_owned();
-            let size: usize = header
-                .rsplit(' ')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("git cat-file: unexpected header {header:?}"))?;
-            let body = &rest[header_end + 1..header_end + 1 + size];
-            let text =
-                String::from_utf8(body.to_vec()).map_err(|_| format!("{path}: not UTF-8"))?;
+        for (path, body) in git_files_at(&self.dir, rev, paths)? {
+            let text = String::from_utf8(body).map_err(|_| format!("{path}: not UTF-8"))?;
             files.push(SourceFile { path, text });
-            rest = &rest[header_end + 1 + size + 1..];
         }
         Ok(order(files))
     }
@@ -156,16 +131,68 @@ impl ConfigSource for GitRevision {
     }
 }
 
+/// The contents of `paths` (relative to `dir`, which may sit below the repository root) as
+/// committed at `rev`, read with one `git cat-file --batch`.
+pub fn git_files_at(
+    dir: &Path,
+    rev: &str,
+    paths: Vec<String>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prefix = git(dir, &["rev-parse", "--show-prefix"], None)?;
+    let prefix = prefix.trim();
+    let request: String = paths
+        .iter()
+        .map(|p| format!("{rev}:{prefix}{p}\n"))
+        .collect();
+    let blob = git_bytes(dir, &["cat-file", "--batch"], Some(request.as_bytes()))?;
+    let mut files = Vec::with_capacity(paths.len());
+    let mut rest = &blob[..];
+    for path in paths {
+        let header_end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or("git cat-file: short output")?;
+        let header = String::from_utf8_lossy(&rest[..header_end]).into_owned();
+        let size: usize = header
+            .rsplit(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("git cat-file: unexpected header {header:?}"))?;
+        files.push((path, rest[header_end + 1..header_end + 1 + size].to_vec()));
+        rest = &rest[header_end + 1 + size + 1..];
+    }
+    Ok(files)
+}
+
 /// Runs git in `dir` and returns its stdout as text.
 pub fn git(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<String, String> {
     git_bytes(dir, args, stdin).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// Runs git in `dir` with extra environment variables (an author, an index file) and
+/// returns its stdout as text.
+pub fn git_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    run_git(dir, args, env, None).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 fn git_bytes(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    run_git(dir, args, &[], stdin)
+}
+
+fn run_git(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
     let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

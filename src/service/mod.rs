@@ -57,6 +57,8 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// This process's name among those sharing the state store (default: host:pid).
     pub holder_id: Option<String>,
+    /// Commit (and push) the status files after each full pass (`--commit-status`).
+    pub commit: Option<crate::status_commit::CommitOptions>,
 }
 
 /// How logs are written on stderr.
@@ -506,45 +508,80 @@ impl Service {
         };
         let log = &mut self.log;
         let published = status::publish(&publication, store, &mut |name, st| log.map(name, st))?;
-        let mut snap = self.shared.write().expect("snapshot lock");
-        snap.revision = revision.to_string();
-        if let Some(alerts) = published.alerts {
-            snap.alerts = alerts;
+        {
+            let mut snap = self.shared.write().expect("snapshot lock");
+            snap.revision = revision.to_string();
+            if let Some(alerts) = published.alerts {
+                snap.alerts = alerts;
+            }
+            let in_requests: HashSet<&str> = cfg
+                .requests
+                .iter()
+                .map(|r| r.resource.metadata.name.as_str())
+                .collect();
+            snap.requests
+                .retain(|name, _| in_requests.contains(name.as_str()));
+            snap.requests.extend(published.requests);
+            let in_config: HashSet<&str> = cfg
+                .maps
+                .iter()
+                .map(|m| m.resource.metadata.name.as_str())
+                .collect();
+            let owned: Option<BTreeSet<String>> = self.leases.as_ref().map(|l| l.owned());
+            snap.maps.retain(|name, _| {
+                in_config.contains(name.as_str()) && owned.as_ref().is_none_or(|o| o.contains(name))
+            });
+            for (name, st) in published.maps {
+                snap.maps.insert(name, st);
+            }
+            snap.leases = self
+                .leases
+                .as_ref()
+                .map(|l| (l.holder().to_string(), l.owned()));
+            snap.change_notification_failures = self.changes.failures();
         }
-        let in_requests: HashSet<&str> = cfg
-            .requests
-            .iter()
-            .map(|r| r.resource.metadata.name.as_str())
-            .collect();
-        snap.requests
-            .retain(|name, _| in_requests.contains(name.as_str()));
-        snap.requests.extend(published.requests);
-        let in_config: HashSet<&str> = cfg
-            .maps
-            .iter()
-            .map(|m| m.resource.metadata.name.as_str())
-            .collect();
-        let owned: Option<BTreeSet<String>> = self.leases.as_ref().map(|l| l.owned());
-        snap.maps.retain(|name, _| {
-            in_config.contains(name.as_str()) && owned.as_ref().is_none_or(|o| o.contains(name))
-        });
-        for (name, st) in published.maps {
-            snap.maps.insert(name, st);
+        // A drain woken by changes only moves counters: those go with the next full pass, so
+        // a busy map does not make a commit per batch.
+        if !scope.changes_only {
+            self.commit_status(revision).await;
         }
-        snap.leases = self
-            .leases
-            .as_ref()
-            .map(|l| (l.holder().to_string(), l.owned()));
-        snap.change_notification_failures = self.changes.failures();
         Ok(())
+    }
+
+    /// `--commit-status`: commits (and pushes) the status files that changed; a failure is
+    /// logged and retried with the next full pass.
+    async fn commit_status(&self, revision: &str) {
+        let Some(options) = self.args.commit.clone() else {
+            return;
+        };
+        let (dir, revision) = (self.dir.clone(), revision.to_string());
+        let done = tokio::task::spawn_blocking(move || {
+            crate::status_commit::commit(&dir, &options, &revision)
+        })
+        .await;
+        match done {
+            Ok(Ok(crate::status_commit::Committed::Nothing)) => {}
+            Ok(Ok(committed)) => tracing::info!("{committed}"),
+            Ok(Err(error)) => tracing::warn!(%error, "status files not committed"),
+            Err(error) => tracing::warn!(%error, "status files not committed"),
+        }
     }
 
     /// `git pull --ff-only` in the config repository; a failure is logged and the pass runs
     /// with what the work tree has.
     async fn pull(&self) {
         let dir = self.dir.clone();
+        let over_status = self
+            .args
+            .commit
+            .as_ref()
+            .is_some_and(|c| c.branch.is_none());
         let pulled = tokio::task::spawn_blocking(move || {
-            config::loader::git(&dir, &["pull", "--ff-only", "-q"], None)
+            if over_status {
+                crate::status_commit::pull(&dir).map_err(|e| e.to_string())
+            } else {
+                config::loader::git(&dir, &["pull", "--ff-only", "-q"], None).map(drop)
+            }
         })
         .await;
         match pulled {
