@@ -463,6 +463,81 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
 }
 
 #[test]
+fn a_running_initial_sync_shows_its_progress_in_the_api_metrics_and_status_file() {
+    with_timeout(180, || {
+        const ROWS: i64 = 300_000;
+        let repo = sqlite_repo();
+        add_customers(&repo, ROWS);
+        // A valueMap: the copy goes through typed values, page by page, long enough to watch.
+        sqlite(
+            &repo,
+            "erp.db",
+            "ALTER TABLE customers ADD COLUMN tier TEXT NOT NULL DEFAULT 'a'",
+        );
+        sqlite(
+            &repo,
+            "crm.db",
+            "DROP TABLE account; CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL, tier INTEGER)",
+        );
+        repo.write(
+            "maps/customers.yaml",
+            &format!(
+                "{CUSTOMERS}    - {{ source: tier, destination: tier, valueMap: {{ a: 1, b: 2 }} }}\n"
+            ),
+        );
+        repo.commit_all("a long copy");
+        let service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
+        let mut api = serde_json::Value::Null;
+        wait_for(Duration::from_secs(60), "progress in the API", || {
+            let (code, body) = service.get("/api/v1/maps/customers");
+            api = serde_json::from_str(&body).unwrap_or_default();
+            code == 200
+                && api["status"]["initialSync"]["progress"]["rowsDone"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0)
+        });
+        let st = &api["status"];
+        assert_eq!(st["phase"], "InitialSync", "{api}");
+        assert_eq!(st["initialSync"]["status"], "Running", "{api}");
+        let progress = &st["initialSync"]["progress"];
+        assert_eq!(progress["estimatedTotal"], ROWS, "{api}");
+        let percent = progress["percent"].as_f64().unwrap();
+        assert!(percent > 0.0 && percent < 100.0, "{api}");
+        assert!(progress["rowsPerSecond"].as_u64().unwrap() > 0, "{api}");
+        assert!(progress["eta"].as_str().is_some(), "{api}");
+
+        let (_, metrics) = service.get("/metrics");
+        assert!(
+            metrics.contains("dualwrite_initial_sync_running{map=\"customers\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "dualwrite_initial_sync_rows_estimated{{map=\"customers\"}} {ROWS}"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("dualwrite_initial_sync_eta_seconds{map=\"customers\"}"),
+            "{metrics}"
+        );
+        // The status file is written while the run goes on, not only after the pass.
+        let file = status(&repo, "maps", "customers").expect("a status file during the run");
+        assert_eq!(file["status"]["phase"], "InitialSync", "{file}");
+        assert!(
+            file["status"]["initialSync"]["progress"]["rowsDone"]
+                .as_u64()
+                .is_some_and(|n| n > 0),
+            "{file}"
+        );
+        assert!(
+            sqlite_count(&repo, "crm.db", "account") < ROWS,
+            "the copy finished before it was watched: make the table bigger"
+        );
+    });
+}
+
+#[test]
 fn sigterm_during_a_whole_table_copy_interrupts_the_statement_at_once() {
     with_timeout(180, || {
         const ROWS: i64 = 1_000_000;

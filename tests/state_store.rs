@@ -215,6 +215,7 @@ fn runtime(cursor: i64) -> MapRuntime {
             )]
             .into(),
             resume_after: [("erp->crm".to_string(), "[9]".to_string())].into(),
+            estimated_rows: [("erp->crm".to_string(), 12)].into(),
             retry_errors: true,
             started_at: Some("2024-05-01T08:00:00Z".into()),
             finished_at: None,

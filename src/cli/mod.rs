@@ -206,8 +206,12 @@ fn apply_with(
     let files = src.files().unwrap_or_default();
     let revision = crate::status::revision(dir, &files);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let mut options = options.clone();
+    options.progress = Some(std::sync::Arc::new(crate::status::LiveStatus::new(
+        dir, cfg,
+    )));
     let report = runtime
-        .block_on(crate::reconcile::run_with(dir, cfg, &revision, options))
+        .block_on(crate::reconcile::run_with(dir, cfg, &revision, &options))
         .map_err(|e| e.to_string())?;
     let store = crate::reconcile::open_store(dir, cfg).map_err(|e| e.to_string())?;
     let publication = crate::status::Publication {

@@ -300,7 +300,10 @@ pub fn status(
                 .iter()
                 .map(|(d, c)| format!("{d} {}/{} written, {} errors", c.written, c.read, c.errors))
                 .collect();
-            format!("run {} {} ({})", i.run, i.status, dirs.join("; "))
+            match &i.progress {
+                Some(p) => format!("run {} {}: {p} ({})", i.run, i.status, dirs.join("; ")),
+                None => format!("run {} {} ({})", i.run, i.status, dirs.join("; ")),
+            }
         });
         writeln!(
             out,

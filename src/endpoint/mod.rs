@@ -568,6 +568,14 @@ pub trait Endpoint: Send + Sync {
     /// The database's clock, in UTC.
     fn now(&self) -> BoxFuture<'_, Result<DateTime<Utc>, EndpointError>>;
 
+    /// `table`'s row count as the engine's statistics estimate it, without a full scan where
+    /// the engine keeps statistics (PostgreSQL `pg_class.reltuples`, MySQL
+    /// `information_schema.TABLES`, SQLite `max(rowid)`, else `count(*)`); `None` when it
+    /// cannot say. Only for showing progress.
+    fn estimate_rows<'a>(&'a self, _table: &'a TableName) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async { None })
+    }
+
     /// Where an endpoint of the same engine can read this endpoint's tables from, if it
     /// can ([`Endpoint::copy_page`]). `None` by default.
     fn copy_origin(&self) -> Option<CopyOrigin> {

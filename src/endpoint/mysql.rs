@@ -389,6 +389,17 @@ impl Dialect for Mysql {
         "SELECT UTC_TIMESTAMP(6)"
     }
 
+    fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
+        vec![Stmt::new(
+            "SELECT CAST(TABLE_ROWS AS SIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+            vec![
+                table.schema.clone().map_or(Value::Null, Value::Text),
+                Value::Text(table.name.clone()),
+            ],
+        )]
+    }
+
     /// `LOAD DATA LOCAL INFILE` while keys are new ([`Mysql::load_directly`]).
     fn loads_new_rows(&self) -> bool {
         true

@@ -813,6 +813,15 @@ impl Dialect for Postgres {
         "SELECT clock_timestamp()"
     }
 
+    fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
+        // reltuples is -1 until the table was first analyzed: unknown, not empty.
+        vec![Stmt::new(
+            "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+            vec![Value::Text(self.quote_table(table))],
+        )]
+    }
+
     fn bulk_load_min_rows(&self) -> Option<usize> {
         Some(BULK_LOAD_MIN_ROWS)
     }

@@ -226,6 +226,10 @@ pub(crate) trait Dialect {
     /// A query returning the database's current UTC time as one column.
     fn now_sql(&self) -> &'static str;
 
+    /// Queries that estimate `table`'s row count as one integer column, tried in order until
+    /// one answers (the engine's statistics first; see [`Endpoint::estimate_rows`]).
+    fn row_estimates(&self, table: &TableName) -> Vec<Stmt>;
+
     /// From how many rows on a run of upserts is loaded in bulk ([`Load`]); `None`: never,
     /// always multi-row `INSERT`s.
     fn bulk_load_min_rows(&self) -> Option<usize> {
@@ -1221,6 +1225,20 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
 
     fn now(&self) -> BoxFuture<'_, Result<DateTime<Utc>, EndpointError>> {
         Box::pin(self.now())
+    }
+
+    fn estimate_rows<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            for stmt in self.engine.row_estimates(table) {
+                let rows = self.engine.query(stmt, vec![ValueKind::Int]).await;
+                if let Ok(rows) = rows
+                    && let Some(Value::Int(n)) = rows.first().and_then(|r| r.first())
+                {
+                    return u64::try_from(*n).ok();
+                }
+            }
+            None
+        })
     }
 
     fn copy_origin(&self) -> Option<CopyOrigin> {

@@ -252,6 +252,15 @@ impl Dialect for Sqlite {
         "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     }
 
+    fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
+        // max(rowid) reads one index entry; a WITHOUT ROWID table has none: count(*).
+        let table = self.quote_table(table);
+        vec![
+            Stmt::new(format!("SELECT max(rowid) FROM {table}"), vec![]),
+            Stmt::new(format!("SELECT count(*) FROM {table}"), vec![]),
+        ]
+    }
+
     /// Every run of upserts: SQLite is in process, so one prepared single-row upsert run
     /// per row costs no round trips and parses nothing per batch.
     fn bulk_load_min_rows(&self) -> Option<usize> {

@@ -86,6 +86,9 @@ pub struct PassOptions {
     pub respect_backoff: bool,
     /// How the pass gets the right to drive each map (`crate::lease`).
     pub leasing: Leasing,
+    /// Shows a running initial sync's progress while the pass runs (a status file, the
+    /// service's snapshot).
+    pub progress: Option<std::sync::Arc<dyn crate::sync::ProgressObserver>>,
 }
 
 /// How a pass holds the leases of the maps it drives.
@@ -242,6 +245,7 @@ pub async fn run_on(
             &mut queues,
         );
         cx.fence = fence;
+        cx.progress = options.progress.clone();
         let outcome = drive(&mut cx, store, record, observed, runtime, revision).await?;
         report.retry_at = earliest(report.retry_at, outcome.next_attempt);
         report.maps.push((name, outcome.phase, outcome.problem));
@@ -351,12 +355,14 @@ async fn drive(
         runtime.held_action = None;
         runtime.resumed_at = Some(crate::clock::now_millis());
     }
+    let observer = cx.progress.clone();
     let mut journal = Journal {
         store,
         map: name.clone(),
         record,
         runtime,
         recorded: Vec::new(),
+        observer: observer.as_deref(),
     };
     if is_new {
         journal.log("Created", "map created from the config")?;

@@ -35,6 +35,8 @@ pub(super) struct MapContext<'s, 'c> {
     pub queues: &'s mut crate::requests::Queues,
     /// The lease epoch this process drives the map with, which every write carries.
     pub fence: Option<crate::endpoint::Fence>,
+    /// Told of a running initial sync's progress after each periodic save.
+    pub progress: Option<std::sync::Arc<dyn crate::sync::ProgressObserver>>,
     /// Both tables, connected and described, once an action needed them.
     prepared: Option<Prepared>,
 }
@@ -56,6 +58,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
             alerts,
             queues,
             fence: None,
+            progress: None,
             prepared: None,
         }
     }

@@ -295,6 +295,56 @@ pub(crate) fn render(s: &Snapshot) -> String {
         }
     }
 
+    let running: Vec<(&String, &crate::status::Progress)> = s
+        .maps
+        .iter()
+        .filter_map(|(map, st)| Some((map, st.initial_sync.as_ref()?.progress.as_ref()?)))
+        .collect();
+    let mut f = family(
+        o,
+        "dualwrite_initial_sync_rows_estimated",
+        "gauge",
+        "The source rows a running initial sync expects in all (the tables' statistics).",
+    );
+    for (map, p) in &running {
+        if let Some(total) = p.estimated_total {
+            f.sample(
+                "dualwrite_initial_sync_rows_estimated",
+                &[("map", map)],
+                total as f64,
+            );
+        }
+    }
+    let mut f = family(
+        o,
+        "dualwrite_initial_sync_rows_per_second",
+        "gauge",
+        "Rows a running initial sync has read per second since it started.",
+    );
+    for (map, p) in &running {
+        f.sample(
+            "dualwrite_initial_sync_rows_per_second",
+            &[("map", map)],
+            p.rows_per_second as f64,
+        );
+    }
+    let mut f = family(
+        o,
+        "dualwrite_initial_sync_eta_seconds",
+        "gauge",
+        "Seconds until a running initial sync should end, at its rate so far.",
+    );
+    for (map, p) in &running {
+        let left = p
+            .eta
+            .as_deref()
+            .and_then(crate::clock::parse_utc)
+            .map(|eta| (eta - chrono::Utc::now()).num_milliseconds().max(0) as f64 / 1000.0);
+        if let Some(left) = left {
+            f.sample("dualwrite_initial_sync_eta_seconds", &[("map", map)], left);
+        }
+    }
+
     let mut f = family(
         o,
         "dualwrite_alert_firing",

@@ -168,6 +168,29 @@ pub fn run(dir: &Path, options: &Options) -> Result<(), ServiceError> {
 struct Loaded {
     cfg: Arc<Config>,
     revision: String,
+    /// Shows a running initial sync in its status file and in the snapshot served.
+    progress: Arc<LiveProgress>,
+}
+
+/// The service's [`crate::sync::ProgressObserver`]: the map's status file, and the snapshot
+/// that `/metrics` and `/api/v1/maps/NAME` serve, while the initial sync runs.
+#[derive(Debug)]
+struct LiveProgress {
+    status: status::LiveStatus,
+    shared: Shared,
+}
+
+impl crate::sync::ProgressObserver for LiveProgress {
+    fn saved(&self, store: &dyn StateStore, map: &str) {
+        match self.status.write(store, map) {
+            Ok(Some(st)) => {
+                let mut snap = self.shared.write().expect("snapshot lock");
+                snap.maps.insert(map.to_string(), st);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(map, %error, "the status of a running initial sync"),
+        }
+    }
 }
 
 struct Service {
@@ -301,6 +324,7 @@ impl Service {
         };
         let cfg = Arc::clone(&loaded.cfg);
         let revision = loaded.revision.clone();
+        let progress: Arc<dyn crate::sync::ProgressObserver> = loaded.progress.clone();
         if self.store.is_none() {
             match reconcile::open_store(&self.dir, &cfg) {
                 Ok(store) => self.store = Some(store),
@@ -351,6 +375,7 @@ impl Service {
             changes_only: tables.is_some(),
             respect_backoff: true,
             leasing,
+            progress: Some(progress),
             ..Scope::default()
         };
         if let Some(leases) = &self.leases {
@@ -444,9 +469,14 @@ impl Service {
                 if changed_store {
                     self.store = None;
                 }
+                let progress = Arc::new(LiveProgress {
+                    status: status::LiveStatus::new(&self.dir, &cfg),
+                    shared: Arc::clone(&self.shared),
+                });
                 self.good = Some(Loaded {
                     cfg: Arc::new(cfg),
                     revision,
+                    progress,
                 });
             }
             Err(diags) => {

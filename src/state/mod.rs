@@ -227,6 +227,10 @@ pub struct InitialSyncRun {
     /// Where a crashed copy resumes: the last key written, per direction (JSON array).
     #[serde(default)]
     pub resume_after: std::collections::BTreeMap<String, String>,
+    /// The source's row count per direction as its table statistics estimated it when the
+    /// direction's copy began (absent when the engine could not say).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub estimated_rows: std::collections::BTreeMap<String, u64>,
 }
 
 fn yes() -> bool {

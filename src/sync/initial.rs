@@ -20,13 +20,18 @@
 //! Progress (the last key written and the counts) is saved at most once per
 //! [`SAVE_EVERY`], always at the end and before returning an error; the key saved only ever
 //! covers committed batches. A killed run resumes from the last saved key and rewrites at
-//! most about a second of rows (idempotent upserts).
+//! most about a second of rows (idempotent upserts). Each save also tells the pass's
+//! [`super::ProgressObserver`]; the source's row estimate (`Endpoint::estimate_rows`) is
+//! taken once per direction when its copy begins, for the total, percentage and ETA of the
+//! terminal bar (a plain log line every [`PLAIN_EVERY`] when stderr is not a terminal).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::status::thousands;
 
 use super::{Journal, Outcome, Sides, SyncError, prepare, write_isolating};
 use crate::endpoint::{
@@ -37,6 +42,9 @@ use crate::sync::Flow;
 
 /// How often progress is saved to the state store during a copy.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a copy logs a progress line when stderr is not a terminal.
+pub const PLAIN_EVERY: Duration = Duration::from_secs(10);
 
 /// Pages read ahead of the writer (besides the one being read and the one being written).
 const READ_AHEAD: usize = 1;
@@ -65,7 +73,18 @@ pub async fn copy(
         .resume_after
         .get(&way)
         .and_then(|v| key_from_json(v, &super::key_kinds(flow, sides.from_info)).ok());
-    let progress = progress_bar(&journal.map, &way);
+    if !run.estimated_rows.contains_key(&way)
+        && let Some(n) = sides.from.estimate_rows(sides.from_table).await
+    {
+        run.estimated_rows.insert(way.clone(), n);
+    }
+    let done = run.directions.get(&way).map_or(0, |c| c.read);
+    let mut progress = Meter::new(
+        &journal.map,
+        &way,
+        run.estimated_rows.get(&way).copied(),
+        done,
+    );
     let filter = Filter { only_missing, skip };
     let result = match in_database_copy(sides, flow, &filter, journal) {
         Err(e) => Err(e),
@@ -78,17 +97,18 @@ pub async fn copy(
                 batch_size,
             };
             pages
-                .copy_in_database(&copy, after, journal, &progress)
+                .copy_in_database(&copy, after, journal, &mut progress)
                 .await
         }
         Ok(None) => {
             let (pages, reader) = spawn_reader(sides, flow, after, batch_size);
-            let result = copy_pages(sides, flow, &filter, journal, &way, pages, &progress).await;
+            let result =
+                copy_pages(sides, flow, &filter, journal, &way, pages, &mut progress).await;
             reader.abort();
             result
         }
     };
-    progress.finish_and_clear();
+    progress.bar.finish_and_clear();
     // The in-memory resume key covers only committed batches: always safe to save, and
     // saving it on an error keeps the progress made since the last periodic save.
     let saved = journal.save();
@@ -195,10 +215,9 @@ impl Pages<'_> {
         copy: &TableCopy,
         mut after: Option<Vec<Value>>,
         journal: &mut Journal<'_>,
-        progress: &ProgressBar,
+        progress: &mut Meter,
     ) -> Result<(), SyncError> {
         let limit = self.batch_size.max(IN_DATABASE_PAGE);
-        let mut last_save = Instant::now();
         loop {
             if crate::shutdown::requested() {
                 return Err(SyncError::Stopped);
@@ -231,11 +250,7 @@ impl Pages<'_> {
                     }
                 }
             };
-            if last_save.elapsed() >= SAVE_EVERY {
-                journal.save()?;
-                last_save = Instant::now();
-            }
-            progress.inc(read);
+            progress.advance(journal, read)?;
         }
         Ok(())
     }
@@ -305,9 +320,8 @@ async fn copy_pages(
     journal: &mut Journal<'_>,
     way: &str,
     mut pages: tokio::sync::mpsc::Receiver<Page>,
-    progress: &ProgressBar,
+    progress: &mut Meter,
 ) -> Result<(), SyncError> {
-    let mut last_save = Instant::now();
     loop {
         if crate::shutdown::requested() {
             return Err(SyncError::Stopped);
@@ -321,11 +335,7 @@ async fn copy_pages(
         }
         let read = page.len() as u64;
         write_page(sides, flow, filter, journal, way, page).await?;
-        if last_save.elapsed() >= SAVE_EVERY {
-            journal.save()?;
-            last_save = Instant::now();
-        }
-        progress.inc(read);
+        progress.advance(journal, read)?;
     }
     Ok(())
 }
@@ -386,15 +396,114 @@ async fn write_page(
     Ok(())
 }
 
-fn progress_bar(map: &str, way: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+/// A copy's progress: the terminal bar (or a plain log line every [`PLAIN_EVERY`]), and
+/// the periodic save of the run, which tells the pass's observer.
+struct Meter {
+    bar: ProgressBar,
+    terminal: bool,
+    label: String,
+    total: Option<u64>,
+    started: Instant,
+    /// Rows read before this process took the copy up (a resumed run).
+    resumed_at: u64,
+    last_save: Instant,
+    last_line: Instant,
+}
+
+impl Meter {
+    fn new(map: &str, way: &str, total: Option<u64>, done: u64) -> Meter {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = match total {
+            Some(total) => ProgressBar::new(total.max(done)),
+            None => ProgressBar::new_spinner(),
+        };
+        if !terminal {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let template = match total {
+            Some(_) => {
+                "{msg} [{bar:30}] {human_pos}/~{human_len} rows ({percent}%, {rate}, ETA {eta})"
+            }
+            None => "{spinner} {msg} {human_pos} rows ({rate})",
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{} rows/s", thousands(state.per_sec().round() as u64));
+                    },
+                )
+                .progress_chars("=> "),
+        );
+        let label = format!("{map} initial sync {way}");
+        bar.set_message(label.clone());
+        bar.set_position(done);
+        bar.reset_eta();
+        let now = Instant::now();
+        Meter {
+            bar,
+            terminal,
+            label,
+            total,
+            started: now,
+            resumed_at: done,
+            last_save: now,
+            last_line: now,
+        }
     }
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {pos} rows ({per_sec})")
-            .expect("valid template"),
-    );
-    bar.set_message(format!("{map} initial sync {way}"));
-    bar
+
+    /// `read` more rows are done (and committed): move the bar, save the run and tell the
+    /// observer at most once per [`SAVE_EVERY`].
+    fn advance(&mut self, journal: &mut Journal<'_>, read: u64) -> Result<(), SyncError> {
+        self.bar.inc(read);
+        if self.total.is_some_and(|t| self.bar.position() > t) {
+            // The statistics were low: the total grows with what is found.
+            self.bar.set_length(self.bar.position());
+        }
+        if self.last_save.elapsed() >= SAVE_EVERY {
+            journal.save_progress()?;
+            self.last_save = Instant::now();
+        }
+        if !self.terminal && self.last_line.elapsed() >= PLAIN_EVERY {
+            self.last_line = Instant::now();
+            // The service logs it; a command on a pipe (CI) prints it.
+            if tracing::dispatcher::has_been_set() {
+                tracing::info!("{}", self.line());
+            } else {
+                eprintln!("{}", self.line());
+            }
+        }
+        Ok(())
+    }
+
+    /// `customers initial sync SourceToDestination: 120,000 of ~400,000 rows (30%),
+    /// 11,800 rows/s, about 24s left`.
+    fn line(&self) -> String {
+        let done = self.bar.position();
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            (done - self.resumed_at) as f64 / secs
+        } else {
+            0.0
+        };
+        let mut line = format!("{}: {} ", self.label, thousands(done));
+        match self.total {
+            Some(total) => {
+                let percent = (done * 100).checked_div(total.max(1)).unwrap_or(0).min(99);
+                line.push_str(&format!("of ~{} rows ({percent}%)", thousands(total)));
+                if rate > 0.0 {
+                    let left = total.saturating_sub(done) as f64 / rate;
+                    line.push_str(&format!(
+                        ", {} rows/s, about {}s left",
+                        thousands(rate.round() as u64),
+                        left.round() as u64
+                    ));
+                }
+            }
+            None => line.push_str(&format!("rows, {} rows/s", thousands(rate.round() as u64))),
+        }
+        line
+    }
 }

@@ -231,6 +231,13 @@ async fn write_with_retry(
     }
 }
 
+/// Told after each periodic save of a running initial sync (with the store that holds it),
+/// so that its progress can be shown while the pass still runs: the map's status file, the
+/// service's API and metrics.
+pub trait ProgressObserver: Send + Sync + std::fmt::Debug {
+    fn saved(&self, store: &dyn crate::state::StateStore, map: &str);
+}
+
 /// Where a map's sync writes what happened: errored records, superseded errors, progress.
 pub struct Journal<'a> {
     pub store: &'a mut dyn crate::state::StateStore,
@@ -240,6 +247,7 @@ pub struct Journal<'a> {
     /// Failures recorded since the caller last took them, as (error type, RFC 3339 time):
     /// what alert windows count.
     pub recorded: Vec<(ErrorType, String)>,
+    pub observer: Option<&'a dyn ProgressObserver>,
 }
 
 impl Journal<'_> {
@@ -303,6 +311,15 @@ impl Journal<'_> {
     /// Saves phase and runtime atomically: the commit point of progress.
     pub fn save(&mut self) -> Result<(), crate::state::StateError> {
         self.store.save(&self.record, &self.runtime)
+    }
+
+    /// Saves, then tells the observer (a copy's periodic save).
+    pub fn save_progress(&mut self) -> Result<(), crate::state::StateError> {
+        self.save()?;
+        if let Some(observer) = self.observer {
+            observer.saved(&*self.store, &self.map);
+        }
+        Ok(())
     }
 
     pub fn log(&self, event: &str, message: &str) -> Result<(), crate::state::StateError> {
