@@ -389,6 +389,10 @@ pub struct Queue {
     pub pending: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_at: Option<String>,
+    /// `dualwrite status` only: the capture tables could not be asked now, so this is the
+    /// count of the last pass, as of then. Never in a status file (written by that pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -538,6 +542,7 @@ fn map_status(
         queue: runtime.queue.as_ref().map(|q| Queue {
             pending: q.pending,
             oldest_at: q.oldest_at.clone(),
+            as_of: None,
         }),
         next_attempt_at: runtime.next_attempt_at.clone(),
         counters: Counters {
@@ -585,6 +590,65 @@ fn write_status<S: Serialize>(
 /// Writes `status/maps/<name>.yaml`; returns whether it changed.
 fn write_map_status(dir: &Path, name: &str, status: &MapStatus) -> Result<bool, StatusError> {
     write_status(dir, "maps", "TableMapStatus", name, status)
+}
+
+/// How long `dualwrite status` waits for the capture tables of one map.
+const LIVE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `dualwrite status`: each map's queue as its capture tables hold it now, not as the last
+/// pass counted it (a Paused map's queue grows between passes). Where a side cannot be asked
+/// in time, the last pass's count stays, marked `asOf` when it was counted.
+pub fn live_queues(
+    dir: &Path,
+    cfg: &crate::config::Config,
+    store: &dyn crate::state::StateStore,
+    statuses: &mut [(String, MapStatus)],
+) -> Result<(), crate::state::StateError> {
+    use crate::state::Phase;
+    let counted = statuses.iter().any(|(_, st)| {
+        Phase::parse(&st.phase)
+            .is_some_and(|p| matches!(p, Phase::Running | Phase::Paused | Phase::InitialSync))
+    });
+    if !counted {
+        return Ok(());
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Ok(());
+    };
+    let mut connections = crate::sync::link::Connections::new(dir, cfg);
+    for (name, st) in statuses.iter_mut() {
+        let live = Phase::parse(&st.phase)
+            .is_some_and(|p| matches!(p, Phase::Running | Phase::Paused | Phase::InitialSync));
+        let Some(map) = cfg.map(name).filter(|_| live) else {
+            continue;
+        };
+        let stored = store.runtime(name)?;
+        let now = runtime.block_on(async {
+            tokio::time::timeout(
+                LIVE_QUEUE_WAIT,
+                crate::sync::link::queue_of(&mut connections, map, &stored),
+            )
+            .await
+            .ok()
+            .flatten()
+        });
+        st.queue = match now {
+            Some(q) => Some(Queue {
+                pending: q.pending,
+                oldest_at: q.oldest_at,
+                as_of: None,
+            }),
+            None => stored.queue.map(|q| Queue {
+                pending: q.pending,
+                oldest_at: q.oldest_at,
+                as_of: Some(q.counted_at.unwrap_or_else(|| "the last pass".into())),
+            }),
+        };
+    }
+    Ok(())
 }
 
 /// Writes the status file of each map whose initial sync saved its progress, while the pass

@@ -388,7 +388,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
         Command::Status { map, output } => {
             let (_, cfg) = load_work_tree(&cli.dir)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
-            render::status(out, *output, store.as_ref(), &cfg, map.as_deref())
+            render::status(out, *output, &cli.dir, store.as_ref(), &cfg, map.as_deref())
                 .map_err(|e| e.to_string())?;
             Ok(exit::OK)
         }
@@ -553,7 +553,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             let code = apply_with(&cli.dir, &cfg, &src, out, &Default::default(), None)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             writeln!(out).map_err(w)?;
-            render::status(out, Output::Text, store.as_ref(), &cfg, None)
+            render::status(out, Output::Text, &cli.dir, store.as_ref(), &cfg, None)
                 .map_err(|e| e.to_string())?;
             Ok(code)
         }

@@ -248,6 +248,7 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
 pub fn status(
     out: &mut dyn Write,
     format: Output,
+    dir: &std::path::Path,
     store: &dyn crate::state::StateStore,
     cfg: &Config,
     only: Option<&str>,
@@ -257,7 +258,8 @@ pub fn status(
         .iter()
         .map(|m| &m.resource)
         .filter(|m| only.is_none_or(|o| o == m.metadata.name));
-    let all = crate::status::map_statuses(store, selected).map_err(io::Error::other)?;
+    let mut all = crate::status::map_statuses(store, selected).map_err(io::Error::other)?;
+    crate::status::live_queues(dir, cfg, store, &mut all).map_err(io::Error::other)?;
     let mut requests = Vec::new();
     for r in cfg
         .requests
@@ -319,6 +321,14 @@ pub fn status(
         )?;
         for c in s.conditions.iter().filter(|c| c.status != "True") {
             writeln!(out, "    {}: {} ({})", c.kind, c.reason, c.message)?;
+        }
+        if let Some(q) = s.queue.as_ref().filter(|q| q.as_of.is_some()) {
+            writeln!(
+                out,
+                "    QUEUED {} as of {}: its capture tables cannot be asked now",
+                q.pending,
+                q.as_of.as_deref().unwrap_or_default()
+            )?;
         }
         for e in s.errors.recent.iter().take(5) {
             writeln!(

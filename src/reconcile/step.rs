@@ -214,24 +214,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
     }
 
     async fn queue_depth(&mut self, journal: &Journal<'_>) -> Option<QueueState> {
-        let mut queue = QueueState::default();
-        let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
-        for way in Way::of(self.map.spec.direction) {
-            let (from_side, _) = ends(way);
-            let table = TableName::parse(side_table(self.map, from_side)).ok()?;
-            let ep = self.connections.side(self.map, from_side).await.ok()?;
-            let depth = ep
-                .queue_depth(&table, sync::cursor(&journal.runtime, way))
-                .await
-                .ok()?;
-            queue.pending += depth.pending;
-            oldest = match (oldest, depth.oldest_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        queue.oldest_at = oldest.map(|t| crate::clock::format_millis(crate::clock::millis(t)));
-        Some(queue)
+        sync::link::queue_of(self.connections, self.map, &journal.runtime).await
     }
 
     /// Runs the requests waiting for a Running, caught-up map, in order, storing each status.

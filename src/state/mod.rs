@@ -139,6 +139,9 @@ pub struct QueueState {
     pub pending: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_at: Option<String>,
+    /// When it was counted (RFC 3339, seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_at: Option<String>,
 }
 
 /// Why a map cannot do its work (the reason of its `Ready=False` condition).

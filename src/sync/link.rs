@@ -136,6 +136,37 @@ pub fn side_table(map: &TableMap, side: Side) -> &str {
     }
 }
 
+/// A map's queue as its capture tables hold it now: the changes after the map's cursors on
+/// every side it captures, and when the oldest was captured. `None` when a side cannot be
+/// asked (its endpoint down, its table gone).
+pub async fn queue_of(
+    connections: &mut Connections<'_>,
+    map: &TableMap,
+    runtime: &crate::state::MapRuntime,
+) -> Option<crate::state::QueueState> {
+    let mut queue = crate::state::QueueState {
+        counted_at: Some(crate::clock::now_secs()),
+        ..Default::default()
+    };
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for way in Way::of(map.spec.direction) {
+        let (from_side, _) = ends(way);
+        let table = TableName::parse(side_table(map, from_side)).ok()?;
+        let ep = connections.side(map, from_side).await.ok()?;
+        let depth = ep
+            .queue_depth(&table, super::cursor(runtime, way))
+            .await
+            .ok()?;
+        queue.pending += depth.pending;
+        oldest = match (oldest, depth.oldest_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    queue.oldest_at = oldest.map(|t| crate::clock::format_millis(crate::clock::millis(t)));
+    Some(queue)
+}
+
 /// The side a way reads (and captures) from, and the side it writes to.
 pub fn ends(way: Way) -> (Side, Side) {
     match way {
