@@ -233,6 +233,7 @@ fn runtime(cursor: i64) -> MapRuntime {
         queue: Some(QueueState {
             pending: 3,
             oldest_at: Some("2024-05-01T09:59:00.000Z".into()),
+            counted_at: Some("2024-05-01T10:00:00Z".into()),
         }),
         resumed_at: Some("2024-05-01T09:00:00.000Z".into()),
         held_action: Some(AlertAction::Pause),
