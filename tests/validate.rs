@@ -444,6 +444,7 @@ fn every_yaml_example_names_its_schema() {
         "examples/maps",
         "examples/alerts",
         "examples/requests",
+        "examples/solutions",
     ] {
         for entry in std::fs::read_dir(root.join(dir))
             .into_iter()
