@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Subcommand};
 
 use super::{Output, exit};
-use crate::config::{Diagnostic, SemVer, WorkTree};
+use crate::config::{Diagnostic, SemVer, SolutionManifest, WorkTree};
 use crate::solution::changes::{self, ChangeKind, FileChange};
 use crate::solution::export::{ExportError, ExportRequest};
 use crate::solution::import::{ImportError, ImportOptions};
@@ -134,15 +134,8 @@ pub fn run(dir: &Path, command: &SolutionCommand, out: &mut dyn Write) -> Result
             let m = &exported.manifest;
             writeln!(
                 out,
-                "exported solution {} {} by {} ({}{}): {} map(s), {} alert rule(s) → {}",
-                m.metadata.name,
-                m.spec.version,
-                m.spec.publisher.name,
-                if m.spec.managed {
-                    "managed"
-                } else {
-                    "unmanaged"
-                },
+                "exported solution {}{}: {} map(s), {} alert rule(s) → {}",
+                describe(m),
                 if args.sign_key_from_env.is_some() {
                     ", signed"
                 } else {
@@ -177,15 +170,8 @@ pub fn run(dir: &Path, command: &SolutionCommand, out: &mut dyn Write) -> Result
             let m = &plan.manifest;
             writeln!(
                 out,
-                "Import solution {} {} by {} ({}){}{}",
-                m.metadata.name,
-                m.spec.version,
-                m.spec.publisher.name,
-                if m.spec.managed {
-                    "managed"
-                } else {
-                    "unmanaged"
-                },
+                "Import solution {}{}{}",
+                describe(m),
                 plan.replaces
                     .as_ref()
                     .map(|v| format!(", replacing {v}"))
@@ -268,12 +254,7 @@ pub fn run(dir: &Path, command: &SolutionCommand, out: &mut dyn Write) -> Result
                 other => other.to_string(),
             })?;
             let m = &plan.manifest;
-            writeln!(
-                out,
-                "Uninstall solution {} {} by {}",
-                m.metadata.name, m.spec.version, m.spec.publisher.name
-            )
-            .map_err(w)?;
+            writeln!(out, "Uninstall solution {}", describe(m)).map_err(w)?;
             render_changes(out, &plan.changes).map_err(w)?;
             for map in &plan.maps_removed {
                 writeln!(
@@ -307,6 +288,21 @@ pub fn run(dir: &Path, command: &SolutionCommand, out: &mut dyn Write) -> Result
             Ok(exit::OK)
         }
     }
+}
+
+/// `finance-core 1.3.0 by contoso (managed)`.
+fn describe(m: &SolutionManifest) -> String {
+    format!(
+        "{} {} by {} ({})",
+        m.metadata.name,
+        m.spec.version,
+        m.spec.publisher.name,
+        if m.spec.managed {
+            "managed"
+        } else {
+            "unmanaged"
+        }
+    )
 }
 
 fn render_changes(out: &mut dyn Write, changes: &[FileChange]) -> std::io::Result<()> {

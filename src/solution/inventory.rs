@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::config::solutions::Origin;
+use crate::config::{Components, Config, Publisher, SemVer};
 
 /// One solution as `solution list` and its status file show it.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -66,43 +66,62 @@ pub fn summaries(cfg: &Config) -> Vec<SolutionSummary> {
         let spec = &m.resource.spec;
         let mine = |o: &Origin| o.solution() == Some(name.as_str());
         out.push(SolutionSummary {
-            name: name.clone(),
-            publisher: spec.publisher.name.clone(),
-            version: spec.version.to_string(),
             managed: true,
-            file: m.file.clone(),
             installed_at: spec.installed_at.map(|t| t.to_rfc3339()),
             source_revision: Some(spec.source_revision.clone()),
-            maps: spec
-                .components
-                .maps
-                .iter()
-                .map(|map| (map.clone(), in_force(cfg, map, &mine)))
-                .collect(),
-            alerts: spec.components.alerts.clone(),
             checksums: spec.files.clone(),
+            ..summary(
+                cfg,
+                name,
+                &m.file,
+                &spec.publisher,
+                &spec.version,
+                &spec.components,
+                &mine,
+            )
         });
     }
     for s in &cfg.solutions {
         let spec = &s.resource.spec;
         let mine = |o: &Origin| matches!(o, Origin::Local { .. });
-        out.push(SolutionSummary {
-            name: s.resource.metadata.name.clone(),
-            publisher: spec.publisher.name.clone(),
-            version: spec.version.to_string(),
-            managed: false,
-            file: s.file.clone(),
-            installed_at: None,
-            source_revision: None,
-            maps: spec
-                .components
-                .maps
-                .iter()
-                .map(|map| (map.clone(), in_force(cfg, map, &mine)))
-                .collect(),
-            alerts: spec.components.alerts.clone(),
-            checksums: BTreeMap::new(),
-        });
+        let name = &s.resource.metadata.name;
+        out.push(summary(
+            cfg,
+            name,
+            &s.file,
+            &spec.publisher,
+            &spec.version,
+            &spec.components,
+            &mine,
+        ));
     }
     out
+}
+
+/// The summary of an unmanaged solution: what both kinds share.
+fn summary(
+    cfg: &Config,
+    name: &str,
+    file: &str,
+    publisher: &Publisher,
+    version: &SemVer,
+    components: &Components,
+    mine: &dyn Fn(&Origin) -> bool,
+) -> SolutionSummary {
+    SolutionSummary {
+        name: name.to_string(),
+        publisher: publisher.name.clone(),
+        version: version.to_string(),
+        managed: false,
+        file: file.to_string(),
+        installed_at: None,
+        source_revision: None,
+        maps: components
+            .maps
+            .iter()
+            .map(|map| (map.clone(), in_force(cfg, map, mine)))
+            .collect(),
+        alerts: components.alerts.clone(),
+        checksums: BTreeMap::new(),
+    }
 }
