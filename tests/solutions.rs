@@ -903,3 +903,44 @@ fn backup_and_restore_give_the_same_plan() {
         run.stdout
     );
 }
+
+#[test]
+fn solution_resources_are_validated_with_positions() {
+    let repo = test_env();
+    repo.write(
+        "solutions/finance-core.yaml",
+        &SOLUTION
+            .replace("version: 1.0.0", "version: v1.0.0")
+            .replace("name: contoso,", "name: Contoso,")
+            .replace("endpoints: [erp, crm]", "endpoints: [erp, crn]"),
+    );
+    repo.write(
+        "maps/solution.yaml",
+        &SOLUTION.replace("finance-core", "other"),
+    );
+    let run = repo.run(&["validate"]);
+    assert_eq!(run.code, 1);
+    for expected in [
+        "maps/solution.yaml:2:7: kind: a Solution belongs in solutions/<name>.yaml",
+        "solutions/finance-core.yaml:5:22: spec.publisher.name: \"Contoso\" is not a valid name",
+        "solutions/finance-core.yaml:6:12: spec.version: \"v1.0.0\" is not a semantic version",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "lacks {expected:?}:\n{}",
+            run.stdout
+        );
+    }
+    // Semantic checks need a schema-valid document: the endpoint is named once it is.
+    repo.write(
+        "solutions/finance-core.yaml",
+        &SOLUTION.replace("endpoints: [erp, crm]", "endpoints: [erp, crn]"),
+    );
+    repo.remove("maps/solution.yaml");
+    let run = repo.run(&["validate"]);
+    assert!(
+        run.stdout.contains("solutions/finance-core.yaml:9:32: spec.requires.endpoints[1]: unknown endpoint \"crn\" (did you mean \"crm\"?)"),
+        "{}",
+        run.stdout
+    );
+}

@@ -308,3 +308,33 @@ fn first_line(e: &dyn std::fmt::Display) -> String {
 pub fn render_manifest(manifest: &SolutionManifest) -> String {
     serde_saphyr::to_string(manifest).expect("a manifest renders as YAML")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_escape_are_recognized() {
+        for bad in [
+            "../x.yaml",
+            "maps/../../x.yaml",
+            "/etc/x",
+            "\\x",
+            "c:/x",
+            "maps/./x.yaml",
+        ] {
+            assert!(escapes(bad), "{bad}");
+        }
+        for good in ["maps/a.yaml", "solution.yaml", "alerts/b-2.yaml"] {
+            assert!(!escapes(good) && expected(good), "{good}");
+        }
+        for unexpected in [
+            "maps/A.yaml",
+            "maps/a/b.yaml",
+            "requests/r.yaml",
+            "maps/a.yml",
+        ] {
+            assert!(!expected(unexpected), "{unexpected}");
+        }
+    }
+}
