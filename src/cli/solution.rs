@@ -57,7 +57,7 @@ pub enum SolutionCommand {
 #[derive(clap::Args, Debug)]
 #[command(group(ArgGroup::new("kind").required(true).args(["managed", "unmanaged"])))]
 pub struct ExportArgs {
-    /// The Solution (solutions/<name>.yaml) to export.
+    /// The Solution (solutions/NAME.yaml) to export.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub name: Option<String>,
     /// Export every map and alert rule as solution "backup" (version 1.0.0 unless --version).
