@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod requests;
 pub mod service;
 pub mod shutdown;
+pub mod solution;
 pub mod state;
 pub mod status;
 pub mod status_commit;

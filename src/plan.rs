@@ -365,6 +365,10 @@ pub struct MapPlan {
     pub actions: Vec<MapAction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
+    /// Which definition is in force, when it comes from a solution or another one exists
+    /// (`spec.mapVersions`): `solution finance-core 1.2.0 (contoso) at …`, or the local file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defined_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
@@ -582,6 +586,10 @@ impl Plan {
                 desired_state: Some(desired.spec.state),
                 actions,
                 held_by: observed.and_then(|o| o.held_by.clone()),
+                defined_by: cfg.map_versions.get(name).and_then(|v| {
+                    (v.in_force.solution().is_some() || !v.others.is_empty())
+                        .then(|| v.in_force.to_string())
+                }),
                 diff,
             });
         }
@@ -593,6 +601,7 @@ impl Plan {
                     desired_state: None,
                     actions: vec![MapAction::Remove],
                     held_by: observed.held_by.clone(),
+                    defined_by: None,
                     diff: unified_diff(
                         "maps",
                         name,

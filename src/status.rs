@@ -2,7 +2,7 @@
 //! atomically (temp file + rename), with stable key order, only when the content changed.
 //!
 //! [`publish`] is the one writer of a pass's status files, for `dualwrite reconcile` and
-//! `dualwrite run` alike: the maps in scope, the alert rules, the requests, and the removal
+//! `dualwrite run` alike: the maps in scope, the alert rules, the requests, the solutions, and the removal
 //! of files whose resource left the config. Callers print or serve its [`Published`].
 
 use std::collections::BTreeMap;
@@ -708,6 +708,45 @@ fn write_alert_status(dir: &Path, name: &str, status: &AlertStatus) -> Result<bo
     write_status(dir, "alerts", "AlertRuleStatus", name, status)
 }
 
+/// `status` of a SolutionStatus file (SPEC §3): publisher, version, managed, components and
+/// their checksums, installedAt, and which of its maps are in force.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SolutionStatus {
+    pub observed_revision: String,
+    #[serde(flatten)]
+    pub solution: crate::solution::inventory::SolutionSummary,
+}
+
+/// Writes `status/solutions/<name>.yaml` for every solution; returns how many changed.
+fn write_solution_statuses(
+    dir: &Path,
+    cfg: &crate::config::Config,
+    revision: &str,
+) -> Result<(usize, Vec<String>), StatusError> {
+    let mut changed = 0;
+    let mut names: Vec<String> = Vec::new();
+    // Installed solutions come first: one of the same name defined here too stays unlisted.
+    for summary in crate::solution::inventory::summaries(cfg) {
+        if names.contains(&summary.name) {
+            continue;
+        }
+        names.push(summary.name.clone());
+        let st = SolutionStatus {
+            observed_revision: revision.to_string(),
+            solution: summary,
+        };
+        changed += usize::from(write_status(
+            dir,
+            "solutions",
+            "SolutionStatus",
+            &st.solution.name,
+            &st,
+        )?);
+    }
+    Ok((changed, names))
+}
+
 /// Writes `status/requests/<name>.yaml`; returns whether it changed.
 fn write_request_status(
     dir: &Path,
@@ -879,6 +918,10 @@ pub fn publish(
         }
     }
     if alerts.is_some() && only_maps.is_none() {
+        let (changed, solutions) = write_solution_statuses(dir, cfg, revision)?;
+        published.changed += changed;
+        let solutions: Vec<&str> = solutions.iter().map(String::as_str).collect();
+        published.changed += remove_stale(dir, "solutions", &solutions)?;
         let maps = cfg.maps.iter().map(|m| m.resource.metadata.name.as_str());
         let rules = cfg.alerts.iter().map(|a| a.resource.metadata.name.as_str());
         let requests = cfg

@@ -342,7 +342,7 @@ fn every_error_of_every_file_in_one_sorted_run() {
     assert_errors(
         &repo,
         &[
-            "alerts/x.yaml:1:7: kind: unknown kind \"AlertRul\"; expected one of Project, TableMap, AlertRule, ErrorRequest (did you mean \"AlertRule\"?)",
+            "alerts/x.yaml:1:7: kind: unknown kind \"AlertRul\"; expected one of Project, TableMap, AlertRule, ErrorRequest, Solution, SolutionManifest (did you mean \"AlertRule\"?)",
             "maps/a.yaml:7:28: spec.destination.endpoint: unknown endpoint \"crn\"; dualwrite.yaml defines crm, erp (did you mean \"crm\"?)",
             "maps/b.yaml:5:10: spec.state: \"Runing\" is not one of Running, Paused, Stopped (did you mean \"Running\"?)",
         ],
@@ -444,6 +444,7 @@ fn every_yaml_example_names_its_schema() {
         "examples/maps",
         "examples/alerts",
         "examples/requests",
+        "examples/solutions",
     ] {
         for entry in std::fs::read_dir(root.join(dir))
             .into_iter()

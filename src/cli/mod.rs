@@ -1,10 +1,12 @@
 //! The command line: clap definitions and dispatch to the library. Rendering of plans and
 //! diagnostics as text, JSON or GitHub annotations lives in `render`; the options of
-//! `dualwrite run` in `run`; error listings, requests and logs in `errors`.
+//! `dualwrite run` in `run`; error listings, requests and logs in `errors`; solutions (ALM)
+//! in `solution`.
 
 pub mod errors;
 pub mod render;
 pub mod run;
+pub mod solution;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,6 +76,9 @@ pub enum Command {
     Alerts(AlertsCommand),
     /// Seed the embedded demo apps under .dualwrite/ (if missing), then reconcile once.
     Demo,
+    /// Solutions (ALM): export, import, list and uninstall packages of maps and alert rules.
+    #[command(subcommand)]
+    Solution(solution::SolutionCommand),
     /// Write the JSON Schemas to schemas/.
     Schema {
         /// Where to write them.
@@ -561,6 +566,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             crate::service::run(&cli.dir, &args.options()).map_err(|e| e.to_string())?;
             Ok(exit::OK)
         }
+        Command::Solution(command) => solution::run(&cli.dir, command, out),
         Command::Schema { out: dir } => {
             let dir = if dir.is_absolute() {
                 dir.clone()

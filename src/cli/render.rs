@@ -195,6 +195,9 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
             .desired_state
             .map_or("removed".to_string(), |d| d.to_string());
         writeln!(out, "\n  map {} ({} -> {desired})", m.name, m.phase)?;
+        if let Some(origin) = &m.defined_by {
+            writeln!(out, "      defined by {origin}")?;
+        }
         if let Some(alert) = &m.held_by {
             writeln!(
                 out,

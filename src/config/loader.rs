@@ -10,8 +10,12 @@ use super::yaml::Pos;
 
 /// The project file, at the root of the config directory.
 pub const PROJECT_FILE: &str = "dualwrite.yaml";
-/// Folders whose `.yaml` / `.yml` files are read, recursively.
-pub const RESOURCE_DIRS: [&str; 3] = ["maps", "alerts", "requests"];
+/// Folders whose `.yaml` / `.yml` files are read, recursively. `solutions/` holds Solution
+/// resources (`solutions/<name>.yaml`) and managed solutions installed by
+/// `dualwrite solution import` (`solutions/<publisher>/<name>/`).
+pub const RESOURCE_DIRS: [&str; 4] = ["maps", "alerts", "requests", "solutions"];
+/// The folder of solutions.
+pub const SOLUTIONS_DIR: &str = "solutions";
 
 /// A file of the config: its path relative to the config directory, and its text.
 #[derive(Debug, Clone)]

@@ -3,11 +3,13 @@
 //!
 //! Pipeline: `loader` reads files (work tree or a git revision) → `yaml` parses documents with
 //! positions → `schema` checks each against its kind's JSON Schema → `validate` checks names
-//! and references across resources. Every problem is collected; none stops the others.
+//! and references across resources; `solutions` says where each resource comes from
+//! (local or a managed solution), checks managed files and chooses the map versions in force. Every problem is collected; none stops the others.
 
 pub mod loader;
 pub mod resources;
 pub mod schema;
+pub mod solutions;
 pub mod validate;
 pub mod yaml;
 

@@ -1,5 +1,5 @@
-//! The typed resources of the config repository (SPEC §1): Project, TableMap, AlertRule and
-//! ErrorRequest, with their defaults. These types are the raw, deserialized form; the JSON
+//! The typed resources of the config repository (SPEC §1, §5): Project, TableMap, AlertRule,
+//! ErrorRequest, Solution and the SolutionManifest of an installed package, with their defaults. These types are the raw, deserialized form; the JSON
 //! Schemas in `schemas/` are generated from them. Cross-resource checks live in
 //! `config::validate`, not here.
 
@@ -42,6 +42,8 @@ kind_marker!(ProjectKind, "Project");
 kind_marker!(TableMapKind, "TableMap");
 kind_marker!(AlertRuleKind, "AlertRule");
 kind_marker!(ErrorRequestKind, "ErrorRequest");
+kind_marker!(SolutionKind, "Solution");
+kind_marker!(SolutionManifestKind, "SolutionManifest");
 
 /// A duration written `30s`, `15m`, `1h` or `1d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,6 +150,40 @@ pub struct ProjectSpec {
     pub error_archive: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+    /// Publisher name → its ed25519 public key (64 hex digits): packages of a listed
+    /// publisher are imported only with a valid signature by that key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, PublicKeyText>")]
+    pub trusted_publishers: BTreeMap<String, String>,
+    /// Map name → which of its definitions is in force, when a solution and `maps/` (or two
+    /// solutions) define a map of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map_versions: BTreeMap<String, MapVersionChoice>,
+}
+
+/// An ed25519 public key as 64 lowercase hex digits.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+#[schemars(transparent)]
+struct PublicKeyText(#[schemars(pattern(r"^[0-9a-f]{64}$"))] String);
+
+/// Which definition of a map is in force: the local one (`maps/`), or the one of the
+/// solution matching every field given.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MapVersionChoice {
+    /// The definition in `maps/`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+    /// The publisher of the solution whose definition is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// Its installed version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<SemVer>,
+    /// The solution's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solution: Option<String>,
 }
 
 fn default_state_store() -> StateStoreConfig {
@@ -589,6 +625,156 @@ pub enum ErrorPhase {
     CatchUp,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Solution (SPEC §5)
+
+/// A semantic version (`1.2.0`), ordered as semver orders them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SemVer(pub semver::Version);
+
+impl SemVer {
+    pub const PATTERN: &'static str =
+        r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
+
+    pub fn parse(text: &str) -> Option<Self> {
+        semver::Version::parse(text).ok().map(SemVer)
+    }
+}
+
+impl fmt::Display for SemVer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for SemVer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SemVer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        SemVer::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a semantic version: use MAJOR.MINOR.PATCH, e.g. 1.2.0"
+            ))
+        })
+    }
+}
+
+impl JsonSchema for SemVer {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SemVer".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": Self::PATTERN,
+            "description": "A semantic version: MAJOR.MINOR.PATCH, e.g. 1.2.0",
+        })
+    }
+}
+
+/// A solution (`solutions/<name>.yaml`): maps and alert rules packaged under a publisher and
+/// a version, to export them (`dualwrite solution export`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "dualwrite Solution")]
+pub struct Solution {
+    pub api_version: ApiVersion,
+    pub kind: SolutionKind,
+    pub metadata: Metadata,
+    pub spec: SolutionSpec,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SolutionSpec {
+    pub publisher: Publisher,
+    pub version: SemVer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub components: Components,
+    #[serde(default)]
+    pub requires: Requirements,
+}
+
+/// Who publishes a solution; `name` is what `trustedPublishers` and `mapVersions` refer to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Publisher {
+    /// Lowercase DNS-1123 label.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// The resources a solution packages, by name.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Components {
+    #[serde(default)]
+    pub maps: Vec<String>,
+    #[serde(default)]
+    pub alerts: Vec<String>,
+}
+
+/// What the importing project must have.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Requirements {
+    /// Endpoint names the components use.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// `solution.yaml` of a package, and of a managed solution installed under
+/// `solutions/<publisher>/<name>/`: what it is and the sha256 of every component file.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "dualwrite SolutionManifest")]
+pub struct SolutionManifest {
+    pub api_version: ApiVersion,
+    pub kind: SolutionManifestKind,
+    pub metadata: Metadata,
+    pub spec: ManifestSpec,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ManifestSpec {
+    pub publisher: Publisher,
+    pub version: SemVer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Managed: installed under `solutions/`, not to be edited. Unmanaged: imported into
+    /// `maps/` and `alerts/` as local files.
+    pub managed: bool,
+    /// The git commit (or content hash) of the config it was exported from.
+    pub source_revision: String,
+    #[serde(default)]
+    pub components: Components,
+    #[serde(default)]
+    pub requires: Requirements,
+    /// Path in the package → sha256 of its bytes (64 hex digits).
+    #[schemars(with = "BTreeMap<String, Sha256Text>")]
+    pub files: BTreeMap<String, String>,
+    /// When it was imported (installed copies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_at: Option<DateTime<Utc>>,
+}
+
+/// A sha256 digest as 64 lowercase hex digits.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+#[schemars(transparent)]
+struct Sha256Text(#[schemars(pattern(r"^[0-9a-f]{64}$"))] String);
+
 /// The kinds of resource, in the order they are listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -596,14 +782,18 @@ pub enum Kind {
     TableMap,
     AlertRule,
     ErrorRequest,
+    Solution,
+    SolutionManifest,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Project,
         Kind::TableMap,
         Kind::AlertRule,
         Kind::ErrorRequest,
+        Kind::Solution,
+        Kind::SolutionManifest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -612,6 +802,8 @@ impl Kind {
             Kind::TableMap => "TableMap",
             Kind::AlertRule => "AlertRule",
             Kind::ErrorRequest => "ErrorRequest",
+            Kind::Solution => "Solution",
+            Kind::SolutionManifest => "SolutionManifest",
         }
     }
 
@@ -630,6 +822,8 @@ impl Kind {
             Kind::TableMap => schemars::schema_for!(TableMap),
             Kind::AlertRule => schemars::schema_for!(AlertRule),
             Kind::ErrorRequest => schemars::schema_for!(ErrorRequest),
+            Kind::Solution => schemars::schema_for!(Solution),
+            Kind::SolutionManifest => schemars::schema_for!(SolutionManifest),
         }
     }
 }

@@ -10,7 +10,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use super::resources::{Duration, Kind};
+use super::resources::{Duration, Kind, SemVer};
 use super::yaml::{Document, escape_pointer};
 use super::{Diagnostic, did_you_mean};
 
@@ -216,6 +216,10 @@ fn describe(c: &Compiled, file: &str, doc: &Document, e: &ValidationError) -> Ve
             let message = match pattern.as_str() {
                 Duration::PATTERN => format!(
                     "{at}: {} is not a duration: use a number and a unit, e.g. 30s, 15m, 1h, 1d",
+                    value_text()
+                ),
+                SemVer::PATTERN => format!(
+                    "{at}: {} is not a semantic version: use MAJOR.MINOR.PATCH, e.g. 1.2.0",
                     value_text()
                 ),
                 NAME_PATTERN => format!(

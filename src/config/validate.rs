@@ -1,6 +1,7 @@
 //! Turning parsed documents into a validated `Config`: per-document schema checks, then the
 //! semantic checks across resources (names, references, keys, identifiers, value maps,
-//! addresses). Collects every problem; a `Config` that comes out is trusted everywhere else.
+//! addresses, solutions and the map versions in force). Collects every problem; a `Config`
+//! that comes out is trusted everywhere else.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +11,7 @@ use serde_json::Value;
 use super::loader::{PROJECT_FILE, SourceFile};
 use super::resources::*;
 use super::schema::{self, field_path};
+use super::solutions::{self, Installed, MapVersions, Place};
 use super::yaml::{self, Document, Pos};
 use super::{Diagnostic, did_you_mean};
 
@@ -36,9 +38,16 @@ impl<T> Located<T> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub project: Located<Project>,
+    /// The maps in force: one definition per name.
     pub maps: Vec<Located<TableMap>>,
     pub alerts: Vec<Located<AlertRule>>,
     pub requests: Vec<Located<ErrorRequest>>,
+    /// Solution resources (`solutions/<name>.yaml`), for export.
+    pub solutions: Vec<Located<Solution>>,
+    /// Managed solutions installed under `solutions/<publisher>/<name>/`, checksums verified.
+    pub installed: Vec<Installed>,
+    /// Per map name: the definition in force and any others.
+    pub map_versions: BTreeMap<String, MapVersions>,
 }
 
 impl Config {
@@ -148,6 +157,8 @@ struct Collected {
     maps: Vec<Located<TableMap>>,
     alerts: Vec<Located<AlertRule>>,
     requests: Vec<Located<ErrorRequest>>,
+    solutions: Vec<Located<Solution>>,
+    installed: Vec<Installed>,
     /// Names of TableMap documents that failed their schema check.
     broken_maps: std::collections::HashSet<String>,
 }
@@ -193,8 +204,41 @@ pub fn compile(files: Vec<SourceFile>) -> Result<Config, Vec<Diagnostic>> {
         }
         check_project(project, &mut diags);
     }
-    check_unique("TableMap", &got.maps, |m| &m.metadata.name, &mut diags);
+    solutions::check_installed(&files, &got.installed, &mut diags);
+    // A map name is unique per place (maps/, or one solution); across places the versions
+    // are chosen below.
+    let mut by_place: BTreeMap<String, Vec<&Located<TableMap>>> = BTreeMap::new();
+    for m in &got.maps {
+        let key = match solutions::place(&m.file) {
+            Place::Installed {
+                publisher, name, ..
+            } => format!("{publisher}/{name}"),
+            _ => String::new(),
+        };
+        by_place.entry(key).or_default().push(m);
+    }
+    for maps in by_place.values() {
+        check_unique(
+            "TableMap",
+            maps.iter().copied(),
+            |m| &m.metadata.name,
+            &mut diags,
+        );
+    }
     check_unique("AlertRule", &got.alerts, |a| &a.metadata.name, &mut diags);
+    check_unique("Solution", &got.solutions, |s| &s.metadata.name, &mut diags);
+    if let Some(project) = &project {
+        for map in &got.maps {
+            check_map(&project.resource, map, &mut diags);
+        }
+    }
+    let (maps, map_versions) = solutions::choose_map_versions(
+        project.as_ref(),
+        std::mem::take(&mut got.maps),
+        &got.installed,
+        &mut diags,
+    );
+    got.maps = maps;
     check_unique(
         "ErrorRequest",
         &got.requests,
@@ -205,11 +249,24 @@ pub fn compile(files: Vec<SourceFile>) -> Result<Config, Vec<Diagnostic>> {
     // A map with its own errors is still a known name: no cascade of "unknown map".
     let known = |name: &str| index.get(name).is_some() || got.broken_maps.contains(name);
     if let Some(project) = &project {
-        for map in &got.maps {
-            check_map(&project.resource, map, &mut diags);
-        }
         for alert in &got.alerts {
             check_alert(&project.resource, alert, &index, &known, &mut diags);
+        }
+        let map_names: Vec<&str> = index.names().collect();
+        let alert_names: Vec<&str> = got
+            .alerts
+            .iter()
+            .map(|a| a.resource.metadata.name.as_str())
+            .collect();
+        for solution in &got.solutions {
+            solutions::check_solution(
+                &project.resource,
+                solution,
+                &known,
+                &map_names,
+                &alert_names,
+                &mut diags,
+            );
         }
     }
     for request in &got.requests {
@@ -221,6 +278,9 @@ pub fn compile(files: Vec<SourceFile>) -> Result<Config, Vec<Diagnostic>> {
             maps: got.maps,
             alerts: got.alerts,
             requests: got.requests,
+            solutions: got.solutions,
+            installed: got.installed,
+            map_versions,
         }),
         _ => {
             diags.sort();
@@ -278,6 +338,10 @@ fn typed_document(file: &str, doc: Document, got: &mut Collected, diags: &mut Ve
         );
         return;
     };
+    if let Some(diag) = solutions::check_place(kind, file, doc.value_pos("/kind")) {
+        diags.push(diag);
+        return;
+    }
     let errors = schema::check(kind, file, &doc);
     if !errors.is_empty() {
         if let (Kind::TableMap, Some(name)) = (
@@ -294,6 +358,8 @@ fn typed_document(file: &str, doc: Document, got: &mut Collected, diags: &mut Ve
         Kind::TableMap => push(file, doc, &mut got.maps, diags),
         Kind::AlertRule => push(file, doc, &mut got.alerts, diags),
         Kind::ErrorRequest => push(file, doc, &mut got.requests, diags),
+        Kind::Solution => push(file, doc, &mut got.solutions, diags),
+        Kind::SolutionManifest => push(file, doc, &mut got.installed, diags),
     }
 }
 
@@ -323,9 +389,9 @@ fn push<T: DeserializeOwned>(
     }
 }
 
-fn check_unique<T>(
+fn check_unique<'a, T: 'a>(
     kind: &str,
-    items: &[Located<T>],
+    items: impl IntoIterator<Item = &'a Located<T>>,
     name: impl Fn(&T) -> &String,
     diags: &mut Vec<Diagnostic>,
 ) {
