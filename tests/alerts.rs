@@ -9,6 +9,7 @@ mod support;
 use common::{TestDb, unique_table};
 use dualwrite::endpoint::EndpointSpec;
 use support::mail::SmtpServer;
+use support::service::{Service, wait_for};
 use support::{Repo, run_in};
 
 fn write_project(repo: &Repo, smtp_port: u16) {
@@ -784,4 +785,67 @@ async fn a_resolved_message_says_whether_the_hold_remains_and_what_ends_it() {
     );
     assert!(body.contains("Nothing holds map customers"), "{body}");
     assert!(!body.contains("dualwrite resume"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_run_a_hold_takes_effect_in_the_firing_pass_dismiss_runs_while_held_and_cooldown_is_logged()
+ {
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let Some(case) = PgCase::new(&rule(2, "Pause", true), smtp.port, 6).await else {
+        return;
+    };
+    case.source("UPDATE items SET qty = -1 WHERE id <= 2");
+    let service = Service::start(case.repo.path(), &[], &[("DW_ALERT_PG", &case.url)]);
+    let limit = std::time::Duration::from_secs(30);
+    let file =
+        |path: &str| std::fs::read_to_string(case.repo.path().join(path)).unwrap_or_default();
+    wait_for(limit, "the map held Paused", || {
+        file(MAP_STATUS).contains("phase: Paused") && file(MAP_STATUS).contains("heldBy")
+    });
+    let events = case.events();
+    let started = events
+        .iter()
+        .position(|e| e.starts_with("InitialSyncStarted"))
+        .unwrap();
+    assert!(
+        !events[started..].iter().any(|e| e.starts_with("Running:")),
+        "{events:#?}"
+    );
+    assert_eq!(smtp.wait_for(1).len(), 1);
+
+    // Dismissed while held: the rule resolves, the hold remains.
+    case.request("dismiss-1", "Dismiss");
+    wait_for(limit, "the dismiss to run", || {
+        file("status/requests/dismiss-1.yaml").contains("state: Completed")
+    });
+    wait_for(limit, "the rule to resolve", || {
+        file(RULE_STATUS).contains("state: Inactive")
+    });
+    assert!(file(MAP_STATUS).contains("phase: Paused"));
+
+    // Resumed from another shell; two new bad records fire the rule again within its
+    // cooldown: the notification is swallowed, counted and logged.
+    let run = case.run(&["resume", "customers"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    wait_for(limit, "the map to run again", || {
+        file(MAP_STATUS).contains("phase: Running")
+    });
+    case.source("UPDATE items SET qty = -1 WHERE id BETWEEN 3 AND 4");
+    wait_for(limit, "the second firing", || {
+        file(RULE_STATUS).contains("notificationsSuppressed: 1")
+    });
+    wait_for(limit, "the log line", || {
+        service
+            .logs()
+            .contains("notification suppressed, cooldown 1h")
+    });
+    assert!(file(MAP_STATUS).contains("phase: Paused"));
+    let mails = smtp.wait_for(2);
+    assert_eq!(
+        mails.len(),
+        2,
+        "the firing and the resolution, nothing more"
+    );
 }
