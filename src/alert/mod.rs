@@ -1,9 +1,11 @@
 //! Alert rules at run time: sliding windows of recorded errors per map and type, and the
 //! evaluation of every rule against them: when a rule starts or stops firing for a map, which
-//! action it takes (once per firing) and whether a notification goes out (cooldown,
-//! `notifyResolved`). The evaluation is pure; `pass` is the alert work of a reconcile pass
-//! (windows loaded from the state store, notifications delivered through `notify`, states
-//! saved); the reconciler applies the actions.
+//! action it takes (once per firing) and whether a notification goes out or is swallowed by
+//! its cooldown (`notifyResolved`). What a rule counts has a [`Baseline`] besides its window:
+//! nothing that failed before the rule was created or last changed, and no errored record
+//! first recorded before the last end of a hold on the map. The evaluation is pure; `pass` is
+//! the alert work of a reconcile pass (windows loaded from the state store, notifications
+//! delivered through `notify`, states saved); the reconciler applies the actions.
 
 pub mod pass;
 pub mod test;
