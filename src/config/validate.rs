@@ -737,8 +737,8 @@ fn check_alert(
 }
 
 /// A plain `local@domain` address; display names are refused. An address holding a control
-/// character (CR/LF: header injection) is not judged here: `compile` (its `control_characters` check) refuses it,
-/// at its place, as it refuses one in any string of the config.
+/// character (CR/LF: header injection) is not judged here: `compile` refuses it at its place
+/// (`control_characters`), as it refuses one in any string of the config.
 pub fn check_address(address: &str) -> Result<(), String> {
     if address.chars().any(char::is_control) {
         return Ok(());
