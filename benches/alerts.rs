@@ -94,11 +94,12 @@ fn main() {
 
     let t = Instant::now();
     let since = format_millis(now - engine.longest_window());
-    let events = store.error_events_since(&since).unwrap();
+    let events = store.error_events_since(&since, None).unwrap();
     let loaded = events.len();
     let mut windows = Windows::default();
-    for (map, ty, at) in &events {
-        windows.record(map, *ty, dualwrite::clock::parse(at).unwrap());
+    for e in &events {
+        let at = |t: &str| dualwrite::clock::parse(t).unwrap();
+        windows.record_failure(&e.map, e.error_type, at(&e.first_at), at(&e.last_at));
     }
     engine.windows = windows;
     let load = t.elapsed();

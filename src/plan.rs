@@ -806,8 +806,8 @@ fn request_outcome(request: &ErrorRequest, actual: &Actual) -> String {
         }
     };
     let phase = actual.maps.get(map).map(|m| m.phase);
-    let running = phase == Some(Phase::Running) && actual.maps[map].held_by.is_none();
-    if running {
+    let held = actual.maps.get(map).is_some_and(|m| m.held_by.is_some());
+    if phase.is_some_and(|p| crate::requests::runs_now(request.spec.action, p, held)) {
         format!("runs once in the next pass: {what}")
     } else {
         format!(

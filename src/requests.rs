@@ -4,8 +4,9 @@
 //! a Retry or a Dismiss exactly once. Whether a request ran, was edited after it ran, waits
 //! or is refused is decided by [`admission`] alone, for the pass and the dry-run alike.
 //!
-//! Invariants: a request runs once, identified by its name; it runs only while its map is
-//! Running (the reconciler calls [`execute`] after the map has drained); a Retry writes the
+//! Invariants: a request runs once, identified by its name; a Dismiss (which touches no
+//! endpoint) runs in any phase, a Retry only while its map is Running, drained and not held
+//! ([`runs_now`]; the reconciler calls [`execute`] after the drain); a Retry writes the
 //! row as it is now on the source side, never the stored copy; nothing the filter did not
 //! match is touched. A request interrupted by a crash runs again from the start, which is
 //! safe: records already retried or dismissed no longer match. Map-level error events are
@@ -116,10 +117,20 @@ pub enum Admission {
     Ran,
     /// It ran and was edited since: a request runs once, so the edit is ignored.
     EditedAfterRun,
-    /// It waits for its map (and runs once the map is Running).
+    /// It waits for its map (and runs at the next pass, a Retry once the map is Running).
     Queued,
     /// [`MAX_WAITING`] requests already wait for its map.
     Rejected,
+}
+
+/// Whether a queued request may run now, in a map's `phase` (`held`: an alert holds it):
+/// a Dismiss touches no endpoint and runs in any phase; a Retry writes to the target, so it
+/// runs only while the map is Running and not held.
+pub fn runs_now(action: RequestAction, phase: crate::state::Phase, held: bool) -> bool {
+    match action {
+        RequestAction::Dismiss => true,
+        RequestAction::Retry => phase == crate::state::Phase::Running && !held,
+    }
 }
 
 /// The one admission decision, shared by the pass ([`admit`]) and the dry-run (`plan`): a

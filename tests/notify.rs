@@ -69,6 +69,7 @@ fn notification(kind: NotificationKind) -> Notification {
         window: "15m".into(),
         action: "Pause".into(),
         action_taken: Some("Paused map customers".into()),
+        held_by: Some("pause-on-app-errors".into()),
         newest_errors: vec![
             ErrorLine {
                 id: 77,

@@ -722,11 +722,11 @@ fn map_level_events_are_one_per_attempt(store: &mut dyn StateStore) {
         ))
         .unwrap();
     let since = store
-        .error_events_since("2024-07-01T00:00:00.000Z")
+        .error_events_since("2024-07-01T00:00:00.000Z", Some(map))
         .unwrap();
     let network = since
         .iter()
-        .filter(|(m, t, _)| m == map && *t == ErrorType::NetworkError)
+        .filter(|e| e.map == map && e.error_type == ErrorType::NetworkError)
         .count();
     assert_eq!(network, 2);
     let mut only_map = ErrorQuery::open(map);

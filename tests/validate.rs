@@ -244,7 +244,7 @@ fn email_lists_must_be_non_empty_and_well_formed() {
         &repo,
         &[
             "alerts/bad.yaml:9:38: spec.notify.email: \"not-an-address\" is not an email address",
-            "alerts/bad.yaml:9:54: spec.notify.email: \"evil@example.com\\r\\nBcc: all@example.com\" contains a line break (header injection)",
+            "alerts/bad.yaml:9:54: spec.notify.email[2]: \"evil@example.com\\r\\nBcc: all@example.com\" holds a control character (U+000D, character 17): paths, names and addresses may not",
             "alerts/empty.yaml:9:20: spec.notify.email: the address list is empty",
         ],
     );
@@ -544,5 +544,121 @@ fn github_annotations_name_files_from_the_repository_root() {
             .starts_with("::error file=deploy/dualwrite/maps/customers.yaml,line=5,col=10,"),
         "{}",
         run.stdout
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_text_is_reported_at_that_file_and_a_bom_is_accepted() {
+    let repo = Repo::new(&[("maps/customers.yaml", CUSTOMERS)]);
+    std::fs::create_dir_all(repo.path().join("alerts")).unwrap();
+    let write = |path: &str, bytes: &[u8]| std::fs::write(repo.path().join(path), bytes).unwrap();
+    // A UTF-8 byte order mark is fine.
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend(
+        CUSTOMERS
+            .replace("name: customers", "name: with-bom")
+            .bytes(),
+    );
+    write("maps/with-bom.yaml", &bom);
+    let (code, lines) = validate(&repo);
+    assert_eq!(code, 0, "{lines:?}");
+
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(CUSTOMERS.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    write("maps/utf16.yaml", &utf16);
+    let utf16be: Vec<u8> = CUSTOMERS
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .collect();
+    write("alerts/utf16be.yaml", &utf16be);
+    write("maps/binary.yaml", b"\x7fELF\x02\x01\x01\x00\x00\x00");
+    write(
+        "maps/latin1.yaml",
+        b"apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: { name: caf\xe9 }\n",
+    );
+    std::os::unix::fs::symlink("nowhere.yaml", repo.path().join("maps/gone.yaml")).unwrap();
+    assert_errors(
+        &repo,
+        &[
+            "alerts/utf16be.yaml:1:1: the file is UTF-16 (big-endian); save it as UTF-8",
+            "maps/binary.yaml:1:8: a binary file, not YAML text (a NUL byte)",
+            "maps/gone.yaml:1:1: cannot read: No such file or directory (os error 2)",
+            "maps/latin1.yaml:3:22: not UTF-8: byte 0xE9 cannot start or continue a character; save the file as UTF-8",
+            "maps/utf16.yaml:1:1: the file is UTF-16 (little-endian, with a byte order mark); save it as UTF-8",
+        ],
+    );
+}
+
+#[test]
+fn out_of_range_numbers_are_reported_at_their_own_line_and_column() {
+    let repo = Repo::new(&[
+        ("maps/customers.yaml", CUSTOMERS),
+        (
+            "alerts/huge.yaml",
+            &ALERT.replace("threshold: 10", "threshold: 1e20"),
+        ),
+        (
+            "maps/batch.yaml",
+            &CUSTOMERS.replace("name: customers", "name: batch").replace(
+                "  state: Running\n",
+                "  state: Running\n  batchSize: 99999999999\n",
+            ),
+        ),
+    ]);
+    repo.write(
+        "dualwrite.yaml",
+        &support::PROJECT.replace("host: localhost,", "host: localhost, port: 70000,"),
+    );
+    assert_errors(
+        &repo,
+        &[
+            "alerts/huge.yaml:7:14: spec.threshold: 1e+20 is too large: the maximum is 4294967295",
+            "dualwrite.yaml:9:36: spec.notifications.smtp.port: 70000 is too large: the maximum is 65535",
+            "maps/batch.yaml:6:14: spec.batchSize: 99999999999 is too large: the maximum is 100000",
+        ],
+    );
+}
+
+#[test]
+fn control_characters_in_paths_names_and_addresses_are_refused() {
+    let repo = Repo::new(&[
+        (
+            "maps/customers.yaml",
+            &CUSTOMERS.replace("team: finance", "team: \"fin\\e-ance\""),
+        ),
+        (
+            "alerts/rule.yaml",
+            &ALERT.replace("id2@example.com", "id2@exa\\u0001mple.com"),
+        ),
+    ]);
+    repo.write(
+        "dualwrite.yaml",
+        &support::PROJECT
+            .replace("path: .dualwrite/erp.db", "path: \"erp\\0.db\"")
+            .replace(
+                "from: dualwrite@example.com",
+                "from: \"dual\\twrite@example.com\"",
+            ),
+    );
+    let refused = "holds a control character";
+    let rest = "paths, names and addresses may not";
+    assert_errors(
+        &repo,
+        &[
+            &format!(
+                "alerts/rule.yaml:9:20: spec.notify.email: \"id1@example.com, id2@exa\\u{{1}}mple.com\" {refused} (U+0001, character 25): {rest}"
+            ),
+            &format!(
+                "dualwrite.yaml:6:28: spec.endpoints.erp.sqlite.path: \"erp\\0.db\" {refused} (U+0000, character 4): {rest}"
+            ),
+            &format!(
+                "dualwrite.yaml:9:36: spec.notifications.smtp.from: \"dual\\twrite@example.com\" {refused} (U+0009, character 5): {rest}"
+            ),
+            &format!(
+                "maps/customers.yaml:3:46: metadata.labels.team: \"fin\\u{{1b}}-ance\" {refused} (U+001B, character 4): {rest}"
+            ),
+        ],
     );
 }

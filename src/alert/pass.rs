@@ -1,20 +1,25 @@
 //! The alert work of one reconcile pass: the engine loaded with the config's rules, their
-//! stored state and the errors recorded within the longest window (so windows survive
-//! restarts); a map's rules evaluated after its work and after each live batch that
-//! recorded errors; notifications delivered in the background while maps sync; and, at the
-//! end of the pass, how each delivery went and every rule's state saved.
+//! stored state and when each was created or last changed (a fingerprint of its spec); a
+//! map's rules evaluated after its work and after each live batch that recorded errors, on
+//! that map's errors as the state store has them (so windows survive restarts, and a record
+//! that fails again keeps the time it was first recorded); notifications delivered in the
+//! background while maps sync, or swallowed by `cooldown` (counted and logged); and, at the
+//! end of the pass, how each delivery went (only accepted deliveries count as sent; a
+//! failure is logged and returned for the terminal) and every rule's state saved.
 //!
 //! Does not hold or release maps: a firing with an action comes back as a [`Firing`] and
 //! the reconciler (the one place where phases change) applies it.
 
 use std::collections::BTreeMap;
 
-use crate::config::{AlertAction, Config, TableMap};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::config::{AlertAction, AlertRule, Config, TableMap};
 use crate::state::{AppliedRecord, StateError, StateStore};
 
-use super::{Engine, Event, RuleState};
+use super::{Engine, Event, Notice, RuleState};
 use crate::clock;
-use crate::state::ErrorType;
 
 /// A rule that fired for a map with a Pause or Stop action.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,11 +30,47 @@ pub struct Firing {
     pub what: String,
 }
 
-type Delivering = (
-    String,
-    String,
-    tokio::task::JoinHandle<Vec<crate::notify::Delivery>>,
-);
+/// A notification on its way: rule, map, the cooldown start it replaced (restored when
+/// no target accepted it), and the delivery running in the background.
+struct Delivering {
+    rule: String,
+    map: String,
+    kind: crate::notify::NotificationKind,
+    previous_notified_at: Option<String>,
+    handle: tokio::task::JoinHandle<Vec<crate::notify::Delivery>>,
+}
+
+/// A notification no target accepted, or a target that refused it: for the terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undelivered {
+    pub rule: String,
+    pub map: String,
+    /// Each failed target with its error, `; `-separated (no secrets).
+    pub error: String,
+}
+
+/// What the alert work of a pass leaves: each rule's state per matched map, and the
+/// deliveries that failed.
+#[derive(Debug, Default)]
+pub struct AlertOutcome {
+    pub states: BTreeMap<String, RuleState>,
+    pub undelivered: Vec<Undelivered>,
+}
+
+/// A rule's state as the store keeps it: the fingerprint of the spec it was evaluated
+/// with, since when that spec is in force, and its state per map.
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct StoredRule {
+    fingerprint: String,
+    since: String,
+    maps: RuleState,
+}
+
+/// The SHA-256 of a rule's spec as JSON: a change of it is a change of the rule.
+fn fingerprint(rule: &AlertRule) -> String {
+    let spec = serde_json::to_vec(&rule.spec).expect("rule spec serializes");
+    hex::encode(sha2::Sha256::digest(&spec))
+}
 
 /// The alert rules of a pass and the deliveries it started.
 pub struct PassAlerts {
@@ -39,27 +80,26 @@ pub struct PassAlerts {
 }
 
 impl PassAlerts {
-    /// The config's rules, their stored state, and the errors of the longest window.
+    /// The config's rules with their stored state; a rule that is new, or whose spec
+    /// changed, counts from now.
     pub fn load(store: &dyn StateStore, cfg: &Config) -> Result<PassAlerts, StateError> {
         let mut engine = Engine {
             rules: cfg.alerts.iter().map(|a| a.resource.clone()).collect(),
             ..Default::default()
         };
+        let now = clock::millis(chrono::Utc::now());
         for rule in &engine.rules {
-            if let Some(v) = store.alert_state(&rule.metadata.name)?
-                && let Ok(state) = serde_json::from_value(v)
-            {
-                engine.states.insert(rule.metadata.name.clone(), state);
-            }
-        }
-        if !engine.rules.is_empty() {
-            let since =
-                clock::format_millis(clock::millis(chrono::Utc::now()) - engine.longest_window());
-            for (map, error_type, at) in store.error_events_since(&since)? {
-                if let Some(at) = clock::parse(&at) {
-                    engine.windows.record(&map, error_type, at);
+            let name = rule.metadata.name.clone();
+            let stored = store.alert_state(&name)?;
+            let since = match stored.map(serde_json::from_value::<StoredRule>) {
+                Some(Ok(stored)) => {
+                    engine.states.insert(name.clone(), stored.maps);
+                    clock::parse(&stored.since).filter(|_| stored.fingerprint == fingerprint(rule))
                 }
-            }
+                // Unreadable, or kept by an older dualwrite without a fingerprint: counts from now.
+                _ => None,
+            };
+            engine.since.insert(name, since.unwrap_or(now));
         }
         Ok(PassAlerts {
             engine,
@@ -74,38 +114,75 @@ impl PassAlerts {
         })
     }
 
-    /// Counts the errors `recorded` for `map` (type, RFC 3339 time) and evaluates its
-    /// rules; errors before `resumed_at` do not count. Logs what fired or resolved, starts
-    /// the notifications, and returns the firings that ask to hold the map.
+    /// Loads `map`'s errors of the longest window from the store.
+    fn reload_windows(
+        &mut self,
+        store: &dyn StateStore,
+        map: &str,
+        now: i64,
+    ) -> Result<(), StateError> {
+        let since = clock::format_millis(now - self.engine.longest_window());
+        let windows = &mut self.engine.windows;
+        windows.clear_map(map);
+        for e in store.error_events_since(&since, Some(map))? {
+            if let (Some(first), Some(at)) = (clock::parse(&e.first_at), clock::parse(&e.last_at)) {
+                windows.record_failure(map, e.error_type, first, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates `map`'s rules on its errors in the store; errors first recorded before
+    /// `resumed_at` (the last end of a hold) do not count. `held_by` is the alert that
+    /// holds the map now. Logs what fired, resolved or was suppressed, starts the
+    /// notifications, and returns the firings that ask to hold the map.
     pub fn observe(
         &mut self,
         store: &dyn StateStore,
         map: &TableMap,
-        recorded: Vec<(ErrorType, String)>,
         resumed_at: Option<&str>,
+        held_by: Option<&str>,
     ) -> Result<Vec<Firing>, StateError> {
         let name = map.metadata.name.clone();
-        for (error_type, at) in recorded {
-            if let Some(at) = clock::parse(&at) {
-                self.engine.windows.record(&name, error_type, at);
-            }
+        if !self
+            .engine
+            .rules
+            .iter()
+            .any(|r| crate::config::validate::rule_matches(&r.spec, map))
+        {
+            return Ok(Vec::new());
         }
-        let resumed_at = resumed_at.and_then(clock::parse);
         let now_ms = clock::millis(chrono::Utc::now());
+        self.reload_windows(store, &name, now_ms)?;
+        let resumed_at = resumed_at.and_then(clock::parse);
+        let notified_before: BTreeMap<String, Option<String>> = self
+            .engine
+            .states
+            .iter()
+            .map(|(rule, maps)| {
+                let at = maps.get(&name).and_then(|s| s.last_notified_at.clone());
+                (rule.clone(), at)
+            })
+            .collect();
         let mut firings = Vec::new();
         for (rule, event) in self.engine.evaluate_map(map, resumed_at, now_ms) {
             let rule_name = rule.metadata.name.clone();
-            let (kind, count, notify) = match event {
+            let (kind, count, notify, held) = match event {
                 Event::Fired {
                     count,
                     action,
-                    notify,
+                    notice,
                 } => {
                     let what = format!(
                         "alert {rule_name} fired: {count} {:?} within {}",
                         rule.spec.error_type, rule.spec.window
                     );
                     store.log(&name, &clock::now_secs(), "AlertFired", &what)?;
+                    // The reconciler holds the map for the first rule that fires.
+                    let held = match action {
+                        AlertAction::None => held_by.map(str::to_string),
+                        _ => Some(held_by.unwrap_or(&rule_name).to_string()),
+                    };
                     if action != AlertAction::None {
                         firings.push(Firing {
                             rule: rule_name.clone(),
@@ -113,16 +190,45 @@ impl PassAlerts {
                             what,
                         });
                     }
-                    (crate::notify::NotificationKind::Firing, count, notify)
+                    if notice == Notice::Suppressed {
+                        let message = format!(
+                            "alert {rule_name}: notification suppressed, cooldown {} since the last one",
+                            rule.spec.cooldown
+                        );
+                        tracing::info!(map = %name, rule = %rule_name, "{message}");
+                        store.log(
+                            &name,
+                            &clock::now_secs(),
+                            "NotificationSuppressed",
+                            &message,
+                        )?;
+                    }
+                    (
+                        crate::notify::NotificationKind::Firing,
+                        count,
+                        notice == Notice::Send,
+                        held,
+                    )
                 }
                 Event::Resolved { count, notify } => {
+                    let state = self.engine.state_mut(&rule_name, &name);
+                    if held_by != Some(rule_name.as_str()) {
+                        // Nothing of this firing holds the map any more.
+                        state.action_taken = None;
+                    }
                     store.log(
                         &name,
                         &clock::now_secs(),
                         "AlertResolved",
                         &format!("alert {rule_name} resolved: {count} in the window"),
                     )?;
-                    (crate::notify::NotificationKind::Resolved, count, notify)
+                    let held = held_by.map(str::to_string);
+                    (
+                        crate::notify::NotificationKind::Resolved,
+                        count,
+                        notify,
+                        held,
+                    )
                 }
             };
             let Some(targets) = rule.spec.notify.clone().filter(|_| notify) else {
@@ -141,6 +247,7 @@ impl PassAlerts {
                     code: e.code,
                 })
                 .collect();
+            let state = self.engine.state_mut(&rule_name, &name);
             let n = crate::notify::Notification {
                 rule: rule_name.clone(),
                 map: name.clone(),
@@ -150,15 +257,16 @@ impl PassAlerts {
                 threshold: rule.spec.threshold,
                 window: rule.spec.window.to_string(),
                 action: format!("{:?}", rule.spec.action),
-                action_taken: self
-                    .engine
-                    .state_mut(&rule_name, &name)
+                action_taken: state
                     .action_taken
                     .clone()
                     .filter(|_| kind == crate::notify::NotificationKind::Firing),
+                held_by: held,
                 newest_errors: newest,
                 at: chrono::Utc::now(),
             };
+            // Evaluation started the cooldown; it stands only if a target accepts.
+            let previous_notified_at = notified_before.get(&rule_name).cloned().flatten();
             let smtp = self.smtp.clone();
             let handle = tokio::task::spawn_blocking(move || {
                 crate::notify::send(
@@ -168,57 +276,78 @@ impl PassAlerts {
                     &crate::notify::Retry::default(),
                 )
             });
-            self.deliveries.push((rule_name, name.clone(), handle));
+            self.deliveries.push(Delivering {
+                rule: rule_name,
+                map: name.clone(),
+                kind,
+                previous_notified_at,
+                handle,
+            });
         }
         Ok(firings)
     }
 
-    /// Waits for the deliveries and records how each went, saves every rule's state and
-    /// applied spec, and forgets rules removed from the config. Returns each rule's state.
+    /// Waits for the deliveries and records how each went (accepted deliveries count as
+    /// sent; failures go to `lastDeliveryError`, the activity log and the outcome), saves
+    /// every rule's state with its fingerprint, and forgets rules removed from the config.
     pub async fn finish(
         mut self,
         store: &dyn StateStore,
         cfg: &Config,
         revision: &str,
-    ) -> Result<BTreeMap<String, RuleState>, StateError> {
-        for (rule, map, handle) in std::mem::take(&mut self.deliveries) {
-            let results = handle.await.unwrap_or_default();
+    ) -> Result<AlertOutcome, StateError> {
+        let mut undelivered = Vec::new();
+        for d in std::mem::take(&mut self.deliveries) {
+            let results = d.handle.await.unwrap_or_default();
             let failed: Vec<String> = results
                 .iter()
                 .filter(|d| !d.ok)
                 .map(|d| format!("{}: {}", d.target, d.error.clone().unwrap_or_default()))
                 .collect();
-            let state = self.engine.state_mut(&rule, &map);
+            let accepted = results.iter().filter(|d| d.ok).count() as u64;
+            let state = self.engine.state_mut(&d.rule, &d.map);
+            state.notifications_sent += accepted;
+            if accepted == 0 {
+                // Nobody heard of this firing: no cooldown from it, and no resolution to announce.
+                state.last_notified_at = d.previous_notified_at;
+                if d.kind == crate::notify::NotificationKind::Firing {
+                    state.notified_firing = false;
+                }
+            }
             state.last_delivery_error = (!failed.is_empty()).then(|| failed.join("; "));
-            if !failed.is_empty() {
-                store.log(
-                    &map,
-                    &clock::now_secs(),
-                    "NotificationFailed",
-                    &format!("alert {rule}: {}", failed.join("; ")),
-                )?;
+            if let Some(error) = &state.last_delivery_error {
+                let message = format!("alert {}: {error}", d.rule);
+                tracing::warn!(map = %d.map, rule = %d.rule, "notification not delivered: {error}");
+                store.log(&d.map, &clock::now_secs(), "NotificationFailed", &message)?;
+                undelivered.push(Undelivered {
+                    rule: d.rule,
+                    map: d.map,
+                    error: error.clone(),
+                });
             }
         }
         let mut states = BTreeMap::new();
+        let now = clock::millis(chrono::Utc::now());
         for located in &cfg.alerts {
             let rule = &located.resource;
-            let state = self
-                .engine
-                .states
-                .get(&rule.metadata.name)
-                .cloned()
-                .unwrap_or_default();
+            let name = &rule.metadata.name;
+            let state = self.engine.states.get(name).cloned().unwrap_or_default();
+            let stored = StoredRule {
+                fingerprint: fingerprint(rule),
+                since: clock::format_millis(self.engine.since.get(name).copied().unwrap_or(now)),
+                maps: state.clone(),
+            };
             store.save_alert_state(
-                &rule.metadata.name,
-                &serde_json::to_value(&state).expect("state serializes"),
+                name,
+                &serde_json::to_value(&stored).expect("state serializes"),
             )?;
             store.put_alert(&AppliedRecord {
-                name: rule.metadata.name.clone(),
+                name: name.clone(),
                 applied: serde_json::to_value(rule).expect("rule serializes"),
                 revision: Some(revision.to_string()),
                 state: None,
             })?;
-            states.insert(rule.metadata.name.clone(), state);
+            states.insert(name.clone(), state);
         }
         for applied in store.alerts()? {
             if !cfg
@@ -229,6 +358,9 @@ impl PassAlerts {
                 store.forget_alert(&applied.name)?;
             }
         }
-        Ok(states)
+        Ok(AlertOutcome {
+            states,
+            undelivered,
+        })
     }
 }

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Event, Millis, RuleMapState, Windows, evaluate};
+use super::{Baseline, Event, Millis, Notice, RuleMapState, Windows, evaluate};
 use crate::config::{AlertAction, AlertRule, Duration, Kind, Metadata, TableMap, schema, yaml};
 use crate::state::ErrorType;
 
@@ -222,9 +222,13 @@ fn run_case(
             {
                 let (r, m) = (rule.metadata.name.clone(), map.metadata.name.clone());
                 let state = states.entry((r.clone(), m.clone())).or_default();
-                match evaluate(rule, &m, &windows, resumed.get(&m).copied(), now, state) {
-                    Some(Event::Fired { action, notify, .. }) => {
-                        if notify {
+                let baseline = Baseline {
+                    rule_since: None,
+                    hold_ended: resumed.get(&m).copied(),
+                };
+                match evaluate(rule, &m, &windows, baseline, now, state) {
+                    Some(Event::Fired { action, notice, .. }) => {
+                        if notice == Notice::Send {
                             notifications.insert(format!("firing {r}/{m}"));
                         }
                         if action != AlertAction::None {

@@ -243,6 +243,14 @@ fn apply_with(
             .map_err(|e| e.to_string())?;
         }
     }
+    for u in &report.undelivered {
+        writeln!(
+            out,
+            "alert {}: notification for map {} not delivered: {}",
+            u.rule, u.map, u.error
+        )
+        .map_err(|e| e.to_string())?;
+    }
     for (name, status) in &published.requests {
         if status.finished_at.is_some() || status.state != RequestState::Queued {
             writeln!(

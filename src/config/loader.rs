@@ -1,5 +1,8 @@
 //! Reading the config repository's files: from the work tree, or from a git commit without
-//! touching the work tree. Knows which files belong to the config; not what is in them.
+//! touching the work tree. Knows which files belong to the config and that each is UTF-8 text
+//! (a UTF-8 byte order mark is accepted); not what is in them. A file that cannot be read,
+//! or is UTF-16, binary or otherwise not UTF-8, is a [`FileError`] at that file (and at the
+//! first bad byte), every one of them collected.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,10 +27,101 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// Why the config's files could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Listing the files failed (a directory, a git revision): nothing could be read.
+    #[error("{0}")]
+    Listing(String),
+    /// These files are not readable UTF-8 text; the others were fine.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Files(Vec<FileError>),
+}
+
+/// A config file that is not readable UTF-8 text, and where it goes wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct FileError {
+    pub path: String,
+    pub pos: Pos,
+    #[source]
+    pub problem: FileProblem,
+}
+
+/// What is wrong with a file's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    #[error("cannot read: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("the file is UTF-16 ({0}); save it as UTF-8")]
+    Utf16(&'static str),
+    #[error("a binary file, not YAML text (a NUL byte)")]
+    Binary,
+    #[error(
+        "not UTF-8: byte 0x{byte:02X} cannot start or continue a character; save the file as UTF-8"
+    )]
+    NotUtf8 { byte: u8 },
+}
+
+/// The text of a file's bytes: UTF-8, with or without a byte order mark.
+fn decode(path: &str, bytes: Vec<u8>) -> Result<String, FileError> {
+    let at = |pos, problem| FileError {
+        path: path.to_string(),
+        pos,
+        problem,
+    };
+    let start = Pos { line: 1, col: 1 };
+    match bytes.as_slice() {
+        [0xFF, 0xFE, ..] => {
+            return Err(at(
+                start,
+                FileProblem::Utf16("little-endian, with a byte order mark"),
+            ));
+        }
+        [0xFE, 0xFF, ..] => {
+            return Err(at(
+                start,
+                FileProblem::Utf16("big-endian, with a byte order mark"),
+            ));
+        }
+        // ASCII text in UTF-16 without a mark: every other byte is NUL.
+        [0, b, ..] | [b, 0, ..] if *b != 0 && bytes.len().is_multiple_of(2) => {
+            let le = bytes[1] == 0;
+            return Err(at(
+                start,
+                FileProblem::Utf16(if le { "little-endian" } else { "big-endian" }),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(i) = bytes.iter().position(|b| *b == 0) {
+        return Err(at(position(&bytes, i), FileProblem::Binary));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let i = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        at(position(bytes, i), FileProblem::NotUtf8 { byte: bytes[i] })
+    })
+}
+
+/// The line and column (in characters) of byte `i`, all bytes before it being UTF-8.
+fn position(bytes: &[u8], i: usize) -> Pos {
+    let before = String::from_utf8_lossy(&bytes[..i]);
+    let line = before.matches('\n').count() as u64 + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count() as u64
+        + 1;
+    Pos { line, col }
+}
+
 /// Where config files come from.
 pub trait ConfigSource {
     /// The config's files, `dualwrite.yaml` first, then the rest sorted by path.
-    fn files(&self) -> Result<Vec<SourceFile>, String>;
+    fn files(&self) -> Result<Vec<SourceFile>, LoadError>;
     /// A human description: "work tree" or "git revision abc1234".
     fn describe(&self) -> String;
 }
@@ -58,19 +152,31 @@ pub struct WorkTree {
 }
 
 impl ConfigSource for WorkTree {
-    fn files(&self) -> Result<Vec<SourceFile>, String> {
+    fn files(&self) -> Result<Vec<SourceFile>, LoadError> {
         let mut paths = Vec::new();
         if self.dir.join(PROJECT_FILE).is_file() {
             paths.push(PROJECT_FILE.to_string());
         }
         for d in RESOURCE_DIRS {
-            walk(&self.dir, d, &mut paths).map_err(|e| format!("{d}: {e}"))?;
+            walk(&self.dir, d, &mut paths).map_err(|e| LoadError::Listing(format!("{d}: {e}")))?;
         }
         let mut files = Vec::with_capacity(paths.len());
+        let mut bad = Vec::new();
         for path in paths.into_iter().filter(|p| is_config_file(p)) {
-            let text = std::fs::read_to_string(self.dir.join(&path))
-                .map_err(|e| format!("{path}: cannot read: {e}"))?;
-            files.push(SourceFile { path, text });
+            let text = std::fs::read(self.dir.join(&path))
+                .map_err(|e| FileError {
+                    path: path.clone(),
+                    pos: Pos { line: 1, col: 1 },
+                    problem: FileProblem::Io(e),
+                })
+                .and_then(|bytes| decode(&path, bytes));
+            match text {
+                Ok(text) => files.push(SourceFile { path, text }),
+                Err(e) => bad.push(e),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(LoadError::Files(bad));
         }
         Ok(order(files))
     }
@@ -108,7 +214,18 @@ pub struct GitRevision {
 }
 
 impl ConfigSource for GitRevision {
-    fn files(&self) -> Result<Vec<SourceFile>, String> {
+    fn files(&self) -> Result<Vec<SourceFile>, LoadError> {
+        self.read().map_err(LoadError::Listing)?
+    }
+
+    fn describe(&self) -> String {
+        format!("git revision {}", self.revision)
+    }
+}
+
+impl GitRevision {
+    /// The files at the revision; the outer error when git cannot list or read them.
+    fn read(&self) -> Result<Result<Vec<SourceFile>, LoadError>, String> {
         let rev = &self.revision;
         // Paths relative to the config dir, which may sit below the repository root.
         let listing = git(
@@ -123,15 +240,17 @@ impl ConfigSource for GitRevision {
             .map(str::to_string)
             .collect();
         let mut files = Vec::with_capacity(paths.len());
+        let mut bad = Vec::new();
         for (path, body) in git_files_at(&self.dir, rev, paths)? {
-            let text = String::from_utf8(body).map_err(|_| format!("{path}: not UTF-8"))?;
-            files.push(SourceFile { path, text });
+            match decode(&path, body) {
+                Ok(text) => files.push(SourceFile { path, text }),
+                Err(e) => bad.push(e),
+            }
         }
-        Ok(order(files))
-    }
-
-    fn describe(&self) -> String {
-        format!("git revision {}", self.revision)
+        if !bad.is_empty() {
+            return Ok(Err(LoadError::Files(bad)));
+        }
+        Ok(Ok(order(files)))
     }
 }
 
@@ -219,20 +338,30 @@ fn run_git(
     Ok(out.stdout)
 }
 
-/// Reads the files, or a diagnostic saying why the repository cannot be read at all.
-pub fn read_files(source: &dyn ConfigSource) -> Result<Vec<SourceFile>, Diagnostic> {
-    let files = source
-        .files()
-        .map_err(|e| Diagnostic::new(PROJECT_FILE, Pos { line: 1, col: 1 }, e))?;
+/// Reads the files, or diagnostics saying why they cannot be read: one at each file that is
+/// not readable UTF-8 text, or one at `dualwrite.yaml` when the repository cannot be read at
+/// all.
+pub fn read_files(source: &dyn ConfigSource) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+    let files = source.files().map_err(|e| match e {
+        LoadError::Files(bad) => {
+            let mut diags: Vec<Diagnostic> = bad
+                .into_iter()
+                .map(|f| Diagnostic::new(&f.path, f.pos, f.problem.to_string()))
+                .collect();
+            diags.sort();
+            diags
+        }
+        LoadError::Listing(e) => vec![Diagnostic::new(PROJECT_FILE, Pos { line: 1, col: 1 }, e)],
+    })?;
     if !files.iter().any(|f| f.path == PROJECT_FILE) {
-        return Err(Diagnostic::new(
+        return Err(vec![Diagnostic::new(
             PROJECT_FILE,
             Pos { line: 1, col: 1 },
             format!(
                 "no {PROJECT_FILE} in the {}: this is not a dualwrite config directory",
                 source.describe()
             ),
-        ));
+        )]);
     }
     Ok(files)
 }

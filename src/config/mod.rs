@@ -84,9 +84,6 @@ pub fn did_you_mean<'a>(
 
 /// Loads and validates the whole repository. All problems, sorted, or a trusted `Config`.
 pub fn load(source: &dyn ConfigSource) -> Result<Config, Vec<Diagnostic>> {
-    let files = match loader::read_files(source) {
-        Ok(files) => files,
-        Err(diag) => return Err(vec![diag]),
-    };
+    let files = loader::read_files(source)?;
     validate::compile(files)
 }

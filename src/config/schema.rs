@@ -17,9 +17,49 @@ use super::{Diagnostic, did_you_mean};
 const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 const ENV_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 
+/// The schema of a kind, with the range of every sized integer spelled out (`format: uint32`
+/// alone bounds nothing), so an out-of-range number is reported at its own line and column.
+fn json_schema(kind: Kind) -> Value {
+    let mut schema = serde_json::to_value(kind.json_schema()).expect("schema serializes");
+    bound_integers(&mut schema);
+    schema
+}
+
+/// Adds `minimum` and `maximum` to each integer schema whose `format` names a sized type.
+fn bound_integers(schema: &mut Value) {
+    match schema {
+        Value::Object(obj) => {
+            let range: Option<(i128, i128)> = match obj.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((0, u8::MAX.into())),
+                Some("uint16") => Some((0, u16::MAX.into())),
+                Some("uint32") => Some((0, u32::MAX.into())),
+                Some("uint64" | "uint") => Some((0, u64::MAX.into())),
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64" | "int") => Some((i64::MIN.into(), i64::MAX.into())),
+                _ => None,
+            };
+            if let Some((min, max)) = range {
+                let number = |n: i128| {
+                    i64::try_from(n).map_or_else(
+                        |_| Value::from(u64::try_from(n).expect("a u64 bound")),
+                        Value::from,
+                    )
+                };
+                obj.entry("minimum").or_insert_with(|| number(min));
+                obj.entry("maximum").or_insert_with(|| number(max));
+            }
+            obj.values_mut().for_each(bound_integers);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
 /// The schema of a kind as committed in `schemas/`: pretty JSON with a trailing newline.
 pub fn schema_text(kind: Kind) -> String {
-    let mut schema = serde_json::to_value(kind.json_schema()).expect("schema serializes");
+    let mut schema = json_schema(kind);
     if let Some(obj) = schema.as_object_mut() {
         obj.insert(
             "$id".into(),
@@ -57,7 +97,7 @@ fn compiled(kind: Kind) -> &'static Compiled {
         Kind::ALL
             .into_iter()
             .map(|k| {
-                let schema = serde_json::to_value(k.json_schema()).expect("schema serializes");
+                let schema = json_schema(k);
                 let validator = jsonschema::options()
                     .should_validate_formats(true)
                     .build(&schema)
@@ -257,7 +297,26 @@ fn describe(c: &Compiled, file: &str, doc: &Document, e: &ValidationError) -> Ve
             "{at}: {} is not an RFC 3339 timestamp (e.g. 2026-11-22T00:00:00Z)",
             value_text()
         ))],
-        ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            // Drop the forms the value is not even of the type of (`null` for an optional
+            // part); when one form is left, its errors say what is wrong, and where.
+            let fitting: Vec<_> = context
+                .iter()
+                .filter(|form| {
+                    !form.iter().any(|f| {
+                        f.instance_path().as_str() == pointer
+                            && matches!(f.kind(), ValidationErrorKind::Type { .. })
+                    })
+                })
+                .collect();
+            if let [form] = fitting.as_slice()
+                && !form.is_empty()
+            {
+                return form
+                    .iter()
+                    .flat_map(|f| describe(c, file, doc, f))
+                    .collect();
+            }
             vec![diag(format!(
                 "{at}: {} is not an accepted form here",
                 json_type(instance)

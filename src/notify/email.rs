@@ -46,14 +46,9 @@ pub fn email_content(n: &Notification) -> (String, String) {
             let _ = writeln!(body, "    message: {}", e.message);
         }
     }
-    if n.holds_map() {
+    if let Some(note) = n.hold_note() {
         let _ = writeln!(body);
-        let (map, action) = (&n.map, &n.action);
-        let _ = writeln!(
-            body,
-            "The rule holds map {map} ({action}). After fixing the cause:"
-        );
-        let _ = writeln!(body, "  dualwrite resume {map}");
+        let _ = writeln!(body, "{note}");
     }
     (subject, body)
 }
@@ -143,6 +138,7 @@ mod tests {
             window: "15m".into(),
             action: action.into(),
             action_taken: Some("Paused map customers".into()),
+            held_by: (action != "None").then(|| "pause-on-app-errors".into()),
             newest_errors: vec![ErrorLine {
                 id: 42,
                 at: "2026-11-22T10:15:00Z".into(),
@@ -174,6 +170,21 @@ mod tests {
         assert!(body.contains("dualwrite resume customers"));
         let (_, body) = email_content(&notification("None"));
         assert!(!body.contains("dualwrite resume"));
+    }
+
+    #[test]
+    fn a_resolution_says_whether_the_hold_remains_and_what_ends_it() {
+        let mut n = notification("Pause");
+        n.kind = super::super::NotificationKind::Resolved;
+        let (_, body) = email_content(&n);
+        assert!(
+            body.contains("The hold remains: map customers stays held by alert pause-on-app-errors until `dualwrite resume customers` or a commit that changes its spec.state."),
+            "{body}"
+        );
+        n.held_by = None;
+        let (_, body) = email_content(&n);
+        assert!(body.contains("Nothing holds map customers"), "{body}");
+        assert!(!body.contains("dualwrite resume"), "{body}");
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Notification {
     pub action: String,
     /// What this firing did, e.g. `Paused map customers`, when it took the action.
     pub action_taken: Option<String>,
+    /// The alert that holds the map as this is sent (`None`: nothing holds it).
+    pub held_by: Option<String>,
     /// Newest first, up to 5.
     pub newest_errors: Vec<ErrorLine>,
     pub at: chrono::DateTime<chrono::Utc>,
@@ -102,9 +104,24 @@ impl Notification {
         )
     }
 
-    /// Whether the rule holds the map, so the reader needs to know how to resume it.
-    fn holds_map(&self) -> bool {
-        matches!(self.action.as_str(), "Pause" | "Stop")
+    /// Whether the map is held, and what ends the hold: a firing that holds it says how to
+    /// resume it; a resolution says whether the hold remains (errors that age out never end
+    /// a hold) or that nothing holds the map.
+    fn hold_note(&self) -> Option<String> {
+        let map = &self.map;
+        let ends = format!("`dualwrite resume {map}` or a commit that changes its spec.state");
+        match (&self.held_by, self.kind) {
+            (Some(alert), NotificationKind::Firing) => Some(format!(
+                "Map {map} is held by alert {alert} until {ends}. Fix the cause first."
+            )),
+            (Some(alert), NotificationKind::Resolved) => Some(format!(
+                "The hold remains: map {map} stays held by alert {alert} until {ends}."
+            )),
+            (None, NotificationKind::Resolved) => Some(format!(
+                "Nothing holds map {map}: it follows its spec.state, nothing to resume."
+            )),
+            (None, NotificationKind::Firing) => None,
+        }
     }
 }
 
@@ -262,6 +279,7 @@ mod tests {
             window: "1m".into(),
             action: "None".into(),
             action_taken: None,
+            held_by: None,
             newest_errors: vec![],
             at: chrono::Utc::now(),
         }

@@ -28,6 +28,10 @@ pub fn webhook_payload(n: &Notification) -> Value {
     if let Some(taken) = &n.action_taken {
         text.push_str(&format!(" — {taken}"));
     }
+    if let Some(note) = n.hold_note() {
+        description.push_str(&format!(" {note}"));
+        text.push_str(&format!("\n{note}"));
+    }
     for e in &n.newest_errors {
         let code = e
             .code

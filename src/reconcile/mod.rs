@@ -53,6 +53,8 @@ pub struct Report {
     pub maps: Vec<(String, Phase, Option<String>)>,
     /// Each alert rule's state per matched map, after the pass.
     pub alerts: BTreeMap<String, crate::alert::RuleState>,
+    /// The notifications of the pass that were not delivered.
+    pub undelivered: Vec<crate::alert::pass::Undelivered>,
     /// The earliest time a map of the pass is due to be tried again after a failure.
     pub retry_at: Option<DateTime<Utc>>,
 }
@@ -264,7 +266,9 @@ pub async fn run_on(
         }
     }
     // Deliveries ran in the background while maps synced; record how each went.
-    report.alerts = alerts.finish(store, cfg, revision).await?;
+    let outcome = alerts.finish(store, cfg, revision).await?;
+    report.alerts = outcome.states;
+    report.undelivered = outcome.undelivered;
     if let Some(claims) = claims {
         claims.finish();
     }

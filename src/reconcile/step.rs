@@ -87,12 +87,13 @@ impl<'s, 'c> MapContext<'s, 'c> {
     /// Evaluates the map's rules with the errors recorded so far and applies a hold when
     /// one fires with Pause or Stop. Returns whether the map is held.
     pub async fn check_alerts(&mut self, journal: &mut Journal<'_>) -> Result<bool, StateError> {
-        let recorded = std::mem::take(&mut journal.recorded);
+        // The windows are read from the store, which has what was recorded.
+        journal.recorded.clear();
         let firings = self.alerts.observe(
             &*journal.store,
             self.map,
-            recorded,
             journal.runtime.resumed_at.as_deref(),
+            journal.record.held_by.as_deref(),
         )?;
         for firing in firings {
             if journal.record.held_by.is_none() {
@@ -130,9 +131,16 @@ impl<'s, 'c> MapContext<'s, 'c> {
         Ok(())
     }
 
-    /// Runs the plan's actions, then drains live changes and runs queued requests while
-    /// Running. Progress so far is saved whatever happens.
+    /// Runs the plan's actions and drains live changes while Running, then the queued
+    /// requests that may run in the phase the map is in. Progress so far is saved whatever
+    /// happens.
     pub async fn run(&mut self, journal: &mut Journal<'_>) -> Result<(), MapFailure> {
+        self.run_actions(journal).await?;
+        self.run_requests(journal).await
+    }
+
+    /// The plan's actions, then the drain of live changes while Running and not held.
+    async fn run_actions(&mut self, journal: &mut Journal<'_>) -> Result<(), MapFailure> {
         if journal.record.phase == Phase::Stopped && !journal.runtime.capture_left.is_empty() {
             self.remove_capture_left(journal).await?;
         }
@@ -164,8 +172,9 @@ impl<'s, 'c> MapContext<'s, 'c> {
                     self.install(journal, rerun).await?;
                     if spec.initial_sync.enabled {
                         self.initial_sync(journal).await?;
+                        // A rule that fires on the copy holds the map at once: it goes
+                        // from InitialSync straight to the phase the hold asks for.
                         if self.check_alerts(journal).await? {
-                            set_phase(journal, after_copy, "initial sync finished")?;
                             return self.enforce_hold(journal).await;
                         }
                     }
@@ -187,13 +196,13 @@ impl<'s, 'c> MapContext<'s, 'c> {
         // Resume an initial sync a crash or an outage interrupted.
         if journal.record.phase == Phase::InitialSync {
             self.initial_sync(journal).await?;
+            if self.check_alerts(journal).await? {
+                return self.enforce_hold(journal).await;
+            }
             set_phase(journal, after_copy, "initial sync finished")?;
         }
         if journal.record.phase == Phase::Running && journal.record.held_by.is_none() {
             self.drain(journal, ErrorPhase::Live).await?;
-            if journal.record.held_by.is_none() {
-                self.run_requests(journal).await?;
-            }
         }
         Ok(())
     }
@@ -217,19 +226,40 @@ impl<'s, 'c> MapContext<'s, 'c> {
         sync::link::queue_of(self.connections, self.map, &journal.runtime).await
     }
 
-    /// Runs the requests waiting for a Running, caught-up map, in order, storing each status.
+    /// Runs the requests waiting for the map, in order, storing each status: a Dismiss in
+    /// any phase, a Retry only while the map is Running, caught up and not held
+    /// ([`crate::requests::runs_now`]). The first that cannot run now waits with every
+    /// request after it.
     async fn run_requests(&mut self, journal: &mut Journal<'_>) -> Result<(), MapFailure> {
-        let Some(queue) = self.queues.remove(&self.map.metadata.name) else {
+        let Some(mut queue) = self.queues.remove(&self.map.metadata.name) else {
             return Ok(());
         };
-        let batch = self.map.spec.batch_size as usize;
-        let p = self.prepared().await?;
-        let ways: Vec<crate::requests::Way<'_>> = p
-            .links
+        let phase = journal.record.phase;
+        let held = journal.record.held_by.is_some();
+        let runnable = queue
             .iter()
-            .map(|link| crate::requests::Way {
-                sides: p.sides(link),
-                flow: &link.flow,
+            .take_while(|(r, _)| crate::requests::runs_now(r.spec.action, phase, held))
+            .count();
+        queue.truncate(runnable);
+        if queue.is_empty() {
+            return Ok(());
+        }
+        let batch = self.map.spec.batch_size as usize;
+        // Only a Retry touches the endpoints.
+        let needs_endpoints = queue
+            .iter()
+            .any(|(r, _)| r.spec.action == crate::config::RequestAction::Retry);
+        let p = match needs_endpoints {
+            true => Some(self.prepared().await?),
+            false => None,
+        };
+        let ways: Vec<crate::requests::Way<'_>> = p
+            .iter()
+            .flat_map(|p| {
+                p.links.iter().map(|link| crate::requests::Way {
+                    sides: p.sides(link),
+                    flow: &link.flow,
+                })
             })
             .collect();
         for (request, mut status) in queue {

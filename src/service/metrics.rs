@@ -364,7 +364,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         o,
         "dualwrite_alert_notifications_sent_total",
         "counter",
-        "Notifications the rule sent for the map.",
+        "Deliveries of the rule's notifications for the map that the server accepted.",
     );
     for (rule, st) in &s.alerts {
         for (map, m) in &st.maps {
@@ -372,6 +372,21 @@ pub(crate) fn render(s: &Snapshot) -> String {
                 "dualwrite_alert_notifications_sent_total",
                 &[("rule", rule), ("map", map)],
                 m.notifications_sent as f64,
+            );
+        }
+    }
+    let mut f = family(
+        o,
+        "dualwrite_alert_notifications_suppressed_total",
+        "counter",
+        "Notifications of the rule for the map that its cooldown swallowed.",
+    );
+    for (rule, st) in &s.alerts {
+        for (map, m) in &st.maps {
+            f.sample(
+                "dualwrite_alert_notifications_suppressed_total",
+                &[("rule", rule), ("map", map)],
+                m.notifications_suppressed as f64,
             );
         }
     }

@@ -84,7 +84,7 @@ impl FileChange {
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     #[error("cannot read the config repository: {0}")]
-    Read(String),
+    Read(#[source] crate::config::loader::LoadError),
     #[error("writing {path}: {source}")]
     Write {
         path: String,

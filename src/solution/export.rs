@@ -42,7 +42,7 @@ pub enum ExportError {
     #[error("no solution named {name:?} in solutions/{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
     UnknownSolution { name: String, hint: Option<String> },
     #[error("cannot read the config repository: {0}")]
-    Read(String),
+    Read(#[source] crate::config::loader::LoadError),
     #[error(transparent)]
     Package(#[from] PackageError),
 }

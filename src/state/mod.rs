@@ -606,6 +606,16 @@ impl From<rusqlite::Error> for StateError {
     }
 }
 
+/// An errored record as alert windows count it: its latest failure, and when it was first
+/// recorded (a record that fails again keeps its first time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorEvent {
+    pub map: String,
+    pub error_type: ErrorType,
+    pub first_at: String,
+    pub last_at: String,
+}
+
 /// The actual state. Implementations keep every write atomic: `save` stores a map's phase
 /// and runtime (its cursors) in one transaction, the commit point of sync progress.
 pub trait StateStore: Send {
@@ -654,12 +664,14 @@ pub trait StateStore: Send {
     fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError>;
     /// The newest `limit` activity entries of a map, newest first.
     fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError>;
-    /// Errored records whose latest failure is at or after `since` (RFC 3339), oldest first,
-    /// as (map, type, at): what alert windows count. Survives restarts with the store.
+    /// Errored records (of `map`, or of every map) whose latest failure is at or after
+    /// `since` (RFC 3339), oldest first: what alert windows count. Survives restarts with
+    /// the store.
     fn error_events_since(
         &self,
         since: &str,
-    ) -> Result<Vec<(String, ErrorType, String)>, StateError>;
+        map: Option<&str>,
+    ) -> Result<Vec<ErrorEvent>, StateError>;
     /// The evaluation state of an alert rule (per matched map), as JSON.
     fn alert_state(&self, rule: &str) -> Result<Option<serde_json::Value>, StateError>;
     fn save_alert_state(&self, rule: &str, state: &serde_json::Value) -> Result<(), StateError>;

@@ -23,9 +23,9 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorPhase, ErrorQuery, ErrorRecord,
-    ErrorScope, ErrorState, ErrorType, MapRecord, MapRuntime, Order, Phase, RequestState,
-    RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorEvent, ErrorKey, ErrorPhase, ErrorQuery,
+    ErrorRecord, ErrorScope, ErrorState, ErrorType, MapRecord, MapRuntime, Order, Phase,
+    RequestState, RequestStatus, StateError, StateStore,
 };
 
 /// Stored names are written as text columns; they are read back as text and parsed with
@@ -139,8 +139,8 @@ const PUT_RUNTIME: &str = "INSERT INTO {s}.runtime (name, data) VALUES ($1, $2)
     ON CONFLICT (name) DO UPDATE SET data = $2";
 const PUT_ALERT: &str = "INSERT INTO {s}.alerts (name, applied, revision) VALUES ($1, $2, $3)
     ON CONFLICT (name) DO UPDATE SET applied = $2, revision = $3";
-const ERROR_EVENTS_SINCE: &str =
-    "SELECT map, type, last_at FROM {s}.errors WHERE last_at >= $1 ORDER BY last_at";
+const ERROR_EVENTS_SINCE: &str = "SELECT map, type, first_at, last_at FROM {s}.errors
+    WHERE last_at >= $1 AND ($2::text IS NULL OR map = $2) ORDER BY last_at";
 const GET_ALERT_STATE: &str = "SELECT data FROM {s}.alert_state WHERE name = $1";
 const PUT_ALERT_STATE: &str = "INSERT INTO {s}.alert_state (name, data) VALUES ($1, $2)
     ON CONFLICT (name) DO UPDATE SET data = $2";
@@ -655,12 +655,20 @@ impl StateStore for PostgresStore {
     fn error_events_since(
         &self,
         since: &str,
-    ) -> Result<Vec<(String, ErrorType, String)>, StateError> {
-        let since = since.to_string();
-        let rows =
-            self.call(move |c| c.run(async |s| s.query(ERROR_EVENTS_SINCE, &[&since]).await))?;
+        map: Option<&str>,
+    ) -> Result<Vec<ErrorEvent>, StateError> {
+        let (since, map) = (since.to_string(), map.map(str::to_string));
+        let rows = self
+            .call(move |c| c.run(async |s| s.query(ERROR_EVENTS_SINCE, &[&since, &map]).await))?;
         rows.iter()
-            .map(|r| Ok((r.get(0), ErrorType::stored(r.get(1))?, r.get(2))))
+            .map(|r| {
+                Ok(ErrorEvent {
+                    map: r.get(0),
+                    error_type: ErrorType::stored(r.get(1))?,
+                    first_at: r.get(2),
+                    last_at: r.get(3),
+                })
+            })
             .collect()
     }
 

@@ -10,9 +10,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use super::{
-    ActivityEntry, AppliedRecord, Condition, ErrorKey, ErrorPhase, ErrorQuery, ErrorRecord,
-    ErrorScope, ErrorState, ErrorType, MapRecord, MapRuntime, Order, Phase, RequestState,
-    RequestStatus, StateError, StateStore,
+    ActivityEntry, AppliedRecord, Condition, ErrorEvent, ErrorKey, ErrorPhase, ErrorQuery,
+    ErrorRecord, ErrorScope, ErrorState, ErrorType, MapRecord, MapRuntime, Order, Phase,
+    RequestState, RequestStatus, StateError, StateStore,
 };
 
 /// Stored names are columns of text. One this version does not know reads as
@@ -321,11 +321,19 @@ impl StateStore for SqliteStore {
     fn error_events_since(
         &self,
         since: &str,
-    ) -> Result<Vec<(String, ErrorType, String)>, StateError> {
+        map: Option<&str>,
+    ) -> Result<Vec<ErrorEvent>, StateError> {
         let mut stmt = self.conn.prepare(
-            "SELECT map, type, last_at FROM errors WHERE last_at >= ?1 ORDER BY last_at",
+            "SELECT map, type, first_at, last_at FROM errors WHERE last_at >= ?1 AND (?2 IS NULL OR map = ?2) ORDER BY last_at",
         )?;
-        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map(params![since, map], |r| {
+            Ok(ErrorEvent {
+                map: r.get(0)?,
+                error_type: r.get(1)?,
+                first_at: r.get(2)?,
+                last_at: r.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -245,7 +245,8 @@ pub struct Journal<'a> {
     pub record: crate::state::MapRecord,
     pub runtime: crate::state::MapRuntime,
     /// Failures recorded since the caller last took them, as (error type, RFC 3339 time):
-    /// what alert windows count.
+    /// a non-empty list tells the reconciler to evaluate the map's alert rules now (their
+    /// windows are read from the store, which has these records).
     pub recorded: Vec<(ErrorType, String)>,
     pub observer: Option<&'a dyn ProgressObserver>,
 }

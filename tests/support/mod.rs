@@ -4,6 +4,7 @@
 
 pub mod forward;
 pub mod mail;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
