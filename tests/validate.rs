@@ -589,6 +589,20 @@ fn a_file_that_is_not_utf8_text_is_reported_at_that_file_and_a_bom_is_accepted()
             "maps/utf16.yaml:1:1: the file is UTF-16 (little-endian, with a byte order mark); save it as UTF-8",
         ],
     );
+    // The same from a git commit (`--revision`), read without the work tree.
+    repo.remove("maps/gone.yaml");
+    repo.commit_all("files that are not UTF-8 text");
+    repo.remove("maps/latin1.yaml");
+    let run = repo.run(&["validate", "--revision", "HEAD"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("maps/latin1.yaml:3:22: not UTF-8: byte 0xE9")
+            && run.stdout.contains("maps/binary.yaml:1:8: a binary file")
+            && run.stdout.ends_with("4 errors found\n"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -66,6 +66,14 @@ struct StoredRule {
     maps: RuleState,
 }
 
+/// A rule's stored state: as this version keeps it, or as one before fingerprints kept it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Current(StoredRule),
+    Before(RuleState),
+}
+
 /// The SHA-256 of a rule's spec as JSON: a change of it is a change of the rule.
 fn fingerprint(rule: &AlertRule) -> String {
     let spec = serde_json::to_vec(&rule.spec).expect("rule spec serializes");
@@ -91,12 +99,17 @@ impl PassAlerts {
         for rule in &engine.rules {
             let name = rule.metadata.name.clone();
             let stored = store.alert_state(&name)?;
-            let since = match stored.map(serde_json::from_value::<StoredRule>) {
-                Some(Ok(stored)) => {
+            let since = match stored.map(serde_json::from_value::<Stored>) {
+                Some(Ok(Stored::Current(stored))) => {
                     engine.states.insert(name.clone(), stored.maps);
                     clock::parse(&stored.since).filter(|_| stored.fingerprint == fingerprint(rule))
                 }
-                // Unreadable, or kept by an older dualwrite without a fingerprint: counts from now.
+                // Kept by an older dualwrite, without a fingerprint: counts from now.
+                Some(Ok(Stored::Before(maps))) => {
+                    engine.states.insert(name.clone(), maps);
+                    None
+                }
+                // New, or unreadable: counts from now.
                 _ => None,
             };
             engine.since.insert(name, since.unwrap_or(now));
@@ -362,5 +375,29 @@ impl PassAlerts {
             states,
             undelivered,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_kept_before_fingerprints_is_read_and_counts_from_now() {
+        let before = serde_json::json!({ "customers": { "state": "Firing", "count": 3 } });
+        let Ok(Stored::Before(maps)) = serde_json::from_value::<Stored>(before) else {
+            panic!("the old shape is read");
+        };
+        assert_eq!(maps["customers"].count, 3);
+        let current = serde_json::to_value(StoredRule {
+            fingerprint: "f".into(),
+            since: "2026-12-07T00:00:00.000Z".into(),
+            maps,
+        })
+        .unwrap();
+        assert!(matches!(
+            serde_json::from_value::<Stored>(current),
+            Ok(Stored::Current(StoredRule { fingerprint, .. })) if fingerprint == "f"
+        ));
     }
 }

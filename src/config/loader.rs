@@ -365,3 +365,31 @@ pub fn read_files(source: &dyn ConfigSource) -> Result<Vec<SourceFile>, Vec<Diag
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(bytes: &[u8]) -> (Pos, String) {
+        let e = decode("f.yaml", bytes.to_vec()).unwrap_err();
+        (e.pos, e.problem.to_string())
+    }
+
+    #[test]
+    fn utf8_with_or_without_a_byte_order_mark_is_text() {
+        assert_eq!(decode("f.yaml", b"a: 1\n".to_vec()).unwrap(), "a: 1\n");
+        assert!(decode("f.yaml", b"\xEF\xBB\xBFa: caf\xC3\xA9\n".to_vec()).is_ok());
+    }
+
+    #[test]
+    fn utf16_binary_and_other_encodings_are_named_at_the_first_bad_byte() {
+        let at = |line, col| Pos { line, col };
+        assert_eq!(problem(b"\xFF\xFEa\x00").0, at(1, 1));
+        assert!(problem(b"a\x00:\x00").1.contains("UTF-16 (little-endian)"));
+        assert!(problem(b"\x00a\x00:").1.contains("UTF-16 (big-endian)"));
+        assert_eq!(problem(b"ab\ncaf\xC3\xA9 \x00\x01").0, at(2, 6));
+        let (pos, text) = problem(b"k: v\nname: caf\xE9\n");
+        assert_eq!(pos, at(2, 10));
+        assert!(text.starts_with("not UTF-8: byte 0xE9"), "{text}");
+    }
+}
