@@ -790,3 +790,59 @@ async fn a_request_that_cannot_reach_its_target_fails_and_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_would_be_rejected_is_not_written_and_apply_says_when_it_must_wait() {
+    common::with_timeout(async {
+        let case = Case::new(Target::sqlite().await, &rows_with_bad(6, &[2, 5]), "").await;
+        case.reconcile();
+        // Rejected before it is written: exit 1, nothing in requests/.
+        let run = case.run(&["errors", "retry", "--map", "customers", "--id", "99999"]);
+        assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{}", run.stderr);
+        assert_eq!(
+            run.stderr,
+            "dualwrite: the request would be Rejected: id(s) 99999 are not errored records of map customers; nothing written (--force writes it anyway)\n"
+        );
+        assert!(!case.repo.path().join("requests").exists());
+
+        // --force writes it; applied, it is Rejected and leaves nothing behind.
+        let run = case.run(&[
+            "errors", "retry", "--map", "customers", "--id", "99999", "--force", "--apply",
+            "--name", "forced",
+        ]);
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("warning: it will be Rejected: id(s) 99999")
+                && run.stdout.contains("requests/forced.yaml removed: the request was Rejected"),
+            "{}",
+            run.stdout
+        );
+        assert!(!case.repo.path().join("requests/forced.yaml").exists());
+        assert!(!case.repo.path().join("status/requests/forced.yaml").exists());
+        assert_eq!(case.run(&["validate"]).code, 0);
+
+        // A Dismiss --apply runs now and says so; the next reconcile does not repeat it.
+        let two = case.error_id(2).to_string();
+        let run = case.run(&["errors", "dismiss", "--map", "customers", "--id", &two, "--apply", "--name", "d2"]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("request d2: Completed"), "{}", run.stdout);
+        let again = case.reconcile();
+        assert!(!again.stdout.contains("request d2"), "{}", again.stdout);
+
+        // A Retry --apply on a Paused map cannot run now: exit 3, it waits in requests/.
+        case.write_map("Paused", 1, true);
+        case.repo.commit_all("pause");
+        case.reconcile();
+        let run = case.run(&["errors", "retry", "--map", "customers", "--apply", "--name", "later"]);
+        assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains(
+                "request later cannot run now: map customers is not Running; it waits in requests/later.yaml and runs once the map is Running"
+            ),
+            "{}",
+            run.stdout
+        );
+        assert!(case.repo.path().join("requests/later.yaml").exists());
+    })
+    .await;
+}

@@ -109,8 +109,8 @@ pub struct ListArgs {
     /// would write (connects to the databases).
     #[arg(long)]
     pub show_rows: bool,
-    #[arg(long, value_enum, default_value_t = super::Output::Text)]
-    pub output: super::Output,
+    #[arg(short = 'o', long, value_enum, default_value_t = super::ListOutput::Text)]
+    pub output: super::ListOutput,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +123,9 @@ pub struct RequestArgs {
     /// Run the request now (a reconcile pass) instead of leaving it for review.
     #[arg(long)]
     pub apply: bool,
+    /// Write the request even when it would be Rejected (unknown ids, too many records).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,10 +154,8 @@ pub fn list(
     store: Option<&dyn StateStore>,
     args: &ListArgs,
 ) -> Result<(), String> {
-    if let Some(map) = &args.filter.map
-        && cfg.map(map).is_none()
-    {
-        return Err(format!("no map named {map:?} in the config"));
+    if let Some(map) = &args.filter.map {
+        super::require_map(cfg, map)?;
     }
     let filter = args.filter.filter(chrono::Utc::now())?;
     let mut query = crate::errors::query_of(args.filter.map.as_deref(), &filter);
@@ -179,7 +180,7 @@ pub fn list(
     } else {
         Default::default()
     };
-    if args.output == super::Output::Json {
+    if args.output == super::ListOutput::Json {
         let errors: Vec<serde_json::Value> = records
             .iter()
             .map(|e| {
@@ -319,9 +320,7 @@ pub fn write_request(
     let map = args.filter.map.clone().ok_or_else(|| {
         "--map is required: a request acts on the errored records of one map".to_string()
     })?;
-    if cfg.map(&map).is_none() {
-        return Err(format!("no map named {map:?} in the config"));
-    }
+    super::require_map(cfg, &map)?;
     let now = chrono::Utc::now();
     let filter = args.filter.filter(now)?;
     let verb = match action {
@@ -352,6 +351,43 @@ pub fn write_request(
         "# yaml-language-server: $schema=../schemas/errorrequest.schema.json\n# Written by `dualwrite errors {verb}` at {}. Review it, then commit it: the next reconcile\n# runs it once, while map {map} is Running.\n{yaml}",
         crate::clock::secs(now)
     );
+    // What the store says of it now: how many records it matches, and whether it would be
+    // Rejected (a request that would be is not written, unless --force).
+    let mut matched = None;
+    if let Some(store) = store {
+        let n = store
+            .count_errors(&crate::errors::query_of(Some(&map), &filter))
+            .map_err(|e| e.to_string())?;
+        matched = Some(n);
+        let unknown =
+            crate::requests::unknown_ids(store, &map, &filter.ids).map_err(|e| e.to_string())?;
+        let rejected = if !unknown.is_empty() {
+            let ids: Vec<String> = unknown.iter().map(i64::to_string).collect();
+            Some(format!(
+                "id(s) {} are not errored records of map {map}",
+                ids.join(", ")
+            ))
+        } else if n > crate::requests::MAX_MATCHED {
+            Some(format!(
+                "it matches {n} records; a request may match at most {}: narrow the filter",
+                crate::requests::MAX_MATCHED
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = rejected {
+            if !args.force {
+                return Err(format!(
+                    "the request would be Rejected: {reason}; nothing written (--force writes it anyway)"
+                ));
+            }
+            writeln!(
+                out,
+                "warning: it will be Rejected: {reason} (written: --force)"
+            )
+            .map_err(io)?;
+        }
+    }
     let relative = PathBuf::from("requests").join(format!("{name}.yaml"));
     let path = dir.join(&relative);
     if path.exists() {
@@ -374,23 +410,12 @@ pub fn write_request(
             .join("\n"));
     }
     writeln!(out, "wrote {}", relative.display()).map_err(io)?;
-    if let Some(store) = store {
-        let matched = store
-            .count_errors(&crate::errors::query_of(Some(&map), &filter))
-            .map_err(|e| e.to_string())?;
+    if let Some(matched) = matched {
         writeln!(
             out,
             "it matches {matched} open errored record(s) of map {map} now"
         )
         .map_err(io)?;
-        if matched > crate::requests::MAX_MATCHED {
-            writeln!(
-                out,
-                "warning: more than {} records: it will be Rejected; narrow the filter",
-                crate::requests::MAX_MATCHED
-            )
-            .map_err(io)?;
-        }
     }
     if !args.apply {
         writeln!(

@@ -4,6 +4,7 @@
 //! in `solution`.
 
 pub mod errors;
+pub mod paint;
 pub mod render;
 pub mod run;
 pub mod solution;
@@ -20,8 +21,13 @@ use crate::state::RequestState;
 /// Exit codes of every command.
 pub mod exit {
     pub const OK: i32 = 0;
+    /// Invalid input, an unknown map, a request that would be Rejected, a failure.
     pub const INVALID: i32 = 1;
+    /// `--detailed-exitcode`: valid, with changes.
     pub const CHANGES: i32 = 2;
+    /// `--apply` of a request that cannot run now (a Retry while its map is not Running):
+    /// it waits in `requests/` and runs once the map is Running.
+    pub const WAITING: i32 = 3;
 }
 
 #[derive(Parser, Debug)]
@@ -34,6 +40,9 @@ pub struct Cli {
     /// Run as if started in DIR (the directory holding dualwrite.yaml).
     #[arg(short = 'C', global = true, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
+    /// Colours: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,8 +60,8 @@ pub enum Command {
     Status {
         /// Only this map.
         map: Option<String>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[arg(short = 'o', long, value_enum, default_value_t = ListOutput::Text)]
+        output: ListOutput,
     },
     /// Errored records: list them, or retry or dismiss them through an ErrorRequest.
     #[command(subcommand)]
@@ -63,8 +72,9 @@ pub enum Command {
         /// Only entries at or after: an age (1h, 1d) or an RFC 3339 time.
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
-        #[arg(long, value_enum, default_value_t = errors::LogFormat::Jsonl)]
-        format: errors::LogFormat,
+        /// JSON lines or CSV.
+        #[arg(long, alias = "format", value_enum, default_value_t = errors::LogFormat::Jsonl)]
+        output: errors::LogFormat,
         /// Write to this file instead of standard output.
         #[arg(short = 'o', long = "output-file", value_name = "FILE")]
         file: Option<PathBuf>,
@@ -112,7 +122,8 @@ pub struct SourceArgs {
     /// Read the config from this git commit instead of the work tree.
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    /// text, json, or github (annotations and a notice for GitHub Actions).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
@@ -164,6 +175,8 @@ impl StatusCommitArgs {
     }
 }
 
+/// The output of `validate` and `reconcile --dry-run`, where GitHub annotations mean
+/// something.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Text,
@@ -171,9 +184,38 @@ pub enum Output {
     Github,
 }
 
+/// The output of every listing (`status`, `errors list`, `solution list`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListOutput {
+    Text,
+    Json,
+}
+
+/// `--color`: colours on a terminal (`auto`, unless `NO_COLOR` is set), always, or never.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
 /// Runs the command line and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // A usage error is invalid input like any other: exit 1 (clap's own default is 2, which
+    // here means "valid, with changes").
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            };
+        }
+    };
+    paint::init(cli.color);
     let mut out = std::io::stdout().lock();
     match run(&cli, &mut out) {
         Ok(code) => code,
@@ -211,6 +253,7 @@ fn apply_with(
     let files = src.files().unwrap_or_default();
     let revision = crate::status::revision(dir, &files);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let started = crate::clock::now_millis();
     let mut options = options.clone();
     options.progress = Some(std::sync::Arc::new(crate::status::LiveStatus::new(
         dir, cfg,
@@ -251,8 +294,13 @@ fn apply_with(
         )
         .map_err(|e| e.to_string())?;
     }
+    // Only what this pass did: requests that ran (or were refused) in it, not every old one.
     for (name, status) in &published.requests {
-        if status.finished_at.is_some() || status.state != RequestState::Queued {
+        if status
+            .finished_at
+            .as_deref()
+            .is_some_and(|at| at >= started.as_str())
+        {
             writeln!(
                 out,
                 "request {name}: {}{}",
@@ -267,8 +315,9 @@ fn apply_with(
         }
     }
     for (name, phase, problem) in &report.maps {
+        let phase = paint::phase(&phase.to_string());
         match problem {
-            Some(p) => writeln!(out, "map {name}: {phase} (error: {p})"),
+            Some(p) => writeln!(out, "map {name}: {phase} ({}: {p})", paint::bad("error")),
             None => writeln!(out, "map {name}: {phase}"),
         }
         .map_err(|e| e.to_string())?;
@@ -316,6 +365,28 @@ fn from_repo_root(
 
 /// The work tree's config for commands that act on it; invalid config is an error listing
 /// every diagnostic.
+/// The map `name` of the config, or the error every command gives for an unknown map
+/// (exit 1), naming the maps there are.
+pub fn require_map<'c>(
+    cfg: &'c config::Config,
+    name: &str,
+) -> Result<&'c config::TableMap, String> {
+    cfg.map(name).ok_or_else(|| {
+        let names: Vec<&str> = cfg
+            .maps
+            .iter()
+            .map(|m| m.resource.metadata.name.as_str())
+            .collect();
+        match names.as_slice() {
+            [] => format!("no map named {name:?}: the config has no maps"),
+            names => format!(
+                "no map named {name:?} in the config (maps: {})",
+                names.join(", ")
+            ),
+        }
+    })
+}
+
 fn load_work_tree(dir: &Path) -> Result<(WorkTree, config::Config), String> {
     let src = WorkTree {
         dir: dir.to_path_buf(),
@@ -400,6 +471,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
         }
         Command::Status { map, output } => {
             let (_, cfg) = load_work_tree(&cli.dir)?;
+            if let Some(map) = map {
+                require_map(&cfg, map)?;
+            }
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             render::status(out, *output, &cli.dir, store.as_ref(), &cfg, map.as_deref())
                 .map_err(|e| e.to_string())?;
@@ -453,7 +527,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             let (_, cfg) = load_work_tree(&cli.dir)?;
             let store = crate::state::open_existing(&cli.dir, &cfg.project.resource)
                 .map_err(|e| e.to_string())?;
-            let (name, _) =
+            let (name, relative) =
                 errors::write_request(out, &cli.dir, &cfg, store.as_deref(), action, args)?;
             drop(store);
             if !args.apply {
@@ -489,26 +563,48 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 .unwrap_or_else(|| {
                     crate::state::RequestStatus::new(&request.resource.spec.map, action)
                 });
-            if status.state == RequestState::Queued {
-                writeln!(
-                    out,
-                    "request {name} waits: map {} is not Running; it runs once the map is Running",
-                    status.map
-                )
-                .map_err(w)?;
+            match status.state {
+                // It cannot run now: it stays in requests/ and runs once the map is Running.
+                RequestState::Queued => {
+                    writeln!(
+                        out,
+                        "request {name} cannot run now: map {} is not Running; it waits in {} and runs once the map is Running",
+                        status.map,
+                        relative.display()
+                    )
+                    .map_err(w)?;
+                    Ok(exit::WAITING)
+                }
+                // A Rejected --apply leaves nothing behind: not the file, not its status.
+                RequestState::Rejected => {
+                    let _ = std::fs::remove_file(cli.dir.join(&relative));
+                    let _ = std::fs::remove_file(
+                        cli.dir
+                            .join(crate::status::STATUS_DIR)
+                            .join("requests")
+                            .join(format!("{name}.yaml")),
+                    );
+                    store.forget_request(&name).map_err(|e| e.to_string())?;
+                    writeln!(
+                        out,
+                        "{} removed: the request was Rejected",
+                        relative.display()
+                    )
+                    .map_err(w)?;
+                    Ok(exit::INVALID)
+                }
+                RequestState::Failed => Ok(exit::INVALID),
+                _ => Ok(code),
             }
-            Ok(match status.state {
-                RequestState::Rejected | RequestState::Failed => exit::INVALID,
-                _ => code,
-            })
         }
         Command::Logs {
             map,
             since,
-            format,
+            output,
             file,
         } => {
             let (_, cfg) = load_work_tree(&cli.dir)?;
+            require_map(&cfg, map)?;
             let store = crate::state::open_existing(&cli.dir, &cfg.project.resource)
                 .map_err(|e| e.to_string())?;
             let file = file.as_ref().map(|f| {
@@ -523,16 +619,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
                 store.as_deref(),
                 map,
                 since.as_deref(),
-                *format,
+                *output,
                 file.as_deref(),
             )?;
             Ok(exit::OK)
         }
         Command::Resume { map } => {
             let (src, cfg) = load_work_tree(&cli.dir)?;
-            if cfg.map(map).is_none() {
-                return Err(format!("no map named {map:?} in the config"));
-            }
+            require_map(&cfg, map)?;
             let mut store =
                 crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             let alert = crate::reconcile::end_hold(store.as_mut(), map, "dualwrite resume")
@@ -566,7 +660,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             let code = apply_with(&cli.dir, &cfg, &src, out, &Default::default(), None)?;
             let store = crate::reconcile::open_store(&cli.dir, &cfg).map_err(|e| e.to_string())?;
             writeln!(out).map_err(w)?;
-            render::status(out, Output::Text, &cli.dir, store.as_ref(), &cfg, None)
+            render::status(out, ListOutput::Text, &cli.dir, store.as_ref(), &cfg, None)
                 .map_err(|e| e.to_string())?;
             Ok(code)
         }

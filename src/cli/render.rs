@@ -250,7 +250,7 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
 /// `dualwrite status`: one block per map, from the state store.
 pub fn status(
     out: &mut dyn Write,
-    format: Output,
+    format: super::ListOutput,
     dir: &std::path::Path,
     store: &dyn crate::state::StateStore,
     cfg: &Config,
@@ -276,7 +276,7 @@ pub fn status(
             requests.push((r.resource.metadata.name.clone(), st));
         }
     }
-    if format == Output::Json {
+    if format == super::ListOutput::Json {
         let maps: serde_json::Map<String, serde_json::Value> = all
             .into_iter()
             .map(|(n, s)| (n, serde_json::to_value(s).unwrap_or_default()))
@@ -312,15 +312,15 @@ pub fn status(
         });
         writeln!(
             out,
-            "{:<20} {:<12} {:<10} {:>8} {:>8} {:>7}  {init}",
+            "{:<20} {} {:<10} {:>8} {:>8} {}  {init}",
             name,
-            s.phase,
+            super::paint::phase(&format!("{:<12}", s.phase)),
             s.desired_state,
             s.counters.synced,
             s.queue
                 .as_ref()
                 .map_or_else(|| "-".to_string(), |q| q.pending.to_string()),
-            s.errors.open
+            super::paint::errors(s.errors.open, &format!("{:>7}", s.errors.open))
         )?;
         for c in s.conditions.iter().filter(|c| c.status != "True") {
             writeln!(out, "    {}: {} ({})", c.kind, c.reason, c.message)?;

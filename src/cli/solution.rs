@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Subcommand};
 
-use super::{Output, exit};
+use super::{ListOutput, exit};
 use crate::config::{Diagnostic, SemVer, SolutionManifest, WorkTree};
 use crate::solution::changes::{self, ChangeKind, FileChange};
 use crate::solution::export::{ExportError, ExportRequest};
@@ -34,8 +34,8 @@ pub enum SolutionCommand {
     },
     /// Installed solutions: publisher, version, managed, components, map versions in force.
     List {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[arg(short = 'o', long, value_enum, default_value_t = ListOutput::Text)]
+        output: ListOutput,
     },
     /// Remove a managed solution's files; its maps leave the config (the next reconcile
     /// removes them, capture included).
@@ -206,7 +206,7 @@ pub fn run(dir: &Path, command: &SolutionCommand, out: &mut dyn Write) -> Result
         SolutionCommand::List { output } => {
             let (_, cfg) = super::load_work_tree(dir)?;
             let list = inventory::summaries(&cfg);
-            if *output == Output::Json {
+            if *output == ListOutput::Json {
                 let doc = serde_json::json!({ "solutions": list });
                 writeln!(
                     out,
