@@ -39,6 +39,50 @@ INSERT INTO account (accountnumber, name, currency_code, credit_limit, origin)
 VALUES ('C-900', 'Created in the CRM', 2, 500, 'crm');
 ";
 
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    #[error(
+        "the state store is not the embedded SQLite one: dualwrite demo --reset only starts a local demo over"
+    )]
+    NotEmbedded,
+    #[error("{path}: {source}")]
+    Remove {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts the demo over: removes the two demo apps, the embedded state store (with their
+/// SQLite side files) and `status/`. Refused when the project keeps its state elsewhere
+/// (PostgreSQL): that is not a demo. Returns what was removed.
+pub fn reset(dir: &Path, project: &crate::config::Project) -> Result<Vec<String>, ResetError> {
+    let store = &project.spec.state_store;
+    let Some(sqlite) = store.sqlite.as_ref().filter(|_| store.postgres.is_none()) else {
+        return Err(ResetError::NotEmbedded);
+    };
+    let state = sqlite.path.clone();
+    let mut removed = Vec::new();
+    for db in [".dualwrite/erp.db", ".dualwrite/crm.db", state.as_str()] {
+        for file in [db.to_string(), format!("{db}-wal"), format!("{db}-shm")] {
+            match std::fs::remove_file(dir.join(&file)) {
+                Ok(()) => removed.push(file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ResetError::Remove { path: file, source }),
+            }
+        }
+    }
+    let status = dir.join(crate::status::STATUS_DIR);
+    if status.exists() {
+        std::fs::remove_dir_all(&status).map_err(|source| ResetError::Remove {
+            path: format!("{}/", crate::status::STATUS_DIR),
+            source,
+        })?;
+        removed.push(format!("{}/", crate::status::STATUS_DIR));
+    }
+    Ok(removed)
+}
+
 /// Creates and seeds the demo databases if `dualwrite.yaml` points at them and they are
 /// missing. Returns the files created.
 pub fn seed(dir: &Path) -> Result<Vec<String>, rusqlite::Error> {

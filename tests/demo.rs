@@ -38,12 +38,24 @@ fn demo_syncs_the_seeded_apps_and_reports_rejected_rows() {
         out.contains("customers            Running      Running"),
         "{out}"
     );
+    // In words: what was read, written, refused, and left alone because it was there.
     assert!(
-        out.contains("SourceToDestination 198/200 written, 2 errors"),
+        out.contains("DestinationToSource: 199 read: 1 written, 198 already there; SourceToDestination: 200 read: 198 written, 2 failed"),
         "{out}"
     );
     assert!(
-        out.contains("SourceToDestination 499/500 written, 1 errors"),
+        out.contains("SourceToDestination: 500 read: 499 written, 1 failed"),
+        "{out}"
+    );
+    // WRITTEN counts the initial sync's writes (it said SYNCED 0 after a whole copy).
+    assert!(
+        out.contains(
+            "MAP                  PHASE        DESIRED     WRITTEN   QUEUED  ERRORS  INITIAL SYNC\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("orders               Running      Running         499        0       1  "),
         "{out}"
     );
     assert!(out.contains("ApplicationError SourceToDestination {\"order_id\":250}: CHECK constraint failed: amount < 100000"), "{out}");
@@ -89,4 +101,72 @@ fn demo_syncs_the_seeded_apps_and_reports_rejected_rows() {
         doc["maps"]["orders"]["initialSync"]["directions"]["SourceToDestination"]["written"],
         499
     );
+}
+
+#[test]
+fn demo_reset_starts_the_demo_over() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    assert_eq!(support::run_in(dir.path(), &["demo"], &[]).code, 0);
+    // Play with it: a row changed in the ERP, an errored record dismissed.
+    rusqlite::Connection::open(dir.path().join(".dualwrite/erp.db"))
+        .unwrap()
+        .execute(
+            "UPDATE customers SET name = 'Changed' WHERE account_no = 'C-1'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(support::run_in(dir.path(), &["reconcile"], &[]).code, 0);
+
+    let run = support::run_in(dir.path(), &["demo", "--reset"], &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.starts_with(
+            "removed .dualwrite/erp.db\nremoved .dualwrite/crm.db\nremoved .dualwrite/state.db\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("removed status/\ncreated .dualwrite/erp.db (demo data)\n"),
+        "{}",
+        run.stdout
+    );
+    // As new: the seeded rows, run 1 of the initial sync, the same three rejected rows.
+    assert!(
+        run.stdout
+            .contains("SourceToDestination: 200 read: 198 written, 2 failed"),
+        "{}",
+        run.stdout
+    );
+    let crm = rusqlite::Connection::open(dir.path().join(".dualwrite/crm.db")).unwrap();
+    let name: String = crm
+        .query_row(
+            "SELECT name FROM account WHERE accountnumber = 'C-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(name, "Customer 1");
+
+    // Not a demo: a project with its state in PostgreSQL is never reset.
+    let yaml = std::fs::read_to_string(dir.path().join("dualwrite.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("dualwrite.yaml"),
+        yaml.replacen(
+            "    sqlite: { path: .dualwrite/state.db }\n",
+            "    postgres: { urlFromEnv: DW_STATE }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let refused = support::run_in(dir.path(), &["demo", "--reset"], &[]);
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("only starts a local demo over"),
+        "{}",
+        refused.stderr
+    );
+    assert!(dir.path().join(".dualwrite/erp.db").exists());
 }

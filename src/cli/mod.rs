@@ -85,7 +85,12 @@ pub enum Command {
     #[command(subcommand)]
     Alerts(AlertsCommand),
     /// Seed the embedded demo apps under .dualwrite/ (if missing), then reconcile once.
-    Demo,
+    Demo {
+        /// Start the demo over: remove its two apps, the embedded state store and status/
+        /// first (only with the embedded SQLite state store).
+        #[arg(long)]
+        reset: bool,
+    },
     /// Solutions (ALM): export, import, list and uninstall packages of maps and alert rules.
     #[command(subcommand)]
     Solution(solution::SolutionCommand),
@@ -652,7 +657,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             drop(store);
             apply_with(&cli.dir, &cfg, &src, out, &Default::default(), None)
         }
-        Command::Demo => {
+        Command::Demo { reset } => {
+            if *reset {
+                let (_, cfg) = load_work_tree(&cli.dir)?;
+                for file in crate::demo::reset(&cli.dir, &cfg.project.resource)
+                    .map_err(|e| format!("resetting the demo: {e}"))?
+                {
+                    writeln!(out, "removed {file}").map_err(w)?;
+                }
+            }
             for file in crate::demo::seed(&cli.dir).map_err(|e| format!("seeding the demo: {e}"))? {
                 writeln!(out, "created {file} (demo data)").map_err(w)?;
             }

@@ -248,6 +248,21 @@ fn plan_text(out: &mut dyn Write, plan: &Plan, source: &ActualSource) -> io::Res
 }
 
 /// `dualwrite status`: one block per map, from the state store.
+/// One direction of an initial sync in words: `200 read: 198 written, 2 failed`, or for the
+/// other way of a bidirectional map `199 read: 1 written, 198 already there` (rows whose key
+/// the target had, left alone because the other side is primary, or skipped).
+fn copy_counts(c: &crate::state::DirectionCounts) -> String {
+    let left_alone = c.read.saturating_sub(c.written + c.errors);
+    let mut parts = vec![format!("{} written", c.written)];
+    if c.errors > 0 {
+        parts.push(format!("{} failed", c.errors));
+    }
+    if left_alone > 0 {
+        parts.push(format!("{left_alone} already there"));
+    }
+    format!("{} read: {}", c.read, parts.join(", "))
+}
+
 pub fn status(
     out: &mut dyn Write,
     format: super::ListOutput,
@@ -296,27 +311,33 @@ pub fn status(
     writeln!(
         out,
         "{:<20} {:<12} {:<10} {:>8} {:>8} {:>7}  INITIAL SYNC",
-        "MAP", "PHASE", "DESIRED", "SYNCED", "QUEUED", "ERRORS"
+        "MAP", "PHASE", "DESIRED", "WRITTEN", "QUEUED", "ERRORS"
     )?;
     for (name, s) in &all {
         let init = s.initial_sync.as_ref().map_or("-".to_string(), |i| {
             let dirs: Vec<String> = i
                 .directions
                 .iter()
-                .map(|(d, c)| format!("{d} {}/{} written, {} errors", c.written, c.read, c.errors))
+                .map(|(d, c)| format!("{d}: {}", copy_counts(c)))
                 .collect();
             match &i.progress {
                 Some(p) => format!("run {} {}: {p} ({})", i.run, i.status, dirs.join("; ")),
                 None => format!("run {} {} ({})", i.run, i.status, dirs.join("; ")),
             }
         });
+        // Every record written: by the current initial-sync run, and live since.
+        let written = s
+            .initial_sync
+            .as_ref()
+            .map_or(0, |i| i.directions.values().map(|c| c.written).sum::<u64>())
+            + s.counters.synced;
         writeln!(
             out,
             "{:<20} {} {:<10} {:>8} {:>8} {}  {init}",
             name,
             super::paint::phase(&format!("{:<12}", s.phase)),
             s.desired_state,
-            s.counters.synced,
+            written,
             s.queue
                 .as_ref()
                 .map_or_else(|| "-".to_string(), |q| q.pending.to_string()),
