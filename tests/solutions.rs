@@ -266,7 +266,11 @@ spec:
     // CI reads the committed config: the managed solution is read from git as well.
     let run = prod.run(&["validate", "--revision", "HEAD"]);
     ok(&run, "validate --revision HEAD");
-    assert!(run.stdout.contains("1 map(s), 1 alert rule(s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 map(s), 1 alert rule(s)"),
+        "{}",
+        run.stdout
+    );
     let run = run_in(prod.path(), &["reconcile"], &env);
     ok(&run, "reconcile");
     let common::Plain::Postgres(client) = &pg.plain else {
