@@ -59,14 +59,8 @@ PY
 mkdir "$WORK/empty"
 cp "$TEST/dualwrite.yaml" "$WORK/empty/"
 
-measure() { # name run command...
-    local name=$1 i=$2
-    shift 2
-    /usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" "$@" >/dev/null
-    read -r wall rss user sys <"$WORK/time.txt"
-    echo "$name $wall $rss $user $sys" >>"$WORK/results.txt"
-    echo "   $name run $i: ${wall}s wall, ${user}s user, ${sys}s sys, ${rss} KB" >&2
-}
+# shellcheck source=benches/measure.sh
+. "$ROOT/benches/measure.sh"
 
 : >"$WORK/results.txt"
 echo "== measuring, $RUNS run(s) each" >&2
