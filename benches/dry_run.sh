@@ -62,14 +62,8 @@ CJS="cd '$REPO' \
  && check-jsonschema --schemafile '$ROOT/schemas/tablemap.schema.json' maps/*.yaml >/dev/null \
  && check-jsonschema --schemafile '$ROOT/schemas/alertrule.schema.json' alerts/*.yaml >/dev/null"
 
-measure() { # name run command...
-    local name=$1 i=$2
-    shift 2
-    /usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" "$@" >/dev/null
-    read -r wall rss user sys <"$WORK/time.txt"
-    echo "$name $wall $rss $user $sys" >>"$WORK/results.txt"
-    echo "   $name run $i: ${wall}s wall, ${user}s user, ${sys}s sys, ${rss} KB" >&2
-}
+# shellcheck source=benches/measure.sh
+. "$ROOT/benches/measure.sh"
 
 : >"$WORK/results.txt"
 echo "== measuring, $RUNS run(s) each, interleaved (so each command sees the same machine load)" >&2

@@ -2,7 +2,7 @@
 //! reads (plans with unified diffs, listings as text or JSON). The work is `crate::solution`'s;
 //! its typed errors become messages here, and only here.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Subcommand};
@@ -154,9 +154,13 @@ pub fn run(dir: &Path, command: &SolutionCommand, out: &mut dyn Write) -> Result
             force,
         } => {
             let path = from_cwd(file);
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("reading {}: {e}", file.display()))?;
-            let package = package::read(&bytes, package::Limits::default())
+            let limits = package::Limits::default();
+            // Never more than one byte past the limit in memory: `read` refuses that.
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)
+                .and_then(|f| f.take(limits.max_total_bytes + 1).read_to_end(&mut bytes))
+                .map_err(|e| format!("reading {}: {e}", file.display()))?;
+            let package = package::read(&bytes, limits)
                 .map_err(|e| format!("{}: {e}; nothing was written", file.display()))?;
             let files = changes::current_files(dir).map_err(|e| e.to_string())?;
             let options = ImportOptions {

@@ -57,7 +57,7 @@ pub enum PackageError {
     TooManyEntries { count: usize, limit: usize },
     #[error("{path}: {size} bytes is more than the {limit} accepted per file")]
     FileTooLarge { path: String, size: u64, limit: u64 },
-    #[error("the package unpacks to more than {limit} bytes")]
+    #[error("the package is (or unpacks to) more than {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("{path:?}: the path escapes the target folder (absolute, or with ..)")]
     UnsafePath { path: String },
@@ -155,8 +155,34 @@ fn expected(path: &str) -> bool {
             .is_some_and(|stem| is_dns_label(stem) && !stem.contains('/'))
 }
 
+/// The entry count the end-of-central-directory record declares, read before the zip reader
+/// parses (and allocates for) every entry. `None` when there is no such record (not a zip,
+/// or a ZIP64 count the reader checks after parsing).
+fn declared_entries(bytes: &[u8]) -> Option<usize> {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    let tail = bytes.len().saturating_sub(22 + 65_535);
+    let at = (tail..bytes.len().saturating_sub(21))
+        .rev()
+        .find(|&i| bytes[i..i + 4] == EOCD)?;
+    let count = u16::from_le_bytes([bytes[at + 10], bytes[at + 11]]);
+    (count != u16::MAX).then_some(usize::from(count))
+}
+
 /// Reads and checks a package. Nothing in it is trusted before this returns `Ok`.
 pub fn read(bytes: &[u8], limits: Limits) -> Result<Package, PackageError> {
+    if bytes.len() as u64 > limits.max_total_bytes {
+        return Err(PackageError::TooLarge {
+            limit: limits.max_total_bytes,
+        });
+    }
+    if let Some(count) = declared_entries(bytes)
+        && count > limits.max_entries
+    {
+        return Err(PackageError::TooManyEntries {
+            count,
+            limit: limits.max_entries,
+        });
+    }
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))?;
     if archive.len() > limits.max_entries {
         return Err(PackageError::TooManyEntries {
@@ -312,6 +338,24 @@ pub fn render_manifest(manifest: &SolutionManifest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_entry_count_is_read_before_parsing() {
+        let files: BTreeMap<String, String> = (0..3)
+            .map(|i| (format!("maps/m{i}.yaml"), "x".to_string()))
+            .collect();
+        let zip = write(b"manifest", None, &files).unwrap();
+        assert_eq!(declared_entries(&zip), Some(4));
+        assert_eq!(declared_entries(b"not a zip"), None);
+        let tight = Limits {
+            max_entries: 3,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            read(&zip, tight),
+            Err(PackageError::TooManyEntries { count: 4, .. })
+        ));
+    }
 
     #[test]
     fn paths_that_could_escape_are_recognized() {
