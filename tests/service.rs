@@ -291,7 +291,7 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
         );
         repo.write(
             "maps/customers.yaml",
-            &format!("{CUSTOMERS}  batchSize: 50\n"),
+            &format!("{CUSTOMERS}  batchSize: 50\n  initialSync: {{ batchSize: 50 }}\n"),
         );
         repo.commit_all("small batches, a long copy");
         let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
