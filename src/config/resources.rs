@@ -420,7 +420,7 @@ pub struct InitialSyncSpec {
     #[serde(default = "yes")]
     pub retry_errors: bool,
     /// Rows per write transaction of the initial sync; automatic when absent (pages from
-    /// 10,000 rows, grown or shrunk by how long they take, at most 16 MiB of values each).
+    /// 10,000 rows, grown or shrunk by how long they take, at most 8 MiB of rows each).
     /// `batchSize` is for live sync and catch-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]

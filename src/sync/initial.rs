@@ -70,10 +70,10 @@ pub enum PageSize {
 
 pub const AUTO_START: usize = 10_000;
 pub const AUTO_MIN: usize = 1_000;
-pub const AUTO_MAX: usize = 100_000;
+pub const AUTO_MAX: usize = 50_000;
 pub const GROW_UNDER: Duration = Duration::from_millis(500);
 pub const SHRINK_OVER: Duration = Duration::from_secs(2);
-pub const MAX_TRANSACTION_BYTES: usize = 16 << 20;
+pub const MAX_TRANSACTION_BYTES: usize = 8 << 20;
 
 /// The page size the reader uses next, moved by the writer when automatic.
 #[derive(Clone, Debug)]
@@ -115,15 +115,18 @@ impl Sizer {
     }
 }
 
-/// About how many bytes a row's values take on the wire.
+/// About how many bytes a row takes in memory (what bounds a page: a few pages are in
+/// flight at once, read ahead, converted and written).
 fn row_bytes(row: &Row) -> usize {
-    row.iter()
+    let heap: usize = row
+        .iter()
         .map(|v| match v {
-            Value::Text(s) => s.len() + 4,
-            Value::Bytes(b) => b.len() + 4,
-            _ => 16,
+            Value::Text(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 0,
         })
-        .sum()
+        .sum();
+    heap + std::mem::size_of_val(row.as_slice()) + std::mem::size_of::<Row>()
 }
 
 /// `page` cut into runs of at most [`MAX_TRANSACTION_BYTES`], each with its size.
