@@ -13,6 +13,7 @@ pub mod errors;
 pub mod lease;
 pub mod notify;
 pub mod plan;
+pub mod progress;
 pub mod reconcile;
 pub mod requests;
 pub mod service;
