@@ -117,9 +117,9 @@ type StatusText = (PathBuf, Result<String, StatusError>);
 /// The texts of `status/<folder>/*.yaml` as committed at `rev`, each named `rev:path`.
 fn committed_texts(dir: &Path, rev: &str, folder: &str) -> Result<Vec<StatusText>, StatusError> {
     use crate::config::loader::{git, git_files_at};
-    let git_error = |message: String| StatusError::Git {
+    let git_error = |source: crate::config::loader::GitError| StatusError::Git {
         rev: rev.to_string(),
-        message,
+        source,
     };
     let folder = format!("{STATUS_DIR}/{folder}");
     let listing = git(
@@ -692,8 +692,12 @@ fn remove_stale(dir: &Path, folder: &str, keep: &[&str]) -> Result<usize, Status
 pub enum StatusError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-    #[error("status files at {rev}: {message}")]
-    Git { rev: String, message: String },
+    #[error("status files at {rev}: {source}")]
+    Git {
+        rev: String,
+        #[source]
+        source: crate::config::loader::GitError,
+    },
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::config::loader::{git, git_with_env};
+use crate::config::loader::{GitError, git, git_with_env};
 use crate::status::STATUS_DIR;
 
 /// The machine author of status commits.
@@ -37,13 +37,13 @@ pub struct CommitOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StatusCommitError {
     #[error("--commit-status needs a git repository: {0}")]
-    NotARepository(String),
+    NotARepository(#[source] GitError),
     #[error("--commit-status: HEAD is not on a branch (detached); use --status-branch NAME")]
     Detached,
     #[error("--status-branch {0:?} is not a valid branch name")]
     BadBranch(String),
-    #[error("git {command}: {message}")]
-    Git { command: String, message: String },
+    #[error(transparent)]
+    Git(#[from] GitError),
     #[error(
         "the status commit stays local: the branch has commits that change more than status files ({0}), so it is not replayed over the remote; push them first"
     )]
@@ -88,10 +88,7 @@ impl std::fmt::Display for Committed {
 
 /// Runs git, naming the command in the error.
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, StatusCommitError> {
-    git_with_env(dir, args, env).map_err(|message| StatusCommitError::Git {
-        command: args.first().copied().unwrap_or_default().to_string(),
-        message,
-    })
+    Ok(git_with_env(dir, args, env)?)
 }
 
 fn rev_parse(dir: &Path, rev: &str) -> Option<String> {
@@ -144,10 +141,7 @@ pub fn pull(dir: &Path) -> Result<(), StatusCommitError> {
         &[],
     )?;
     replay_head(dir, upstream.trim()).map_err(|replay| match replay {
-        StatusCommitError::NotStatusOnly(_) => StatusCommitError::Git {
-            command: "pull --ff-only".into(),
-            message,
-        },
+        StatusCommitError::NotStatusOnly(_) => StatusCommitError::Git(message),
         other => other,
     })
 }
@@ -325,13 +319,8 @@ fn push(dir: &Path, branch: &str, status_branch: bool) -> Result<(), StatusCommi
                 )?;
                 return Ok(());
             }
-            Err(message) if refused_as_stale(&message) => last = message,
-            Err(message) => {
-                return Err(StatusCommitError::Git {
-                    command: "push".into(),
-                    message,
-                });
-            }
+            Err(refused) if refused_as_stale(&refused.message) => last = refused.message,
+            Err(failed) => return Err(failed.into()),
         }
         let tracking = format!("refs/remotes/{remote}/{branch}");
         run(

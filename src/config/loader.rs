@@ -226,6 +226,7 @@ impl ConfigSource for GitRevision {
 impl GitRevision {
     /// The files at the revision; the outer error when git cannot list or read them.
     fn read(&self) -> Result<Result<Vec<SourceFile>, LoadError>, String> {
+        let unreadable = |e: GitError| format!("cannot read revision {:?}: {e}", self.revision);
         let rev = &self.revision;
         // Paths relative to the config dir, which may sit below the repository root.
         let listing = git(
@@ -233,7 +234,7 @@ impl GitRevision {
             &["ls-tree", "-r", "-z", "--name-only", rev, "--", "."],
             None,
         )
-        .map_err(|e| format!("cannot read revision {rev:?}: {e}"))?;
+        .map_err(unreadable)?;
         let paths: Vec<String> = listing
             .split('\0')
             .filter(|p| !p.is_empty() && is_config_file(p))
@@ -241,7 +242,7 @@ impl GitRevision {
             .collect();
         let mut files = Vec::with_capacity(paths.len());
         let mut bad = Vec::new();
-        for (path, body) in git_files_at(&self.dir, rev, paths)? {
+        for (path, body) in git_files_at(&self.dir, rev, paths).map_err(unreadable)? {
             match decode(&path, body) {
                 Ok(text) => files.push(SourceFile { path, text }),
                 Err(e) => bad.push(e),
@@ -260,7 +261,7 @@ pub fn git_files_at(
     dir: &Path,
     rev: &str,
     paths: Vec<String>,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+) -> Result<Vec<(String, Vec<u8>)>, GitError> {
     if paths.is_empty() {
         return Ok(Vec::new());
     }
@@ -277,31 +278,50 @@ pub fn git_files_at(
         let header_end = rest
             .iter()
             .position(|b| *b == b'\n')
-            .ok_or("git cat-file: short output")?;
+            .ok_or_else(|| GitError::of(&["cat-file"], "short output"))?;
         let header = String::from_utf8_lossy(&rest[..header_end]).into_owned();
         let size: usize = header
             .rsplit(' ')
             .next()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("git cat-file: unexpected header {header:?}"))?;
+            .ok_or_else(|| GitError::of(&["cat-file"], format!("unexpected header {header:?}")))?;
         files.push((path, rest[header_end + 1..header_end + 1 + size].to_vec()));
         rest = &rest[header_end + 1 + size + 1..];
     }
     Ok(files)
 }
 
+/// A git command that could not run, failed (its stderr, trimmed), or printed what was not
+/// expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("git {command}: {message}")]
+pub struct GitError {
+    /// The subcommand (`rev-parse`, `cat-file`, …).
+    pub command: String,
+    pub message: String,
+}
+
+impl GitError {
+    fn of(args: &[&str], message: impl Into<String>) -> GitError {
+        GitError {
+            command: args.first().copied().unwrap_or_default().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Runs git in `dir` and returns its stdout as text.
-pub fn git(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<String, String> {
+pub fn git(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<String, GitError> {
     git_bytes(dir, args, stdin).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Runs git in `dir` with extra environment variables (an author, an index file) and
 /// returns its stdout as text.
-pub fn git_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+pub fn git_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, GitError> {
     run_git(dir, args, env, None).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-fn git_bytes(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+fn git_bytes(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
     run_git(dir, args, &[], stdin)
 }
 
@@ -310,7 +330,7 @@ fn run_git(
     args: &[&str],
     env: &[(&str, &str)],
     stdin: Option<&[u8]>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, GitError> {
     let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -324,16 +344,21 @@ fn run_git(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| GitError::of(args, format!("cannot run git: {e}")))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         let input = input.to_vec();
         // Feed stdin from a thread so a large output cannot deadlock against it.
         std::thread::spawn(move || pipe.write_all(&input));
     }
-    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| GitError::of(args, e.to_string()))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(GitError::of(
+            args,
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
     }
     Ok(out.stdout)
 }

@@ -608,9 +608,11 @@ impl Service {
             .is_some_and(|c| c.branch.is_none());
         let pulled = tokio::task::spawn_blocking(move || {
             if over_status {
-                crate::status_commit::pull(&dir).map_err(|e| e.to_string())
+                crate::status_commit::pull(&dir)
             } else {
-                config::loader::git(&dir, &["pull", "--ff-only", "-q"], None).map(drop)
+                config::loader::git(&dir, &["pull", "--ff-only", "-q"], None)
+                    .map(drop)
+                    .map_err(crate::status_commit::StatusCommitError::from)
             }
         })
         .await;
