@@ -561,7 +561,7 @@ fn map_status(
 }
 
 /// Writes `status/<folder>/<name>.yaml` of `kind`; returns whether it changed.
-fn write_status<S: Serialize>(
+pub(crate) fn write_status<S: Serialize>(
     dir: &Path,
     folder: &str,
     kind: &str,
