@@ -377,7 +377,7 @@ async fn changes_in_flight_while_running_are_not_reported() {
             })
         };
         std::thread::sleep(Duration::from_millis(500));
-        let run = s.verify(&[]);
+        let run = s.verify(&["--output", "json"]);
         writing.store(false, std::sync::atomic::Ordering::SeqCst);
         let written = writer.join().unwrap();
         assert!(

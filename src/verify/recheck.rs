@@ -93,6 +93,7 @@ impl<'c, 'r> Checker<'c, 'r> {
     async fn flush(&mut self) -> Result<(), VerifyError> {
         let mut keys = std::mem::take(&mut self.pending);
         self.seen.clear();
+        self.result.rechecked += keys.len() as u64;
         let rounds = if self.options.live {
             self.options.rounds.max(1)
         } else {

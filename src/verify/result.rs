@@ -89,6 +89,10 @@ pub struct VerifyResult {
     pub source_rows: u64,
     pub destination_rows: u64,
     pub equal: bool,
+    /// Keys the streamed comparison found different and that were read again on both sides
+    /// before being counted (more than `counts` when changes were in flight).
+    #[serde(default)]
+    pub rechecked: u64,
     pub counts: Counts,
     /// The first differences (up to `--limit`), with their values.
     pub differences: Vec<Difference>,
@@ -106,6 +110,7 @@ impl VerifyResult {
             source_rows: 0,
             destination_rows: 0,
             equal: false,
+            rechecked: 0,
             counts: Counts::default(),
             differences: Vec::new(),
             repaired: None,
