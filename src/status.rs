@@ -928,8 +928,11 @@ pub fn publish(
             .requests
             .iter()
             .map(|r| r.resource.metadata.name.as_str());
+        let maps: Vec<&str> = maps.collect();
         for (folder, keep) in [
-            ("maps", maps.collect::<Vec<_>>()),
+            ("maps", maps.clone()),
+            // The last `dualwrite verify` of a map goes with the map.
+            ("verify", maps),
             ("alerts", rules.collect()),
             ("requests", requests.collect()),
         ] {

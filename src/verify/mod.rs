@@ -242,3 +242,41 @@ pub async fn verify_map(
     result.verified_at = crate::clock::now_secs();
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(direction: &str, primary: &str) -> TableMap {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dualwrite/v1",
+            "kind": "TableMap",
+            "metadata": { "name": "m" },
+            "spec": {
+                "state": "Running",
+                "source": { "endpoint": "a", "table": "t" },
+                "destination": { "endpoint": "b", "table": "u" },
+                "direction": direction,
+                "columns": [{ "source": "id", "destination": "id", "key": true }],
+                "initialSync": { "primary": primary }
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bidirectional_map_is_compared_and_repaired_from_its_primary_side() {
+        assert_eq!(
+            way_of(&map("Bidirectional", "destination")),
+            Way::DestinationToSource
+        );
+        assert_eq!(
+            way_of(&map("Bidirectional", "source")),
+            Way::SourceToDestination
+        );
+        assert_eq!(
+            way_of(&map("DestinationToSource", "source")),
+            Way::DestinationToSource
+        );
+    }
+}
