@@ -411,3 +411,65 @@ async fn changes_in_flight_while_running_are_not_reported() {
     })
     .await;
 }
+
+/// A bidirectional map is compared and repaired from its `initialSync.primary` side: with
+/// `primary: destination`, a row missing in the source is written to the source.
+#[tokio::test]
+async fn a_bidirectional_map_is_repaired_from_its_primary_side() {
+    with_timeout(async {
+        let Some(src) = TestDb::postgres().await else {
+            return;
+        };
+        let mut s = Setup::new(src, TestDb::sqlite().await).await;
+        s.equal_rows().await;
+        let (source, destination) = (s.source.clone(), s.destination.clone());
+        s.repo.write(
+            "maps/people.yaml",
+            &format!(
+                "apiVersion: dualwrite/v1
+kind: TableMap
+metadata: {{ name: people }}
+spec:
+  state: Running
+  source: {{ endpoint: app, table: {source} }}
+  destination: {{ endpoint: crm, table: {destination} }}
+  direction: Bidirectional
+  initialSync: {{ primary: destination }}
+  columns:
+    - {{ source: id, destination: id, key: true }}
+    - {{ source: name, destination: full_name }}
+    - {{ source: status, destination: state, valueMap: {{ open: 1, closed: 2 }} }}
+"
+            ),
+        );
+        s.src
+            .plain
+            .exec(&format!("DELETE FROM {source} WHERE id = 4"))
+            .await;
+        s.src
+            .plain
+            .exec(&format!("UPDATE {source} SET status = 'open' WHERE id = 6"))
+            .await;
+        let (code, json) = s.verify_json(&[]);
+        assert_eq!(code, 2, "{json}");
+        let map = &json["maps"][0];
+        assert_eq!(map["direction"], "DestinationToSource");
+        assert_eq!(keys_of(map, "missing"), [4], "{json}");
+        assert_eq!(keys_of(map, "different"), [6], "{json}");
+        let six = map["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"]["id"] == 6)
+            .unwrap();
+        assert_eq!(
+            six["expected"]["status"], "closed",
+            "through the reversed valueMap: {six}"
+        );
+        let run = s.verify(&["--repair"]);
+        assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+        let run = s.verify(&[]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    })
+    .await;
+}
