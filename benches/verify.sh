@@ -46,51 +46,8 @@ trap cleanup EXIT
 
 settle() { sync; sleep 1; }
 
-SQLITE_COLS="id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, category INTEGER NOT NULL,
-  amount NUMERIC(12,2) NOT NULL, score DOUBLE NOT NULL, name VARCHAR(40) NOT NULL,
-  active BOOLEAN NOT NULL, born DATE NOT NULL, updated_at TIMESTAMP NOT NULL, note TEXT"
-PG_COLS="id bigint PRIMARY KEY, qty integer NOT NULL, category integer NOT NULL,
-  amount numeric(12,2) NOT NULL, score double precision NOT NULL, name varchar(40) NOT NULL,
-  active boolean NOT NULL, born date NOT NULL, updated_at timestamp NOT NULL, note text"
-MY_COLS="id BIGINT PRIMARY KEY, qty INT NOT NULL, category INT NOT NULL,
-  amount DECIMAL(12,2) NOT NULL, score DOUBLE NOT NULL, name VARCHAR(40) NOT NULL,
-  active BOOLEAN NOT NULL, born DATE NOT NULL, updated_at DATETIME(6) NOT NULL, note TEXT"
-
-# config DIR SRC_YAML DST_YAML SRC_TABLE DST_TABLE: a project with the map `bench`.
-config() {
-    mkdir -p "$1/maps"
-    cat >"$1/dualwrite.yaml" <<YAML
-apiVersion: dualwrite/v1
-kind: Project
-metadata: { name: bench }
-spec:
-  endpoints:
-    src: $2
-    dst: $3
-YAML
-    cat >"$1/maps/bench.yaml" <<YAML
-apiVersion: dualwrite/v1
-kind: TableMap
-metadata: { name: bench }
-spec:
-  state: Running
-  source: { endpoint: src, table: $4 }
-  destination: { endpoint: dst, table: $5 }
-  direction: SourceToDestination
-  columns:
-    - { source: id, destination: id, key: true }
-    - { source: qty, destination: qty }
-    - { source: category, destination: category }
-    - { source: amount, destination: amount }
-    - { source: score, destination: score }
-    - { source: name, destination: name }
-    - { source: active, destination: active }
-    - { source: born, destination: born }
-    - { source: updated_at, destination: updated_at }
-    - { source: note, destination: note }
-  batchSize: 5000
-YAML
-}
+# shellcheck source=benches/bench_table.sh
+. "$ROOT/benches/bench_table.sh"
 
 # timed NAME WANT_CODE COMMAND...: prints "seconds rss_mb"; output kept in $WORK/NAME.out
 timed() {
@@ -137,35 +94,17 @@ for pair in $PAIRS; do
     sqlite-pg)
         echo "== sqlite -> postgres: generating $ROWS rows" >&2
         mkdir -p "$dir"
-        sqlite3 "$dir/src.db" >/dev/null <<SQL
-PRAGMA journal_mode = WAL;
-CREATE TABLE $SRC ($SQLITE_COLS);
-WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < $ROWS)
-INSERT INTO $SRC SELECT g, (g * 7) % 1000, g % 50, printf('%.2f', ((g * 37) % 100000) / 100.0),
-  g * 0.001, 'customer-' || g, g % 3 = 0, date('1950-01-01', '+' || (g % 20000) || ' days'),
-  strftime('%Y-%m-%d %H:%M:%S', '2020-01-01', '+' || g || ' seconds'),
-  CASE WHEN g % 10 = 0 THEN NULL ELSE 'xxxxxxxxxxxxxxxxxxxx' || g END
-FROM c;
-SQL
+        gen_sqlite "$dir/src.db" $SRC
         "${PSQL[@]}" -c "DROP TABLE IF EXISTS $DST; CREATE TABLE $DST ($PG_COLS)"
-        config "$dir" "{ sqlite: { path: src.db } }" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" $SRC $DST
+        bench_config "$dir" "{ sqlite: { path: src.db } }" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" $SRC $DST 5000
         bench "SQLite → PostgreSQL" "$dir" pg
         "${PSQL[@]}" -c "DROP TABLE IF EXISTS $DST"
         ;;
     pg-mariadb)
         echo "== postgres -> mariadb: generating $ROWS rows" >&2
-        "${PSQL[@]}" <<SQL
-DROP TABLE IF EXISTS $SRC;
-CREATE TABLE $SRC ($PG_COLS);
-INSERT INTO $SRC SELECT g, (g * 7) % 1000, g % 50, ((g * 37) % 100000) / 100.0,
-  g * 0.001, 'customer-' || g, g % 3 = 0, date '1950-01-01' + (g % 20000),
-  timestamp '2020-01-01' + g * interval '1 second',
-  CASE WHEN g % 10 = 0 THEN NULL ELSE 'xxxxxxxxxxxxxxxxxxxx' || g END
-FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE $SRC;
-SQL
+        gen_pg $SRC
         "${MARIADB[@]}" -e "DROP TABLE IF EXISTS $DST; CREATE TABLE $DST ($MY_COLS) ENGINE=InnoDB"
-        config "$dir" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" "{ mysql: { urlFromEnv: BENCH_MY_URL } }" $SRC $DST
+        bench_config "$dir" "{ postgres: { urlFromEnv: BENCH_PG_URL } }" "{ mysql: { urlFromEnv: BENCH_MY_URL } }" $SRC $DST 5000
         bench "PostgreSQL → MariaDB" "$dir" my
         ;;
     *) echo "unknown pair $pair" >&2; exit 1 ;;

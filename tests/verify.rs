@@ -36,6 +36,22 @@ fn endpoint_yaml(db: &TestDb, name: &str) -> (String, Option<(String, String)>) 
     }
 }
 
+/// Creates `table` (dropped first, and again when `db` goes) with an `id` key and
+/// `columns`, where `{int}` and `{text}` stand for the engine's type names.
+async fn create(db: &mut TestDb, table: &str, columns: &str) {
+    let columns = columns
+        .replace("{int}", db.type_name(ValueKind::Int))
+        .replace("{text}", db.type_name(ValueKind::Text));
+    let int = db.type_name(ValueKind::Int);
+    db.drop_table(table).await;
+    db.plain
+        .exec(&format!(
+            "CREATE TABLE {table} (id {int} PRIMARY KEY, {columns})"
+        ))
+        .await;
+    db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+}
+
 /// A repository whose map `people` copies `src.people_table` to `dst.account_table`: the name
 /// renamed, the status through a valueMap.
 struct Setup {
@@ -51,28 +67,8 @@ impl Setup {
     async fn new(mut src: TestDb, mut dst: TestDb) -> Setup {
         let source = unique_table("vsrc");
         let destination = unique_table("vdst");
-        let (int, text) = (
-            src.type_name(ValueKind::Int),
-            src.type_name(ValueKind::Text),
-        );
-        src.drop_table(&source).await;
-        src.plain
-            .exec(&format!(
-                "CREATE TABLE {source} (id {int} PRIMARY KEY, name {text}, status {text})"
-            ))
-            .await;
-        src.on_drop(format!("DROP TABLE IF EXISTS {source}"));
-        let (int, text) = (
-            dst.type_name(ValueKind::Int),
-            dst.type_name(ValueKind::Text),
-        );
-        dst.drop_table(&destination).await;
-        dst.plain
-            .exec(&format!(
-                "CREATE TABLE {destination} (id {int} PRIMARY KEY, full_name {text}, state {int})"
-            ))
-            .await;
-        dst.on_drop(format!("DROP TABLE IF EXISTS {destination}"));
+        create(&mut src, &source, "name {text}, status {text}").await;
+        create(&mut dst, &destination, "full_name {text}, state {int}").await;
         let (src_yaml, src_env) = endpoint_yaml(&src, "app");
         let (dst_yaml, dst_env) = endpoint_yaml(&dst, "crm");
         let project = format!(
