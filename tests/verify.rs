@@ -351,15 +351,19 @@ async fn changes_in_flight_while_running_are_not_reported() {
             &["--poll-interval", "200ms", "--interval", "2s"],
             &[],
         );
-        let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let writing = std::sync::Arc::new(AtomicBool::new(true));
+        let written = std::sync::Arc::new(AtomicU64::new(0));
         let writer = {
-            let writing = std::sync::Arc::clone(&writing);
+            let (writing, written) = (
+                std::sync::Arc::clone(&writing),
+                std::sync::Arc::clone(&written),
+            );
             std::thread::spawn(move || {
                 let conn = rusqlite::Connection::open(&path).unwrap();
                 conn.busy_timeout(Duration::from_secs(10)).unwrap();
-                let mut id = 1000;
-                while writing.load(std::sync::atomic::Ordering::SeqCst) {
-                    id += 1;
+                while writing.load(Ordering::SeqCst) {
+                    let id = 1000 + written.fetch_add(1, Ordering::SeqCst);
                     conn.execute(
                         &format!(
                             "INSERT INTO {source} (id, name, status) VALUES (?1, 'new', 'open')"
@@ -369,17 +373,15 @@ async fn changes_in_flight_while_running_are_not_reported() {
                     .unwrap();
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                id - 1000
             })
         };
-        std::thread::sleep(Duration::from_millis(500));
+        // The application is writing (and the service syncing) before and while verify reads.
+        wait_for(Duration::from_secs(30), "the application to write", || {
+            written.load(Ordering::SeqCst) >= 20
+        });
         let run = s.verify(&["--output", "json"]);
-        writing.store(false, std::sync::atomic::Ordering::SeqCst);
-        let written = writer.join().unwrap();
-        assert!(
-            written > 50,
-            "the application kept writing ({written} rows)"
-        );
+        writing.store(false, Ordering::SeqCst);
+        writer.join().unwrap();
         assert_eq!(
             run.code,
             0,
