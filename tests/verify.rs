@@ -64,7 +64,12 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(mut src: TestDb, mut dst: TestDb) -> Setup {
+    async fn new(src: TestDb, dst: TestDb) -> Setup {
+        Setup::with_spec(src, dst, "").await
+    }
+
+    /// [`Setup::new`] with `spec` (indented YAML lines) added to the map's spec.
+    async fn with_spec(mut src: TestDb, mut dst: TestDb, spec: &str) -> Setup {
         let source = unique_table("vsrc");
         let destination = unique_table("vdst");
         create(&mut src, &source, "name {text}, status {text}").await;
@@ -82,7 +87,7 @@ spec:
   state: Running
   source: {{ endpoint: app, table: {source} }}
   destination: {{ endpoint: crm, table: {destination} }}
-  columns:
+{spec}  columns:
     - {{ source: id, destination: id, key: true }}
     - {{ source: name, destination: full_name }}
     - {{ source: status, destination: state, valueMap: {{ open: 1, closed: 2 }} }}
@@ -275,25 +280,13 @@ async fn an_unknown_map_and_an_endpoint_that_is_down_are_errors_without_secrets(
         assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
         assert!(run.stderr.contains("no map named \"nosuchmap\""), "{}", run.stderr);
 
-        let down = Repo::new(&[(
-            "maps/people.yaml",
-            "apiVersion: dualwrite/v1
-kind: TableMap
-metadata: { name: people }
-spec:
-  state: Running
-  source: { endpoint: erp, table: people }
-  destination: { endpoint: crm, table: account }
-  columns:
-    - { source: id, destination: id, key: true }
-",
-        )]);
+        let down = Repo::new(&[("maps/customers.yaml", support::CUSTOMERS)]);
         down.write(
             "dualwrite.yaml",
             "apiVersion: dualwrite/v1\nkind: Project\nmetadata: { name: d }\nspec:\n  endpoints:\n    erp: { sqlite: { path: erp.db } }\n    crm: { postgres: { urlFromEnv: DOWN_URL } }\n",
         );
         let secret = "postgres://postgres:hunter2secret@127.0.0.1:1/test";
-        let run = run_in(down.path(), &["verify", "people"], &[("DOWN_URL", secret)]);
+        let run = run_in(down.path(), &["verify", "customers"], &[("DOWN_URL", secret)]);
         assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
         assert!(run.stderr.contains("crm"), "names the endpoint: {}", run.stderr);
         assert!(!run.stderr.contains("hunter2secret") && !run.stdout.contains("hunter2secret"));
@@ -418,28 +411,14 @@ async fn a_bidirectional_map_is_repaired_from_its_primary_side() {
         let Some(src) = TestDb::postgres().await else {
             return;
         };
-        let mut s = Setup::new(src, TestDb::sqlite().await).await;
+        let mut s = Setup::with_spec(
+            src,
+            TestDb::sqlite().await,
+            "  direction: Bidirectional\n  initialSync: { primary: destination }\n",
+        )
+        .await;
         s.equal_rows().await;
-        let (source, destination) = (s.source.clone(), s.destination.clone());
-        s.repo.write(
-            "maps/people.yaml",
-            &format!(
-                "apiVersion: dualwrite/v1
-kind: TableMap
-metadata: {{ name: people }}
-spec:
-  state: Running
-  source: {{ endpoint: app, table: {source} }}
-  destination: {{ endpoint: crm, table: {destination} }}
-  direction: Bidirectional
-  initialSync: {{ primary: destination }}
-  columns:
-    - {{ source: id, destination: id, key: true }}
-    - {{ source: name, destination: full_name }}
-    - {{ source: status, destination: state, valueMap: {{ open: 1, closed: 2 }} }}
-"
-            ),
-        );
+        let source = s.source.clone();
         s.src
             .plain
             .exec(&format!("DELETE FROM {source} WHERE id = 4"))
