@@ -6,7 +6,7 @@
 //! size) and merge-joined on the target's key, the side data comes from turned into target
 //! rows by the map's own [`Flow`] (mapped columns, `valueMap`s, defaults, direction: the
 //! sync's transform, not a second one) and converted to the target columns' kinds like a
-//! write is; the re-check of every candidate difference ([`recheck`]: both sides read again
+//! write is; the re-check of every candidate difference (`recheck`: both sides read again
 //! by key, after a pause when another process drives the map, so a change in flight is not
 //! reported); the repair of confirmed differences; and the result ([`VerifyResult`]) with
 //! its status file `status/verify/<map>.yaml`, which `dualwrite run` serves.
@@ -16,7 +16,7 @@
 //! the map before a repair and passes its fence), nor rendering (`cli::verify`).
 //!
 //! Invariants:
-//! - **Keys are compared in one order**: target-kind keys, by [`merge::compare_keys`]. Where a
+//! - **Keys are compared in one order**: target-kind keys, by `merge::compare_keys`. Where a
 //!   database's collation orders keys differently, the merge only yields extra candidates;
 //!   the re-check by key decides, so a row is never reported or repaired for that alone.
 //! - **Nothing is reported that a re-read does not confirm**; a repair writes the re-read
@@ -119,14 +119,14 @@ pub(crate) struct End {
     pub ep: Arc<dyn Endpoint>,
     pub table: TableName,
     pub endpoint: String,
-    pub side: &'static str,
+    pub side: Side,
 }
 
 impl End {
     fn failure(&self, source: EndpointError) -> VerifyError {
         VerifyError::Read {
             endpoint: self.endpoint.clone(),
-            side: self.side,
+            side: side_name(self.side),
             source,
         }
     }
@@ -206,13 +206,13 @@ pub async fn verify_map(
         ep: Arc::clone(&link.from),
         table: from_table.clone(),
         endpoint: link.from_endpoint.clone(),
-        side: side_name(from_side),
+        side: from_side,
     };
     let to = End {
         ep: Arc::clone(&link.to),
         table: to_table.clone(),
         endpoint: link.to_endpoint.clone(),
-        side: side_name(to_side),
+        side: to_side,
     };
     let to_kinds = to_info
         .kinds_of(&to.table, &flow.write_columns)

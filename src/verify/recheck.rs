@@ -73,11 +73,9 @@ impl<'c, 'r> Checker<'c, 'r> {
     }
 
     pub fn rows(&mut self, from: u64, to: u64) {
-        let from_is_source = self.compare.from.side == "source";
-        let (source, destination) = if from_is_source {
-            (from, to)
-        } else {
-            (to, from)
+        let (source, destination) = match self.compare.from.side {
+            crate::config::Side::Source => (from, to),
+            crate::config::Side::Destination => (to, from),
         };
         self.result.source_rows = source;
         self.result.destination_rows = destination;
