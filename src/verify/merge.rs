@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::endpoint::{Endpoint, EndpointError, Row, TableName, Value, key_string};
 
 use super::recheck::Checker;
-use super::{Compare, PAGE, VerifyError};
+use super::{Compare, Expected, PAGE, VerifyError};
 
 /// The order keys are compared in: value by value, texts and bytes by their bytes, numbers
 /// and times by value. Both keys are of the target's key kinds.
@@ -111,10 +111,6 @@ impl Drop for Pager {
         }
     }
 }
-
-/// A row of the side data comes from: its target-kind key (or why it has none) and the
-/// target row it should be (or why it cannot be).
-type Expected = (Result<Vec<Value>, String>, Result<Row, String>);
 
 async fn next_expected(
     c: &Compare<'_>,

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Direction, Side, TableMap};
 use crate::endpoint::{
-    Endpoint, EndpointError, Fence, TableInfo, TableName, ValueKind, WriteError,
+    Endpoint, EndpointError, Fence, Row, TableInfo, TableName, Value, ValueKind, WriteError,
 };
 use crate::sync::link::{Connections, LinkError, Prepared, ends, side_name};
 use crate::sync::{Flow, Way};
@@ -132,6 +132,10 @@ impl End {
     }
 }
 
+/// A row of the side data comes from, as the target should hold it: its target-kind key (or
+/// why it has none) and the target row (or why it cannot be made).
+pub(crate) type Expected = (Result<Vec<Value>, String>, Result<Row, String>);
+
 /// Everything the comparison of one way needs: the flow and both ends.
 pub(crate) struct Compare<'a> {
     pub flow: &'a Flow,
@@ -149,13 +153,7 @@ impl Compare<'_> {
     /// key is `Err` only when it cannot be converted; the row is `Err` with the reason it
     /// cannot be transformed (a value without a `valueMap` entry, a value the target column
     /// cannot hold).
-    pub fn expected(
-        &self,
-        row: crate::endpoint::Row,
-    ) -> (
-        Result<Vec<crate::endpoint::Value>, String>,
-        Result<crate::endpoint::Row, String>,
-    ) {
+    pub fn expected(&self, row: Row) -> Expected {
         let key = TableInfo::convert_with(
             &self.flow.to_key,
             &self.to_key_kinds,
