@@ -344,6 +344,18 @@ async fn changes_in_flight_while_running_are_not_reported() {
             &["--poll-interval", "200ms", "--interval", "2s"],
             &[],
         );
+        // The service drives the map: it holds the lease and the map is Running.
+        wait_for(
+            Duration::from_secs(30),
+            "the service to drive the map",
+            || {
+                let (code, body) = service.get("/api/v1/maps/people");
+                let phase = serde_json::from_str::<serde_json::Value>(&body)
+                    .map(|st| st["status"]["phase"] == "Running")
+                    .unwrap_or(false);
+                code == 200 && phase && service.get("/api/v1/service").1.contains("\"people\"")
+            },
+        );
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let writing = std::sync::Arc::new(AtomicBool::new(true));
         let written = std::sync::Arc::new(AtomicU64::new(0));
