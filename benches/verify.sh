@@ -20,6 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROWS=${ROWS:-1000000}
 PAIRS=${PAIRS:-"sqlite-pg pg-mariadb"}
+REPEAT=${REPEAT:-3}   # verify runs of each kind; the median is reported
 export BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 MY_HOST=${MY_HOST:-127.0.0.1}
 MY_USER=${MY_USER:-root}
@@ -64,6 +65,21 @@ timed() {
     tail -n 1 "$WORK/$name.time" | awk '{ printf "%.2f %d\n", $1, $2 / 1024 }'
 }
 
+# median NAME WANT_CODE COMMAND...: runs `timed` REPEAT times; prints "median_seconds
+# max_rss_mb all_seconds" (all_seconds comma-separated, in run order).
+median() {
+    local name=$1 want=$2 i secs rss all=() max=0
+    shift 2
+    for i in $(seq "$REPEAT"); do
+        read -r secs rss < <(timed "$name" "$want" "$@")
+        all+=("$secs")
+        [ "$rss" -gt "$max" ] && max=$rss
+    done
+    local mid
+    mid=$(printf '%s\n' "${all[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")
+    echo "$mid $max $(IFS=,; echo "${all[*]}")"
+}
+
 RESULTS=()
 row() { RESULTS+=("$1"); echo "$1" >&2; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f%%", (a / b - 1) * 100 }'; }
@@ -75,17 +91,17 @@ bench() {
     local pair=$1 dir=$2 target=$3
     read -r copy copy_rss < <(timed "$pair-copy" 0 "$DUALWRITE" -C "$dir" reconcile)
     row "| $pair | reconcile (initial sync, the copy) | $copy | 1.00 | $copy_rss MB |"
-    read -r eq eq_rss < <(timed "$pair-equal" 0 "$DUALWRITE" -C "$dir" verify bench)
-    row "| $pair | verify, equal | $eq | $(ratio "$eq" "$copy") | $eq_rss MB |"
+    read -r eq eq_rss eq_all < <(median "$pair-equal" 0 "$DUALWRITE" -C "$dir" verify bench)
+    row "| $pair | verify, equal (median of $REPEAT: $eq_all) | $eq | $(ratio "$eq" "$copy") | $eq_rss MB |"
     case $target in
         pg) "${PSQL[@]}" -c "UPDATE $DST SET name = 'changed' WHERE id % 2000 = 7; DELETE FROM $DST WHERE id % 2000 = 1007" ;;
         my) "${MARIADB[@]}" -e "UPDATE $DST SET name = 'changed' WHERE id % 2000 = 7; DELETE FROM $DST WHERE id % 2000 = 1007" ;;
     esac
-    read -r diff diff_rss < <(timed "$pair-diff" 2 "$DUALWRITE" -C "$dir" verify bench --limit 1000 --output json)
+    read -r diff diff_rss diff_all < <(median "$pair-diff" 2 "$DUALWRITE" -C "$dir" verify bench --limit 1000 --output json)
     local listed counted
     listed=$(jq '.maps[0].differences | length' "$WORK/$pair-diff.out")
     counted=$(jq '.maps[0].counts | .missing + .extra + .different' "$WORK/$pair-diff.out")
-    row "| $pair | verify, $counted scattered differences (--limit 1000: $listed listed) | $diff | $(ratio "$diff" "$copy") ($(pct "$diff" "$eq") vs equal) | $diff_rss MB |"
+    row "| $pair | verify, $counted scattered differences (--limit 1000: $listed listed; median of $REPEAT: $diff_all) | $diff | $(ratio "$diff" "$copy") ($(pct "$diff" "$eq") vs equal) | $diff_rss MB |"
 }
 
 for pair in $PAIRS; do
