@@ -55,7 +55,7 @@ timed() {
     local name=$1 want=$2 code=0
     shift 2
     settle
-    /usr/bin/time -f '%e %M' -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || code=$?
+    /usr/bin/time -f '%e %M %U %S' -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || code=$?
     if [ "$code" != "$want" ]; then
         echo "$name: exit $code, expected $want" >&2
         cat "$WORK/$name.out" "$WORK/$name.err" >&2
