@@ -58,15 +58,8 @@ rate() { awk -v r="$ROWS" -v s="$1" 'BEGIN { printf "%.0f", r / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }  # baseline s, dualwrite s
 
 # --- schemas and data -------------------------------------------------------------------
-SQLITE_COLS="id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, category INTEGER NOT NULL,
-  amount NUMERIC(12,2) NOT NULL, score DOUBLE NOT NULL, name VARCHAR(40) NOT NULL,
-  active BOOLEAN NOT NULL, born DATE NOT NULL, updated_at TIMESTAMP NOT NULL, note TEXT"
-PG_COLS="id bigint PRIMARY KEY, qty integer NOT NULL, category integer NOT NULL,
-  amount numeric(12,2) NOT NULL, score double precision NOT NULL, name varchar(40) NOT NULL,
-  active boolean NOT NULL, born date NOT NULL, updated_at timestamp NOT NULL, note text"
-MY_COLS="id BIGINT PRIMARY KEY, qty INT NOT NULL, category INT NOT NULL,
-  amount DECIMAL(12,2) NOT NULL, score DOUBLE NOT NULL, name VARCHAR(40) NOT NULL,
-  active BOOLEAN NOT NULL, born DATE NOT NULL, updated_at DATETIME(6) NOT NULL, note TEXT"
+# shellcheck source=benches/bench_table.sh
+. "$ROOT/benches/bench_table.sh"
 
 need_sqlite=0; need_pg=0; need_my=0
 for p in $PAIRS; do
@@ -80,79 +73,24 @@ done
 
 if [ $need_sqlite = 1 ]; then
     echo "== generating $ROWS rows in SQLite" >&2
-    sqlite3 "$WORK/src.db" >/dev/null <<SQL
-PRAGMA journal_mode = WAL;
-CREATE TABLE bench ($SQLITE_COLS);
-WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < $ROWS)
-INSERT INTO bench SELECT g, (g * 7) % 1000, g % 50, printf('%.2f', ((g * 37) % 100000) / 100.0),
-  g * 0.001, 'customer-' || g, g % 3 = 0, date('1950-01-01', '+' || (g % 20000) || ' days'),
-  strftime('%Y-%m-%d %H:%M:%S', '2020-01-01', '+' || g || ' seconds'),
-  CASE WHEN g % 10 = 0 THEN NULL ELSE 'xxxxxxxxxxxxxxxxxxxx' || g END
-FROM c;
-SQL
+    gen_sqlite "$WORK/src.db" bench
 fi
 if [ $need_pg = 1 ]; then
     echo "== generating $ROWS rows in PostgreSQL (bench_src)" >&2
-    "${PSQL[@]}" <<SQL
-DROP TABLE IF EXISTS bench_src, bench_dst;
-CREATE TABLE bench_src ($PG_COLS);
-INSERT INTO bench_src SELECT g, (g * 7) % 1000, g % 50, ((g * 37) % 100000) / 100.0,
-  g * 0.001, 'customer-' || g, g % 3 = 0, date '1950-01-01' + (g % 20000),
-  timestamp '2020-01-01' + g * interval '1 second',
-  CASE WHEN g % 10 = 0 THEN NULL ELSE 'xxxxxxxxxxxxxxxxxxxx' || g END
-FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE bench_src;
-SQL
+    "${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_dst"
+    gen_pg bench_src
 fi
 if [ $need_my = 1 ]; then
     "${MARIADB[@]}" -e "SET GLOBAL local_infile = 1"
 fi
 
 # --- dualwrite --------------------------------------------------------------------------
-# initial_size SIZE: the map's initialSync line; "default" leaves the size to dualwrite (what
-# a user gets), a number fixes initialSync.batchSize (batchSize, the live size, stays 1000).
-initial_size() {
-    if [ "$1" != default ]; then
-        echo "  initialSync: { batchSize: $1 }"
-    fi
-}
 
 # run_dualwrite NAME (config dir $WORK/cfg-NAME, created fresh by the caller or here) SRC_ENDPOINT_YAML DST_ENDPOINT_YAML SRC_TABLE DST_TABLE BATCH
 # prints "seconds rss_kb"
 run_dualwrite() {
     local dir="$WORK/cfg-$1"
-    mkdir -p "$dir/maps"
-    cat >"$dir/dualwrite.yaml" <<YAML
-apiVersion: dualwrite/v1
-kind: Project
-metadata: { name: bench }
-spec:
-  endpoints:
-    src: $2
-    dst: $3
-YAML
-    cat >"$dir/maps/bench.yaml" <<YAML
-apiVersion: dualwrite/v1
-kind: TableMap
-metadata: { name: bench }
-spec:
-  state: Running
-  source: { endpoint: src, table: $4 }
-  destination: { endpoint: dst, table: $5 }
-  direction: SourceToDestination
-  columns:
-    - { source: id, destination: id, key: true }
-    - { source: qty, destination: qty }
-    - { source: category, destination: category }
-    - { source: amount, destination: amount }
-    - { source: score, destination: score }
-    - { source: name, destination: name }
-    - { source: active, destination: active }
-    - { source: born, destination: born }
-    - { source: updated_at, destination: updated_at }
-    - { source: note, destination: note }
-$(initial_size "$6")
-YAML
+    bench_config "$dir" "$2" "$3" "$4" "$5" "$6"
     [ -f "$WORK/src.db" ] && ln -sf "$WORK/src.db" "$dir/src.db"
     local start end
     settle

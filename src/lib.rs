@@ -23,3 +23,4 @@ pub mod state;
 pub mod status;
 pub mod status_commit;
 pub mod sync;
+pub mod verify;

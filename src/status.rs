@@ -468,7 +468,7 @@ fn map_status(
 }
 
 /// Writes `status/<folder>/<name>.yaml` of `kind`; returns whether it changed.
-fn write_status<S: Serialize>(
+pub(crate) fn write_status<S: Serialize>(
     dir: &Path,
     folder: &str,
     kind: &str,
@@ -839,8 +839,11 @@ pub fn publish(
             .requests
             .iter()
             .map(|r| r.resource.metadata.name.as_str());
+        let maps: Vec<&str> = maps.collect();
         for (folder, keep) in [
-            ("maps", maps.collect::<Vec<_>>()),
+            ("maps", maps.clone()),
+            // The last `dualwrite verify` of a map goes with the map.
+            ("verify", maps),
             ("alerts", rules.collect()),
             ("requests", requests.collect()),
         ] {

@@ -8,6 +8,7 @@ pub mod paint;
 pub mod render;
 pub mod run;
 pub mod solution;
+pub mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// Invalid input, an unknown map, a request that would be Rejected, a failure.
     pub const INVALID: i32 = 1;
-    /// `--detailed-exitcode`: valid, with changes.
+    /// `--detailed-exitcode`: valid, with changes; `verify`: the two sides differ.
     pub const CHANGES: i32 = 2;
     /// `--apply` of a request that cannot run now (a Retry while its map is not Running):
     /// it waits in `requests/` and runs once the map is Running.
@@ -94,6 +95,9 @@ pub enum Command {
     /// Solutions (ALM): export, import, list and uninstall packages of maps and alert rules.
     #[command(subcommand)]
     Solution(solution::SolutionCommand),
+    /// Compare both sides of each map row by row through its mapping (--repair: write the
+    /// differences in the map's direction). Exit 0 equal, 2 differences, 1 error.
+    Verify(verify::VerifyArgs),
     /// Write the JSON Schemas to schemas/.
     Schema {
         /// Where to write them.
@@ -682,6 +686,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             Ok(exit::OK)
         }
         Command::Solution(command) => solution::run(&cli.dir, command, out),
+        Command::Verify(args) => verify::run(&cli.dir, args, out),
         Command::Schema { out: dir } => {
             let dir = if dir.is_absolute() {
                 dir.clone()

@@ -6,6 +6,7 @@
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz` | 200 once a pass has completed and the last one reached the state store, else 503 |
 //! | `/api/v1/maps`, `/api/v1/maps/{name}` | the `status/maps/*.yaml` content, as JSON |
+//! | `/api/v1/maps/{name}/verify` | the map's last `dualwrite verify` (`status/verify/<map>.yaml`) |
 //! | `/api/v1/alerts`, `/api/v1/alerts/{name}` | the `status/alerts/*.yaml` content, as JSON |
 //! | `/api/v1/requests`, `/api/v1/requests/{name}` | the `status/requests/*.yaml` content |
 //! | `/api/v1/service` | revision, config validity, last pass error, leases held |
@@ -164,6 +165,18 @@ fn route(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> 
                 return match snap.requests.get(name) {
                     Some(st) => json(StatusCode::OK, &status_file("ErrorRequestStatus", name, st)),
                     None => not_found(&format!("request {name}")),
+                };
+            }
+            if let Some(name) = path
+                .strip_prefix("/api/v1/maps/")
+                .and_then(|rest| rest.strip_suffix("/verify"))
+            {
+                return match (snap.maps.get(name), snap.verify.get(name)) {
+                    (_, Some(result)) => {
+                        json(StatusCode::OK, &status_file("VerifyStatus", name, result))
+                    }
+                    (Some(_), None) => not_found(&format!("a verify of map {name}")),
+                    (None, None) => not_found(&format!("map {name}")),
                 };
             }
             if let Some(name) = path.strip_prefix("/api/v1/maps/") {

@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text exposition format (0.0.4), rendered from the loop's
 //! snapshot on each scrape. Per map: phase, records synced, open errors by type, queue
 //! depth, oldest pending change, lag, initial-sync progress; per alert rule and map: firing,
-//! notifications sent and failing; for the process: passes by trigger, failures, config
+//! notifications sent and failing; per map, the last verify's differences and time; for the process: passes by trigger, failures, config
 //! validity, leases held. Label values are map, rule and type names: never a secret.
 
 use std::fmt::Write;
@@ -402,6 +402,35 @@ pub(crate) fn render(s: &Snapshot) -> String {
                 "dualwrite_alert_notification_failing",
                 &[("rule", rule), ("map", map)],
                 flag(m.last_delivery_error.is_some()),
+            );
+        }
+    }
+
+    let mut f = family(
+        o,
+        "dualwrite_verify_differences",
+        "gauge",
+        "Differences the last `dualwrite verify` of the map found (0: both sides equal).",
+    );
+    for (map, r) in &s.verify {
+        f.sample(
+            "dualwrite_verify_differences",
+            &[("map", map)],
+            r.counts.total() as f64,
+        );
+    }
+    let mut f = family(
+        o,
+        "dualwrite_verify_last_timestamp_seconds",
+        "gauge",
+        "When the last `dualwrite verify` of the map ran (Unix time).",
+    );
+    for (map, r) in &s.verify {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&r.verified_at) {
+            f.sample(
+                "dualwrite_verify_last_timestamp_seconds",
+                &[("map", map)],
+                at.timestamp() as f64,
             );
         }
     }

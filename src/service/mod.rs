@@ -139,6 +139,8 @@ pub(crate) struct Snapshot {
     pub maps: BTreeMap<String, MapStatus>,
     pub alerts: BTreeMap<String, AlertStatus>,
     pub requests: BTreeMap<String, crate::state::RequestStatus>,
+    /// The last `dualwrite verify` of each map that has one (`status/verify/<map>.yaml`).
+    pub verify: BTreeMap<String, crate::verify::VerifyResult>,
     /// `Some` when leases split the maps: this process's holder id and its maps.
     pub leases: Option<(String, BTreeSet<String>)>,
     pub passes: BTreeMap<Trigger, u64>,
@@ -538,6 +540,15 @@ impl Service {
         };
         let log = &mut self.log;
         let published = status::publish(&publication, store, &mut |name, st| log.map(name, st))?;
+        // A verify runs as a command of its own: its last result is read from its status file.
+        let verified: BTreeMap<String, crate::verify::VerifyResult> = cfg
+            .maps
+            .iter()
+            .filter_map(|m| {
+                let name = &m.resource.metadata.name;
+                crate::verify::read_status(&self.dir, name).map(|r| (name.clone(), r))
+            })
+            .collect();
         {
             let mut snap = self.shared.write().expect("snapshot lock");
             snap.revision = revision.to_string();
@@ -564,6 +575,7 @@ impl Service {
             for (name, st) in published.maps {
                 snap.maps.insert(name, st);
             }
+            snap.verify = verified;
             snap.leases = self
                 .leases
                 .as_ref()
