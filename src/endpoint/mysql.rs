@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use mysql_async::{Conn, InfileData, Opts, OptsBuilder, Params, Pool, Value as MyValue};
 
 use super::sql::{
-    DIRECT_RETRY_AFTER, Dialect, Engine, Load, Statement, Stmt, first_texts, quote_with, text_at,
+    DIRECT_RETRY_AFTER, Dialect, Engine, Load, Statement, Stmt, decimal_misfit, first_texts,
+    fraction_misfit, quote_with, text_at, type_modifiers,
 };
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
@@ -228,7 +229,7 @@ fn load_data(rows: &[std::borrow::Cow<'_, [Value]>]) -> Option<Vec<u8>> {
                     escape_into(&mut out, &j.to_string());
                     Ok(())
                 }
-                Value::Bytes(_) => return None,
+                Value::Bytes(_) | Value::Unreadable(_) => return None,
                 Value::Date(d) => write!(out, "{}", d.format("%Y-%m-%d")),
                 Value::Timestamp(t) => write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f")),
                 Value::TimestampTz(t) => {
@@ -309,6 +310,8 @@ fn to_my(value: Value) -> MyValue {
         Value::Text(s) => MyValue::Bytes(s.into_bytes()),
         Value::Bytes(b) => MyValue::Bytes(b),
         Value::Json(j) => MyValue::Bytes(j.to_string().into_bytes()),
+        // Refused before binding (it converts to no kind); never written.
+        Value::Unreadable(u) => MyValue::Bytes(u.text.into_bytes()),
         Value::Date(d) => date_value(d.and_time(chrono::NaiveTime::MIN)),
         Value::Timestamp(t) => date_value(t),
         Value::TimestampTz(t) => date_value(t.naive_utc()),
@@ -319,14 +322,18 @@ fn params(values: Vec<Value>) -> Params {
     Params::Positional(values.into_iter().map(to_my).collect())
 }
 
+/// A value read from MySQL as a value of `kind`. One that cannot be (a zero date, text
+/// that does not parse) is [`Value::Unreadable`]: that record fails alone, the rest of the
+/// page goes on.
 fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
+    let unreadable = |e: super::ConvertError| Value::unreadable(kind, e.value, e.reason);
     let raw = match value {
         MyValue::NULL => Value::Null,
         MyValue::Bytes(b) if kind == ValueKind::Bytes => Value::Bytes(b),
         MyValue::Bytes(b) => match String::from_utf8(b) {
             // Text of another kind (dates, decimals) is parsed where it lies.
             Ok(s) if kind != ValueKind::Text && kind != ValueKind::Json => {
-                return Value::from_text(&s, kind).map_err(|e| transform(e.to_string()));
+                return Ok(Value::from_text(&s, kind).unwrap_or_else(unreadable));
             }
             Ok(s) => Value::Text(s),
             Err(e) => Value::Bytes(e.into_bytes()),
@@ -338,14 +345,16 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
         MyValue::Float(f) => Value::Float(f.into()),
         MyValue::Double(f) => Value::Float(f),
         MyValue::Date(y, mo, d, h, mi, s, us) => {
-            NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+            match NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
                 .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
-                .map(Value::Timestamp)
-                .ok_or_else(|| {
-                    transform(format!(
-                        "invalid date {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"
-                    ))
-                })?
+            {
+                Some(t) => Value::Timestamp(t),
+                None => {
+                    let text = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");
+                    let reason = format!("MySQL's date {text} is no calendar date (a zero date?)");
+                    return Ok(Value::unreadable(kind, text, reason));
+                }
+            }
         }
         MyValue::Time(neg, days, h, mi, s, us) => {
             let sign = if neg { "-" } else { "" };
@@ -353,12 +362,11 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
             Value::Text(format!("{sign}{hours:02}:{mi:02}:{s:02}.{us:06}"))
         }
     };
-    raw.into_kind(kind).map_err(|e| transform(e.to_string()))
+    Ok(raw.into_kind(kind).unwrap_or_else(unreadable))
 }
 
-fn transform(message: String) -> WriteError {
-    WriteError::new(WriteErrorClass::Transform, None, message)
-}
+/// The range of MySQL's `TIMESTAMP`, in UTC.
+const TIMESTAMP_RANGE: (&str, &str) = ("1970-01-01 00:00:01", "2038-01-19 03:14:07.999999");
 
 impl Dialect for Mysql {
     fn quote_ident(&self, ident: &str) -> String {
@@ -387,6 +395,45 @@ impl Dialect for Mysql {
 
     fn now_sql(&self) -> &'static str {
         "SELECT UTC_TIMESTAMP(6)"
+    }
+
+    /// FLOAT and DOUBLE hold no NaN or infinity (FLOAT keeps 24 bits of mantissa); DECIMAL
+    /// rounds extra fraction digits; dates hold years 1 to 9999 (a BC date would become a
+    /// zero date), TIMESTAMP 1970 to 2038; fractions of a second beyond the column's
+    /// precision are rounded.
+    fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
+        let ty = column.db_type.to_ascii_lowercase();
+        let modifiers = || type_modifiers(&ty);
+        let year_range = |year: i32| {
+            (!(1..=9999).contains(&year))
+                .then(|| format!("year {year}: MySQL dates hold years 1 to 9999"))
+        };
+        let fraction = |nanos: u32| fraction_misfit(nanos, *modifiers().first().unwrap_or(&0));
+        match value {
+            Value::Float(f) if !f.is_finite() => {
+                Some("MySQL's FLOAT and DOUBLE hold no NaN or infinity".into())
+            }
+            Value::Float(f) if ty.starts_with("float") && f64::from(*f as f32) != *f => {
+                Some("a FLOAT (32-bit) column cannot hold it exactly".into())
+            }
+            Value::Decimal(d) => match modifiers()[..] {
+                [precision, scale] => decimal_misfit(d, precision, scale),
+                [precision] => decimal_misfit(d, precision, 0),
+                _ => decimal_misfit(d, 10, 0),
+            },
+            Value::Date(d) => year_range(d.year()),
+            Value::Timestamp(t) => year_range(t.year()).or_else(|| fraction(t.nanosecond())),
+            Value::TimestampTz(t) => {
+                let text = t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+                let (low, high) = TIMESTAMP_RANGE;
+                if text.len() != 26 || text.as_str() < low || text.as_str() > high {
+                    Some(format!("MySQL's TIMESTAMP holds {low} to {high} UTC"))
+                } else {
+                    fraction(t.nanosecond())
+                }
+            }
+            _ => None,
+        }
     }
 
     fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Fence,
-    QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
+    Decimal, QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
@@ -162,6 +162,48 @@ impl SnapshotPage {
 }
 
 /// Quotes an identifier with `quote`, doubling any quote inside it.
+/// The numbers in a type's modifiers: `numeric(38,10)` → `[38, 10]`, `datetime(6)` → `[6]`,
+/// `timestamp(3) with time zone` → `[3]`, `double` → `[]`.
+pub(crate) fn type_modifiers(db_type: &str) -> Vec<u32> {
+    db_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| {
+            inside
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Why a decimal column of `precision` digits, `scale` of them after the point, cannot hold
+/// `d` exactly (the engines round extra fraction digits without an error).
+pub(crate) fn decimal_misfit(d: &Decimal, precision: u32, scale: u32) -> Option<String> {
+    if d.scale() > scale as usize {
+        return Some(format!(
+            "it has {} digits after the point, the column keeps {scale}",
+            d.scale()
+        ));
+    }
+    let room = precision.saturating_sub(scale) as usize;
+    (d.integer_digits() > room).then(|| {
+        format!(
+            "it has {} digits before the point, the column holds {room}",
+            d.integer_digits()
+        )
+    })
+}
+
+/// Why a time of day with `nanos` cannot be kept with `digits` fractional digits of a
+/// second (the engines round them without an error).
+pub(crate) fn fraction_misfit(nanos: u32, digits: u32) -> Option<String> {
+    let unit = 10u32.pow(9 - digits.min(9));
+    (!nanos.is_multiple_of(unit)).then(|| {
+        format!("its fraction of a second has more digits than the column's {digits}")
+    })
+}
+
 pub(crate) fn quote_with(ident: &str, quote: char) -> String {
     let doubled = ident.replace(quote, &format!("{quote}{quote}"));
     format!("{quote}{doubled}{quote}")
@@ -225,6 +267,14 @@ pub(crate) trait Dialect {
 
     /// A query returning the database's current UTC time as one column.
     fn now_sql(&self) -> &'static str;
+
+    /// Why `column` cannot hold `value` (already of the column's kind) exactly, if it cannot:
+    /// the database would round, truncate, clamp or replace it without an error. Such a
+    /// record is refused as a TransformError before anything is written, on every write
+    /// path (statements, `COPY`, `LOAD DATA`).
+    fn inexact(&self, _column: &ColumnInfo, _value: &Value) -> Option<String> {
+        None
+    }
 
     /// Queries that estimate `table`'s row count as one integer column, tried in order until
     /// one answers (the engine's statistics first; see [`Endpoint::estimate_rows`]).
@@ -614,6 +664,20 @@ impl<E: Engine> SqlEndpoint<E> {
             .collect()
     }
 
+    /// Refuses a row that the target would not store exactly ([`Dialect::inexact`]), naming
+    /// the column.
+    fn check_exact(&self, cols: &[ColumnInfo], row: &[Value]) -> Result<(), EndpointError> {
+        for (c, v) in cols.iter().zip(row) {
+            if let Some(reason) = self.engine.inexact(c, v) {
+                return Err(EndpointError::Convert {
+                    column: c.name.clone(),
+                    source: v.convert_error(c.kind, &reason),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Rows per statement so that `width` parameters per row stay under the limit.
     fn rows_per_stmt(&self, width: usize) -> usize {
         (self.engine.max_params() / width.max(1)).clamp(1, 1000)
@@ -704,6 +768,7 @@ impl<E: Engine> SqlEndpoint<E> {
                         self.delete_stmts(table, r, std::mem::take(&mut deletes), &mut stmts);
                     }
                     let row = Self::converted(&r.columns, row)?;
+                    self.check_exact(&r.columns, &row)?;
                     let key = DedupKey::of(&row, &key_pos);
                     match upsert_index.get(&key) {
                         Some(&i) => upserts[i] = row,

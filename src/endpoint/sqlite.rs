@@ -119,11 +119,39 @@ fn to_sql(value: &Value) -> SqlValue {
         Value::Float(f) => SqlValue::Real(*f),
         Value::Text(s) => SqlValue::Text(s.clone()),
         Value::Bytes(b) => SqlValue::Blob(b.clone()),
-        Value::Decimal(d) => SqlValue::Text(d.to_string()),
+        // An integral decimal as an INTEGER: as text, NUMERIC affinity would go through REAL.
+        Value::Decimal(d) => d
+            .to_i64()
+            .map_or_else(|| SqlValue::Text(d.to_string()), SqlValue::Integer),
         Value::Date(d) => SqlValue::Text(value::format_date(*d)),
         Value::Timestamp(t) => SqlValue::Text(value::format_timestamp(*t, ' ', "")),
         Value::TimestampTz(t) => SqlValue::Text(value::format_timestamp(t.naive_utc(), 'T', "Z")),
         Value::Json(j) => SqlValue::Text(j.to_string()),
+        // Refused before binding (it converts to no kind); never written.
+        Value::Unreadable(u) => SqlValue::Text(u.text.clone()),
+    }
+}
+
+/// Whether a column declared `declared` has INTEGER, REAL or NUMERIC affinity (SQLite's
+/// rules, in their order): text that looks like a number is stored as a number there.
+fn numeric_affinity(declared: &str) -> bool {
+    let t = declared.to_ascii_uppercase();
+    let has = |s: &str| t.contains(s);
+    has("INT") || !(has("CHAR") || has("CLOB") || has("TEXT") || has("BLOB") || t.is_empty())
+}
+
+/// What SQLite stores for `text` bound into a column of numeric affinity: an INTEGER when it
+/// spells one in the 64-bit range, a REAL when it spells another number (`None` when that
+/// loses digits: SQLite keeps 15 significant digits of such text), the text otherwise.
+fn stored_in_numeric(text: &str) -> Option<SqlValue> {
+    let Ok(number) = text.parse::<value::Decimal>() else {
+        return Some(SqlValue::Text(text.to_string()));
+    };
+    let integral = !text.contains(['.', 'e', 'E']);
+    match number.to_i64() {
+        Some(i) if integral => Some(SqlValue::Integer(i)),
+        _ if number.significant_digits() > 15 => None,
+        _ => Some(SqlValue::Real(number.to_f64())),
     }
 }
 
@@ -250,6 +278,38 @@ impl Dialect for Sqlite {
 
     fn now_sql(&self) -> &'static str {
         "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    }
+
+    /// SQLite stores NaN as NULL; in a column of numeric affinity, text that looks like a
+    /// number (a decimal, a JSON number, plain text) is stored as a number, which must read
+    /// back as the same value.
+    fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
+        if let Value::Float(f) = value {
+            return f.is_nan().then(|| "SQLite stores NaN as NULL".into());
+        }
+        if !matches!(value, Value::Decimal(_) | Value::Text(_) | Value::Json(_))
+            || !numeric_affinity(&column.db_type)
+        {
+            return None;
+        }
+        let SqlValue::Text(text) = to_sql(value) else {
+            return None;
+        };
+        let changed = || {
+            format!(
+                "SQLite's numeric affinity ({}) would store it as a number that reads back \
+                 differently (it keeps 15 significant digits)",
+                column.db_type
+            )
+        };
+        match stored_in_numeric(&text) {
+            None => Some(changed()),
+            Some(SqlValue::Text(_)) => None,
+            Some(stored) => {
+                let back = from_sql(ValueRef::from(&stored), column.kind).ok();
+                (back.as_ref() != Some(value)).then(changed)
+            }
+        }
     }
 
     fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
