@@ -186,10 +186,7 @@ impl FromStr for Decimal {
             _ => (false, t),
         };
         let (mantissa, exp) = match t.find(['e', 'E']) {
-            Some(at) => (
-                &t[..at],
-                t[at + 1..].parse::<i32>().map_err(|_| bad())?,
-            ),
+            Some(at) => (&t[..at], t[at + 1..].parse::<i32>().map_err(|_| bad())?),
             None => (t, 0),
         };
         let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -286,7 +283,10 @@ mod tests {
         assert_eq!(d("99999999999999999999").to_i64(), None);
         assert_eq!(d("0.0012300").significant_digits(), 3);
         assert_eq!(Decimal::from_f64(0.1), Some(d("0.1")));
-        assert_eq!(Decimal::from_f64(1e22).unwrap().to_string(), "10000000000000000000000");
+        assert_eq!(
+            Decimal::from_f64(1e22).unwrap().to_string(),
+            "10000000000000000000000"
+        );
     }
 
     #[test]

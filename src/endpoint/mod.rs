@@ -20,12 +20,12 @@
 //! - **Identifiers are always quoted** by the engine; no SQL text is taken from callers.
 //! - **Secrets never leak**: connection URLs appear in no error, `Debug` output or log.
 
+pub mod decimal;
 pub mod listen;
 mod mysql;
 mod postgres;
 pub(crate) mod sql;
 mod sqlite;
-pub mod decimal;
 pub mod value;
 
 use std::fmt;

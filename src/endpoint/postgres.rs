@@ -668,7 +668,10 @@ impl Decoder {
             Err(e) => {
                 let text = special_text(&self.ty, raw)
                     .map_or_else(|| format!("\\x{}", hex::encode(raw)), str::to_string);
-                let reason = format!("PostgreSQL's {} value {text} has no exact {kind} form ({e})", self.ty);
+                let reason = format!(
+                    "PostgreSQL's {} value {text} has no exact {kind} form ({e})",
+                    self.ty
+                );
                 Value::unreadable(kind, text, reason)
             }
         })
@@ -865,7 +868,11 @@ impl Dialect for Postgres {
             Value::Text(s) if s.contains('\0') => {
                 Some("PostgreSQL text cannot hold a NUL character".into())
             }
-            Value::Float(f) if ty == Some(Type::FLOAT4) && f64::from(*f as f32).to_bits() != f.to_bits() && !f.is_nan() => {
+            Value::Float(f)
+                if ty == Some(Type::FLOAT4)
+                    && f64::from(*f as f32).to_bits() != f.to_bits()
+                    && !f.is_nan() =>
+            {
                 Some("a real (32-bit float) column cannot hold it exactly".into())
             }
             Value::Decimal(d) => match modifiers()[..] {
@@ -873,8 +880,12 @@ impl Dialect for Postgres {
                 [precision] => decimal_misfit(d, precision, 0),
                 _ => None,
             },
-            Value::Timestamp(t) => fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6)),
-            Value::TimestampTz(t) => fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6)),
+            Value::Timestamp(t) => {
+                fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6))
+            }
+            Value::TimestampTz(t) => {
+                fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6))
+            }
             _ => None,
         }
     }

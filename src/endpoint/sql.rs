@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Fence,
-    Decimal, QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
+    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Decimal, Endpoint, EndpointError, Fence,
+    QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
@@ -199,9 +199,8 @@ pub(crate) fn decimal_misfit(d: &Decimal, precision: u32, scale: u32) -> Option<
 /// second (the engines round them without an error).
 pub(crate) fn fraction_misfit(nanos: u32, digits: u32) -> Option<String> {
     let unit = 10u32.pow(9 - digits.min(9));
-    (!nanos.is_multiple_of(unit)).then(|| {
-        format!("its fraction of a second has more digits than the column's {digits}")
-    })
+    (!nanos.is_multiple_of(unit))
+        .then(|| format!("its fraction of a second has more digits than the column's {digits}"))
 }
 
 pub(crate) fn quote_with(ident: &str, quote: char) -> String {

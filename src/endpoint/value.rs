@@ -59,7 +59,11 @@ pub struct Unreadable {
 
 impl Value {
     /// An unreadable cell of a column of `kind` (see [`Value::Unreadable`]).
-    pub fn unreadable(kind: ValueKind, text: impl Into<String>, reason: impl Into<String>) -> Value {
+    pub fn unreadable(
+        kind: ValueKind,
+        text: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Value {
         Value::Unreadable(Box::new(Unreadable {
             kind,
             text: text.into(),
@@ -201,7 +205,9 @@ impl Value {
             (Value::Text(s), _) => parse_text(s, kind).map_err(|reason| fail(&reason)),
             (_, ValueKind::Text) => Ok(Value::Text(self.to_text())),
             (Value::Bool(b), ValueKind::Int) => Ok(Value::Int(i64::from(*b))),
-            (Value::Bool(b), ValueKind::Decimal) => Ok(Value::Decimal(Decimal::from(i64::from(*b)))),
+            (Value::Bool(b), ValueKind::Decimal) => {
+                Ok(Value::Decimal(Decimal::from(i64::from(*b))))
+            }
             (Value::Int(i), ValueKind::Bool) => match i {
                 0 => Ok(Value::Bool(false)),
                 1 => Ok(Value::Bool(true)),

@@ -1,0 +1,489 @@
+//! Values are copied exactly or not at all (SPEC §2): between every pair of engines, a value
+//! arrives equal, or its record alone is refused with a TransformError naming the column;
+//! never changed silently. One named test per silent change that was found, then a property
+//! test over rows of every type family with their edge values, initial sync and live.
+//! Drives the `dualwrite` binary as a user would; reads both sides back through dualwrite's
+//! endpoints (exact by construction: decimals as text, JSON numbers with their digits).
+
+mod common;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{TestDb, unique_table, with_timeout};
+use dualwrite::endpoint::{self, EndpointSpec, TableName, Value};
+use support::{Repo, run_in};
+
+/// The environment variable a test endpoint's URL is passed in.
+fn env_name(role: &str) -> String {
+    format!("DW_EXACT_{}_URL", role.to_uppercase())
+}
+
+fn endpoint_yaml(role: &str, db: &TestDb) -> String {
+    match &db.spec {
+        EndpointSpec::Sqlite { path } => {
+            format!("    {role}: {{ sqlite: {{ path: {} }} }}\n", path.display())
+        }
+        EndpointSpec::Postgres { .. } => format!(
+            "    {role}: {{ postgres: {{ urlFromEnv: {} }} }}\n",
+            env_name(role)
+        ),
+        EndpointSpec::Mysql { .. } => format!(
+            "    {role}: {{ mysql: {{ urlFromEnv: {} }} }}\n",
+            env_name(role)
+        ),
+    }
+}
+
+/// An errored record as the state store keeps it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    error_type: String,
+    message: String,
+}
+
+/// One map between a source and a destination table of the same columns (`id` the key),
+/// each column with its own type on each side.
+struct Case {
+    repo: Repo,
+    src: TestDb,
+    dst: TestDb,
+    src_table: String,
+    dst_table: String,
+    columns: Vec<String>,
+}
+
+impl Case {
+    /// `columns`: name, source type, destination type.
+    async fn new(mut src: TestDb, mut dst: TestDb, columns: &[(&str, &str, &str)]) -> Case {
+        let src_table = unique_table("xsrc");
+        let dst_table = unique_table("xdst");
+        for (db, table, side) in [(&mut src, &src_table, 0), (&mut dst, &dst_table, 1)] {
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|(name, s, d)| format!("{name} {}", if side == 0 { s } else { d }))
+                .collect();
+            let charset = if db.engine == "mysql" {
+                " DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin"
+            } else {
+                ""
+            };
+            db.plain
+                .exec(&format!(
+                    "CREATE TABLE {table} (id BIGINT PRIMARY KEY, {}){charset}",
+                    cols.join(", ")
+                ))
+                .await;
+            if db.engine != "sqlite" {
+                db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+            }
+            if db.engine == "mysql" {
+                // Lets the test write zero dates as an application with a lax mode could.
+                db.plain.exec("SET SESSION sql_mode = ''").await;
+            }
+        }
+        let repo = Repo::new(&[]);
+        repo.write(
+            "dualwrite.yaml",
+            &format!(
+                "apiVersion: dualwrite/v1\nkind: Project\nmetadata: {{ name: x }}\nspec:\n  endpoints:\n{}{}",
+                endpoint_yaml("src", &src),
+                endpoint_yaml("dst", &dst)
+            ),
+        );
+        let mapped: String = columns
+            .iter()
+            .map(|(name, _, _)| format!("    - {{ source: {name}, destination: {name} }}\n"))
+            .collect();
+        repo.write(
+            "maps/m.yaml",
+            &format!(
+                "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  state: Running\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  direction: SourceToDestination\n  batchSize: 40\n  columns:\n    - {{ source: id, destination: id, key: true }}\n{mapped}"
+            ),
+        );
+        Case {
+            repo,
+            src,
+            dst,
+            src_table,
+            dst_table,
+            columns: columns.iter().map(|c| c.0.to_string()).collect(),
+        }
+    }
+
+    /// Inserts rows on the source side as an application would: `(id, literals)`.
+    async fn insert(&mut self, rows: &[(i64, Vec<String>)]) {
+        for (id, literals) in rows {
+            let sql = format!(
+                "INSERT INTO {} (id, {}) VALUES ({id}, {})",
+                self.src_table,
+                self.columns.join(", "),
+                literals.join(", ")
+            );
+            self.src.plain.exec(&sql).await;
+        }
+    }
+
+    fn reconcile(&self) {
+        let mut env = Vec::new();
+        for (role, db) in [("src", &self.src), ("dst", &self.dst)] {
+            if let EndpointSpec::Postgres { url } | EndpointSpec::Mysql { url } = &db.spec {
+                env.push((env_name(role), url.clone()));
+            }
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let run = run_in(self.repo.path(), &["reconcile"], &env);
+        assert_eq!(
+            run.code, 0,
+            "reconcile failed:\n{}{}",
+            run.stdout, run.stderr
+        );
+    }
+
+    /// The errored records, by key.
+    fn errors(&self) -> BTreeMap<i64, Recorded> {
+        let conn =
+            rusqlite::Connection::open(self.repo.path().join(".dualwrite/state.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT key, type, message FROM errors WHERE state = 'Open'")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .map(|(key, error_type, message)| {
+                let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+                let id = key
+                    .get("id")
+                    .or_else(|| key.get(0))
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or_else(|| panic!("key {key}"));
+                (
+                    id,
+                    Recorded {
+                        error_type,
+                        message,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn rows(&self, db: &TestDb, table: &str) -> BTreeMap<i64, Vec<Value>> {
+        let ep = endpoint::connect(&db.spec).await.unwrap();
+        let t = TableName::parse(table).unwrap();
+        let mut cols = vec!["id".to_string()];
+        cols.extend(self.columns.iter().cloned());
+        let rows = ep
+            .read_snapshot(&t, &cols, &cols[..1], None, 100_000)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|mut r| {
+                let Value::Int(id) = r.remove(0) else {
+                    panic!("id {r:?}")
+                };
+                (id, r)
+            })
+            .collect()
+    }
+
+    /// Every source row arrived equal, or its record (and only it) is refused with a
+    /// TransformError naming a column. Returns the refused keys.
+    async fn assert_exact_or_refused(&self) -> BTreeMap<i64, Recorded> {
+        let src = self.rows(&self.src, &self.src_table).await;
+        let dst = self.rows(&self.dst, &self.dst_table).await;
+        let errors = self.errors();
+        let pair = format!("{} -> {}", self.src.engine, self.dst.engine);
+        for (id, row) in &src {
+            match (dst.get(id), errors.get(id)) {
+                (Some(got), None) => {
+                    for ((name, a), b) in self.columns.iter().zip(row).zip(got) {
+                        assert!(
+                            same(a, b),
+                            "{pair}: id {id}, column {name}: {a:?} arrived as {b:?}, silently"
+                        );
+                    }
+                }
+                (None, Some(e)) => {
+                    assert_eq!(e.error_type, "TransformError", "{pair}: id {id}: {e:?}");
+                    assert!(
+                        self.columns
+                            .iter()
+                            .any(|c| e.message.contains(&format!("column {c}:"))),
+                        "{pair}: id {id}: the message names no column: {e:?}"
+                    );
+                }
+                (got, e) => panic!("{pair}: id {id} ({row:?}): arrived {got:?}, error {e:?}"),
+            }
+        }
+        let unknown: BTreeSet<&i64> = errors.keys().filter(|k| !src.contains_key(k)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{pair}: errors for keys never read: {unknown:?}"
+        );
+        errors
+    }
+}
+
+/// Equal as values: numbers by value (`12.50` is `12.5`), NaN equal to NaN, a value of
+/// another kind compared once converted to the source's kind.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, _) | (_, Value::Null) => a == b,
+        (Value::Float(x), Value::Float(y)) => {
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        }
+        _ if a.kind() == b.kind() => a == b,
+        (_, _) => a
+            .kind()
+            .and_then(|k| b.convert_to(k).ok())
+            .is_some_and(|b| same(a, &b)),
+    }
+}
+
+/// The value of `column` for `id` as the database itself spells it, read with a plain
+/// connection (not through dualwrite).
+async fn plain_text(db: &mut TestDb, table: &str, column: &str, id: i64) -> Option<String> {
+    use common::Plain;
+    use mysql_async::prelude::Queryable;
+    match &mut db.plain {
+        Plain::Postgres(client) => client
+            .query_one(
+                &format!("SELECT {column}::text FROM {table} WHERE id = {id}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0),
+        Plain::Mysql(conn) => conn
+            .query_first::<Option<String>, _>(format!(
+                "SELECT CAST({column} AS CHAR) FROM {table} WHERE id = {id}"
+            ))
+            .await
+            .unwrap()
+            .flatten(),
+        Plain::Sqlite(path) => rusqlite::Connection::open(&*path)
+            .unwrap()
+            .query_row(
+                &format!("SELECT CAST({column} AS TEXT) FROM {table} WHERE id = {id}"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap(),
+    }
+}
+
+async fn engines(src: &str, dst: &str) -> Option<(TestDb, TestDb)> {
+    async fn one(engine: &str) -> Option<TestDb> {
+        match engine {
+            "sqlite" => Some(TestDb::sqlite().await),
+            "postgres" => TestDb::postgres().await,
+            _ => TestDb::mysql().await,
+        }
+    }
+    Some((one(src).await?, one(dst).await?))
+}
+
+/// Syncs `rows` (each `(id, literals)`) from `src` to `dst`: ids below 1000 by the initial
+/// sync, the others live. Returns the refused keys with their messages.
+async fn sync_rows(
+    src: TestDb,
+    dst: TestDb,
+    columns: &[(&str, &str, &str)],
+    rows: &[(i64, Vec<String>)],
+) -> BTreeMap<i64, String> {
+    sync_case(src, dst, columns, rows).await.1
+}
+
+/// [`sync_rows`], keeping the case to look at its tables.
+async fn sync_case(
+    src: TestDb,
+    dst: TestDb,
+    columns: &[(&str, &str, &str)],
+    rows: &[(i64, Vec<String>)],
+) -> (Case, BTreeMap<i64, String>) {
+    let mut case = Case::new(src, dst, columns).await;
+    let (initial, live): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|(id, _)| *id < 1000);
+    case.insert(&initial).await;
+    case.reconcile();
+    case.insert(&live).await;
+    case.reconcile();
+    let refused = case
+        .assert_exact_or_refused()
+        .await
+        .into_iter()
+        .map(|(id, e)| (id, e.message))
+        .collect();
+    (case, refused)
+}
+
+/// Each value twice: by the initial sync (id) and live (id + 1000).
+fn both_phases(values: &[&str]) -> Vec<(i64, Vec<String>)> {
+    values
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| {
+            let id = i as i64 + 1;
+            [(id, vec![v.to_string()]), (id + 1000, vec![v.to_string()])]
+        })
+        .collect()
+}
+
+fn refused_ids(refused: &BTreeMap<i64, String>) -> Vec<i64> {
+    refused.keys().copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_numeric_38_10_arrives_whole_in_mariadb() {
+    let Some((src, dst)) = engines("postgres", "mysql").await else {
+        return;
+    };
+    with_timeout(async {
+        let rows = both_phases(&[
+            "1234567890123456789012345678.0123456789",
+            "-0.0000000001",
+            "12.50",
+        ]);
+        let (mut case, refused) = sync_case(
+            src,
+            dst,
+            &[("v", "numeric(38,10)", "DECIMAL(38,10)")],
+            &rows,
+        )
+        .await;
+        assert!(refused.is_empty(), "{refused:?}");
+        let table = case.dst_table.clone();
+        for id in [1, 1001] {
+            assert_eq!(
+                plain_text(&mut case.dst, &table, "v", id).await.as_deref(),
+                Some("1234567890123456789012345678.0123456789")
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonb_numbers_keep_their_digits_in_mariadb_and_sqlite() {
+    for dst in ["mysql", "sqlite"] {
+        let Some((src, dst)) = engines("postgres", dst).await else {
+            return;
+        };
+        let dst_type = if dst.engine == "sqlite" {
+            "TEXT"
+        } else {
+            "JSON"
+        };
+        with_timeout(async {
+            let rows = both_phases(&[
+                r#"'{"n": 12345678901234567890123, "f": 0.1000000000000000055511151231257827}'"#,
+                "'[12345678901234567890123]'",
+            ]);
+            let (mut case, refused) = sync_case(src, dst, &[("v", "jsonb", dst_type)], &rows).await;
+            assert!(refused.is_empty(), "{refused:?}");
+            let table = case.dst_table.clone();
+            for id in [1, 1001] {
+                let text = plain_text(&mut case.dst, &table, "v", id).await.unwrap();
+                assert!(
+                    text.contains("12345678901234567890123")
+                        && text.contains("0.1000000000000000055511151231257827"),
+                    "{text}"
+                );
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc_dates_are_refused_by_mariadb_not_zeroed() {
+    let Some((src, dst)) = engines("postgres", "mysql").await else {
+        return;
+    };
+    with_timeout(async {
+        let rows = both_phases(&["'0044-03-15 BC'", "'2026-11-22'"]);
+        let refused = sync_rows(src, dst, &[("v", "date", "DATE")], &rows).await;
+        assert_eq!(refused_ids(&refused), [1, 1001], "{refused:?}");
+        assert!(refused[&1].contains("column v:"), "{refused:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_is_refused_by_sqlite_not_nulled() {
+    let Some((src, dst)) = engines("postgres", "sqlite").await else {
+        return;
+    };
+    with_timeout(async {
+        let rows = both_phases(&["'NaN'", "'Infinity'", "'-Infinity'", "0.1"]);
+        let refused = sync_rows(src, dst, &[("v", "double precision", "REAL")], &rows).await;
+        assert_eq!(refused_ids(&refused), [1, 1001], "{refused:?}");
+        assert!(refused[&1].contains("NaN"), "{refused:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numerics_beyond_15_digits_are_refused_by_sqlite_numeric() {
+    let Some((src, dst)) = engines("postgres", "sqlite").await else {
+        return;
+    };
+    with_timeout(async {
+        let rows = both_phases(&[
+            "1234567890.123456789",
+            "12.50",
+            "99999999999999999999",
+            "-9007199254740993",
+        ]);
+        let refused = sync_rows(
+            src,
+            dst,
+            &[("v", "numeric(38,10)", "NUMERIC(38,10)")],
+            &rows,
+        )
+        .await;
+        assert_eq!(refused_ids(&refused), [1, 3, 1001, 1003], "{refused:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_infinity_fails_only_its_record() {
+    let Some((src, dst)) = engines("postgres", "mysql").await else {
+        return;
+    };
+    with_timeout(async {
+        let cols = [("d", "date", "DATE"), ("t", "timestamp", "DATETIME(6)")];
+        let row = |d: &str, t: &str| vec![d.to_string(), t.to_string()];
+        let rows = vec![
+            (1, row("'infinity'", "NULL")),
+            (2, row("'2026-11-22'", "'2026-11-22 10:15:00.5'")),
+            (3, row("NULL", "'-infinity'")),
+            (1001, row("'-infinity'", "NULL")),
+            (1002, row("'2026-11-23'", "'2026-11-23 10:15:00'")),
+            (1003, row("NULL", "'infinity'")),
+        ];
+        let refused = sync_rows(src, dst, &cols, &rows).await;
+        assert_eq!(refused_ids(&refused), [1, 3, 1001, 1003], "{refused:?}");
+        assert!(refused[&1].contains("column d:"), "{refused:?}");
+        assert!(
+            refused[&3].contains("column t:") && refused[&3].contains("-infinity"),
+            "{refused:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_zero_date_fails_only_its_record() {
+    let Some((src, dst)) = engines("mysql", "postgres").await else {
+        return;
+    };
+    with_timeout(async {
+        let rows = both_phases(&["'0000-00-00'", "'2026-11-22'"]);
+        let refused = sync_rows(src, dst, &[("v", "DATE", "date")], &rows).await;
+        assert_eq!(refused_ids(&refused), [1, 1001], "{refused:?}");
+        assert!(refused[&1].contains("0000-00-00"), "{refused:?}");
+    })
+    .await;
+}
