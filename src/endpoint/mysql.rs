@@ -397,7 +397,7 @@ impl Dialect for Mysql {
         "SELECT UTC_TIMESTAMP(6)"
     }
 
-    /// FLOAT and DOUBLE hold no NaN or infinity (FLOAT keeps 24 bits of mantissa); DECIMAL
+    /// FLOAT and DOUBLE hold no NaN, infinity or -0 (FLOAT keeps 24 bits of mantissa); DECIMAL
     /// rounds extra fraction digits; dates hold years 1 to 9999 (a BC date would become a
     /// zero date), TIMESTAMP 1970 to 2038; fractions of a second beyond the column's
     /// precision are rounded.
@@ -412,6 +412,9 @@ impl Dialect for Mysql {
         match value {
             Value::Float(f) if !f.is_finite() => {
                 Some("MySQL's FLOAT and DOUBLE hold no NaN or infinity".into())
+            }
+            Value::Float(f) if *f == 0.0 && f.is_sign_negative() => {
+                Some("MySQL stores -0 as 0".into())
             }
             Value::Float(f) if ty.starts_with("float") && f64::from(*f as f32) != *f => {
                 Some("a FLOAT (32-bit) column cannot hold it exactly".into())

@@ -280,12 +280,18 @@ impl Dialect for Sqlite {
         "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     }
 
-    /// SQLite stores NaN as NULL; in a column of numeric affinity, text that looks like a
+    /// SQLite stores NaN as NULL and -0 as 0; in a column of numeric affinity, text that looks like a
     /// number (a decimal, a JSON number, plain text) is stored as a number, which must read
     /// back as the same value.
     fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
         if let Value::Float(f) = value {
-            return f.is_nan().then(|| "SQLite stores NaN as NULL".into());
+            return if f.is_nan() {
+                Some("SQLite stores NaN as NULL".into())
+            } else if *f == 0.0 && f.is_sign_negative() {
+                Some("SQLite stores -0 as 0".into())
+            } else {
+                None
+            };
         }
         if !matches!(value, Value::Decimal(_) | Value::Text(_) | Value::Json(_))
             || !numeric_affinity(&column.db_type)
