@@ -513,6 +513,108 @@ async fn mariadb_zero_date_fails_only_its_record() {
     .await;
 }
 
+/// Rows each holding one value in one column (NULL elsewhere), then one row of good values;
+/// each twice, by the initial sync and live.
+fn one_per_row(width: usize, values: &[(usize, &str)], good: &[&str]) -> Vec<(i64, Vec<String>)> {
+    let mut rows: Vec<Vec<String>> = values
+        .iter()
+        .map(|(col, v)| {
+            (0..width)
+                .map(|i| {
+                    if i == *col {
+                        v.to_string()
+                    } else {
+                        "NULL".into()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    rows.push(good.iter().map(|v| v.to_string()).collect());
+    rows.iter()
+        .enumerate()
+        .flat_map(|(i, r)| [(i as i64 + 1, r.clone()), (i as i64 + 1001, r.clone())])
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_beyond_a_mariadb_column_are_refused_not_rounded() {
+    let Some((src, dst)) = engines("postgres", "mysql").await else {
+        return;
+    };
+    with_timeout(async {
+        let cols = [
+            ("t", "timestamp", "DATETIME"),
+            ("d", "numeric", "DECIMAL(12,2)"),
+            ("f", "double precision", "FLOAT"),
+            ("i", "bigint", "TINYINT"),
+        ];
+        let rows = one_per_row(
+            4,
+            &[
+                (0, "'2026-01-01 10:00:00.5'"),
+                (1, "1.005"),
+                (2, "0.1"),
+                (3, "300"),
+            ],
+            &["'2026-01-01 10:00:00'", "1.5", "0.5", "100"],
+        );
+        let refused = sync_rows(src, dst, &cols, &rows).await;
+        assert_eq!(
+            refused_ids(&refused),
+            [1, 2, 3, 4, 1001, 1002, 1003, 1004],
+            "{refused:?}"
+        );
+        for (id, column) in [(1, "t"), (2, "d"), (3, "f"), (4, "i")] {
+            assert!(
+                refused[&id].contains(&format!("column {column}:")),
+                "{refused:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_beyond_a_postgres_column_are_refused_not_rounded() {
+    let Some((src, dst)) = engines("mysql", "postgres").await else {
+        return;
+    };
+    with_timeout(async {
+        let cols = [
+            ("s", "TEXT", "text"),
+            ("f", "DOUBLE", "real"),
+            ("d", "DECIMAL(12,3)", "numeric(12,2)"),
+            ("t", "DATETIME(6)", "timestamp(3)"),
+            ("i", "BIGINT", "smallint"),
+        ];
+        let rows = one_per_row(
+            5,
+            &[
+                (0, "'a\\0b'"),
+                (1, "0.1"),
+                (2, "1.005"),
+                (3, "'2026-01-01 10:00:00.123456'"),
+                (4, "70000"),
+            ],
+            &["'ab'", "0.5", "1.5", "'2026-01-01 10:00:00.123'", "7"],
+        );
+        let refused = sync_rows(src, dst, &cols, &rows).await;
+        assert_eq!(
+            refused_ids(&refused),
+            [1, 2, 3, 4, 5, 1001, 1002, 1003, 1004, 1005],
+            "{refused:?}"
+        );
+        for (id, column) in [(1, "s"), (2, "f"), (3, "d"), (4, "t"), (5, "i")] {
+            assert!(
+                refused[&id].contains(&format!("column {column}:")),
+                "{refused:?}"
+            );
+        }
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // The property: rows of every type family with their edge values, between every pair.
 // ---------------------------------------------------------------------------------------

@@ -365,6 +365,24 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
     Ok(raw.into_kind(kind).unwrap_or_else(unreadable))
 }
 
+/// The range of an integer column type (`tinyint(4)`, `int(10) unsigned`); `None` for
+/// other types.
+fn int_range(column_type: &str) -> Option<(i128, i128)> {
+    let bits = match column_type.split(['(', ' ']).next()? {
+        "tinyint" => 8,
+        "smallint" => 16,
+        "mediumint" => 24,
+        "int" | "integer" => 32,
+        "bigint" => 64,
+        _ => return None,
+    };
+    Some(if column_type.contains("unsigned") {
+        (0, (1i128 << bits) - 1)
+    } else {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    })
+}
+
 /// The range of MySQL's `TIMESTAMP`, in UTC.
 const TIMESTAMP_RANGE: (&str, &str) = ("1970-01-01 00:00:01", "2038-01-19 03:14:07.999999");
 
@@ -397,7 +415,7 @@ impl Dialect for Mysql {
         "SELECT UTC_TIMESTAMP(6)"
     }
 
-    /// FLOAT and DOUBLE hold no NaN, infinity or -0 (FLOAT keeps 24 bits of mantissa); DECIMAL
+    /// Integer types have their ranges; FLOAT and DOUBLE hold no NaN, infinity or -0 (FLOAT keeps 24 bits of mantissa); DECIMAL
     /// rounds extra fraction digits; dates hold years 1 to 9999 (a BC date would become a
     /// zero date), TIMESTAMP 1970 to 2038; fractions of a second beyond the column's
     /// precision are rounded.
@@ -419,6 +437,10 @@ impl Dialect for Mysql {
             Value::Float(f) if ty.starts_with("float") && f64::from(*f as f32) != *f => {
                 Some("a FLOAT (32-bit) column cannot hold it exactly".into())
             }
+            Value::Int(i) => int_range(&ty).and_then(|(low, high)| {
+                (!(low..=high).contains(&i128::from(*i)))
+                    .then(|| format!("out of range for {ty} ({low} to {high})"))
+            }),
             Value::Decimal(d) => match modifiers()[..] {
                 [precision, scale] => decimal_misfit(d, precision, scale),
                 [precision] => decimal_misfit(d, precision, 0),
@@ -666,5 +688,8 @@ mod tests {
         assert_eq!(kind_of("timestamp", "timestamp(6)"), ValueKind::TimestampTz);
         assert_eq!(kind_of("longblob", "longblob"), ValueKind::Bytes);
         assert_eq!(kind_of("longtext", "longtext"), ValueKind::Text);
+        assert_eq!(int_range("tinyint(4)"), Some((-128, 127)));
+        assert_eq!(int_range("int(10) unsigned"), Some((0, 4_294_967_295)));
+        assert_eq!(int_range("decimal(10,0)"), None);
     }
 }

@@ -859,7 +859,8 @@ impl Dialect for Postgres {
         "SELECT clock_timestamp()"
     }
 
-    /// Text cannot hold NUL; `real` keeps 24 bits of mantissa; `numeric(p,s)` rounds extra
+    /// Text cannot hold NUL; `smallint`/`integer` have their ranges; `real` keeps 24 bits of
+    /// mantissa; `numeric(p,s)` rounds extra
     /// fraction digits; timestamps keep microseconds (fewer with a precision).
     fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
         let ty = native_type(&column.db_type);
@@ -874,6 +875,12 @@ impl Dialect for Postgres {
                     && !f.is_nan() =>
             {
                 Some("a real (32-bit float) column cannot hold it exactly".into())
+            }
+            Value::Int(i) if ty == Some(Type::INT2) && i16::try_from(*i).is_err() => {
+                Some("out of range for smallint".into())
+            }
+            Value::Int(i) if ty == Some(Type::INT4) && i32::try_from(*i).is_err() => {
+                Some("out of range for integer".into())
             }
             Value::Decimal(d) => match modifiers()[..] {
                 [precision, scale] => decimal_misfit(d, precision, scale),

@@ -1343,3 +1343,22 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_modifiers_and_misfits() {
+        assert_eq!(type_modifiers("numeric(38,10)"), [38, 10]);
+        assert_eq!(type_modifiers("timestamp(3) with time zone"), [3]);
+        assert!(type_modifiers("double precision").is_empty());
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(decimal_misfit(&d("12.50"), 12, 1), None);
+        assert!(decimal_misfit(&d("1.005"), 12, 2).is_some());
+        assert!(decimal_misfit(&d("123"), 4, 2).is_some());
+        assert_eq!(fraction_misfit(500_000_000, 1), None);
+        assert!(fraction_misfit(500_000_000, 0).is_some());
+        assert!(fraction_misfit(1_500, 6).is_some());
+    }
+}

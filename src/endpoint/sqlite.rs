@@ -925,6 +925,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numeric_affinity_stores_what_reads_back_or_nothing() {
+        assert!(numeric_affinity("DECIMAL(38,10)") && numeric_affinity("JSON"));
+        assert!(numeric_affinity("BIGINT") && numeric_affinity("DOUBLE"));
+        assert!(!numeric_affinity("VARCHAR(20)") && !numeric_affinity("BLOB"));
+        assert!(!numeric_affinity(""));
+        assert_eq!(stored_in_numeric("12"), Some(SqlValue::Integer(12)));
+        assert_eq!(stored_in_numeric("12.5"), Some(SqlValue::Real(12.5)));
+        assert_eq!(stored_in_numeric("1234567890.123456789"), None);
+        assert_eq!(stored_in_numeric("12345678901234567890123"), None);
+        assert_eq!(stored_in_numeric("abc"), Some(SqlValue::Text("abc".into())));
+        assert_eq!(
+            stored_in_numeric("0x10"),
+            Some(SqlValue::Text("0x10".into()))
+        );
+    }
+
+    #[test]
     fn a_whole_table_is_one_statement_only_where_that_means_the_same_copy() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src.db");
