@@ -2,10 +2,11 @@
 //!
 //! Owns: MySQL types ↔ [`ValueKind`] (`tinyint(1)` is a boolean, MariaDB's JSON is a
 //! `longtext` with a `json_valid` check, DATETIME is a naive timestamp and TIMESTAMP a UTC
-//! one), binding and reading values, echo suppression (`@dualwrite_origin`, set around
-//! dualwrite's write transactions and reset after), loading runs of new rows with
-//! `LOAD DATA LOCAL INFILE` (the multi-row upserts run where that cannot stand for them) and
-//! mapping error numbers to [`WriteErrorClass`].
+//! one), binding and reading values (a zero date is [`Value::Unreadable`]: only its record
+//! fails), refusing what a column would not store exactly (`inexact`), echo suppression
+//! (`@dualwrite_origin`, set around dualwrite's write transactions and reset after), loading
+//! runs of new rows with `LOAD DATA LOCAL INFILE` (the multi-row upserts run where that cannot
+//! stand for them) and mapping error numbers to [`WriteErrorClass`].
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::mysql`).
 
@@ -441,11 +442,7 @@ impl Dialect for Mysql {
                 (!(low..=high).contains(&i128::from(*i)))
                     .then(|| format!("out of range for {ty} ({low} to {high})"))
             }),
-            Value::Decimal(d) => match modifiers()[..] {
-                [precision, scale] => decimal_misfit(d, precision, scale),
-                [precision] => decimal_misfit(d, precision, 0),
-                _ => decimal_misfit(d, 10, 0),
-            },
+            Value::Decimal(d) => decimal_misfit(d, &modifiers()),
             Value::Date(d) => year_range(d.year()),
             Value::Timestamp(t) => year_range(t.year()).or_else(|| fraction(t.nanosecond())),
             Value::TimestampTz(t) => {

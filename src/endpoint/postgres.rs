@@ -8,6 +8,10 @@
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::postgres`).
 //!
+//! `numeric` is read and written in its exact binary form ([`Decimal::from_pg_numeric`]);
+//! a value no kind holds (`infinity` dates and timestamps, `NaN` numerics) is read as
+//! [`Value::Unreadable`], so only its record fails.
+//!
 //! Types without a native mapping (uuid, enums, arrays, …) are read as text
 //! (`col::text`) and written from text (`$n::text::type`), so they round-trip through
 //! [`Value::Text`].
@@ -882,11 +886,7 @@ impl Dialect for Postgres {
             Value::Int(i) if ty == Some(Type::INT4) && i32::try_from(*i).is_err() => {
                 Some("out of range for integer".into())
             }
-            Value::Decimal(d) => match modifiers()[..] {
-                [precision, scale] => decimal_misfit(d, precision, scale),
-                [precision] => decimal_misfit(d, precision, 0),
-                _ => None,
-            },
+            Value::Decimal(d) => decimal_misfit(d, &modifiers()),
             Value::Timestamp(t) => {
                 fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6))
             }

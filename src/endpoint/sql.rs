@@ -177,9 +177,15 @@ pub(crate) fn type_modifiers(db_type: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Why a decimal column of `precision` digits, `scale` of them after the point, cannot hold
-/// `d` exactly (the engines round extra fraction digits without an error).
-pub(crate) fn decimal_misfit(d: &Decimal, precision: u32, scale: u32) -> Option<String> {
+/// Why a decimal column with `modifiers` ([`type_modifiers`]: precision, then scale, 0 when
+/// not given; none: unconstrained) cannot hold `d` exactly (the engines round extra fraction
+/// digits without an error).
+pub(crate) fn decimal_misfit(d: &Decimal, modifiers: &[u32]) -> Option<String> {
+    let (precision, scale) = match *modifiers {
+        [precision, scale, ..] => (precision, scale),
+        [precision] => (precision, 0),
+        [] => return None,
+    };
     if d.scale() > scale as usize {
         return Some(format!(
             "it has {} digits after the point, the column keeps {scale}",
@@ -1354,9 +1360,11 @@ mod tests {
         assert_eq!(type_modifiers("timestamp(3) with time zone"), [3]);
         assert!(type_modifiers("double precision").is_empty());
         let d = |s: &str| s.parse::<Decimal>().unwrap();
-        assert_eq!(decimal_misfit(&d("12.50"), 12, 1), None);
-        assert!(decimal_misfit(&d("1.005"), 12, 2).is_some());
-        assert!(decimal_misfit(&d("123"), 4, 2).is_some());
+        assert_eq!(decimal_misfit(&d("12.50"), &[12, 1]), None);
+        assert!(decimal_misfit(&d("1.005"), &[12, 2]).is_some());
+        assert!(decimal_misfit(&d("123"), &[4, 2]).is_some());
+        assert!(decimal_misfit(&d("1.5"), &[4]).is_some());
+        assert_eq!(decimal_misfit(&d("1.5"), &[]), None);
         assert_eq!(fraction_misfit(500_000_000, 1), None);
         assert!(fraction_misfit(500_000_000, 0).is_some());
         assert!(fraction_misfit(1_500, 6).is_some());

@@ -1,6 +1,7 @@
 //! Typed column values shared by every engine, and the conversions between them.
 //!
-//! Owns: [`Value`] (one cell), [`ValueKind`] (the type of a column, engine-neutral),
+//! Owns: [`Value`] (one cell; decimals exact at any precision, JSON numbers with their
+//! digits, [`Value::Unreadable`] for a cell no kind holds), [`ValueKind`] (the type of a column, engine-neutral),
 //! [`Value::convert_to`] (the only place where one kind becomes another), the plain-JSON
 //! serde form of values and the canonical key text ([`key_string`]).
 //!
