@@ -969,3 +969,19 @@ async fn property_mariadb_to_sqlite_is_exact_or_refused() {
 async fn property_mariadb_to_postgres_is_exact_or_refused() {
     exact_or_refused("mysql", "postgres").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_sqlite_to_sqlite_is_exact_or_refused() {
+    // The in-database copy (one statement across attached files) for the initial sync.
+    exact_or_refused("sqlite", "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_postgres_to_postgres_is_exact_or_refused() {
+    exact_or_refused("postgres", "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_mariadb_to_mariadb_is_exact_or_refused() {
+    exact_or_refused("mysql", "mysql").await;
+}

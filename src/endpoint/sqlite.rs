@@ -120,17 +120,32 @@ fn to_sql(value: &Value) -> SqlValue {
         Value::Float(f) => SqlValue::Real(*f),
         Value::Text(s) => SqlValue::Text(s.clone()),
         Value::Bytes(b) => SqlValue::Blob(b.clone()),
-        // An integral decimal as an INTEGER: as text, NUMERIC affinity would go through REAL.
-        Value::Decimal(d) => d
-            .to_i64()
-            .map_or_else(|| SqlValue::Text(d.to_string()), SqlValue::Integer),
+        Value::Decimal(d) => number(d).unwrap_or_else(|| SqlValue::Text(d.to_string())),
         Value::Date(d) => SqlValue::Text(value::format_date(*d)),
         Value::Timestamp(t) => SqlValue::Text(value::format_timestamp(*t, ' ', "")),
         Value::TimestampTz(t) => SqlValue::Text(value::format_timestamp(t.naive_utc(), 'T', "Z")),
+        // A document that is a bare number is stored as SQLite's affinity would store it.
+        Value::Json(serde_json::Value::Number(n)) => n
+            .to_string()
+            .parse::<value::Decimal>()
+            .ok()
+            .and_then(|d| number(&d))
+            .unwrap_or_else(|| SqlValue::Text(n.to_string())),
         Value::Json(j) => SqlValue::Text(j.to_string()),
         // Refused before binding (it converts to no kind); never written.
         Value::Unreadable(u) => SqlValue::Text(u.text.clone()),
     }
+}
+
+/// A decimal as the number SQLite holds exactly, bound as such (as text, NUMERIC affinity
+/// would convert it, keeping 15 significant digits): an INTEGER when it is one in the 64-bit
+/// range, a REAL when a double holds it exactly. `None` otherwise.
+fn number(d: &value::Decimal) -> Option<SqlValue> {
+    if let Some(i) = d.to_i64() {
+        return Some(SqlValue::Integer(i));
+    }
+    let f = d.to_f64();
+    (value::Decimal::from_f64(f).as_ref() == Some(d)).then_some(SqlValue::Real(f))
 }
 
 /// Whether a column declared `declared` has INTEGER, REAL or NUMERIC affinity (SQLite's
