@@ -10,9 +10,10 @@
 //!
 //! Storage: SQLite has no date or decimal types, so dates, timestamps and JSON are stored as
 //! text (`2026-11-22`, `2026-11-22 10:15:00.123456`, `2026-11-22T10:15:00.123456Z` for
-//! timestamptz), booleans as 0/1 and decimals as INTEGER when integral, otherwise as text
-//! that SQLite's NUMERIC affinity keeps exact up to 15 significant digits; a value it would
-//! not keep exactly (more digits, NaN, -0) is refused before writing (`inexact`).
+//! timestamptz), booleans as 0/1 and decimals as INTEGER when integral, as REAL when a
+//! double holds them exactly, otherwise as text that SQLite's NUMERIC affinity keeps exact
+//! up to 15 significant digits; a value it would not keep exactly (more digits, NaN, -0) is
+//! refused before writing (`inexact`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
