@@ -256,12 +256,14 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Error numbers: rejected records (duplicate key, foreign key, CHECK — 3819 MySQL,
-/// 4025 MariaDB —, NOT NULL, too long, out of range, bad value) → Application; missing
-/// table/column/database → Schema; client connection errors, lock timeouts and deadlocks →
-/// Network (transient). Anything else → Application.
+/// Error numbers: a string the column's character set cannot hold (1366) → Transform (the
+/// value cannot be stored exactly); rejected records (duplicate key, foreign key, CHECK —
+/// 3819 MySQL, 4025 MariaDB —, NOT NULL, too long, out of range, bad value) → Application;
+/// missing table/column/database → Schema; client connection errors, lock timeouts and
+/// deadlocks → Network (transient). Anything else → Application.
 fn class_of_errno(code: u16) -> WriteErrorClass {
     match code {
+        1366 => WriteErrorClass::Transform,
         1146 | 1054 | 1049 | 1109 => WriteErrorClass::Schema,
         2002 | 2003 | 2006 | 2013 | 1040 | 1205 | 1213 | 1927 => WriteErrorClass::Network,
         _ => WriteErrorClass::Application,

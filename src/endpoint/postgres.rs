@@ -757,6 +757,8 @@ fn read_rows(rows: &[tokio_postgres::Row], kinds: &[ValueKind]) -> Result<Vec<Ro
 /// Network (transient).
 fn class_of_sqlstate(code: &str) -> WriteErrorClass {
     match (code, code.get(..2).unwrap_or("")) {
+        // A character the database's encoding cannot hold: the value cannot be stored exactly.
+        ("22021" | "22P05", _) => WriteErrorClass::Transform,
         ("42501", _) => WriteErrorClass::Application,
         (_, "42") => WriteErrorClass::Schema,
         (_, "08" | "57" | "53" | "40") => WriteErrorClass::Network,
@@ -1095,6 +1097,7 @@ mod tests {
         assert_eq!(class_of_sqlstate("42703"), WriteErrorClass::Schema);
         assert_eq!(class_of_sqlstate("08006"), WriteErrorClass::Network);
         assert_eq!(class_of_sqlstate("42501"), WriteErrorClass::Application);
+        assert_eq!(class_of_sqlstate("22P05"), WriteErrorClass::Transform);
     }
 
     #[test]
