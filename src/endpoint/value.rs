@@ -1,9 +1,10 @@
 //! Typed column values shared by every engine, and the conversions between them.
 //!
 //! Owns: [`Value`] (one cell; decimals exact at any precision, JSON numbers with their
-//! digits, [`Value::Unreadable`] for a cell no kind holds), [`ValueKind`] (the type of a column, engine-neutral),
-//! [`Value::convert_to`] (the only place where one kind becomes another), the plain-JSON
-//! serde form of values and the canonical key text ([`key_string`]).
+//! digits, [`Value::Unreadable`] for a cell no kind holds), [`ValueKind`] (the type of a
+//! column, engine-neutral), [`Value::convert_to`] (the only place where one kind becomes
+//! another), the plain-JSON serde form of values and the canonical key text
+//! ([`key_string`]).
 //!
 //! Does not own: how an engine stores or binds a value (each engine file maps its native
 //! types to and from these kinds), nor what a failed conversion means for a record (the
