@@ -418,10 +418,10 @@ impl Dialect for Mysql {
         "SELECT UTC_TIMESTAMP(6)"
     }
 
-    /// Integer types have their ranges; FLOAT and DOUBLE hold no NaN, infinity or -0 (FLOAT keeps 24 bits of mantissa); DECIMAL
-    /// rounds extra fraction digits; dates hold years 1 to 9999 (a BC date would become a
-    /// zero date), TIMESTAMP 1970 to 2038; fractions of a second beyond the column's
-    /// precision are rounded.
+    /// Integer types have their ranges; FLOAT and DOUBLE hold no NaN, infinity or -0 (FLOAT
+    /// keeps 24 bits of mantissa); DECIMAL rounds extra fraction digits; dates hold years 1
+    /// to 9999 (a BC date would become a zero date), TIMESTAMP 1970 to 2038; fractions of a
+    /// second beyond the column's precision are rounded.
     fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
         let ty = column.db_type.to_ascii_lowercase();
         let modifiers = || type_modifiers(&ty);
