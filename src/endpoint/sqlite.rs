@@ -297,9 +297,9 @@ impl Dialect for Sqlite {
         "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     }
 
-    /// SQLite stores NaN as NULL and -0 as 0; in a column of numeric affinity, text that looks like a
-    /// number (a decimal, a JSON number, plain text) is stored as a number, which must read
-    /// back as the same value.
+    /// SQLite stores NaN as NULL and -0 as 0; in a column of numeric affinity, text that
+    /// looks like a number (a decimal, a JSON number, plain text) is stored as a number,
+    /// which must read back as the same value.
     fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
         if let Value::Float(f) = value {
             return if f.is_nan() {
