@@ -330,6 +330,7 @@ pub struct RecentError {
     pub direction: String,
     #[serde(rename = "type")]
     pub error_type: crate::state::ErrorType,
+    #[serde(serialize_with = "crate::config::yaml::plain_numbers")]
     pub key: serde_json::Value,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,10 +5,47 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 use serde_saphyr::Spanned;
+
+/// A JSON value serialized for YAML (or any serializer but serde_json's): numbers as plain
+/// numbers. serde_json keeps a number's exact digits (`arbitrary_precision`, so that JSON
+/// column values are exact), which only its own serializer understands: others would see a
+/// private wrapper. A number that no native type holds exactly is written as a string of its
+/// digits.
+pub struct PlainNumbers<'a>(pub &'a Value);
+
+impl Serialize for PlainNumbers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Number(n) => {
+                let text = n.to_string();
+                if let Some(i) = n.as_i64() {
+                    s.serialize_i64(i)
+                } else if let Some(u) = n.as_u64() {
+                    s.serialize_u64(u)
+                } else if let Some(f) = n
+                    .as_f64()
+                    .filter(|f| Number::from_f64(*f).is_some_and(|m| m.to_string() == text))
+                {
+                    s.serialize_f64(f)
+                } else {
+                    s.serialize_str(&text)
+                }
+            }
+            Value::Array(items) => s.collect_seq(items.iter().map(PlainNumbers)),
+            Value::Object(map) => s.collect_map(map.iter().map(|(k, v)| (k, PlainNumbers(v)))),
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// `#[serde(serialize_with)]` form of [`PlainNumbers`].
+pub fn plain_numbers<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
+    PlainNumbers(value).serialize(s)
+}
 
 /// A 1-based line and column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -20,6 +20,7 @@
 //! - **Identifiers are always quoted** by the engine; no SQL text is taken from callers.
 //! - **Secrets never leak**: connection URLs appear in no error, `Debug` output or log.
 
+pub mod decimal;
 pub mod listen;
 mod mysql;
 pub(crate) mod postgres;
@@ -35,7 +36,9 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 pub use crate::capture::{CaptureError, Change, ChangeOp};
-pub use value::{ConvertError, Value, ValueKind, key_from_json, key_string, key_to_json};
+pub use value::{
+    ConvertError, Decimal, Unreadable, Value, ValueKind, key_from_json, key_string, key_to_json,
+};
 
 /// A boxed, `Send` future, so that `Box<dyn Endpoint>` can be shared across tasks.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

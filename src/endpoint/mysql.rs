@@ -2,10 +2,11 @@
 //!
 //! Owns: MySQL types ↔ [`ValueKind`] (`tinyint(1)` is a boolean, MariaDB's JSON is a
 //! `longtext` with a `json_valid` check, DATETIME is a naive timestamp and TIMESTAMP a UTC
-//! one), binding and reading values, echo suppression (`@dualwrite_origin`, set around
-//! dualwrite's write transactions and reset after), loading runs of new rows with
-//! `LOAD DATA LOCAL INFILE` (the multi-row upserts run where that cannot stand for them) and
-//! mapping error numbers to [`WriteErrorClass`].
+//! one), binding and reading values (a zero date is [`Value::Unreadable`]: only its record
+//! fails), refusing what a column would not store exactly (`inexact`), echo suppression
+//! (`@dualwrite_origin`, set around dualwrite's write transactions and reset after), loading
+//! runs of new rows with `LOAD DATA LOCAL INFILE` (the multi-row upserts run where that cannot
+//! stand for them) and mapping error numbers to [`WriteErrorClass`].
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::mysql`).
 
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use mysql_async::{Conn, InfileData, Opts, OptsBuilder, Params, Pool, Value as MyValue};
 
 use super::sql::{
-    DIRECT_RETRY_AFTER, Dialect, Engine, Load, Statement, Stmt, first_texts, quote_with, text_at,
+    DIRECT_RETRY_AFTER, Dialect, Engine, Load, Statement, Stmt, decimal_misfit, first_texts,
+    fraction_misfit, quote_with, text_at, type_modifiers,
 };
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
@@ -228,7 +230,7 @@ fn load_data(rows: &[std::borrow::Cow<'_, [Value]>]) -> Option<Vec<u8>> {
                     escape_into(&mut out, &j.to_string());
                     Ok(())
                 }
-                Value::Bytes(_) => return None,
+                Value::Bytes(_) | Value::Unreadable(_) => return None,
                 Value::Date(d) => write!(out, "{}", d.format("%Y-%m-%d")),
                 Value::Timestamp(t) => write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f")),
                 Value::TimestampTz(t) => {
@@ -254,12 +256,14 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Error numbers: rejected records (duplicate key, foreign key, CHECK — 3819 MySQL,
-/// 4025 MariaDB —, NOT NULL, too long, out of range, bad value) → Application; missing
-/// table/column/database → Schema; client connection errors, lock timeouts and deadlocks →
-/// Network (transient). Anything else → Application.
+/// Error numbers: a string the column's character set cannot hold (1366) → Transform (the
+/// value cannot be stored exactly); rejected records (duplicate key, foreign key, CHECK —
+/// 3819 MySQL, 4025 MariaDB —, NOT NULL, too long, out of range, bad value) → Application;
+/// missing table/column/database → Schema; client connection errors, lock timeouts and
+/// deadlocks → Network (transient). Anything else → Application.
 fn class_of_errno(code: u16) -> WriteErrorClass {
     match code {
+        1366 => WriteErrorClass::Transform,
         1146 | 1054 | 1049 | 1109 => WriteErrorClass::Schema,
         2002 | 2003 | 2006 | 2013 | 1040 | 1205 | 1213 | 1927 => WriteErrorClass::Network,
         _ => WriteErrorClass::Application,
@@ -309,6 +313,8 @@ fn to_my(value: Value) -> MyValue {
         Value::Text(s) => MyValue::Bytes(s.into_bytes()),
         Value::Bytes(b) => MyValue::Bytes(b),
         Value::Json(j) => MyValue::Bytes(j.to_string().into_bytes()),
+        // Refused before binding (it converts to no kind); never written.
+        Value::Unreadable(u) => MyValue::Bytes(u.text.into_bytes()),
         Value::Date(d) => date_value(d.and_time(chrono::NaiveTime::MIN)),
         Value::Timestamp(t) => date_value(t),
         Value::TimestampTz(t) => date_value(t.naive_utc()),
@@ -319,14 +325,18 @@ fn params(values: Vec<Value>) -> Params {
     Params::Positional(values.into_iter().map(to_my).collect())
 }
 
+/// A value read from MySQL as a value of `kind`. One that cannot be (a zero date, text
+/// that does not parse) is [`Value::Unreadable`]: that record fails alone, the rest of the
+/// page goes on.
 fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
+    let unreadable = |e: super::ConvertError| Value::unreadable(kind, e.value, e.reason);
     let raw = match value {
         MyValue::NULL => Value::Null,
         MyValue::Bytes(b) if kind == ValueKind::Bytes => Value::Bytes(b),
         MyValue::Bytes(b) => match String::from_utf8(b) {
             // Text of another kind (dates, decimals) is parsed where it lies.
             Ok(s) if kind != ValueKind::Text && kind != ValueKind::Json => {
-                return Value::from_text(&s, kind).map_err(|e| transform(e.to_string()));
+                return Ok(Value::from_text(&s, kind).unwrap_or_else(unreadable));
             }
             Ok(s) => Value::Text(s),
             Err(e) => Value::Bytes(e.into_bytes()),
@@ -338,14 +348,16 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
         MyValue::Float(f) => Value::Float(f.into()),
         MyValue::Double(f) => Value::Float(f),
         MyValue::Date(y, mo, d, h, mi, s, us) => {
-            NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+            match NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
                 .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
-                .map(Value::Timestamp)
-                .ok_or_else(|| {
-                    transform(format!(
-                        "invalid date {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"
-                    ))
-                })?
+            {
+                Some(t) => Value::Timestamp(t),
+                None => {
+                    let text = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");
+                    let reason = format!("MySQL's date {text} is no calendar date (a zero date?)");
+                    return Ok(Value::unreadable(kind, text, reason));
+                }
+            }
         }
         MyValue::Time(neg, days, h, mi, s, us) => {
             let sign = if neg { "-" } else { "" };
@@ -353,12 +365,29 @@ fn from_my(value: MyValue, kind: ValueKind) -> Result<Value, WriteError> {
             Value::Text(format!("{sign}{hours:02}:{mi:02}:{s:02}.{us:06}"))
         }
     };
-    raw.into_kind(kind).map_err(|e| transform(e.to_string()))
+    Ok(raw.into_kind(kind).unwrap_or_else(unreadable))
 }
 
-fn transform(message: String) -> WriteError {
-    WriteError::new(WriteErrorClass::Transform, None, message)
+/// The range of an integer column type (`tinyint(4)`, `int(10) unsigned`); `None` for
+/// other types.
+fn int_range(column_type: &str) -> Option<(i128, i128)> {
+    let bits = match column_type.split(['(', ' ']).next()? {
+        "tinyint" => 8,
+        "smallint" => 16,
+        "mediumint" => 24,
+        "int" | "integer" => 32,
+        "bigint" => 64,
+        _ => return None,
+    };
+    Some(if column_type.contains("unsigned") {
+        (0, (1i128 << bits) - 1)
+    } else {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    })
 }
+
+/// The range of MySQL's `TIMESTAMP`, in UTC.
+const TIMESTAMP_RANGE: (&str, &str) = ("1970-01-01 00:00:01", "2038-01-19 03:14:07.999999");
 
 impl Dialect for Mysql {
     fn quote_ident(&self, ident: &str) -> String {
@@ -387,6 +416,48 @@ impl Dialect for Mysql {
 
     fn now_sql(&self) -> &'static str {
         "SELECT UTC_TIMESTAMP(6)"
+    }
+
+    /// Integer types have their ranges; FLOAT and DOUBLE hold no NaN, infinity or -0 (FLOAT
+    /// keeps 24 bits of mantissa); DECIMAL rounds extra fraction digits; dates hold years 1
+    /// to 9999 (a BC date would become a zero date), TIMESTAMP 1970 to 2038; fractions of a
+    /// second beyond the column's precision are rounded.
+    fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
+        let ty = column.db_type.to_ascii_lowercase();
+        let modifiers = || type_modifiers(&ty);
+        let year_range = |year: i32| {
+            (!(1..=9999).contains(&year))
+                .then(|| format!("year {year}: MySQL dates hold years 1 to 9999"))
+        };
+        let fraction = |nanos: u32| fraction_misfit(nanos, *modifiers().first().unwrap_or(&0));
+        match value {
+            Value::Float(f) if !f.is_finite() => {
+                Some("MySQL's FLOAT and DOUBLE hold no NaN or infinity".into())
+            }
+            Value::Float(f) if *f == 0.0 && f.is_sign_negative() => {
+                Some("MySQL stores -0 as 0".into())
+            }
+            Value::Float(f) if ty.starts_with("float") && f64::from(*f as f32) != *f => {
+                Some("a FLOAT (32-bit) column cannot hold it exactly".into())
+            }
+            Value::Int(i) => int_range(&ty).and_then(|(low, high)| {
+                (!(low..=high).contains(&i128::from(*i)))
+                    .then(|| format!("out of range for {ty} ({low} to {high})"))
+            }),
+            Value::Decimal(d) => decimal_misfit(d, &modifiers()),
+            Value::Date(d) => year_range(d.year()),
+            Value::Timestamp(t) => year_range(t.year()).or_else(|| fraction(t.nanosecond())),
+            Value::TimestampTz(t) => {
+                let text = t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+                let (low, high) = TIMESTAMP_RANGE;
+                if text.len() != 26 || text.as_str() < low || text.as_str() > high {
+                    Some(format!("MySQL's TIMESTAMP holds {low} to {high} UTC"))
+                } else {
+                    fraction(t.nanosecond())
+                }
+            }
+            _ => None,
+        }
     }
 
     fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
@@ -616,5 +687,8 @@ mod tests {
         assert_eq!(kind_of("timestamp", "timestamp(6)"), ValueKind::TimestampTz);
         assert_eq!(kind_of("longblob", "longblob"), ValueKind::Bytes);
         assert_eq!(kind_of("longtext", "longtext"), ValueKind::Text);
+        assert_eq!(int_range("tinyint(4)"), Some((-128, 127)));
+        assert_eq!(int_range("int(10) unsigned"), Some((0, 4_294_967_295)));
+        assert_eq!(int_range("decimal(10,0)"), None);
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! Does not own: SQL shapes (`sql.rs`) or trigger DDL (`crate::capture::postgres`).
 //!
+//! `numeric` is read and written in its exact binary form ([`Decimal::from_pg_numeric`]);
+//! a value no kind holds (`infinity` dates and timestamps, `NaN` numerics) is read as
+//! [`Value::Unreadable`], so only its record fails.
+//!
 //! Types without a native mapping (uuid, enums, arrays, …) are read as text
 //! (`col::text`) and written from text (`$n::text::type`), so they round-trip through
 //! [`Value::Text`].
@@ -15,8 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use rust_decimal::Decimal;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike, Utc};
 use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
@@ -27,11 +30,12 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 
 use super::sql::{
-    self, DIRECT_RETRY_AFTER, Dialect, Engine, Load, SnapshotPage, Stmt, first_texts,
-    on_conflict_clause, quote_with, staging_name, text_at,
+    self, DIRECT_RETRY_AFTER, Dialect, Engine, Load, SnapshotPage, Stmt, decimal_misfit,
+    first_texts, fraction_misfit, on_conflict_clause, quote_with, staging_name, text_at,
+    type_modifiers,
 };
 use super::{
-    ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
+    ColumnInfo, Decimal, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, redact, url_secrets,
 };
 use crate::capture;
@@ -604,13 +608,19 @@ impl ToSql for Param<'_> {
             Value::Float(f) if *ty == Type::FLOAT4 => (*f as f32).to_sql(ty, out),
             Value::Float(f) => f.to_sql(ty, out),
             Value::Bool(b) => b.to_sql(ty, out),
-            Value::Decimal(d) => d.to_sql(ty, out),
+            Value::Decimal(d) => {
+                let mut raw = Vec::with_capacity(16);
+                d.to_pg_numeric(&mut raw);
+                out.put_slice(&raw);
+                Ok(IsNull::No)
+            }
             Value::Text(s) => s.as_str().to_sql(ty, out),
             Value::Bytes(b) => b.as_slice().to_sql(ty, out),
             Value::Date(d) => d.to_sql(ty, out),
             Value::Timestamp(t) => t.to_sql(ty, out),
             Value::TimestampTz(t) => t.to_sql(ty, out),
             Value::Json(j) => j.to_sql(ty, out),
+            Value::Unreadable(u) => Err(u.reason.clone().into()),
         }
     }
 
@@ -657,7 +667,7 @@ impl Decoder {
             Type::INT2 => |t, r| Ok(Value::Int(i16::from_sql(t, r)?.into())),
             Type::INT4 => |t, r| Ok(Value::Int(i32::from_sql(t, r)?.into())),
             Type::INT8 => |t, r| Ok(Value::Int(i64::from_sql(t, r)?)),
-            Type::NUMERIC => |t, r| Ok(Value::Decimal(Decimal::from_sql(t, r)?)),
+            Type::NUMERIC => |_, r| Ok(Value::Decimal(Decimal::from_pg_numeric(r)?)),
             Type::FLOAT4 => |t, r| Ok(Value::Float(f32::from_sql(t, r)?.into())),
             Type::FLOAT8 => |t, r| Ok(Value::Float(f64::from_sql(t, r)?)),
             Type::BYTEA => |t, r| Ok(Value::Bytes(<&[u8]>::from_sql(t, r)?.to_vec())),
@@ -676,15 +686,54 @@ impl Decoder {
         }
     }
 
-    /// The value that `raw` (`None`: SQL NULL) holds, as a value of `kind`.
+    /// The value that `raw` (`None`: SQL NULL) holds, as a value of `kind`. A value that
+    /// cannot be one (`infinity`, a `NaN` numeric) is [`Value::Unreadable`]: that record
+    /// fails alone, the rest of the page goes on.
     fn read(&self, raw: Option<&[u8]>, kind: ValueKind) -> Result<Value, WriteError> {
-        match raw {
-            None => Ok(Value::Null),
-            Some(raw) => (self.decode)(&self.ty, raw)
-                .map_err(|e| transform(e.to_string()))?
-                .into_kind(kind)
-                .map_err(|e| transform(e.to_string())),
-        }
+        let Some(raw) = raw else {
+            return Ok(Value::Null);
+        };
+        Ok(match (self.decode)(&self.ty, raw) {
+            Ok(value) => match value.into_kind(kind) {
+                Ok(value) => value,
+                Err(e) => Value::unreadable(kind, e.value, e.reason),
+            },
+            Err(e) => {
+                let text = special_text(&self.ty, raw)
+                    .map_or_else(|| format!("\\x{}", hex::encode(raw)), str::to_string);
+                let reason = format!(
+                    "PostgreSQL's {} value {text} has no exact {kind} form ({e})",
+                    self.ty
+                );
+                Value::unreadable(kind, text, reason)
+            }
+        })
+    }
+}
+
+/// How PostgreSQL spells the special values of `ty` that no dualwrite kind holds, from their
+/// binary form: ±infinity dates and timestamps (the extreme integers), NaN and ±Infinity
+/// numerics (their sign words).
+fn special_text(ty: &Type, raw: &[u8]) -> Option<&'static str> {
+    let infinity = |positive: bool| Some(if positive { "infinity" } else { "-infinity" });
+    match *ty {
+        Type::DATE => match i32::from_be_bytes(raw.try_into().ok()?) {
+            i32::MAX => infinity(true),
+            i32::MIN => infinity(false),
+            _ => None,
+        },
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => match i64::from_be_bytes(raw.try_into().ok()?) {
+            i64::MAX => infinity(true),
+            i64::MIN => infinity(false),
+            _ => None,
+        },
+        Type::NUMERIC => match raw.get(4..6)? {
+            [0xC0, 0] => Some("NaN"),
+            [0xD0, 0] => Some("Infinity"),
+            [0xF0, 0] => Some("-Infinity"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -737,6 +786,8 @@ fn read_rows(rows: &[tokio_postgres::Row], kinds: &[ValueKind]) -> Result<Vec<Ro
 /// Network (transient).
 fn class_of_sqlstate(code: &str) -> WriteErrorClass {
     match (code, code.get(..2).unwrap_or("")) {
+        // A character the database's encoding cannot hold: the value cannot be stored exactly.
+        ("22021" | "22P05", _) => WriteErrorClass::Transform,
         ("42501", _) => WriteErrorClass::Application,
         (_, "42") => WriteErrorClass::Schema,
         (_, "08" | "57" | "53" | "40") => WriteErrorClass::Network,
@@ -794,6 +845,7 @@ fn literal(column: &ColumnInfo, value: &Value) -> String {
             &t.naive_utc().format("-%m-%d %H:%M:%S%.f+00").to_string(),
         ),
         Value::Json(j) => j.to_string(),
+        Value::Unreadable(u) => u.text.clone(),
     };
     let escaped = text.replace('\\', "\\\\").replace('\'', "''");
     format!("E'{escaped}'::{}", column.db_type)
@@ -840,6 +892,40 @@ impl Dialect for Postgres {
 
     fn now_sql(&self) -> &'static str {
         "SELECT clock_timestamp()"
+    }
+
+    /// Text cannot hold NUL; `smallint`/`integer` have their ranges; `real` keeps 24 bits of
+    /// mantissa; `numeric(p,s)` rounds extra
+    /// fraction digits; timestamps keep microseconds (fewer with a precision).
+    fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
+        let ty = native_type(&column.db_type);
+        let modifiers = || type_modifiers(&column.db_type);
+        match value {
+            Value::Text(s) if s.contains('\0') => {
+                Some("PostgreSQL text cannot hold a NUL character".into())
+            }
+            Value::Float(f)
+                if ty == Some(Type::FLOAT4)
+                    && f64::from(*f as f32).to_bits() != f.to_bits()
+                    && !f.is_nan() =>
+            {
+                Some("a real (32-bit float) column cannot hold it exactly".into())
+            }
+            Value::Int(i) if ty == Some(Type::INT2) && i16::try_from(*i).is_err() => {
+                Some("out of range for smallint".into())
+            }
+            Value::Int(i) if ty == Some(Type::INT4) && i32::try_from(*i).is_err() => {
+                Some("out of range for integer".into())
+            }
+            Value::Decimal(d) => decimal_misfit(d, &modifiers()),
+            Value::Timestamp(t) => {
+                fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6))
+            }
+            Value::TimestampTz(t) => {
+                fraction_misfit(t.nanosecond(), *modifiers().first().unwrap_or(&6))
+            }
+            _ => None,
+        }
     }
 
     fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
@@ -1040,6 +1126,7 @@ mod tests {
         assert_eq!(class_of_sqlstate("42703"), WriteErrorClass::Schema);
         assert_eq!(class_of_sqlstate("08006"), WriteErrorClass::Network);
         assert_eq!(class_of_sqlstate("42501"), WriteErrorClass::Application);
+        assert_eq!(class_of_sqlstate("22P05"), WriteErrorClass::Transform);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Endpoint, EndpointError, Fence,
+    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Decimal, Endpoint, EndpointError, Fence,
     QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
     WriteErrorClass, WriteOp, key_string,
 };
@@ -162,6 +162,53 @@ impl SnapshotPage {
 }
 
 /// Quotes an identifier with `quote`, doubling any quote inside it.
+/// The numbers in a type's modifiers: `numeric(38,10)` → `[38, 10]`, `datetime(6)` → `[6]`,
+/// `timestamp(3) with time zone` → `[3]`, `double` → `[]`.
+pub(crate) fn type_modifiers(db_type: &str) -> Vec<u32> {
+    db_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| {
+            inside
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Why a decimal column with `modifiers` ([`type_modifiers`]: precision, then scale, 0 when
+/// not given; none: unconstrained) cannot hold `d` exactly (the engines round extra fraction
+/// digits without an error).
+pub(crate) fn decimal_misfit(d: &Decimal, modifiers: &[u32]) -> Option<String> {
+    let (precision, scale) = match *modifiers {
+        [precision, scale, ..] => (precision, scale),
+        [precision] => (precision, 0),
+        [] => return None,
+    };
+    if d.scale() > scale as usize {
+        return Some(format!(
+            "it has {} digits after the point, the column keeps {scale}",
+            d.scale()
+        ));
+    }
+    let room = precision.saturating_sub(scale) as usize;
+    (d.integer_digits() > room).then(|| {
+        format!(
+            "it has {} digits before the point, the column holds {room}",
+            d.integer_digits()
+        )
+    })
+}
+
+/// Why a time of day with `nanos` cannot be kept with `digits` fractional digits of a
+/// second (the engines round them without an error).
+pub(crate) fn fraction_misfit(nanos: u32, digits: u32) -> Option<String> {
+    let unit = 10u32.pow(9 - digits.min(9));
+    (!nanos.is_multiple_of(unit))
+        .then(|| format!("its fraction of a second has more digits than the column's {digits}"))
+}
+
 pub(crate) fn quote_with(ident: &str, quote: char) -> String {
     let doubled = ident.replace(quote, &format!("{quote}{quote}"));
     format!("{quote}{doubled}{quote}")
@@ -225,6 +272,14 @@ pub(crate) trait Dialect {
 
     /// A query returning the database's current UTC time as one column.
     fn now_sql(&self) -> &'static str;
+
+    /// Why `column` cannot hold `value` (already of the column's kind) exactly, if it cannot:
+    /// the database would round, truncate, clamp or replace it without an error. Such a
+    /// record is refused as a TransformError before anything is written, on every write
+    /// path (statements, `COPY`, `LOAD DATA`).
+    fn inexact(&self, _column: &ColumnInfo, _value: &Value) -> Option<String> {
+        None
+    }
 
     /// Queries that estimate `table`'s row count as one integer column, tried in order until
     /// one answers (the engine's statistics first; see [`Endpoint::estimate_rows`]).
@@ -614,6 +669,20 @@ impl<E: Engine> SqlEndpoint<E> {
             .collect()
     }
 
+    /// Refuses a row that the target would not store exactly ([`Dialect::inexact`]), naming
+    /// the column.
+    fn check_exact(&self, cols: &[ColumnInfo], row: &[Value]) -> Result<(), EndpointError> {
+        for (c, v) in cols.iter().zip(row) {
+            if let Some(reason) = self.engine.inexact(c, v) {
+                return Err(EndpointError::Convert {
+                    column: c.name.clone(),
+                    source: v.convert_error(c.kind, &reason),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Rows per statement so that `width` parameters per row stay under the limit.
     fn rows_per_stmt(&self, width: usize) -> usize {
         (self.engine.max_params() / width.max(1)).clamp(1, 1000)
@@ -704,6 +773,7 @@ impl<E: Engine> SqlEndpoint<E> {
                         self.delete_stmts(table, r, std::mem::take(&mut deletes), &mut stmts);
                     }
                     let row = Self::converted(&r.columns, row)?;
+                    self.check_exact(&r.columns, &row)?;
                     let key = DedupKey::of(&row, &key_pos);
                     match upsert_index.get(&key) {
                         Some(&i) => upserts[i] = row,
@@ -1277,5 +1347,26 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
             self.checked(&copy.to_table, result)
                 .map_err(WriteError::from)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_modifiers_and_misfits() {
+        assert_eq!(type_modifiers("numeric(38,10)"), [38, 10]);
+        assert_eq!(type_modifiers("timestamp(3) with time zone"), [3]);
+        assert!(type_modifiers("double precision").is_empty());
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(decimal_misfit(&d("12.50"), &[12, 1]), None);
+        assert!(decimal_misfit(&d("1.005"), &[12, 2]).is_some());
+        assert!(decimal_misfit(&d("123"), &[4, 2]).is_some());
+        assert!(decimal_misfit(&d("1.5"), &[4]).is_some());
+        assert_eq!(decimal_misfit(&d("1.5"), &[]), None);
+        assert_eq!(fraction_misfit(500_000_000, 1), None);
+        assert!(fraction_misfit(500_000_000, 0).is_some());
+        assert!(fraction_misfit(1_500, 6).is_some());
     }
 }

@@ -10,8 +10,10 @@
 //!
 //! Storage: SQLite has no date or decimal types, so dates, timestamps and JSON are stored as
 //! text (`2026-11-22`, `2026-11-22 10:15:00.123456`, `2026-11-22T10:15:00.123456Z` for
-//! timestamptz), booleans as 0/1 and decimals as text that SQLite's NUMERIC affinity keeps
-//! exact up to 15 significant digits.
+//! timestamptz), booleans as 0/1 and decimals as INTEGER when integral, as REAL when a
+//! double holds them exactly, otherwise as text that SQLite's NUMERIC affinity keeps exact
+//! up to 15 significant digits; a value it would not keep exactly (more digits, NaN, -0) is
+//! refused before writing (`inexact`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -119,11 +121,54 @@ fn to_sql(value: &Value) -> SqlValue {
         Value::Float(f) => SqlValue::Real(*f),
         Value::Text(s) => SqlValue::Text(s.clone()),
         Value::Bytes(b) => SqlValue::Blob(b.clone()),
-        Value::Decimal(d) => SqlValue::Text(d.to_string()),
+        Value::Decimal(d) => number(d).unwrap_or_else(|| SqlValue::Text(d.to_string())),
         Value::Date(d) => SqlValue::Text(value::format_date(*d)),
         Value::Timestamp(t) => SqlValue::Text(value::format_timestamp(*t, ' ', "")),
         Value::TimestampTz(t) => SqlValue::Text(value::format_timestamp(t.naive_utc(), 'T', "Z")),
+        // A document that is a bare number is stored as SQLite's affinity would store it.
+        Value::Json(serde_json::Value::Number(n)) => n
+            .to_string()
+            .parse::<value::Decimal>()
+            .ok()
+            .and_then(|d| number(&d))
+            .unwrap_or_else(|| SqlValue::Text(n.to_string())),
         Value::Json(j) => SqlValue::Text(j.to_string()),
+        // Refused before binding (it converts to no kind); never written.
+        Value::Unreadable(u) => SqlValue::Text(u.text.clone()),
+    }
+}
+
+/// A decimal as the number SQLite holds exactly, bound as such (as text, NUMERIC affinity
+/// would convert it, keeping 15 significant digits): an INTEGER when it is one in the 64-bit
+/// range, a REAL when a double holds it exactly. `None` otherwise.
+fn number(d: &value::Decimal) -> Option<SqlValue> {
+    if let Some(i) = d.to_i64() {
+        return Some(SqlValue::Integer(i));
+    }
+    let f = d.to_f64();
+    (value::Decimal::from_f64(f).as_ref() == Some(d)).then_some(SqlValue::Real(f))
+}
+
+/// Whether a column declared `declared` has INTEGER, REAL or NUMERIC affinity (SQLite's
+/// rules, in their order): text that looks like a number is stored as a number there.
+fn numeric_affinity(declared: &str) -> bool {
+    let t = declared.to_ascii_uppercase();
+    let has = |s: &str| t.contains(s);
+    has("INT") || !(has("CHAR") || has("CLOB") || has("TEXT") || has("BLOB") || t.is_empty())
+}
+
+/// What SQLite stores for `text` bound into a column of numeric affinity: an INTEGER when it
+/// spells one in the 64-bit range, a REAL when it spells another number (`None` when that
+/// loses digits: SQLite keeps 15 significant digits of such text), the text otherwise.
+fn stored_in_numeric(text: &str) -> Option<SqlValue> {
+    let Ok(number) = text.parse::<value::Decimal>() else {
+        return Some(SqlValue::Text(text.to_string()));
+    };
+    let integral = !text.contains(['.', 'e', 'E']);
+    match number.to_i64() {
+        Some(i) if integral => Some(SqlValue::Integer(i)),
+        _ if number.significant_digits() > 15 => None,
+        _ => Some(SqlValue::Real(number.to_f64())),
     }
 }
 
@@ -250,6 +295,44 @@ impl Dialect for Sqlite {
 
     fn now_sql(&self) -> &'static str {
         "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    }
+
+    /// SQLite stores NaN as NULL and -0 as 0; in a column of numeric affinity, text that
+    /// looks like a number (a decimal, a JSON number, plain text) is stored as a number,
+    /// which must read back as the same value.
+    fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
+        if let Value::Float(f) = value {
+            return if f.is_nan() {
+                Some("SQLite stores NaN as NULL".into())
+            } else if *f == 0.0 && f.is_sign_negative() {
+                Some("SQLite stores -0 as 0".into())
+            } else {
+                None
+            };
+        }
+        if !matches!(value, Value::Decimal(_) | Value::Text(_) | Value::Json(_))
+            || !numeric_affinity(&column.db_type)
+        {
+            return None;
+        }
+        let SqlValue::Text(text) = to_sql(value) else {
+            return None;
+        };
+        let changed = || {
+            format!(
+                "SQLite's numeric affinity ({}) would store it as a number that reads back \
+                 differently (it keeps 15 significant digits)",
+                column.db_type
+            )
+        };
+        match stored_in_numeric(&text) {
+            None => Some(changed()),
+            Some(SqlValue::Text(_)) => None,
+            Some(stored) => {
+                let back = from_sql(ValueRef::from(&stored), column.kind).ok();
+                (back.as_ref() != Some(value)).then(changed)
+            }
+        }
     }
 
     fn row_estimates(&self, table: &TableName) -> Vec<Stmt> {
@@ -857,6 +940,23 @@ fn main_only(table: &TableName) -> Result<(), EndpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_affinity_stores_what_reads_back_or_nothing() {
+        assert!(numeric_affinity("DECIMAL(38,10)") && numeric_affinity("JSON"));
+        assert!(numeric_affinity("BIGINT") && numeric_affinity("DOUBLE"));
+        assert!(!numeric_affinity("VARCHAR(20)") && !numeric_affinity("BLOB"));
+        assert!(!numeric_affinity(""));
+        assert_eq!(stored_in_numeric("12"), Some(SqlValue::Integer(12)));
+        assert_eq!(stored_in_numeric("12.5"), Some(SqlValue::Real(12.5)));
+        assert_eq!(stored_in_numeric("1234567890.123456789"), None);
+        assert_eq!(stored_in_numeric("12345678901234567890123"), None);
+        assert_eq!(stored_in_numeric("abc"), Some(SqlValue::Text("abc".into())));
+        assert_eq!(
+            stored_in_numeric("0x10"),
+            Some(SqlValue::Text("0x10".into()))
+        );
+    }
 
     #[test]
     fn a_whole_table_is_one_statement_only_where_that_means_the_same_copy() {

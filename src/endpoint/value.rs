@@ -1,8 +1,10 @@
 //! Typed column values shared by every engine, and the conversions between them.
 //!
-//! Owns: [`Value`] (one cell), [`ValueKind`] (the type of a column, engine-neutral),
-//! [`Value::convert_to`] (the only place where one kind becomes another), the plain-JSON
-//! serde form of values and the canonical key text ([`key_string`]).
+//! Owns: [`Value`] (one cell; decimals exact at any precision, JSON numbers with their
+//! digits, [`Value::Unreadable`] for a cell no kind holds), [`ValueKind`] (the type of a
+//! column, engine-neutral), [`Value::convert_to`] (the only place where one kind becomes
+//! another), the plain-JSON serde form of values and the canonical key text
+//! ([`key_string`]).
 //!
 //! Does not own: how an engine stores or binds a value (each engine file maps its native
 //! types to and from these kinds), nor what a failed conversion means for a record (the
@@ -19,9 +21,9 @@
 
 use std::fmt;
 
+pub use super::decimal::{Decimal, DecimalError};
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use rust_decimal::Decimal;
-use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One cell of a row, engine-neutral.
@@ -38,6 +40,38 @@ pub enum Value {
     Timestamp(NaiveDateTime),
     TimestampTz(DateTime<Utc>),
     Json(serde_json::Value),
+    /// A cell the database holds but the reader could not turn into a value of its
+    /// column's kind (a PostgreSQL `infinity` date, a MariaDB zero date, a `NaN` numeric).
+    /// It travels with its row, so that record alone fails as a TransformError naming the
+    /// column, while the rest of the page goes on: it converts to no kind, and no writer
+    /// takes it.
+    Unreadable(Box<Unreadable>),
+}
+
+/// What is known of a cell that could not be read as its column's kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// The kind the column is read as.
+    pub kind: ValueKind,
+    /// The value as the database spells it (`infinity`, `0000-00-00`), when known.
+    pub text: String,
+    /// Why it cannot be a value of `kind`.
+    pub reason: String,
+}
+
+impl Value {
+    /// An unreadable cell of a column of `kind` (see [`Value::Unreadable`]).
+    pub fn unreadable(
+        kind: ValueKind,
+        text: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Value {
+        Value::Unreadable(Box::new(Unreadable {
+            kind,
+            text: text.into(),
+            reason: reason.into(),
+        }))
+    }
 }
 
 /// The engine-neutral type of a column.
@@ -109,6 +143,7 @@ impl Value {
             Value::Timestamp(_) => ValueKind::Timestamp,
             Value::TimestampTz(_) => ValueKind::TimestampTz,
             Value::Json(_) => ValueKind::Json,
+            Value::Unreadable(u) => u.kind,
         })
     }
 
@@ -124,9 +159,10 @@ impl Value {
         matches!(self, Value::Null)
     }
 
-    /// Whether this value is already of `kind` (`Null` fits every kind).
+    /// Whether this value is already of `kind` (`Null` fits every kind, an unreadable cell
+    /// none).
     pub fn is_of(&self, kind: ValueKind) -> bool {
-        self.kind().is_none_or(|k| k == kind)
+        !matches!(self, Value::Unreadable(_)) && self.kind().is_none_or(|k| k == kind)
     }
 
     /// [`Value::convert_to`], consuming the value: no copy when it already is of `kind`.
@@ -154,6 +190,9 @@ impl Value {
     /// `Text` → `Bytes` reads back); a JSON document becomes its JSON text. `Null` converts
     /// to every kind.
     pub fn convert_to(&self, kind: ValueKind) -> Result<Value, ConvertError> {
+        if let Value::Unreadable(u) = self {
+            return Err(self.convert_error(kind, &u.reason));
+        }
         let Some(from) = self.kind() else {
             return Ok(Value::Null);
         };
@@ -168,7 +207,9 @@ impl Value {
             (Value::Text(s), _) => parse_text(s, kind).map_err(|reason| fail(&reason)),
             (_, ValueKind::Text) => Ok(Value::Text(self.to_text())),
             (Value::Bool(b), ValueKind::Int) => Ok(Value::Int(i64::from(*b))),
-            (Value::Bool(b), ValueKind::Decimal) => Ok(Value::Decimal(Decimal::from(*b as u8))),
+            (Value::Bool(b), ValueKind::Decimal) => {
+                Ok(Value::Decimal(Decimal::from(i64::from(*b))))
+            }
             (Value::Int(i), ValueKind::Bool) => match i {
                 0 => Ok(Value::Bool(false)),
                 1 => Ok(Value::Bool(true)),
@@ -186,9 +227,8 @@ impl Value {
                 Some(Value::Int(1)) => Ok(Value::Bool(true)),
                 _ => Err(fail("only 0 and 1 are booleans")),
             },
-            (Value::Decimal(d), ValueKind::Float) => d
-                .to_f64()
-                .filter(|f| float_to_decimal(*f) == Some(*d))
+            (Value::Decimal(d), ValueKind::Float) => Some(d.to_f64())
+                .filter(|f| Decimal::from_f64(*f).as_ref() == Some(d))
                 .map(Value::Float)
                 .ok_or_else(|| fail("a float cannot hold it exactly (would lose digits)")),
             (Value::Float(f), ValueKind::Int) => {
@@ -200,7 +240,7 @@ impl Value {
                     ))
                 }
             }
-            (Value::Float(f), ValueKind::Decimal) => float_to_decimal(*f)
+            (Value::Float(f), ValueKind::Decimal) => Decimal::from_f64(*f)
                 .map(Value::Decimal)
                 .ok_or_else(|| fail("not a finite number a decimal can hold")),
             (Value::Date(d), ValueKind::Timestamp) => {
@@ -221,7 +261,9 @@ impl Value {
         }
     }
 
-    fn convert_error(&self, to: ValueKind, reason: &str) -> ConvertError {
+    /// The error saying that this value cannot be a value of `to` (or of its column), and
+    /// why; the value shortened to 64 characters.
+    pub fn convert_error(&self, to: ValueKind, reason: &str) -> ConvertError {
         let mut value = serde_json::to_string(self).unwrap_or_default();
         if value.chars().count() > 64 {
             value = value.chars().take(61).collect::<String>() + "...";
@@ -255,12 +297,9 @@ impl Value {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(serde_json::Value::Number)
                 .ok_or_else(|| self.convert_error(to, "not a finite number")),
-            Value::Decimal(d) => match d.to_f64().and_then(serde_json::Number::from_f64) {
-                Some(n) if float_to_decimal(n.as_f64().unwrap_or(f64::NAN)) == Some(*d) => {
-                    Ok(serde_json::Value::Number(n))
-                }
-                _ => Ok(serde_json::Value::String(d.to_string())),
-            },
+            // Exact: serde_json keeps a number's digits (`arbitrary_precision`).
+            Value::Decimal(d) => serde_json::from_str(&d.to_string())
+                .map_err(|e| self.convert_error(to, &e.to_string())),
             Value::Text(s) => serde_json::from_str(s)
                 .map_err(|e| self.convert_error(to, &format!("not valid JSON: {e}"))),
             other => {
@@ -271,24 +310,7 @@ impl Value {
 }
 
 fn decimal_to_int(d: &Decimal) -> Option<Value> {
-    if d.is_integer() {
-        d.to_i64().map(Value::Int)
-    } else {
-        None
-    }
-}
-
-/// The decimal with the shortest text that reads back as `f` (so 0.1 is 0.1, not
-/// 0.1000000000000000055...).
-fn float_to_decimal(f: f64) -> Option<Decimal> {
-    if !f.is_finite() {
-        return None;
-    }
-    let text = f.to_string();
-    text.parse::<Decimal>()
-        .ok()
-        .or_else(|| Decimal::from_scientific(&text).ok())
-        .or_else(|| Decimal::from_f64(f))
+    d.to_i64().map(Value::Int)
 }
 
 fn midnight_date(t: NaiveDateTime) -> Option<Value> {
@@ -307,10 +329,15 @@ fn json_to(j: &serde_json::Value, kind: ValueKind) -> Result<Value, String> {
     scalar.convert_to(kind).map_err(|e| e.reason)
 }
 
+/// A JSON number exactly: an `Int` when it is one, otherwise a `Decimal` of its digits (which
+/// converts to `Float` only when a double holds it exactly).
 fn number_value(n: &serde_json::Number) -> Value {
     match n.as_i64() {
         Some(i) => Value::Int(i),
-        None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        None => match n.to_string().parse::<Decimal>() {
+            Ok(d) => Value::Decimal(d),
+            Err(_) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
     }
 }
 
@@ -334,7 +361,6 @@ fn parse_text(s: &str, kind: ValueKind) -> Result<Value, String> {
         ValueKind::Int => t.parse::<i64>().map(Value::Int).map_err(|e| e.to_string()),
         ValueKind::Decimal => t
             .parse::<Decimal>()
-            .or_else(|_| Decimal::from_scientific(t))
             .map(Value::Decimal)
             .map_err(|e| e.to_string()),
         ValueKind::Float => t
@@ -526,6 +552,7 @@ impl Serialize for Value {
             Value::Timestamp(t) => s.serialize_str(&format_timestamp(*t, 'T', "")),
             Value::TimestampTz(t) => s.serialize_str(&format_timestamp(t.naive_utc(), 'T', "Z")),
             Value::Json(j) => j.serialize(s),
+            Value::Unreadable(u) => s.serialize_str(&u.text),
         }
     }
 }
@@ -601,7 +628,7 @@ mod tests {
     fn numeric_conversions_are_lossless_or_fail() {
         assert_eq!(
             Value::Int(7).convert_to(ValueKind::Decimal),
-            Ok(Value::Decimal(7.into()))
+            Ok(Value::Decimal(Decimal::from(7i64)))
         );
         let d: Decimal = "12.00".parse().unwrap();
         assert_eq!(

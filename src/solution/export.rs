@@ -193,6 +193,7 @@ fn component_text<T>(located: &Located<T>, texts: &BTreeMap<&str, &str>) -> Stri
         .unwrap_or_default();
     match yaml::parse(text) {
         Ok(docs) if docs.len() == 1 => text.to_string(),
-        _ => serde_saphyr::to_string(&located.doc.value).expect("a document renders as YAML"),
+        _ => serde_saphyr::to_string(&yaml::PlainNumbers(&located.doc.value))
+            .expect("a document renders as YAML"),
     }
 }

@@ -1,0 +1,319 @@
+//! Exact decimal numbers of any precision the engines allow, carried as their canonical
+//! text (no 28-digit ceiling, no rounding anywhere), and PostgreSQL's binary `numeric` form.
+//!
+//! Owns: [`Decimal`] (parsing, the canonical text, numeric equality, the lossless checks that
+//! conversions need) and [`Decimal::to_pg_numeric`] / [`Decimal::from_pg_numeric`].
+//!
+//! Does not own: which kinds a decimal converts to (`value.rs`), nor what a column can hold
+//! (each engine's `inexact` rules).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+
+/// An exact decimal number: `[-]int[.frac]`, the integer part without leading zeros, the
+/// fraction as written (its length is the scale: `12.50` keeps two digits). Equality and
+/// hashing are numeric: `12.50 == 12.5`.
+#[derive(Debug, Clone)]
+pub struct Decimal {
+    negative: bool,
+    int: String,
+    frac: String,
+}
+
+/// Text that is not a finite decimal number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a decimal number: {0:?}")]
+pub struct DecimalError(pub String);
+
+/// PostgreSQL `numeric` binary form: sign words.
+const PG_POSITIVE: u16 = 0x0000;
+const PG_NEGATIVE: u16 = 0x4000;
+const PG_NAN: u16 = 0xC000;
+const PG_PINF: u16 = 0xD000;
+const PG_NINF: u16 = 0xF000;
+
+impl Decimal {
+    fn new(negative: bool, int: &str, frac: &str) -> Decimal {
+        let int = int.trim_start_matches('0');
+        let int = if int.is_empty() { "0" } else { int };
+        let zero = int == "0" && frac.bytes().all(|b| b == b'0');
+        Decimal {
+            negative: negative && !zero,
+            int: int.to_string(),
+            frac: frac.to_string(),
+        }
+    }
+
+    /// The same number without trailing zeros in the fraction (`12.50` → `12.5`, `3.0` → `3`).
+    pub fn normalize(&self) -> Decimal {
+        Decimal::new(self.negative, &self.int, self.frac.trim_end_matches('0'))
+    }
+
+    pub fn is_integer(&self) -> bool {
+        self.frac.bytes().all(|b| b == b'0')
+    }
+
+    /// Digits after the point once trailing zeros are dropped.
+    pub fn scale(&self) -> usize {
+        self.frac.trim_end_matches('0').len()
+    }
+
+    /// Digits before the point (0 for `0.5`).
+    pub fn integer_digits(&self) -> usize {
+        if self.int == "0" { 0 } else { self.int.len() }
+    }
+
+    /// Significant digits: from the first non-zero digit to the last non-zero one.
+    pub fn significant_digits(&self) -> usize {
+        let all = format!("{}{}", self.int, self.frac);
+        all.trim_start_matches('0').trim_end_matches('0').len()
+    }
+
+    /// The integer this is, if it is one in the 64-bit range.
+    pub fn to_i64(&self) -> Option<i64> {
+        if !self.is_integer() {
+            return None;
+        }
+        let sign = if self.negative { "-" } else { "" };
+        format!("{sign}{}", self.int).parse().ok()
+    }
+
+    /// The double nearest to this number (correctly rounded), finite or not.
+    pub fn to_f64(&self) -> f64 {
+        self.to_string().parse().unwrap_or(f64::NAN)
+    }
+
+    /// The decimal with the shortest text that reads back as `f` (so 0.1 is 0.1, not
+    /// 0.1000000000000000055...); `None` for NaN and infinities.
+    pub fn from_f64(f: f64) -> Option<Decimal> {
+        if !f.is_finite() {
+            return None;
+        }
+        // Rust writes a double's shortest round-trip digits positionally (no exponent).
+        f.to_string().parse().ok()
+    }
+
+    /// PostgreSQL's binary `numeric` form: digits in base 10000, exact, the scale kept.
+    pub fn to_pg_numeric(&self, out: &mut Vec<u8>) {
+        let pad_int = (4 - self.int.len() % 4) % 4;
+        let int = format!("{}{}", "0".repeat(pad_int), self.int);
+        let pad_frac = (4 - self.frac.len() % 4) % 4;
+        let frac = format!("{}{}", self.frac, "0".repeat(pad_frac));
+        let mut groups: Vec<u16> = int
+            .as_bytes()
+            .chunks(4)
+            .chain(frac.as_bytes().chunks(4))
+            .map(|c| c.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+            .collect();
+        let mut weight = (int.len() / 4) as i16 - 1;
+        while groups.first() == Some(&0) {
+            groups.remove(0);
+            weight -= 1;
+        }
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        if groups.is_empty() {
+            weight = 0;
+        }
+        let sign = if self.negative {
+            PG_NEGATIVE
+        } else {
+            PG_POSITIVE
+        };
+        out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+        out.extend_from_slice(&weight.to_be_bytes());
+        out.extend_from_slice(&sign.to_be_bytes());
+        out.extend_from_slice(&(self.frac.len() as u16).to_be_bytes());
+        for g in groups {
+            out.extend_from_slice(&g.to_be_bytes());
+        }
+    }
+
+    /// Reads PostgreSQL's binary `numeric` form. NaN and ±Infinity are errors spelled as
+    /// PostgreSQL spells them (`NaN`, `Infinity`, `-Infinity`): no decimal holds them.
+    pub fn from_pg_numeric(raw: &[u8]) -> Result<Decimal, DecimalError> {
+        let word = |i: usize| -> Result<u16, DecimalError> {
+            raw.get(i * 2..i * 2 + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .ok_or_else(|| DecimalError("truncated binary numeric".into()))
+        };
+        let ndigits = word(0)? as usize;
+        let weight = word(1)? as i16 as i64;
+        let sign = word(2)?;
+        let dscale = word(3)? as usize;
+        match sign {
+            PG_NAN => return Err(DecimalError("NaN".into())),
+            PG_PINF => return Err(DecimalError("Infinity".into())),
+            PG_NINF => return Err(DecimalError("-Infinity".into())),
+            _ => {}
+        }
+        let digits = (0..ndigits)
+            .map(|i| word(4 + i))
+            .collect::<Result<Vec<u16>, _>>()?;
+        let group = |i: i64| -> u16 {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| digits.get(i).copied())
+                .unwrap_or(0)
+        };
+        let mut int = String::new();
+        for i in 0..=weight.max(-1) {
+            int.push_str(&format!("{:04}", group(i)));
+        }
+        let mut frac = String::new();
+        let mut i = weight + 1;
+        while frac.len() < dscale {
+            frac.push_str(&format!("{:04}", group(i)));
+            i += 1;
+        }
+        frac.truncate(dscale);
+        Ok(Decimal::new(sign == PG_NEGATIVE, &int, &frac))
+    }
+}
+
+impl FromStr for Decimal {
+    type Err = DecimalError;
+
+    /// `[+-]digits[.digits][e[+-]digits]`, surrounding spaces allowed.
+    fn from_str(s: &str) -> Result<Decimal, DecimalError> {
+        let bad = || DecimalError(s.chars().take(64).collect());
+        let t = s.trim();
+        let (negative, t) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let (mantissa, exp) = match t.find(['e', 'E']) {
+            Some(at) => (&t[..at], t[at + 1..].parse::<i32>().map_err(|_| bad())?),
+            None => (t, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let is_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        if (int.is_empty() && frac.is_empty()) || !is_digits(int) || !is_digits(frac) {
+            return Err(bad());
+        }
+        if exp.unsigned_abs() > 100_000 {
+            return Err(bad());
+        }
+        // Move the point `exp` places.
+        let digits = format!("{int}{frac}");
+        let point = int.len() as i64 + i64::from(exp);
+        let (int, frac) = if point <= 0 {
+            (
+                String::new(),
+                format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+            )
+        } else if point as usize >= digits.len() {
+            (
+                format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+                String::new(),
+            )
+        } else {
+            let (i, f) = digits.split_at(point as usize);
+            (i.to_string(), f.to_string())
+        };
+        Ok(Decimal::new(negative, &int, &frac))
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.negative {
+            f.write_str("-")?;
+        }
+        f.write_str(&self.int)?;
+        if !self.frac.is_empty() {
+            write!(f, ".{}", self.frac)?;
+        }
+        Ok(())
+    }
+}
+
+impl PartialEq for Decimal {
+    fn eq(&self, other: &Decimal) -> bool {
+        let (a, b) = (self.normalize(), other.normalize());
+        a.negative == b.negative && a.int == b.int && a.frac == b.frac
+    }
+}
+
+impl Eq for Decimal {}
+
+impl Hash for Decimal {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.normalize().to_string().hash(state);
+    }
+}
+
+impl From<i64> for Decimal {
+    fn from(i: i64) -> Decimal {
+        Decimal::new(i < 0, &i.unsigned_abs().to_string(), "")
+    }
+}
+
+impl From<u64> for Decimal {
+    fn from(u: u64) -> Decimal {
+        Decimal::new(false, &u.to_string(), "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_any_precision_and_keeps_the_scale() {
+        let long = "1234567890123456789012345678.0123456789";
+        assert_eq!(d(long).to_string(), long);
+        assert_eq!(d("-0012.50").to_string(), "-12.50");
+        assert_eq!(d("12.50"), d("12.5"));
+        assert_eq!(d("-0.00").to_string(), "0.00");
+        assert_eq!(d("1.5e3").to_string(), "1500");
+        assert_eq!(d("1.5E-3").to_string(), "0.0015");
+        assert_eq!(d(".5").to_string(), "0.5");
+        for bad in ["", "-", "NaN", "Infinity", "1.2.3", "0x10", "1e"] {
+            assert!(bad.parse::<Decimal>().is_err(), "{bad}");
+        }
+        assert_eq!(d("12.00").to_i64(), Some(12));
+        assert_eq!(d("99999999999999999999").to_i64(), None);
+        assert_eq!(d("0.0012300").significant_digits(), 3);
+        assert_eq!(Decimal::from_f64(0.1), Some(d("0.1")));
+        assert_eq!(
+            Decimal::from_f64(1e22).unwrap().to_string(),
+            "10000000000000000000000"
+        );
+    }
+
+    #[test]
+    fn postgres_binary_numeric_round_trips_exactly() {
+        for text in [
+            "0",
+            "0.00",
+            "1",
+            "-1",
+            "10000",
+            "12.50",
+            "0.0001",
+            "0.00001",
+            "-98765.4321",
+            "1234567890123456789012345678.0123456789",
+            "100000000000000000000000000000000000000",
+            "0.000000000000000000000000000000000000001",
+        ] {
+            let mut raw = Vec::new();
+            d(text).to_pg_numeric(&mut raw);
+            let back = Decimal::from_pg_numeric(&raw).unwrap();
+            assert_eq!(back.to_string(), text, "{text}");
+        }
+        let nan = [0, 0, 0, 0, 0xC0, 0, 0, 0];
+        assert_eq!(
+            Decimal::from_pg_numeric(&nan).unwrap_err(),
+            DecimalError("NaN".into())
+        );
+    }
+}
