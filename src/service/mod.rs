@@ -219,7 +219,11 @@ impl Service {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(args.listen);
-        tokio::spawn(http::serve(listener, Arc::clone(&shared)));
+        tokio::spawn(http::serve(
+            listener,
+            Arc::clone(&shared),
+            axum::Router::new(),
+        ));
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
         let _watcher = watch::watch(&dir, wake_tx.clone()).map_err(ServiceError::Watch)?;
         tracing::info!(
