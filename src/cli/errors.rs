@@ -38,57 +38,16 @@ pub struct FilterArgs {
 impl FilterArgs {
     /// The filter as an ErrorRequest would carry it; times resolved against `now`.
     pub fn filter(&self, now: chrono::DateTime<chrono::Utc>) -> Result<ErrorFilter, String> {
-        let time = |option: &str, text: &Option<String>| -> Result<Option<String>, String> {
-            text.as_deref()
-                .map(|t| time_arg(option, t, now).map(|t| t.to_rfc3339()))
-                .transpose()
+        let text = crate::errors::FilterText {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            direction: self.direction.clone(),
+            error_type: self.error_type.clone(),
+            phase: self.phase.clone(),
+            ids: self.ids.clone(),
         };
-        let json = serde_json::json!({
-            "from": time("from", &self.from)?,
-            "to": time("to", &self.to)?,
-            "direction": self.direction,
-            "errorType": self.error_type,
-            "phase": self.phase,
-            "ids": self.ids,
-        });
-        let object: serde_json::Map<String, serde_json::Value> = json
-            .as_object()
-            .expect("an object")
-            .iter()
-            .filter(|(_, v)| !v.is_null() && *v != &serde_json::json!([]))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let filter: ErrorFilter =
-            serde_json::from_value(object.into()).map_err(|e| e.to_string())?;
-        if let (Some(from), Some(to)) = (filter.from, filter.to)
-            && from >= to
-        {
-            return Err(format!(
-                "--from ({}) must be before --to ({})",
-                from.to_rfc3339(),
-                to.to_rfc3339()
-            ));
-        }
-        Ok(filter)
+        text.filter(now, "--").map_err(|e| e.to_string())
     }
-}
-
-/// A time option: RFC 3339, or an age (`15m`, `1h`, `1d`) before `now`.
-fn time_arg(
-    option: &str,
-    text: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let age = config::Duration::parse(text).ok_or_else(|| {
-        format!(
-            "--{option} {text:?}: not an RFC 3339 time (2026-11-22T00:00:00Z) or an age (15m, 1h, 1d)"
-        )
-    })?;
-    let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-    Ok(now - chrono::Duration::seconds(seconds))
 }
 
 #[derive(clap::Args, Debug)]
@@ -453,8 +412,9 @@ pub fn logs(
     file: Option<&Path>,
 ) -> Result<(), String> {
     let since = since
-        .map(|text| time_arg("since", text, chrono::Utc::now()))
-        .transpose()?
+        .map(|text| crate::errors::time_of("--since", text, chrono::Utc::now()))
+        .transpose()
+        .map_err(|e| e.to_string())?
         .map(crate::clock::secs);
     let entries = match store {
         Some(store) => store
@@ -462,25 +422,11 @@ pub fn logs(
             .map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    let mut buffer = Vec::new();
-    match format {
-        LogFormat::Jsonl => {
-            for e in &entries {
-                let line = serde_json::json!({"at": e.at, "map": map, "event": e.event, "message": e.message});
-                writeln!(buffer, "{line}").map_err(io)?;
-            }
-        }
-        LogFormat::Csv => {
-            let mut w = csv::Writer::from_writer(&mut buffer);
-            w.write_record(["at", "map", "event", "message"])
-                .map_err(|e| e.to_string())?;
-            for e in &entries {
-                w.write_record([e.at.as_str(), map, &e.event, &e.message])
-                    .map_err(|e| e.to_string())?;
-            }
-            w.flush().map_err(io)?;
-        }
-    }
+    let format = match format {
+        LogFormat::Jsonl => crate::activity::Format::Jsonl,
+        LogFormat::Csv => crate::activity::Format::Csv,
+    };
+    let buffer = crate::activity::export(map, &entries, format).map_err(io)?;
     match file {
         Some(path) => {
             std::fs::write(path, &buffer).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -33,6 +33,19 @@ pub struct RunArgs {
     pub holder_id: Option<String>,
     #[command(flatten)]
     pub commit: super::StatusCommitArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+}
+
+/// Options of the web dashboard, for `run` and `dashboard`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DashboardArgs {}
+
+impl DashboardArgs {
+    /// The dashboard's options.
+    pub fn options(&self) -> Result<crate::dashboard::Options, String> {
+        Ok(crate::dashboard::Options::default())
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +56,8 @@ pub enum LogFormat {
 
 impl RunArgs {
     /// The service's options.
-    pub fn options(&self) -> service::Options {
-        service::Options {
+    pub fn options(&self) -> Result<service::Options, String> {
+        Ok(service::Options {
             interval: self.interval,
             poll_interval: self.poll_interval,
             pull: self.pull,
@@ -56,7 +69,8 @@ impl RunArgs {
             lease_ttl: self.lease_ttl,
             holder_id: self.holder_id.clone(),
             commit: self.commit.options(),
-        }
+            dashboard: self.dashboard.options()?,
+        })
     }
 }
 
