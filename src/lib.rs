@@ -16,6 +16,7 @@ pub mod lease;
 pub mod notify;
 pub mod plan;
 pub mod reconcile;
+pub mod request_file;
 pub mod requests;
 pub mod service;
 pub mod shutdown;

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, Config, ErrorFilter, ErrorRequest, RequestAction};
+use crate::config::{self, Config, ErrorFilter, RequestAction};
 use crate::errors::Exported;
 use crate::state::{Order, StateStore};
 
@@ -286,55 +286,18 @@ pub fn write_request(
         RequestAction::Retry => "retry",
         RequestAction::Dismiss => "dismiss",
     };
-    let name = args.name.clone().unwrap_or_else(|| {
-        let stamp = now.format("%Y%m%d-%H%M%S").to_string();
-        let room = 63 - verb.len() - stamp.len() - 2;
-        let map: String = map.chars().take(room).collect();
-        format!("{verb}-{}-{stamp}", map.trim_end_matches('-'))
-    });
-    let request = ErrorRequest {
-        api_version: config::ApiVersion::V1,
-        kind: config::ErrorRequestKind::Kind,
-        metadata: config::Metadata {
-            name: name.clone(),
-            labels: Default::default(),
-        },
-        spec: config::ErrorRequestSpec {
-            map: map.clone(),
-            action,
-            filter: filter.clone(),
-        },
-    };
-    let yaml = serde_saphyr::to_string(&request).map_err(|e| e.to_string())?;
-    let text = format!(
-        "# yaml-language-server: $schema=../schemas/errorrequest.schema.json\n# Written by `dualwrite errors {verb}` at {}. Review it, then commit it: the next reconcile\n# runs it once, while map {map} is Running.\n{yaml}",
-        crate::clock::secs(now)
-    );
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::request_file::default_name(action, &map, now));
     // What the store says of it now: how many records it matches, and whether it would be
     // Rejected (a request that would be is not written, unless --force).
     let mut matched = None;
     if let Some(store) = store {
-        let n = store
-            .count_errors(&crate::errors::query_of(Some(&map), &filter))
-            .map_err(|e| e.to_string())?;
-        matched = Some(n);
-        let unknown =
-            crate::requests::unknown_ids(store, &map, &filter.ids).map_err(|e| e.to_string())?;
-        let rejected = if !unknown.is_empty() {
-            let ids: Vec<String> = unknown.iter().map(i64::to_string).collect();
-            Some(format!(
-                "id(s) {} are not errored records of map {map}",
-                ids.join(", ")
-            ))
-        } else if n > crate::requests::MAX_MATCHED {
-            Some(format!(
-                "it matches {n} records; a request may match at most {}: narrow the filter",
-                crate::requests::MAX_MATCHED
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = rejected {
+        let assessment =
+            crate::request_file::assess(store, cfg, &map, &filter).map_err(|e| e.to_string())?;
+        matched = Some(assessment.matched);
+        if let Some(reason) = assessment.rejected {
             if !args.force {
                 return Err(format!(
                     "the request would be Rejected: {reason}; nothing written (--force writes it anyway)"
@@ -347,27 +310,26 @@ pub fn write_request(
             .map_err(io)?;
         }
     }
-    let relative = PathBuf::from("requests").join(format!("{name}.yaml"));
-    let path = dir.join(&relative);
-    if path.exists() {
-        return Err(format!(
+    let by = format!("`dualwrite errors {verb}`");
+    let relative = crate::request_file::write(
+        dir,
+        &crate::request_file::NewRequest {
+            name: &name,
+            map: &map,
+            action,
+            filter: &filter,
+            by: &by,
+            now,
+        },
+    )
+    .map_err(|e| match e {
+        crate::request_file::RequestFileError::Exists(relative) => format!(
             "{} already exists: a request runs once, identified by its name; pick another --name",
             relative.display()
-        ));
-    }
-    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
-    std::fs::write(&path, &text).map_err(io)?;
-    // Nothing half applied: a request that makes the config invalid is taken back.
-    if let Err(diags) = config::load(&config::WorkTree {
-        dir: dir.to_path_buf(),
-    }) {
-        let _ = std::fs::remove_file(&path);
-        return Err(diags
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"));
-    }
+        ),
+        crate::request_file::RequestFileError::Invalid(diags) => diags,
+        e => e.to_string(),
+    })?;
     writeln!(out, "wrote {}", relative.display()).map_err(io)?;
     if let Some(matched) = matched {
         writeln!(

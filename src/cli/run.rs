@@ -39,12 +39,35 @@ pub struct RunArgs {
 
 /// Options of the web dashboard, for `run` and `dashboard`.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct DashboardArgs {}
+pub struct DashboardArgs {
+    /// Allow Retry and Dismiss from the dashboard for whoever signs in with the token held
+    /// in this environment variable (`user:secret`, or the secret with --dashboard-user).
+    /// Without it the dashboard is read-only.
+    #[arg(long, value_name = "VAR")]
+    pub dashboard_token_from_env: Option<String>,
+    /// The dashboard user (the author of the request commits), when the token does not
+    /// name it.
+    #[arg(long, value_name = "NAME", requires = "dashboard_token_from_env")]
+    pub dashboard_user: Option<String>,
+}
 
 impl DashboardArgs {
-    /// The dashboard's options.
+    /// The dashboard's options; the token's variable must be set.
     pub fn options(&self) -> Result<crate::dashboard::Options, String> {
-        Ok(crate::dashboard::Options::default())
+        let token = match &self.dashboard_token_from_env {
+            None => None,
+            Some(var) => {
+                let value = std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("--dashboard-token-from-env: ${var} is not set"))?;
+                Some(
+                    crate::dashboard::Token::parse(&value, self.dashboard_user.as_deref())
+                        .map_err(|e| format!("--dashboard-token-from-env {var}: {e}"))?,
+                )
+            }
+        };
+        Ok(crate::dashboard::Options { token })
     }
 }
 

@@ -9,6 +9,7 @@
 //! ErrorRequest files the GitOps way (`actions`). Does not own the service's routes
 //! (`crate::service`) nor running requests (`crate::requests`).
 
+mod actions;
 mod api;
 mod filter;
 mod pages;
@@ -21,9 +22,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::state::{ErrorPhase, ErrorQuery, ErrorState, Order};
 
@@ -36,9 +38,14 @@ const ACTIVITY_SHOWN: usize = 100;
 /// Catch-up errors on the map page (the error view has all of them).
 const CATCH_UP_SHOWN: usize = 20;
 
+pub use actions::Token;
+
 /// How the dashboard is served.
 #[derive(Clone, Debug, Default)]
-pub struct Options {}
+pub struct Options {
+    /// With a token, Retry and Dismiss write requests; without, the dashboard is read-only.
+    pub token: Option<Token>,
+}
 
 /// Why a page cannot be shown; each is an HTTP status with a message.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,8 @@ pub enum DashboardError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("no state store yet: nothing has run, so nothing has failed")]
     NoStore,
     #[error("the config in the work tree is invalid:\n{0}")]
@@ -74,6 +83,7 @@ impl DashboardError {
         match self {
             DashboardError::NotFound(_) => StatusCode::NOT_FOUND,
             DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DashboardError::Forbidden(_) => StatusCode::FORBIDDEN,
             DashboardError::NoStore | DashboardError::ConfigInvalid(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -109,8 +119,43 @@ impl IntoResponse for DashboardError {
 /// What every handler shares.
 struct Dashboard {
     dir: PathBuf,
-    #[allow(dead_code)]
     options: Options,
+    sessions: actions::Sessions,
+}
+
+impl Dashboard {
+    /// The CSRF token to put in forms, when this browser may act.
+    fn csrf(&self, headers: &HeaderMap) -> Option<String> {
+        self.options.token.as_ref()?;
+        self.sessions.of(headers).map(|id| self.sessions.csrf(&id))
+    }
+
+    /// Who may act on this POST: 403 without a token, from another site, without a session
+    /// or with the wrong form token.
+    fn guard(&self, headers: &HeaderMap, csrf: Option<&str>) -> Result<&Token, DashboardError> {
+        let token = self.options.token.as_ref().ok_or_else(|| {
+            DashboardError::Forbidden(
+                "the dashboard is read-only: no dashboard token is configured".into(),
+            )
+        })?;
+        if !actions::same_origin(headers) {
+            return Err(DashboardError::Forbidden(
+                "refused: the request comes from another site".into(),
+            ));
+        }
+        if let Some(csrf) = csrf {
+            let expected = self.csrf(headers).ok_or_else(|| {
+                DashboardError::Forbidden("sign in with the dashboard token first".into())
+            })?;
+            if expected != csrf {
+                return Err(DashboardError::Forbidden(
+                    "the form has expired or was not made by this dashboard: reload the page"
+                        .into(),
+                ));
+            }
+        }
+        Ok(token)
+    }
 }
 
 type App = State<Arc<Dashboard>>;
@@ -124,6 +169,7 @@ pub fn router(dir: &Path, options: Options) -> Router {
     let app = Arc::new(Dashboard {
         dir: dir.to_path_buf(),
         options,
+        sessions: actions::Sessions::new(),
     });
     Router::new()
         .route("/", get(overview))
@@ -132,6 +178,9 @@ pub fn router(dir: &Path, options: Options) -> Router {
         .route("/maps/{name}/activity.jsonl", get(activity_jsonl))
         .route("/errors", get(errors))
         .route("/errors/{id}", get(record))
+        .route("/errors/confirm", post(confirm))
+        .route("/errors/submit", post(submit))
+        .route("/login", get(login_form).post(login))
         .route("/alerts", get(alerts))
         .route("/alerts/{name}", get(alert))
         .route("/requests", get(requests))
@@ -320,16 +369,19 @@ async fn error_page(
 
 async fn errors(
     State(app): App,
+    headers: HeaderMap,
     Query(params): Query<ErrorParams>,
 ) -> Result<Response, DashboardError> {
     let data = error_page(&app, &params).await?;
+    let csrf = app.csrf(&headers);
     Ok(page(pages::errors(&pages::ErrorsPage {
         params: &params,
         maps: &data.maps,
         matched: data.matched,
         records: &data.records,
         next: data.next,
-        actions: None,
+        actions: csrf.as_deref(),
+        sign_in: app.options.token.is_some() && csrf.is_none(),
     })))
 }
 
@@ -438,4 +490,65 @@ async fn requests(State(app): App) -> Result<Response, DashboardError> {
     })
     .await?;
     Ok(page(pages::requests(&list)))
+}
+
+async fn login_form(State(app): App) -> Result<Response, DashboardError> {
+    if app.options.token.is_none() {
+        return Err(DashboardError::Forbidden(
+            "the dashboard is read-only: no dashboard token is configured".into(),
+        ));
+    }
+    Ok(page(pages::login()))
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State(app): App,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Result<Response, DashboardError> {
+    let token = app.guard(&headers, None)?;
+    if !token.accepts(&form.token) {
+        return Err(DashboardError::Forbidden("not the dashboard token".into()));
+    }
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, app.sessions.open()),
+            (header::LOCATION, "/errors".to_string()),
+        ],
+    )
+        .into_response())
+}
+
+async fn confirm(
+    State(app): App,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, DashboardError> {
+    let form = actions::ActionForm::parse(&body)?;
+    app.guard(&headers, Some(&form.csrf))?;
+    let form = Arc::new(form);
+    let shown = Arc::clone(&form);
+    let preview = source::read(&app.dir, move |view| actions::preview(view, &form)).await?;
+    Ok(page(pages::confirm(&shown, &preview)))
+}
+
+async fn submit(
+    State(app): App,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, DashboardError> {
+    let form = actions::ActionForm::parse(&body)?;
+    let token = app.guard(&headers, Some(&form.csrf))?.clone();
+    let dir = app.dir.clone();
+    let name = source::read(&app.dir, move |view| {
+        actions::submit(&dir, view, &form, &token)
+    })
+    .await?;
+    Ok(page(pages::submitted(&name)))
 }

@@ -274,8 +274,10 @@ pub(crate) struct ErrorsPage<'a> {
     pub records: &'a [ErrorRecord],
     /// The id the next (older) page starts below, when there is one.
     pub next: Option<i64>,
-    /// The form's CSRF token when actions are allowed (a dashboard token is configured).
+    /// The form's CSRF token when this browser may act (signed in with the token).
     pub actions: Option<&'a str>,
+    /// A token is configured but this browser has not signed in.
+    pub sign_in: bool,
 }
 
 /// `/errors`: the consolidated error view.
@@ -303,6 +305,7 @@ pub(crate) fn errors(page: &ErrorsPage<'_>) -> Markup {
                 button type="submit" { "Filter" }
             }
             p #matched { (page.matched) " record(s) match, newest first." }
+            @if page.sign_in { p.note { a href="/login" { "Sign in" } " with the dashboard token to retry or dismiss." } }
             @if let Some(csrf) = page.actions {
                 @if p.map.is_some() {
                     form #act method="post" action="/errors/confirm" {
@@ -440,6 +443,64 @@ pub(crate) fn requests(list: &[(String, Option<RequestStatus>)]) -> Markup {
                     }
                 }
             }
+        },
+    )
+}
+
+/// `/login`: the dashboard token, once per browser session.
+pub(crate) fn login() -> Markup {
+    layout(
+        "Sign in",
+        false,
+        html! {
+            form method="post" action="/login" {
+                label { "Dashboard token " input type="password" name="token" autocomplete="current-password"; }
+                " "
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// The confirmation before a Retry or Dismiss is written: what it matches, whether it would
+/// be Rejected or wait.
+pub(crate) fn confirm(form: &super::actions::ActionForm, p: &super::actions::Preview) -> Markup {
+    let verb = name(&form.action);
+    let a = &p.assessment;
+    layout(
+        &format!("{verb} errored records of map {}", p.map),
+        false,
+        html! {
+            p #confirm-matched { "It matches " strong { (a.matched) } " open errored record(s) of map " (p.map) " now"
+                @if form.selected { " (" (form.ids.len()) " selected)" } "." }
+            @if let Some(reason) = &a.rejected {
+                p.warn #rejected { "It would be Rejected: " (reason) ". Narrow the filter." }
+            } @else {
+                @if form.action == crate::config::RequestAction::Retry && p.phase != "Running" {
+                    p.warn #waits { "Map " (p.map) " is " (p.phase) ": the retry waits until it is Running." }
+                }
+                p.note { (a.waiting) " request(s) already wait for this map. The request is written to requests/ and committed; the next pass runs it." }
+                form method="post" action="/errors/submit" {
+                    input type="hidden" name="csrf" value=(form.csrf);
+                    input type="hidden" name="do" value=(form.todo());
+                    @for id in &form.ids { input type="hidden" name="id" value=(id); }
+                    @for (k, v) in form.params.fields() { input type="hidden" name=(k) value=(v); }
+                    button type="submit" #submit { (verb) " " (a.matched) " record(s)" }
+                }
+            }
+            p { a href={ "/errors" (form.params.link(None)) } { "Back to the errors" } }
+        },
+    )
+}
+
+/// After a request was written and committed.
+pub(crate) fn submitted(request: &str) -> Markup {
+    layout(
+        "Request committed",
+        false,
+        html! {
+            p #submitted { "Request " code { (request) } " was written to requests/ and committed. The next pass runs it: "
+                a href={ "/requests#request-" (request) } { "follow its state" } "." }
         },
     )
 }
