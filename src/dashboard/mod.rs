@@ -509,9 +509,12 @@ struct LoginForm {
 async fn login(
     State(app): App,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<LoginForm>,
+    body: String,
 ) -> Result<Response, DashboardError> {
+    // Who may sign in is checked before the form is read: a read-only dashboard says 403.
     let token = app.guard(&headers, None)?;
+    let form: LoginForm = serde_urlencoded::from_str(&body)
+        .map_err(|e| DashboardError::BadRequest(format!("the form: {e}")))?;
     if !token.accepts(&form.token) {
         return Err(DashboardError::Forbidden("not the dashboard token".into()));
     }
