@@ -8,16 +8,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use support::Repo;
+use support::dashboard::{HOSTILE, TOKEN, demo};
 use support::service::{Service, wait_for};
-
-const HOSTILE: &str = "<script>alert(1)</script>";
-const TOKEN: (&str, &str) = ("DW_DASHBOARD_TOKEN", "alice:s3cret-token");
 
 fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
     let (tx, rx) = mpsc::channel();
@@ -34,36 +31,6 @@ fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
         }
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("test timed out after {secs}s"),
     }
-}
-
-/// The demo project, seeded and reconciled once, with one more ERP customer the CRM
-/// rejects whose key and name are a script; committed to git.
-fn demo() -> Repo {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let repo = Repo::new(&[]);
-    repo.write(
-        "dualwrite.yaml",
-        &std::fs::read_to_string(root.join("dualwrite.yaml")).unwrap(),
-    );
-    for dir in ["maps", "alerts"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
-            if entry.path().is_file() {
-                let name = format!("{dir}/{}", entry.file_name().to_string_lossy());
-                repo.write(&name, &std::fs::read_to_string(entry.path()).unwrap());
-            }
-        }
-    }
-    repo.write(".gitignore", ".dualwrite/\nstatus/\n");
-    let run = repo.run(&["demo"]);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let erp = rusqlite::Connection::open(repo.path().join(".dualwrite/erp.db")).unwrap();
-    erp.execute(
-        "INSERT INTO customers (account_no, name, currency, credit_limit) VALUES (?1, ?1, 'EUR', -5)",
-        [HOSTILE],
-    )
-    .unwrap();
-    repo.commit_all("the demo");
-    repo
 }
 
 /// An HTTP answer.
