@@ -120,7 +120,8 @@ pub(crate) fn overview(maps: &[(String, MapStatus)], no_store: bool) -> Markup {
     )
 }
 
-fn directions(sync: &InitialSyncStatus) -> Markup {
+/// An initial sync run's counts per direction; the failures link to their records.
+fn directions(map: &str, sync: &InitialSyncStatus) -> Markup {
     html! {
         table.directions {
             tr { th { "direction" } th { "read" } th { "written" } th { "failed" } }
@@ -131,7 +132,7 @@ fn directions(sync: &InitialSyncStatus) -> Markup {
                     td.n { (c.written) }
                     td.n {
                         @if c.errors == 0 { "0" } @else {
-                            a href={ "/errors" (ErrorParams { map: None, direction: Some(direction.clone()), phase: Some("InitialSync".into()), ..Default::default() }.link(None)) } { (c.errors) }
+                            a href={ "/errors" (ErrorParams { map: Some(map.to_string()), direction: Some(direction.clone()), phase: Some("InitialSync".into()), ..Default::default() }.link(None)) } { (c.errors) }
                         }
                     }
                 }
@@ -189,13 +190,13 @@ pub(crate) fn map(page: &MapPage<'_>) -> Markup {
                             ", " (p.rows_per_second) " rows/s"
                             @if let Some(eta) = &p.eta { ", ETA " (eta) } }
                     }
-                    (directions(sync))
+                    (directions(map, sync))
                     @if !sync.earlier_runs.is_empty() {
                         h3 { "Earlier runs" }
                         @for run in &sync.earlier_runs {
                             p { "Run " (run.run) ": " (name(&run.status))
                                 @if let Some(f) = &run.finished_at { ", finished " (f) } }
-                            (directions(run))
+                            (directions(map, run))
                         }
                     }
                 }
