@@ -339,7 +339,7 @@ pub(crate) fn submit(
     if let Err(e) = committed {
         let _ = git(&["rm", "-q", "--cached", "--", &path]);
         let _ = std::fs::remove_file(dir.join(&relative));
-        return Err(DashboardError::Store(format!("committing {path}: {e}")));
+        return Err(DashboardError::Commit(format!("{path}: {e}")));
     }
     tracing::info!(request = %name, map = %map, user = %token.user, "dashboard request committed");
     Ok(name)

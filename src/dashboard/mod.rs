@@ -62,6 +62,10 @@ pub enum DashboardError {
     ConfigInvalid(String),
     #[error("the state store: {0}")]
     Store(String),
+    #[error("committing the request: {0}")]
+    Commit(String),
+    #[error("{0}")]
+    Internal(String),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -277,7 +281,7 @@ async fn activity(
     })
     .await?;
     let body = crate::activity::export(&map, &entries, format)
-        .map_err(|e| DashboardError::Store(e.to_string()))?;
+        .map_err(|e| DashboardError::Internal(format!("the activity download: {e}")))?;
     let (content_type, ext) = match format {
         crate::activity::Format::Csv => ("text/csv; charset=utf-8", "csv"),
         crate::activity::Format::Jsonl => ("application/jsonl; charset=utf-8", "jsonl"),

@@ -58,5 +58,5 @@ pub(crate) async fn read<T: Send + 'static>(
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || read(&open(&dir)?))
         .await
-        .map_err(|e| DashboardError::Store(e.to_string()))?
+        .map_err(|e| DashboardError::Internal(format!("reading the dashboard's data: {e}")))?
 }
