@@ -15,6 +15,7 @@ pub mod errors;
 pub mod lease;
 pub mod notify;
 pub mod plan;
+pub mod progress;
 pub mod reconcile;
 pub mod request_file;
 pub mod requests;

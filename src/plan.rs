@@ -458,6 +458,32 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+/// What a Bidirectional map that starts again after Stopped does to changes made while it
+/// was stopped: its capture was removed then, so nothing knows them, and the initial sync
+/// settles each key from `primary`. Said before it happens (the dry-run), not after.
+fn restart_warning(
+    desired: &TableMap,
+    observed: &ObservedMap,
+    actions: &[MapAction],
+) -> Option<String> {
+    use crate::config::{Direction, Side};
+    let restarts = observed.phase == Phase::Stopped
+        && actions
+            .iter()
+            .any(|a| matches!(a, MapAction::StartWithInitialSync { .. }));
+    if !restarts || desired.spec.direction != Direction::Bidirectional {
+        return None;
+    }
+    let (primary, other) = match desired.spec.initial_sync.primary {
+        Side::Source => ("source", "destination"),
+        Side::Destination => ("destination", "source"),
+    };
+    Some(format!(
+        "map {}: restarting a Bidirectional map after Stopped: its changes were not captured while it was stopped, so the initial sync settles every key from the {primary} (initialSync.primary): rows deleted on either side come back from the other, and rows changed on the {other} are overwritten with the {primary}'s values. How many is not known (capture was off); pause instead of stop to keep a queue, or compare with `dualwrite status` and the tables first",
+        desired.metadata.name
+    ))
+}
+
 /// A resource as YAML, for diffs.
 fn to_yaml<T: Serialize>(resource: &T) -> String {
     serde_saphyr::to_string(resource).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -756,11 +782,19 @@ impl Plan {
                 });
             }
         }
+        let mut warnings = actual.warnings.clone();
+        for m in &maps {
+            if let (Some(desired), Some(observed)) = (cfg.map(&m.name), actual.maps.get(&m.name))
+                && let Some(warning) = restart_warning(desired, observed, &m.actions)
+            {
+                warnings.push(warning);
+            }
+        }
         Plan {
             maps,
             alerts,
             requests,
-            warnings: actual.warnings.clone(),
+            warnings,
         }
     }
 

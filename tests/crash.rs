@@ -83,7 +83,7 @@ fn project(dst: &str) -> String {
 
 fn map(src_table: &str, dst_table: &str) -> String {
     format!(
-        "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 200\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: name }}\n    - {{ source: qty, destination: qty }}\n"
+        "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 200\n  initialSync: {{ batchSize: 200 }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: name }}\n    - {{ source: qty, destination: qty }}\n"
     )
 }
 

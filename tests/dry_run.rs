@@ -326,3 +326,51 @@ fn secrets_are_referenced_by_env_name_and_never_printed() {
         );
     }
 }
+
+#[test]
+fn restarting_a_bidirectional_map_after_stopped_warns_what_the_initial_sync_will_overwrite() {
+    let bidirectional = CUSTOMERS.replace(
+        "  destination: { endpoint: crm, table: account }\n",
+        "  destination: { endpoint: crm, table: account }\n  direction: Bidirectional\n",
+    );
+    let stopped = bidirectional.replace("state: Running", "state: Stopped");
+    let repo = Repo::new(&[("maps/customers.yaml", &stopped)]);
+    let rev = repo.commit_all("stopped");
+    let short = &rev[..7];
+    repo.write(
+        "status/maps/customers.yaml",
+        &status_file("customers", short, "Stopped")
+            .replace("desiredState: Running", "desiredState: Stopped"),
+    );
+    repo.write("maps/customers.yaml", &bidirectional);
+    let run = repo.run(&["reconcile", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "  map customers (Stopped -> Running)\n    * start with initial sync (run 1)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("warning: map customers: restarting a Bidirectional map after Stopped: its changes were not captured while it was stopped, so the initial sync settles every key from the source (initialSync.primary): rows deleted on either side come back from the other, and rows changed on the destination are overwritten with the source's values."),
+        "{}",
+        run.stdout
+    );
+    let github = repo.run(&["reconcile", "--dry-run", "--output", "github"]);
+    assert!(
+        github.stdout.contains(
+            "::warning title=dualwrite::map customers: restarting a Bidirectional map after Stopped"
+        ),
+        "{}",
+        github.stdout
+    );
+    // A one-way map, or a Paused one resuming, has nothing to warn about.
+    repo.write("maps/customers.yaml", CUSTOMERS);
+    let run = repo.run(&["reconcile", "--dry-run"]);
+    assert!(
+        !run.stdout.contains("restarting a Bidirectional"),
+        "{}",
+        run.stdout
+    );
+}

@@ -154,7 +154,7 @@ impl Case {
         self.repo.write(
             "maps/customers.yaml",
             &format!(
-                "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: customers }}\nspec:\n  state: {state}\n  source: {{ endpoint: erp, table: customers }}\n  destination: {{ endpoint: crm, table: {} }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: name }}\n    - {{ source: credit, destination: credit }}\n  initialSync: {{ run: {run}, retryErrors: {retry_errors} }}\n  batchSize: 100\n",
+                "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: customers }}\nspec:\n  state: {state}\n  source: {{ endpoint: erp, table: customers }}\n  destination: {{ endpoint: crm, table: {} }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: name }}\n    - {{ source: credit, destination: credit }}\n  initialSync: {{ run: {run}, retryErrors: {retry_errors}, batchSize: 100 }}\n  batchSize: 100\n",
                 self.target.table
             ),
         );

@@ -20,7 +20,7 @@ fn map(repo: &Repo, name: &str, src_table: &str, dst_table: &str, extra: &str, c
     repo.write(
         &format!("maps/{name}.yaml"),
         &format!(
-            "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: {name} }}\nspec:\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 100\n{extra}  columns:\n    - {{ source: id, destination: id, key: true }}\n{columns}"
+            "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: {name} }}\nspec:\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 100\n  initialSync: {{ batchSize: 100 }}\n{extra}  columns:\n    - {{ source: id, destination: id, key: true }}\n{columns}"
         ),
     );
 }

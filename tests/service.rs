@@ -291,7 +291,7 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
         );
         repo.write(
             "maps/customers.yaml",
-            &format!("{CUSTOMERS}  batchSize: 50\n"),
+            &format!("{CUSTOMERS}  batchSize: 50\n  initialSync: {{ batchSize: 50 }}\n"),
         );
         repo.commit_all("small batches, a long copy");
         let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
@@ -330,6 +330,55 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
         assert_eq!(
             done["status"]["initialSync"]["status"], "Completed",
             "{done}"
+        );
+    });
+}
+
+#[test]
+fn a_failed_record_is_one_json_log_line_with_one_message() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        sqlite(
+            &repo,
+            "crm.db",
+            "CREATE TRIGGER no_bad BEFORE INSERT ON account WHEN NEW.name = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'bad name'); END;",
+        );
+        let service = Service::start(repo.path(), &["--log-format", "json"], &[]);
+        wait_for(Duration::from_secs(10), "the initial sync", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+        // A live change, after the first pass (whose records are not logged one by one).
+        std::thread::sleep(Duration::from_millis(500));
+        sqlite(&repo, "erp.db", "INSERT INTO customers VALUES (3, 'bad')");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !service.logs().contains("record failed") {
+            assert!(
+                Instant::now() < deadline,
+                "no failed record logged:\n{}",
+                service.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs = service.logs();
+        for line in logs.lines().filter(|l| !l.is_empty()) {
+            assert_eq!(
+                line.matches("\"message\":").count(),
+                1,
+                "one message per JSON line: {line}"
+            );
+            let _: serde_json::Value = serde_json::from_str(line).unwrap();
+        }
+        let failed: serde_json::Value = logs
+            .lines()
+            .find(|l| l.contains("record failed"))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .unwrap();
+        let fields = &failed;
+        assert_eq!(fields["message"], "record failed", "{failed}");
+        assert!(
+            fields["error"].as_str().unwrap().contains("bad name"),
+            "{failed}"
         );
     });
 }
@@ -716,6 +765,30 @@ fn postgres_changes_wake_the_service_by_notification_not_polling() {
             std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap()
         );
         assert!(!everything.contains("hunter2secret"), "{everything}");
+
+        // Started again, everything exists: the server's notices ("already exists,
+        // skipping") are the driver's chatter, not the service's log at its default level.
+        drop(service);
+        let again = Service::start(
+            repo.path(),
+            &["--interval", "1h", "--poll-interval", "1h"],
+            &env_refs(&env),
+        );
+        pg_exec(&url, "INSERT INTO m_src VALUES (3, 'three')").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while table(&url, "m_dst").len() != 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the third row:\n{}",
+                again.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let logs = again.logs();
+        assert!(
+            !logs.contains("skipping") && !logs.contains("NOTICE"),
+            "{logs}"
+        );
     });
 }
 

@@ -89,7 +89,7 @@ impl Pair {
         self.repo.write(
             "maps/m.yaml",
             &format!(
-                "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  state: {state}\n  source: {{ endpoint: src, table: {} }}\n  destination: {{ endpoint: dst, table: {} }}\n  direction: {direction}\n  batchSize: 7\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: full_name }}\n    - {{ source: amount, destination: amount }}\n    - {{ source: active, destination: active }}\n    - {{ source: updated_at, destination: updated_at }}\n",
+                "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  state: {state}\n  source: {{ endpoint: src, table: {} }}\n  destination: {{ endpoint: dst, table: {} }}\n  direction: {direction}\n  batchSize: 7\n  initialSync: {{ batchSize: 7 }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: full_name }}\n    - {{ source: amount, destination: amount }}\n    - {{ source: active, destination: active }}\n    - {{ source: updated_at, destination: updated_at }}\n",
                 self.src_table, self.dst_table
             ),
         );
@@ -412,7 +412,10 @@ async fn rerun_initial_sync_keeps_queued_changes_and_the_desired_phase() {
     let map = std::fs::read_to_string(p.repo.path().join("maps/m.yaml")).unwrap();
     p.repo.write(
         "maps/m.yaml",
-        &format!("{map}  initialSync: {{ run: 2 }}\n"),
+        &map.replace(
+            "initialSync: { batchSize: 7 }",
+            "initialSync: { batchSize: 7, run: 2 }",
+        ),
     );
     let status = p.reconcile();
     assert!(status.contains("run: 2\n    status: Completed"), "{status}");
@@ -425,9 +428,9 @@ async fn rerun_initial_sync_keeps_queued_changes_and_the_desired_phase() {
     // Re-run while Paused: the copy runs, the map stays Paused.
     p.repo.write(
         "maps/m.yaml",
-        &format!(
-            "{}  initialSync: {{ run: 3 }}\n",
-            map.replace("state: Running", "state: Paused")
+        &map.replace("state: Running", "state: Paused").replace(
+            "initialSync: { batchSize: 7 }",
+            "initialSync: { batchSize: 7, run: 3 }",
         ),
     );
     let status = p.reconcile();

@@ -19,7 +19,7 @@ fn repo_with(dst_yaml: &str, dst_table: &str, extra_columns: &str) -> Repo {
     repo.write(
         "maps/m.yaml",
         &format!(
-            "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  source: {{ endpoint: src, table: items }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 50\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: qty, destination: qty }}\n{extra_columns}"
+            "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  source: {{ endpoint: src, table: items }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 50\n  initialSync: {{ batchSize: 50 }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: qty, destination: qty }}\n{extra_columns}"
         ),
     );
     let conn = rusqlite::Connection::open(repo.path().join("src.db")).unwrap();
@@ -301,4 +301,83 @@ fn conflicting_changes_follow_the_policy_and_the_loser_is_a_conflict_error() {
         assert!(st.contains("ConflictError: 1"), "{policy}: {st}");
         assert!(st.contains("kept the other side's change"), "{st}");
     }
+}
+
+/// The initial sync sizes its own transactions (SPEC §1): whatever the size, a refused page
+/// is split until each bad record stands alone, so the counts and the errored records are
+/// the same at `initialSync.batchSize: 1000` as at the automatic size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_records_are_refused_at_1000_rows_a_transaction_and_at_the_automatic_size() {
+    with_timeout(async {
+        let Some(mut db) = TestDb::postgres().await else {
+            return;
+        };
+        const ROWS: i64 = 30_000;
+        let mut outcomes = Vec::new();
+        for size in ["  initialSync: { batchSize: 1000 }\n", ""] {
+            let table = unique_table("sized");
+            db.plain
+                .exec(&format!(
+                    "CREATE TABLE {table} (id BIGINT PRIMARY KEY, qty BIGINT NOT NULL CHECK (qty >= 0))"
+                ))
+                .await;
+            let EndpointSpec::Postgres { url } = db.spec.clone() else {
+                unreachable!()
+            };
+            let repo = repo_with("{ postgres: { urlFromEnv: DW_ERR_URL } }", &table, "");
+            let map = std::fs::read_to_string(repo.path().join("maps/m.yaml")).unwrap();
+            repo.write(
+                "maps/m.yaml",
+                &map.replace("  initialSync: { batchSize: 50 }\n", size),
+            );
+            // Every 997th row refused by the CHECK, scattered over many pages.
+            rusqlite::Connection::open(repo.path().join("src.db"))
+                .unwrap()
+                .execute_batch(&format!(
+                    "DELETE FROM items;
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+                     INSERT INTO items SELECT i, CASE WHEN i % 997 = 0 THEN -1 ELSE i END, 'kg' FROM n;"
+                ))
+                .unwrap();
+            let run = run_in(repo.path(), &["reconcile"], &[("DW_ERR_URL", url.as_str())]);
+            assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+            let st = status(&repo);
+            let bad = ROWS / 997;
+            assert!(
+                st.contains(&format!(
+                    "read: {ROWS}\n        written: {}\n        errors: {bad}",
+                    ROWS - bad
+                )),
+                "{size:?}: {st}"
+            );
+            let keys: Vec<String> = rusqlite::Connection::open(repo.path().join(".dualwrite/state.db"))
+                .unwrap()
+                .prepare("SELECT key FROM errors ORDER BY key")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let mut count = dualwrite_count(&url, &table).await;
+            count -= ROWS - bad;
+            assert_eq!(count, 0, "{size:?}: every good row landed");
+            outcomes.push(keys);
+            db.drop_table(&table).await;
+        }
+        assert_eq!(outcomes[0].len() as i64, ROWS / 997);
+        assert_eq!(outcomes[0], outcomes[1], "the same records refused at both sizes");
+    })
+    .await;
+}
+
+async fn dualwrite_count(url: &str, table: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
 }

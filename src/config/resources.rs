@@ -419,6 +419,12 @@ pub struct InitialSyncSpec {
     /// false: "Rerun execution without errors" (only new data).
     #[serde(default = "yes")]
     pub retry_errors: bool,
+    /// Rows per write transaction of the initial sync; automatic when absent (pages from
+    /// 10,000 rows, grown or shrunk by how long they take, at most 8 MiB of rows each).
+    /// `batchSize` is for live sync and catch-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub batch_size: Option<u32>,
 }
 
 impl Default for InitialSyncSpec {
@@ -428,6 +434,7 @@ impl Default for InitialSyncSpec {
             primary: Side::Source,
             run: 1,
             retry_errors: true,
+            batch_size: None,
         }
     }
 }

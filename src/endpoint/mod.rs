@@ -22,7 +22,7 @@
 
 pub mod listen;
 mod mysql;
-mod postgres;
+pub(crate) mod postgres;
 pub(crate) mod sql;
 mod sqlite;
 pub mod value;

@@ -111,12 +111,11 @@ impl Conn {
                 )
             })?
             .map_err(|e| classify(e, secrets))?;
-        let secrets = secrets.to_vec();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %redact(&e.to_string(), &secrets), "PostgreSQL connection closed");
-            }
-        });
+        tokio::spawn(drive(
+            connection,
+            secrets.to_vec(),
+            "PostgreSQL connection closed",
+        ));
         Ok(Conn {
             client,
             statements: HashMap::new(),
@@ -204,6 +203,36 @@ impl Conn {
         }
         tx.commit().await?;
         Ok(affected)
+    }
+}
+
+/// Drives a connection until it closes: the server's notices (`NOTICE: relation … already
+/// exists, skipping`) are the driver's chatter, logged at debug level, not the service's
+/// info; a connection that fails is a warning (`closed`), redacted.
+pub(crate) async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    secrets: Vec<String>,
+    closed: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) => {
+                tracing::debug!(
+                    severity = notice.severity(),
+                    "PostgreSQL: {}",
+                    notice.message()
+                );
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %redact(&e.to_string(), &secrets), "{closed}");
+                return;
+            }
+            None => return,
+        }
     }
 }
 

@@ -380,10 +380,14 @@ impl<'s, 'c> MapContext<'s, 'c> {
             } else {
                 open_error_keys(&*journal.store, &journal.map, link.flow.way)?
             };
+            let size = match spec.initial_sync.batch_size {
+                Some(rows) => sync::initial::PageSize::Fixed(rows as usize),
+                None => sync::initial::PageSize::Auto,
+            };
             let copied = sync::initial::copy(
                 &p.sides(link),
                 &link.flow,
-                spec.batch_size as usize,
+                size,
                 link.flow.way != primary_way || !retry_errors,
                 &skip,
                 journal,

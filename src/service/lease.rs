@@ -216,7 +216,14 @@ impl Inner {
             }
         }
         if owned.len() < share {
-            let held: BTreeSet<String> = store.leases()?.into_iter().map(|l| l.map).collect();
+            // A lease of a local process that is gone (a restart after kill -9) is free now:
+            // `acquire` takes it over at once instead of after its TTL.
+            let held: BTreeSet<String> = store
+                .leases()?
+                .into_iter()
+                .filter(|l| !crate::lease::is_dead_local_holder(&l.holder))
+                .map(|l| l.map)
+                .collect();
             for map in candidates.difference(&held) {
                 if owned.len() >= share {
                     break;

@@ -69,7 +69,7 @@ impl PassLog {
                     error_type = %e.error_type,
                     id = e.id,
                     code = e.code.as_deref().unwrap_or(""),
-                    message = %e.message,
+                    error = %e.message,
                     "record failed"
                 );
             }

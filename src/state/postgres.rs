@@ -547,15 +547,13 @@ impl Conn {
             .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await })
             .map_err(|_| StateError::Other("postgres: timed out connecting".into()))?
             .map_err(|e| self.error(&e))?;
-        let secrets = target.secrets.clone();
         // A current-thread runtime: the connection makes progress while a call is in
         // `block_on`, which is the only time anything waits on it.
-        self.rt.spawn(async move {
-            if let Err(e) = connection.await {
-                let error = redact(&e.to_string(), &secrets);
-                tracing::warn!(%error, "state store connection closed");
-            }
-        });
+        self.rt.spawn(crate::endpoint::postgres::drive(
+            connection,
+            target.secrets.clone(),
+            "state store connection closed",
+        ));
         if target.read_only {
             self.rt
                 .block_on(client.batch_execute("SET default_transaction_read_only = on"))

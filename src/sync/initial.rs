@@ -1,5 +1,6 @@
 //! The initial sync: copies a table page by page in key order (bounded memory), writing each
-//! page as one batch. A reader task pages the table ahead of the writer through a channel
+//! page as one batch. Pages are sized for the copy, not by the live `batchSize`
+//! ([`PageSize`]: `initialSync.batchSize`, or automatic by rows, bytes and time). A reader task pages the table ahead of the writer through a channel
 //! of depth `READ_AHEAD`, so reading the next page overlaps converting and writing the
 //! current one; memory stays bounded to a few pages.
 //!
@@ -52,13 +53,108 @@ const READ_AHEAD: usize = 1;
 /// The least rows per page of an in-database copy (see the module header).
 pub const IN_DATABASE_PAGE: usize = 50_000;
 
+/// How the initial sync sizes its write transactions (SPEC §1): `initialSync.batchSize`
+/// when set, else automatic. `batchSize` is for live sync and catch-up (the field's 1,000
+/// records per transaction) and would make a copy pay a commit and a statement per 1,000
+/// rows. Automatic: pages start at [`AUTO_START`] rows; a page written in under
+/// [`GROW_UNDER`] doubles the next (up to [`AUTO_MAX`]), one that took over [`SHRINK_OVER`]
+/// halves it (down to [`AUTO_MIN`]); and whatever the rows, a transaction holds at most
+/// [`MAX_TRANSACTION_BYTES`] of values (wider pages are written in several). A refused page
+/// is split until each bad record stands alone at any size, so the counts and errors are the
+/// same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    Fixed(usize),
+    Auto,
+}
+
+pub const AUTO_START: usize = 10_000;
+pub const AUTO_MIN: usize = 1_000;
+pub const AUTO_MAX: usize = 50_000;
+pub const GROW_UNDER: Duration = Duration::from_millis(500);
+pub const SHRINK_OVER: Duration = Duration::from_secs(2);
+pub const MAX_TRANSACTION_BYTES: usize = 8 << 20;
+
+/// The page size the reader uses next, moved by the writer when automatic.
+#[derive(Clone, Debug)]
+struct Sizer {
+    rows: Arc<std::sync::atomic::AtomicUsize>,
+    adapts: bool,
+}
+
+impl Sizer {
+    fn new(size: PageSize) -> Sizer {
+        let (rows, adapts) = match size {
+            PageSize::Fixed(n) => (n.max(1), false),
+            PageSize::Auto => (AUTO_START, true),
+        };
+        Sizer {
+            rows: Arc::new(rows.into()),
+            adapts,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.rows.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A page of `bytes` was written in `took`.
+    fn written(&self, bytes: usize, took: Duration) {
+        if !self.adapts {
+            return;
+        }
+        let now = self.rows();
+        let next = if took > SHRINK_OVER {
+            (now / 2).max(AUTO_MIN)
+        } else if took < GROW_UNDER && bytes < MAX_TRANSACTION_BYTES / 2 {
+            (now * 2).min(AUTO_MAX)
+        } else {
+            now
+        };
+        self.rows.store(next, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// About how many bytes a row takes in memory (what bounds a page: a few pages are in
+/// flight at once, read ahead, converted and written).
+fn row_bytes(row: &Row) -> usize {
+    let heap: usize = row
+        .iter()
+        .map(|v| match v {
+            Value::Text(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    heap + std::mem::size_of_val(row.as_slice()) + std::mem::size_of::<Row>()
+}
+
+/// `page` cut into runs of at most [`MAX_TRANSACTION_BYTES`], each with its size.
+fn by_bytes(page: Vec<Row>) -> Vec<(Vec<Row>, usize)> {
+    let mut runs = Vec::new();
+    let (mut run, mut size) = (Vec::new(), 0);
+    for row in page {
+        let bytes = row_bytes(&row);
+        if !run.is_empty() && size + bytes > MAX_TRANSACTION_BYTES {
+            runs.push((std::mem::take(&mut run), size));
+            size = 0;
+        }
+        size += bytes;
+        run.push(row);
+    }
+    if !run.is_empty() {
+        runs.push((run, size));
+    }
+    runs
+}
+
 /// Copies every row of one way. With `only_missing`, rows whose key already exists on the
 /// target are left alone (the target side is primary for them). Rows whose key (as stored
 /// with errors, `{"column": value}`) is in `skip` are read and counted but not written.
 pub async fn copy(
     sides: &Sides<'_>,
     flow: &Flow,
-    batch_size: usize,
+    size: PageSize,
     only_missing: bool,
     skip: &HashSet<String>,
     journal: &mut Journal<'_>,
@@ -86,24 +182,26 @@ pub async fn copy(
         done,
     );
     let filter = Filter { only_missing, skip };
+    let sizer = Sizer::new(size);
+    let pages = Pages {
+        sides,
+        flow,
+        filter: &filter,
+        way: &way,
+        batch_size: sizer.rows(),
+    };
     let result = match in_database_copy(sides, flow, &filter, journal) {
         Err(e) => Err(e),
         Ok(Some(copy)) => {
-            let pages = Pages {
-                sides,
-                flow,
-                filter: &filter,
-                way: &way,
-                batch_size,
-            };
             pages
                 .copy_in_database(&copy, after, journal, &mut progress)
                 .await
         }
         Ok(None) => {
-            let (pages, reader) = spawn_reader(sides, flow, after, batch_size);
-            let result =
-                copy_pages(sides, flow, &filter, journal, &way, pages, &mut progress).await;
+            let (received, reader) = spawn_reader(sides, flow, after, sizer.clone());
+            let result = pages
+                .copy_typed(received, journal, &mut progress, &sizer)
+                .await;
             reader.abort();
             result
         }
@@ -125,7 +223,7 @@ fn spawn_reader(
     sides: &Sides<'_>,
     flow: &Flow,
     mut after: Option<Vec<Value>>,
-    batch_size: usize,
+    sizer: Sizer,
 ) -> (
     tokio::sync::mpsc::Receiver<Page>,
     tokio::task::JoinHandle<()>,
@@ -139,7 +237,13 @@ fn spawn_reader(
     let handle = tokio::spawn(async move {
         loop {
             let page = from
-                .read_snapshot(&table, &columns, &key_columns, after.as_deref(), batch_size)
+                .read_snapshot(
+                    &table,
+                    &columns,
+                    &key_columns,
+                    after.as_deref(),
+                    sizer.rows(),
+                )
                 .await;
             let last = match &page {
                 Ok(rows) => rows.last().map(|r| r[..key_len].to_vec()),
@@ -313,31 +417,46 @@ fn record(
         .insert(way.to_string(), key_to_json(last_key));
 }
 
-async fn copy_pages(
-    sides: &Sides<'_>,
-    flow: &Flow,
-    filter: &Filter<'_>,
-    journal: &mut Journal<'_>,
-    way: &str,
-    mut pages: tokio::sync::mpsc::Receiver<Page>,
-    progress: &mut Meter,
-) -> Result<(), SyncError> {
-    loop {
-        if crate::shutdown::requested() {
-            return Err(SyncError::Stopped);
+impl Pages<'_> {
+    /// Writes the pages the reader sends through typed values, each cut to at most
+    /// [`MAX_TRANSACTION_BYTES`] a transaction; tells `sizer` how long each took.
+    async fn copy_typed(
+        &self,
+        mut pages: tokio::sync::mpsc::Receiver<Page>,
+        journal: &mut Journal<'_>,
+        progress: &mut Meter,
+        sizer: &Sizer,
+    ) -> Result<(), SyncError> {
+        let Pages {
+            sides,
+            flow,
+            filter,
+            way,
+            ..
+        } = *self;
+        loop {
+            if crate::shutdown::requested() {
+                return Err(SyncError::Stopped);
+            }
+            let Some(page) = pages.recv().await else {
+                break;
+            };
+            let page = page.map_err(SyncError::Read)?;
+            if page.is_empty() {
+                break;
+            }
+            let started = Instant::now();
+            let mut bytes = 0;
+            for (run, size) in by_bytes(page) {
+                let read = run.len() as u64;
+                bytes += size;
+                write_page(sides, flow, filter, journal, way, run).await?;
+                progress.advance(journal, read)?;
+            }
+            sizer.written(bytes, started.elapsed());
         }
-        let Some(page) = pages.recv().await else {
-            break;
-        };
-        let page = page.map_err(SyncError::Read)?;
-        if page.is_empty() {
-            break;
-        }
-        let read = page.len() as u64;
-        write_page(sides, flow, filter, journal, way, page).await?;
-        progress.advance(journal, read)?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Writes one page read through typed values (leaving alone the rows `filter` says),
