@@ -38,11 +38,37 @@ async fn browser(port: u16) -> Client {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
         }),
     );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
+    // A driver that has just started (or a browser slow to start on a busy machine) may
+    // refuse the first session: try again for a while before failing with its answer.
+    let mut last = String::new();
+    for _ in 0..20 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("chromedriver gave no session: {last}");
+}
+
+/// Clicks `css` and waits for `next`, an element only the page it leads to has (a click
+/// returns before the next page has loaded).
+async fn click_to(c: &Client, css: &str, next: &str) {
+    c.find(Locator::Css(css))
         .await
-        .expect("chromedriver answers")
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(next))
+        .await
+        .unwrap_or_else(|e| panic!("after clicking {css}, no {next}: {e}"));
 }
 
 async fn text(c: &Client, css: &str) -> String {
@@ -107,12 +133,7 @@ fn an_admin_filters_errors_and_retries_them_in_chromium() {
                 "{maps}"
             );
             screenshot(&c, "dashboard-overview.png").await;
-            c.find(Locator::Css("a[href='/maps/customers']"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click_to(&c, "a[href='/maps/customers']", "#conditions").await;
             assert_eq!(text(&c, "h1").await, "Map customers");
             assert!(text(&c, "body").await.contains("SourceToDestination"));
             // The error view, filtered by map and type with the form.
@@ -126,7 +147,14 @@ fn an_admin_filters_errors_and_retries_them_in_chromium() {
                 .click()
                 .await
                 .unwrap();
-            let url = c.current_url().await.unwrap();
+            let mut url = c.current_url().await.unwrap();
+            for _ in 0..80 {
+                if url.as_str().contains("type=ApplicationError") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                url = c.current_url().await.unwrap();
+            }
             assert!(
                 url.as_str().contains("map=customers")
                     && url.as_str().contains("type=ApplicationError"),
@@ -147,12 +175,7 @@ fn an_admin_filters_errors_and_retries_them_in_chromium() {
                 .unwrap();
             assert_eq!(scripts, serde_json::json!(0));
             // One record: the rows now and what a retry would write.
-            c.find(Locator::Css("table.errors a[href^='/errors/']"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click_to(&c, "table.errors a[href^='/errors/']", "#record").await;
             let record = text(&c, "body").await;
             assert!(record.contains("What a retry would write"), "{record}");
             // Sign in with the token, then Retry all matching for the filter.
@@ -160,25 +183,31 @@ fn an_admin_filters_errors_and_retries_them_in_chromium() {
             let login = c.form(Locator::Css("form")).await.unwrap();
             login.set_by_name("token", TOKEN.1).await.unwrap();
             login.submit().await.unwrap();
-            c.goto(&format!(
-                "{base}/errors?map=customers&type=ApplicationError"
-            ))
-            .await
-            .unwrap();
-            c.find(Locator::Css("button[value='retry-all']"))
-                .await
-                .unwrap()
-                .click()
+            // The sign-in answers with a redirect that sets the session cookie: wait for it.
+            let mut signed_in = false;
+            for _ in 0..80 {
+                c.goto(&format!(
+                    "{base}/errors?map=customers&type=ApplicationError"
+                ))
                 .await
                 .unwrap();
+                if c.find(Locator::Css("button[value='retry-all']"))
+                    .await
+                    .is_ok()
+                {
+                    signed_in = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            assert!(
+                signed_in,
+                "signed in, the error view has Retry all matching"
+            );
+            click_to(&c, "button[value='retry-all']", "#confirm-matched").await;
             let confirm = text(&c, "#confirm-matched").await;
             assert!(confirm.starts_with("It matches"), "{confirm}");
-            c.find(Locator::Css("#submit"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click_to(&c, "#submit", "#submitted").await;
             let submitted = text(&c, "#submitted code").await;
             assert!(submitted.starts_with("retry-customers-"), "{submitted}");
             let log = repo.git(&["log", "-1", "--format=%an", "--name-only"]);
