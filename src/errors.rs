@@ -38,6 +38,87 @@ pub fn query_of(map: Option<&str>, filter: &ErrorFilter) -> ErrorQuery {
     }
 }
 
+/// A filter as a user types it (the CLI's options, the dashboard's query string): text
+/// times (RFC 3339 or an age), names of directions, types and phases. [`FilterText::filter`]
+/// checks it and turns it into the [`ErrorFilter`] an ErrorRequest carries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FilterText {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<String>,
+    pub error_type: Option<String>,
+    pub phase: Option<String>,
+    pub ids: Vec<i64>,
+}
+
+/// A filter that does not parse; the message names the option (`--from`, or `from` on the
+/// dashboard) and says what is expected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct FilterError(pub String);
+
+impl FilterText {
+    /// The filter, times resolved against `now`; `prefix` is put before option names in
+    /// messages (`--` on the command line).
+    pub fn filter(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        prefix: &str,
+    ) -> Result<ErrorFilter, FilterError> {
+        let time = |option: &str, text: &Option<String>| -> Result<Option<String>, FilterError> {
+            text.as_deref()
+                .map(|t| time_of(&format!("{prefix}{option}"), t, now).map(|t| t.to_rfc3339()))
+                .transpose()
+        };
+        let json = serde_json::json!({
+            "from": time("from", &self.from)?,
+            "to": time("to", &self.to)?,
+            "direction": self.direction,
+            "errorType": self.error_type,
+            "phase": self.phase,
+            "ids": self.ids,
+        });
+        let object: serde_json::Map<String, serde_json::Value> = json
+            .as_object()
+            .expect("an object")
+            .iter()
+            .filter(|(_, v)| !v.is_null() && *v != &serde_json::json!([]))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let filter: ErrorFilter =
+            serde_json::from_value(object.into()).map_err(|e| FilterError(e.to_string()))?;
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && from >= to
+        {
+            return Err(FilterError(format!(
+                "{prefix}from ({}) must be before {prefix}to ({})",
+                from.to_rfc3339(),
+                to.to_rfc3339()
+            )));
+        }
+        Ok(filter)
+    }
+}
+
+/// A time option: RFC 3339, or an age (`15m`, `1h`, `1d`) before `now`. `option` names it
+/// in the message.
+pub fn time_of(
+    option: &str,
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, FilterError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = crate::config::Duration::parse(text).ok_or_else(|| {
+        FilterError(format!(
+            "{option} {text:?}: not an RFC 3339 time (2026-11-22T00:00:00Z) or an age (15m, 1h, 1d)"
+        ))
+    })?;
+    let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+    Ok(now - chrono::Duration::seconds(seconds))
+}
+
 /// An errored record as written to `errorArchive`: one JSON object per line, its key and
 /// row as JSON values rather than strings.
 #[derive(Serialize)]

@@ -2,11 +2,13 @@
 //!
 //! Data flows one way: config → plan → reconcile → endpoint/capture/sync → state → status.
 
+pub mod activity;
 pub mod alert;
 pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod endpoint;
 pub mod errors;
@@ -15,6 +17,7 @@ pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod reconcile;
+pub mod request_file;
 pub mod requests;
 pub mod service;
 pub mod shutdown;

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, Config, ErrorFilter, ErrorRequest, RequestAction};
+use crate::config::{self, Config, ErrorFilter, RequestAction};
 use crate::errors::Exported;
 use crate::state::{Order, StateStore};
 
@@ -38,57 +38,16 @@ pub struct FilterArgs {
 impl FilterArgs {
     /// The filter as an ErrorRequest would carry it; times resolved against `now`.
     pub fn filter(&self, now: chrono::DateTime<chrono::Utc>) -> Result<ErrorFilter, String> {
-        let time = |option: &str, text: &Option<String>| -> Result<Option<String>, String> {
-            text.as_deref()
-                .map(|t| time_arg(option, t, now).map(|t| t.to_rfc3339()))
-                .transpose()
+        let text = crate::errors::FilterText {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            direction: self.direction.clone(),
+            error_type: self.error_type.clone(),
+            phase: self.phase.clone(),
+            ids: self.ids.clone(),
         };
-        let json = serde_json::json!({
-            "from": time("from", &self.from)?,
-            "to": time("to", &self.to)?,
-            "direction": self.direction,
-            "errorType": self.error_type,
-            "phase": self.phase,
-            "ids": self.ids,
-        });
-        let object: serde_json::Map<String, serde_json::Value> = json
-            .as_object()
-            .expect("an object")
-            .iter()
-            .filter(|(_, v)| !v.is_null() && *v != &serde_json::json!([]))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let filter: ErrorFilter =
-            serde_json::from_value(object.into()).map_err(|e| e.to_string())?;
-        if let (Some(from), Some(to)) = (filter.from, filter.to)
-            && from >= to
-        {
-            return Err(format!(
-                "--from ({}) must be before --to ({})",
-                from.to_rfc3339(),
-                to.to_rfc3339()
-            ));
-        }
-        Ok(filter)
+        text.filter(now, "--").map_err(|e| e.to_string())
     }
-}
-
-/// A time option: RFC 3339, or an age (`15m`, `1h`, `1d`) before `now`.
-fn time_arg(
-    option: &str,
-    text: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let age = config::Duration::parse(text).ok_or_else(|| {
-        format!(
-            "--{option} {text:?}: not an RFC 3339 time (2026-11-22T00:00:00Z) or an age (15m, 1h, 1d)"
-        )
-    })?;
-    let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-    Ok(now - chrono::Duration::seconds(seconds))
 }
 
 #[derive(clap::Args, Debug)]
@@ -327,55 +286,18 @@ pub fn write_request(
         RequestAction::Retry => "retry",
         RequestAction::Dismiss => "dismiss",
     };
-    let name = args.name.clone().unwrap_or_else(|| {
-        let stamp = now.format("%Y%m%d-%H%M%S").to_string();
-        let room = 63 - verb.len() - stamp.len() - 2;
-        let map: String = map.chars().take(room).collect();
-        format!("{verb}-{}-{stamp}", map.trim_end_matches('-'))
-    });
-    let request = ErrorRequest {
-        api_version: config::ApiVersion::V1,
-        kind: config::ErrorRequestKind::Kind,
-        metadata: config::Metadata {
-            name: name.clone(),
-            labels: Default::default(),
-        },
-        spec: config::ErrorRequestSpec {
-            map: map.clone(),
-            action,
-            filter: filter.clone(),
-        },
-    };
-    let yaml = serde_saphyr::to_string(&request).map_err(|e| e.to_string())?;
-    let text = format!(
-        "# yaml-language-server: $schema=../schemas/errorrequest.schema.json\n# Written by `dualwrite errors {verb}` at {}. Review it, then commit it: the next reconcile\n# runs it once, while map {map} is Running.\n{yaml}",
-        crate::clock::secs(now)
-    );
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::request_file::default_name(action, &map, now));
     // What the store says of it now: how many records it matches, and whether it would be
     // Rejected (a request that would be is not written, unless --force).
     let mut matched = None;
     if let Some(store) = store {
-        let n = store
-            .count_errors(&crate::errors::query_of(Some(&map), &filter))
-            .map_err(|e| e.to_string())?;
-        matched = Some(n);
-        let unknown =
-            crate::requests::unknown_ids(store, &map, &filter.ids).map_err(|e| e.to_string())?;
-        let rejected = if !unknown.is_empty() {
-            let ids: Vec<String> = unknown.iter().map(i64::to_string).collect();
-            Some(format!(
-                "id(s) {} are not errored records of map {map}",
-                ids.join(", ")
-            ))
-        } else if n > crate::requests::MAX_MATCHED {
-            Some(format!(
-                "it matches {n} records; a request may match at most {}: narrow the filter",
-                crate::requests::MAX_MATCHED
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = rejected {
+        let assessment =
+            crate::request_file::assess(store, cfg, &map, &filter).map_err(|e| e.to_string())?;
+        matched = Some(assessment.matched);
+        if let Some(reason) = assessment.rejected {
             if !args.force {
                 return Err(format!(
                     "the request would be Rejected: {reason}; nothing written (--force writes it anyway)"
@@ -388,27 +310,26 @@ pub fn write_request(
             .map_err(io)?;
         }
     }
-    let relative = PathBuf::from("requests").join(format!("{name}.yaml"));
-    let path = dir.join(&relative);
-    if path.exists() {
-        return Err(format!(
+    let by = format!("`dualwrite errors {verb}`");
+    let relative = crate::request_file::write(
+        dir,
+        &crate::request_file::NewRequest {
+            name: &name,
+            map: &map,
+            action,
+            filter: &filter,
+            by: &by,
+            now,
+        },
+    )
+    .map_err(|e| match e {
+        crate::request_file::RequestFileError::Exists(relative) => format!(
             "{} already exists: a request runs once, identified by its name; pick another --name",
             relative.display()
-        ));
-    }
-    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
-    std::fs::write(&path, &text).map_err(io)?;
-    // Nothing half applied: a request that makes the config invalid is taken back.
-    if let Err(diags) = config::load(&config::WorkTree {
-        dir: dir.to_path_buf(),
-    }) {
-        let _ = std::fs::remove_file(&path);
-        return Err(diags
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"));
-    }
+        ),
+        crate::request_file::RequestFileError::Invalid(diags) => diags,
+        e => e.to_string(),
+    })?;
     writeln!(out, "wrote {}", relative.display()).map_err(io)?;
     if let Some(matched) = matched {
         writeln!(
@@ -453,8 +374,9 @@ pub fn logs(
     file: Option<&Path>,
 ) -> Result<(), String> {
     let since = since
-        .map(|text| time_arg("since", text, chrono::Utc::now()))
-        .transpose()?
+        .map(|text| crate::errors::time_of("--since", text, chrono::Utc::now()))
+        .transpose()
+        .map_err(|e| e.to_string())?
         .map(crate::clock::secs);
     let entries = match store {
         Some(store) => store
@@ -462,25 +384,11 @@ pub fn logs(
             .map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    let mut buffer = Vec::new();
-    match format {
-        LogFormat::Jsonl => {
-            for e in &entries {
-                let line = serde_json::json!({"at": e.at, "map": map, "event": e.event, "message": e.message});
-                writeln!(buffer, "{line}").map_err(io)?;
-            }
-        }
-        LogFormat::Csv => {
-            let mut w = csv::Writer::from_writer(&mut buffer);
-            w.write_record(["at", "map", "event", "message"])
-                .map_err(|e| e.to_string())?;
-            for e in &entries {
-                w.write_record([e.at.as_str(), map, &e.event, &e.message])
-                    .map_err(|e| e.to_string())?;
-            }
-            w.flush().map_err(io)?;
-        }
-    }
+    let format = match format {
+        LogFormat::Jsonl => crate::activity::Format::Jsonl,
+        LogFormat::Csv => crate::activity::Format::Csv,
+    };
+    let buffer = crate::activity::export(map, &entries, format).map_err(io)?;
     match file {
         Some(path) => {
             std::fs::write(path, &buffer).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -57,6 +57,15 @@ pub enum Command {
     /// Reconcile continuously: on config changes, on a timer and on new changes; serve
     /// metrics, health and a JSON API over HTTP. Stops on SIGTERM/Ctrl-C.
     Run(run::RunArgs),
+    /// The web dashboard (maps, errors, alerts, requests) without the sync loop: reads the
+    /// state store and the repository; `run --listen` serves the same pages.
+    Dashboard {
+        /// Address to listen on. Loopback unless told.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        dashboard: run::DashboardArgs,
+    },
     /// The phases, queues and error counts of the maps.
     Status {
         /// Only this map.
@@ -682,7 +691,12 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<i32, String> {
             Ok(code)
         }
         Command::Run(args) => {
-            crate::service::run(&cli.dir, &args.options()).map_err(|e| e.to_string())?;
+            crate::service::run(&cli.dir, &args.options()?).map_err(|e| e.to_string())?;
+            Ok(exit::OK)
+        }
+        Command::Dashboard { listen, dashboard } => {
+            crate::dashboard::serve(&cli.dir, *listen, dashboard.options()?)
+                .map_err(|e| e.to_string())?;
             Ok(exit::OK)
         }
         Command::Solution(command) => solution::run(&cli.dir, command, out),

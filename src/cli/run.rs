@@ -33,6 +33,42 @@ pub struct RunArgs {
     pub holder_id: Option<String>,
     #[command(flatten)]
     pub commit: super::StatusCommitArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+}
+
+/// Options of the web dashboard, for `run` and `dashboard`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DashboardArgs {
+    /// Allow Retry and Dismiss from the dashboard for whoever signs in with the token held
+    /// in this environment variable (`user:secret`, or the secret with --dashboard-user).
+    /// Without it the dashboard is read-only.
+    #[arg(long, value_name = "VAR")]
+    pub dashboard_token_from_env: Option<String>,
+    /// The dashboard user (the author of the request commits), when the token does not
+    /// name it.
+    #[arg(long, value_name = "NAME", requires = "dashboard_token_from_env")]
+    pub dashboard_user: Option<String>,
+}
+
+impl DashboardArgs {
+    /// The dashboard's options; the token's variable must be set.
+    pub fn options(&self) -> Result<crate::dashboard::Options, String> {
+        let token = match &self.dashboard_token_from_env {
+            None => None,
+            Some(var) => {
+                let value = std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("--dashboard-token-from-env: ${var} is not set"))?;
+                Some(
+                    crate::dashboard::Token::parse(&value, self.dashboard_user.as_deref())
+                        .map_err(|e| format!("--dashboard-token-from-env {var}: {e}"))?,
+                )
+            }
+        };
+        Ok(crate::dashboard::Options { token })
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +79,8 @@ pub enum LogFormat {
 
 impl RunArgs {
     /// The service's options.
-    pub fn options(&self) -> service::Options {
-        service::Options {
+    pub fn options(&self) -> Result<service::Options, String> {
+        Ok(service::Options {
             interval: self.interval,
             poll_interval: self.poll_interval,
             pull: self.pull,
@@ -56,7 +92,8 @@ impl RunArgs {
             lease_ttl: self.lease_ttl,
             holder_id: self.holder_id.clone(),
             commit: self.commit.options(),
-        }
+            dashboard: self.dashboard.options()?,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! The HTTP endpoint of `dualwrite run` (HTTP/1.1, GET only):
+//! The HTTP endpoint of `dualwrite run`: the service's own routes, on axum.
 //!
 //! | path | answer |
 //! |---|---|
@@ -11,57 +11,97 @@
 //! | `/api/v1/requests`, `/api/v1/requests/{name}` | the `status/requests/*.yaml` content |
 //! | `/api/v1/service` | revision, config validity, last pass error, leases held |
 //!
-//! Reads the loop's [`Snapshot`](super::Snapshot) only: answering never touches a database.
+//! These routes read the loop's [`Snapshot`](super::Snapshot) only: answering never touches
+//! a database. The web dashboard (`crate::dashboard`) is merged beside them; its pages read
+//! the state store. Does not own routing of the dashboard's pages.
 
-use std::convert::Infallible;
-
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Serialize;
 
 use super::Shared;
 use crate::config::ApiVersion;
 use crate::status::{StatusFile, StatusMetadata};
 
-/// Accepts connections until the process ends.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+/// Accepts connections until the process ends: the service's routes, and the dashboard's
+/// beside them.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared, dashboard: Router) {
+    let _ = axum::serve(listener, app(routes(shared).merge(dashboard))).await;
+}
+
+/// The service's own routes (GET; HEAD is answered as GET).
+fn routes(shared: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/service", get(service))
+        .route("/api/v1/maps", get(maps))
+        .route("/api/v1/maps/{name}", get(map))
+        .route("/api/v1/maps/{name}/verify", get(verify))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{name}", get(alert))
+        .route("/api/v1/requests", get(requests))
+        .route("/api/v1/requests/{name}", get(request))
+        .with_state(shared)
+}
+
+/// `routes` made whole: unknown paths answer a JSON 404, unknown methods 405, and a
+/// trailing slash is dropped before routing (`/metrics/` is `/metrics`).
+pub(crate) fn app(routes: Router) -> Router {
+    let routes = routes
+        .fallback(fallback)
+        .method_not_allowed_fallback(get_only);
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(trailing_slash))
+}
+
+async fn get_only() -> Response {
+    respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n")
+}
+
+/// `/metrics/` answers as `/metrics` did with the hand-written router.
+async fn trailing_slash(
+    mut req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let uri = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = route(&shared, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        if let Ok(uri) = uri.parse() {
+            *req.uri_mut() = uri;
+        }
     }
+    next.run(req).await
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()))
-        .expect("static response parts are valid")
+/// The answer to a path no route knows: a JSON 404, as the API's other answers.
+async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return get_only().await;
+    }
+    not_found(uri.path().trim_end_matches('/'))
 }
 
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type)], body.into()).into_response()
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response {
     let body = serde_json::to_vec_pretty(value).expect("status serializes");
-    respond(status, "application/json", body)
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn not_found(what: &str) -> Response<Full<Bytes>> {
+fn not_found(what: &str) -> Response {
     json(
         StatusCode::NOT_FOUND,
         &serde_json::json!({ "error": format!("{what} not found") }),
@@ -95,103 +135,117 @@ struct ServiceInfo<'a> {
     owned_maps: Option<Vec<&'a str>>,
 }
 
-fn route(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
-    }
+async fn metrics(State(shared): State<Shared>) -> Response {
+    let body = super::metrics::render(&shared.read().expect("snapshot lock"));
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        body,
+    )
+}
+
+async fn healthz() -> Response {
+    respond(StatusCode::OK, "text/plain", "ok\n")
+}
+
+async fn readyz(State(shared): State<Shared>) -> Response {
     let snap = shared.read().expect("snapshot lock");
-    let path = path.trim_end_matches('/');
-    match path {
-        "/metrics" => respond(
+    if snap.ready {
+        return respond(StatusCode::OK, "text/plain", "ready\n");
+    }
+    let why = match (&snap.last_pass_error, &snap.config_error) {
+        (Some(error), _) => error.clone(),
+        (None, Some(config)) => format!("no valid config yet: {config}"),
+        (None, None) => "no pass has completed yet".into(),
+    };
+    respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        format!("not ready: {why}\n"),
+    )
+}
+
+async fn service(State(shared): State<Shared>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    json(
+        StatusCode::OK,
+        &ServiceInfo {
+            ready: snap.ready,
+            revision: &snap.revision,
+            config_valid: snap.config_error.is_none(),
+            config_error: snap.config_error.as_deref(),
+            last_pass_error: snap.last_pass_error.as_deref(),
+            holder: snap.leases.as_ref().map(|(h, _)| h.as_str()),
+            owned_maps: snap
+                .leases
+                .as_ref()
+                .map(|(_, owned)| owned.iter().map(String::as_str).collect()),
+        },
+    )
+}
+
+async fn maps(State(shared): State<Shared>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    let all: Vec<_> = snap
+        .maps
+        .iter()
+        .map(|(name, st)| status_file("TableMapStatus", name, st))
+        .collect();
+    json(StatusCode::OK, &all)
+}
+
+async fn map(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    match snap.maps.get(&name) {
+        Some(st) => json(StatusCode::OK, &status_file("TableMapStatus", &name, st)),
+        None => not_found(&format!("map {name}")),
+    }
+}
+
+async fn verify(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    match (snap.maps.get(&name), snap.verify.get(&name)) {
+        (_, Some(result)) => json(StatusCode::OK, &status_file("VerifyStatus", &name, result)),
+        (Some(_), None) => not_found(&format!("a verify of map {name}")),
+        (None, None) => not_found(&format!("map {name}")),
+    }
+}
+
+async fn alerts(State(shared): State<Shared>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    let all: Vec<_> = snap
+        .alerts
+        .iter()
+        .map(|(name, st)| status_file("AlertRuleStatus", name, st))
+        .collect();
+    json(StatusCode::OK, &all)
+}
+
+async fn alert(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    match snap.alerts.get(&name) {
+        Some(st) => json(StatusCode::OK, &status_file("AlertRuleStatus", &name, st)),
+        None => not_found(&format!("alert rule {name}")),
+    }
+}
+
+async fn requests(State(shared): State<Shared>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    let all: Vec<_> = snap
+        .requests
+        .iter()
+        .map(|(name, st)| status_file("ErrorRequestStatus", name, st))
+        .collect();
+    json(StatusCode::OK, &all)
+}
+
+async fn request(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    let snap = shared.read().expect("snapshot lock");
+    match snap.requests.get(&name) {
+        Some(st) => json(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            super::metrics::render(&snap),
+            &status_file("ErrorRequestStatus", &name, st),
         ),
-        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if snap.ready => respond(StatusCode::OK, "text/plain", "ready\n"),
-        "/readyz" => {
-            let why = match (&snap.last_pass_error, &snap.config_error) {
-                (Some(error), _) => error.clone(),
-                (None, Some(config)) => format!("no valid config yet: {config}"),
-                (None, None) => "no pass has completed yet".into(),
-            };
-            respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("not ready: {why}\n"),
-            )
-        }
-        "/api/v1/service" => json(
-            StatusCode::OK,
-            &ServiceInfo {
-                ready: snap.ready,
-                revision: &snap.revision,
-                config_valid: snap.config_error.is_none(),
-                config_error: snap.config_error.as_deref(),
-                last_pass_error: snap.last_pass_error.as_deref(),
-                holder: snap.leases.as_ref().map(|(h, _)| h.as_str()),
-                owned_maps: snap
-                    .leases
-                    .as_ref()
-                    .map(|(_, owned)| owned.iter().map(String::as_str).collect()),
-            },
-        ),
-        "/api/v1/maps" => json(
-            StatusCode::OK,
-            &snap
-                .maps
-                .iter()
-                .map(|(name, st)| status_file("TableMapStatus", name, st))
-                .collect::<Vec<_>>(),
-        ),
-        "/api/v1/alerts" => json(
-            StatusCode::OK,
-            &snap
-                .alerts
-                .iter()
-                .map(|(name, st)| status_file("AlertRuleStatus", name, st))
-                .collect::<Vec<_>>(),
-        ),
-        "/api/v1/requests" => json(
-            StatusCode::OK,
-            &snap
-                .requests
-                .iter()
-                .map(|(name, st)| status_file("ErrorRequestStatus", name, st))
-                .collect::<Vec<_>>(),
-        ),
-        _ => {
-            if let Some(name) = path.strip_prefix("/api/v1/requests/") {
-                return match snap.requests.get(name) {
-                    Some(st) => json(StatusCode::OK, &status_file("ErrorRequestStatus", name, st)),
-                    None => not_found(&format!("request {name}")),
-                };
-            }
-            if let Some(name) = path
-                .strip_prefix("/api/v1/maps/")
-                .and_then(|rest| rest.strip_suffix("/verify"))
-            {
-                return match (snap.maps.get(name), snap.verify.get(name)) {
-                    (_, Some(result)) => {
-                        json(StatusCode::OK, &status_file("VerifyStatus", name, result))
-                    }
-                    (Some(_), None) => not_found(&format!("a verify of map {name}")),
-                    (None, None) => not_found(&format!("map {name}")),
-                };
-            }
-            if let Some(name) = path.strip_prefix("/api/v1/maps/") {
-                return match snap.maps.get(name) {
-                    Some(st) => json(StatusCode::OK, &status_file("TableMapStatus", name, st)),
-                    None => not_found(&format!("map {name}")),
-                };
-            }
-            if let Some(name) = path.strip_prefix("/api/v1/alerts/") {
-                return match snap.alerts.get(name) {
-                    Some(st) => json(StatusCode::OK, &status_file("AlertRuleStatus", name, st)),
-                    None => not_found(&format!("alert rule {name}")),
-                };
-            }
-            not_found(path)
-        }
+        None => not_found(&format!("request {name}")),
     }
 }

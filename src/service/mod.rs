@@ -1,7 +1,7 @@
 //! `dualwrite run`: the long-lived reconciler. Owns the run loop and what wakes it (config
 //! file changes, the timer, new captured changes, lease changes, a failing map's backoff
 //! running out (`nextAttemptAt`), a hold ended by `dualwrite resume`, SIGTERM/Ctrl-C), the HTTP
-//! endpoint (`/metrics`, `/healthz`, `/readyz`, the JSON API) and the leases that split the
+//! endpoint (`/metrics`, `/healthz`, `/readyz`, the JSON API, and `crate::dashboard` beside them) and the leases that split the
 //! maps between several processes sharing a PostgreSQL state store.
 //!
 //! Does not own what a pass does: every pass is `reconcile::run_on` over a scope of maps,
@@ -23,6 +23,8 @@ mod lease;
 mod logging;
 mod metrics;
 mod watch;
+
+pub(crate) use http::app;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -59,6 +61,8 @@ pub struct Options {
     pub holder_id: Option<String>,
     /// Commit (and push) the status files after each full pass (`--commit-status`).
     pub commit: Option<crate::status_commit::CommitOptions>,
+    /// The web dashboard served beside the API.
+    pub dashboard: crate::dashboard::Options,
 }
 
 /// How logs are written on stderr.
@@ -221,7 +225,11 @@ impl Service {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(args.listen);
-        tokio::spawn(http::serve(listener, Arc::clone(&shared)));
+        tokio::spawn(http::serve(
+            listener,
+            Arc::clone(&shared),
+            crate::dashboard::router(&dir, args.dashboard.clone()),
+        ));
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
         let _watcher = watch::watch(&dir, wake_tx.clone()).map_err(ServiceError::Watch)?;
         tracing::info!(
@@ -662,7 +670,7 @@ impl Service {
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

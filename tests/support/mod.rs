@@ -2,6 +2,7 @@
 //! SMTP server (`mail`).
 #![allow(dead_code)]
 
+pub mod dashboard;
 pub mod forward;
 pub mod mail;
 pub mod service;
