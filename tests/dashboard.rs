@@ -6,32 +6,16 @@
 
 mod support;
 
+use support::with_timeout;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use support::Repo;
 use support::dashboard::{HOSTILE, TOKEN, demo};
 use support::service::{Service, wait_for};
-
-fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => handle.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test timed out after {secs}s"),
-    }
-}
 
 /// An HTTP answer.
 struct Answer {

@@ -9,31 +9,14 @@
 mod common;
 mod support;
 
+use support::with_timeout;
+
 use std::io::Write;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::service::{Service, wait_for};
 use support::{CUSTOMERS, Repo};
-
-/// Runs `f` on a thread and fails if it takes longer than `secs`.
-fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => handle.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test timed out after {secs}s"),
-    }
-}
 
 /// A status file as JSON, if it exists and parses.
 fn status(repo: &Repo, folder: &str, name: &str) -> Option<serde_json::Value> {

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::with_timeout;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,25 +28,6 @@ const LEAK_CANARY: &str = "notsecret";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// Runs `f` on its own thread and fails the test if it takes longer than `secs`.
-fn with_timeout(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        f();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => worker.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: re-raise its panic here.
-            if let Err(panic) = worker.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("timed out after {secs}s"),
-    }
-}
 
 fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
