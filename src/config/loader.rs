@@ -215,7 +215,7 @@ pub struct GitRevision {
 
 impl ConfigSource for GitRevision {
     fn files(&self) -> Result<Vec<SourceFile>, LoadError> {
-        self.read().map_err(LoadError::Listing)?
+        self.read()
     }
 
     fn describe(&self) -> String {
@@ -224,9 +224,12 @@ impl ConfigSource for GitRevision {
 }
 
 impl GitRevision {
-    /// The files at the revision; the outer error when git cannot list or read them.
-    fn read(&self) -> Result<Result<Vec<SourceFile>, LoadError>, String> {
-        let unreadable = |e: GitError| format!("cannot read revision {:?}: {e}", self.revision);
+    /// The files at the revision: `Listing` when git cannot list or read them, `Files` for
+    /// those that are not UTF-8 text.
+    fn read(&self) -> Result<Vec<SourceFile>, LoadError> {
+        let unreadable = |e: GitError| {
+            LoadError::Listing(format!("cannot read revision {:?}: {e}", self.revision))
+        };
         let rev = &self.revision;
         // Paths relative to the config dir, which may sit below the repository root.
         let listing = git(
@@ -249,9 +252,9 @@ impl GitRevision {
             }
         }
         if !bad.is_empty() {
-            return Ok(Err(LoadError::Files(bad)));
+            return Err(LoadError::Files(bad));
         }
-        Ok(Ok(order(files)))
+        Ok(order(files))
     }
 }
 

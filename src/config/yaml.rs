@@ -114,6 +114,8 @@ impl fmt::Display for SyntaxError {
     }
 }
 
+impl std::error::Error for SyntaxError {}
+
 /// Limits that keep a hostile file from exhausting memory or time.
 fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {

@@ -41,22 +41,26 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Why a dashboard token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the dashboard token names its user (user:secret) unless --dashboard-user does")]
+    NoUser,
+    #[error("the dashboard token is too short (8 characters at least)")]
+    TooShort,
+}
+
 impl Token {
     /// The token from the value of its variable: `user:secret`, or the secret alone with
     /// `user` given apart (`--dashboard-user`).
-    pub fn parse(value: &str, user: Option<&str>) -> Result<Token, String> {
+    pub fn parse(value: &str, user: Option<&str>) -> Result<Token, TokenError> {
         let (user, secret) = match (user, value.split_once(':')) {
             (Some(user), _) => (user.to_string(), value.to_string()),
             (None, Some((user, _))) if !user.is_empty() => (user.to_string(), value.to_string()),
-            _ => {
-                return Err(
-                    "the dashboard token names its user (user:secret) unless --dashboard-user does"
-                        .into(),
-                );
-            }
+            _ => return Err(TokenError::NoUser),
         };
         if secret.len() < 8 {
-            return Err("the dashboard token is too short (8 characters at least)".into());
+            return Err(TokenError::TooShort);
         }
         Ok(Token { user, secret })
     }

@@ -44,7 +44,7 @@ pub enum ImportError {
     #[error(transparent)]
     Signature(#[from] SignError),
     #[error("{PROJECT_FILE} cannot be read ({0}); run `dualwrite validate`")]
-    Project(String),
+    Project(#[source] ProjectError),
     #[error(
         "the project lacks endpoint(s) the solution requires: {}; add them to spec.endpoints in dualwrite.yaml (it defines {})",
         missing.join(", "),
@@ -78,17 +78,27 @@ pub enum ImportError {
     Invalid(Vec<Diagnostic>),
 }
 
+/// Why the project file cannot be read for an import.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("no {PROJECT_FILE}")]
+    Missing,
+    #[error("{PROJECT_FILE} is empty")]
+    Empty,
+    #[error("{PROJECT_FILE}: {0}")]
+    Yaml(#[from] yaml::SyntaxError),
+    #[error("{PROJECT_FILE}: {0}")]
+    Spec(#[source] serde_json::Error),
+}
+
 /// The project as `dualwrite.yaml` holds it now.
-pub fn project_of(files: &BTreeMap<String, String>) -> Result<Project, String> {
-    let text = files
-        .get(PROJECT_FILE)
-        .ok_or_else(|| format!("no {PROJECT_FILE}"))?;
-    let doc = yaml::parse(text)
-        .map_err(|e| e.to_string())?
+pub fn project_of(files: &BTreeMap<String, String>) -> Result<Project, ProjectError> {
+    let text = files.get(PROJECT_FILE).ok_or(ProjectError::Missing)?;
+    let doc = yaml::parse(text)?
         .into_iter()
         .next()
-        .ok_or("empty file")?;
-    <Project as serde::Deserialize>::deserialize(&doc.value).map_err(|e| e.to_string())
+        .ok_or(ProjectError::Empty)?;
+    <Project as serde::Deserialize>::deserialize(&doc.value).map_err(ProjectError::Spec)
 }
 
 /// The managed solutions installed in `files`, by name: (folder, manifest, its text).
