@@ -14,27 +14,6 @@ use common::{TestDb, unique_table, with_timeout};
 use dualwrite::endpoint::{self, EndpointSpec, TableName, Value};
 use support::{Repo, run_in};
 
-/// The environment variable a test endpoint's URL is passed in.
-fn env_name(role: &str) -> String {
-    format!("DW_EXACT_{}_URL", role.to_uppercase())
-}
-
-fn endpoint_yaml(role: &str, db: &TestDb) -> String {
-    match &db.spec {
-        EndpointSpec::Sqlite { path } => {
-            format!("    {role}: {{ sqlite: {{ path: {} }} }}\n", path.display())
-        }
-        EndpointSpec::Postgres { .. } => format!(
-            "    {role}: {{ postgres: {{ urlFromEnv: {} }} }}\n",
-            env_name(role)
-        ),
-        EndpointSpec::Mysql { .. } => format!(
-            "    {role}: {{ mysql: {{ urlFromEnv: {} }} }}\n",
-            env_name(role)
-        ),
-    }
-}
-
 /// An errored record as the state store keeps it.
 #[derive(Debug, Clone)]
 struct Recorded {
@@ -89,8 +68,8 @@ impl Case {
             "dualwrite.yaml",
             &format!(
                 "apiVersion: dualwrite/v1\nkind: Project\nmetadata: {{ name: x }}\nspec:\n  endpoints:\n{}{}",
-                endpoint_yaml("src", &src),
-                endpoint_yaml("dst", &dst)
+                src.endpoint_yaml("src"),
+                dst.endpoint_yaml("dst")
             ),
         );
         let mapped: String = columns
@@ -130,7 +109,7 @@ impl Case {
         let mut env = Vec::new();
         for (role, db) in [("src", &self.src), ("dst", &self.dst)] {
             if let EndpointSpec::Postgres { url } | EndpointSpec::Mysql { url } = &db.spec {
-                env.push((env_name(role), url.clone()));
+                env.push((common::env_name(role), url.clone()));
             }
         }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

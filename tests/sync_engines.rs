@@ -10,27 +10,6 @@ use common::{TestDb, unique_table, with_timeout};
 use dualwrite::endpoint::{self, EndpointSpec, TableName, Value};
 use support::{Repo, run_in};
 
-/// The environment variable a test endpoint's URL is passed in.
-fn env_name(role: &str) -> String {
-    format!("DW_TEST_{}_URL", role.to_uppercase())
-}
-
-fn endpoint_yaml(role: &str, db: &TestDb) -> String {
-    match &db.spec {
-        EndpointSpec::Sqlite { path } => {
-            format!("    {role}: {{ sqlite: {{ path: {} }} }}\n", path.display())
-        }
-        EndpointSpec::Postgres { .. } => format!(
-            "    {role}: {{ postgres: {{ urlFromEnv: {} }} }}\n",
-            env_name(role)
-        ),
-        EndpointSpec::Mysql { .. } => format!(
-            "    {role}: {{ mysql: {{ urlFromEnv: {} }} }}\n",
-            env_name(role)
-        ),
-    }
-}
-
 fn url(db: &TestDb) -> Option<String> {
     match &db.spec {
         EndpointSpec::Sqlite { .. } => None,
@@ -55,8 +34,8 @@ impl Pair {
             "dualwrite.yaml",
             &format!(
                 "apiVersion: dualwrite/v1\nkind: Project\nmetadata: {{ name: t }}\nspec:\n  endpoints:\n{}{}",
-                endpoint_yaml("src", &src),
-                endpoint_yaml("dst", &dst)
+                src.endpoint_yaml("src"),
+                dst.endpoint_yaml("dst")
             ),
         );
         let mut pair = Pair {
@@ -98,10 +77,10 @@ impl Pair {
     fn reconcile(&self) -> String {
         let mut env = Vec::new();
         if let Some(u) = url(&self.src) {
-            env.push((env_name("src"), u));
+            env.push((common::env_name("src"), u));
         }
         if let Some(u) = url(&self.dst) {
-            env.push((env_name("dst"), u));
+            env.push((common::env_name("dst"), u));
         }
         let env_refs: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

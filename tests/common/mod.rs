@@ -240,3 +240,28 @@ pub async fn with_timeout<F: std::future::Future<Output = ()>>(f: F) {
         .await
         .expect("test timed out after 120s");
 }
+
+/// The environment variable a test endpoint's URL is passed to the binary in.
+pub fn env_name(role: &str) -> String {
+    format!("DW_TEST_{}_URL", role.to_uppercase())
+}
+
+impl TestDb {
+    /// This database as the endpoint `role` of a test project (`dualwrite.yaml`'s
+    /// `endpoints:` entry); a server's URL comes from [`env_name`]`(role)`.
+    pub fn endpoint_yaml(&self, role: &str) -> String {
+        match &self.spec {
+            EndpointSpec::Sqlite { path } => {
+                format!("    {role}: {{ sqlite: {{ path: {} }} }}\n", path.display())
+            }
+            EndpointSpec::Postgres { .. } => format!(
+                "    {role}: {{ postgres: {{ urlFromEnv: {} }} }}\n",
+                env_name(role)
+            ),
+            EndpointSpec::Mysql { .. } => format!(
+                "    {role}: {{ mysql: {{ urlFromEnv: {} }} }}\n",
+                env_name(role)
+            ),
+        }
+    }
+}
