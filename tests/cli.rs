@@ -9,22 +9,7 @@ use support::{CUSTOMERS, Repo, run_in};
 
 fn repo() -> Repo {
     let repo = Repo::new(&[("maps/customers.yaml", CUSTOMERS)]);
-    std::fs::create_dir_all(repo.path().join(".dualwrite")).unwrap();
-    for (db, sql) in [
-        (
-            "erp.db",
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL); INSERT INTO customers VALUES (1, 'Ada');",
-        ),
-        (
-            "crm.db",
-            "CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
-        ),
-    ] {
-        rusqlite::Connection::open(repo.path().join(".dualwrite").join(db))
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap();
-    }
+    repo.sqlite_apps(&[(1, "Ada")]);
     repo
 }
 

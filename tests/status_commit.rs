@@ -29,17 +29,7 @@ impl Origin {
         repo.commit_all("config");
         repo.git(&["remote", "add", "origin", bare.path().to_str().unwrap()]);
         repo.git(&["push", "-q", "-u", "origin", "main"]);
-        std::fs::create_dir_all(repo.path().join(".dualwrite")).unwrap();
-        let erp = rusqlite::Connection::open(repo.path().join(".dualwrite/erp.db")).unwrap();
-        erp.execute_batch(
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-             INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace'), (3, 'Edsger');",
-        )
-        .unwrap();
-        rusqlite::Connection::open(repo.path().join(".dualwrite/crm.db"))
-            .unwrap()
-            .execute_batch("CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")
-            .unwrap();
+        repo.sqlite_apps(&[(1, "Ada"), (2, "Grace"), (3, "Edsger")]);
         Origin { bare, repo }
     }
 

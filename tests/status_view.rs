@@ -26,17 +26,7 @@ fn status_shows_the_queue_of_a_paused_map_as_it_is_now() {
         "maps/customers.yaml",
         &CUSTOMERS.replace("state: Running", "state: Paused"),
     )]);
-    std::fs::create_dir_all(repo.path().join(".dualwrite")).unwrap();
-    sqlite(
-        &repo,
-        "erp.db",
-        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
-    );
-    sqlite(
-        &repo,
-        "crm.db",
-        "CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
-    );
+    repo.sqlite_apps(&[]);
     // Running first (capture installed), then Paused: changes queue up.
     repo.write("maps/customers.yaml", CUSTOMERS);
     assert_eq!(repo.run(&["reconcile"]).code, 0);

@@ -76,6 +76,23 @@ impl Repo {
         git_in(self.path(), args)
     }
 
+    /// The two SQLite apps the CUSTOMERS map syncs, under `.dualwrite/`: the ERP's
+    /// `customers (id, name)` holding `rows`, and the CRM's empty `account (id, name)`.
+    pub fn sqlite_apps(&self, rows: &[(i64, &str)]) {
+        std::fs::create_dir_all(self.path().join(".dualwrite")).unwrap();
+        let erp = rusqlite::Connection::open(self.path().join(".dualwrite/erp.db")).unwrap();
+        erp.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")
+            .unwrap();
+        for (id, name) in rows {
+            erp.execute("INSERT INTO customers VALUES (?1, ?2)", (id, name))
+                .unwrap();
+        }
+        rusqlite::Connection::open(self.path().join(".dualwrite/crm.db"))
+            .unwrap()
+            .execute_batch("CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")
+            .unwrap();
+    }
+
     /// `git init` and commit everything; returns the commit id.
     pub fn commit_all(&self, message: &str) -> String {
         if !self.path().join(".git").exists() {
