@@ -27,14 +27,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROWS=${ROWS:-1000000}
 BATCHES=${BATCHES:-"default 1000"}
 PAIRS=${PAIRS:-"sqlite-sqlite pg-pg pg-mariadb"}
-export BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
-MY_HOST=${MY_HOST:-127.0.0.1}
-MY_USER=${MY_USER:-root}
-MY_DB=${MY_DB:-test}
-export BENCH_MY_URL=${BENCH_MY_URL:-mysql://$MY_USER@$MY_HOST:3306/$MY_DB}
-
-PSQL=(psql "$BENCH_PG_URL" -X -q -v ON_ERROR_STOP=1)
-MARIADB=(mariadb -h "$MY_HOST" -u "$MY_USER" "$MY_DB")
+# shellcheck source=benches/servers.sh
+. "$ROOT/benches/servers.sh"
 
 if [ ! -x /usr/bin/time ]; then
     echo "GNU time (/usr/bin/time) is missing: apt-get install -y time" >&2

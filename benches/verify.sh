@@ -21,13 +21,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROWS=${ROWS:-1000000}
 PAIRS=${PAIRS:-"sqlite-pg pg-mariadb"}
 REPEAT=${REPEAT:-3}   # verify runs of each kind; the median is reported
-export BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
-MY_HOST=${MY_HOST:-127.0.0.1}
-MY_USER=${MY_USER:-root}
-MY_DB=${MY_DB:-test}
-export BENCH_MY_URL=${BENCH_MY_URL:-mysql://$MY_USER@$MY_HOST:3306/$MY_DB}
-PSQL=(psql "$BENCH_PG_URL" -X -q -v ON_ERROR_STOP=1)
-MARIADB=(mariadb -h "$MY_HOST" -u "$MY_USER" "$MY_DB")
+# shellcheck source=benches/servers.sh
+. "$ROOT/benches/servers.sh"
 SRC=verify_bench_src
 DST=verify_bench_dst
 
