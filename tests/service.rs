@@ -357,10 +357,9 @@ fn a_failed_record_is_one_json_log_line_with_one_message() {
             .find(|l| l.contains("record failed"))
             .map(|l| serde_json::from_str(l).unwrap())
             .unwrap();
-        let fields = &failed;
-        assert_eq!(fields["message"], "record failed", "{failed}");
+        assert_eq!(failed["message"], "record failed", "{failed}");
         assert!(
-            fields["error"].as_str().unwrap().contains("bad name"),
+            failed["error"].as_str().unwrap().contains("bad name"),
             "{failed}"
         );
     });
