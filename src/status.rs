@@ -579,26 +579,25 @@ impl LiveStatus {
         }
     }
 
-    /// The map's status as the store has it now, written to its file.
+    /// The status of the map of `record` (as just saved), written to its file.
     pub fn write(
         &self,
         store: &dyn crate::state::StateStore,
-        name: &str,
+        record: &crate::state::MapRecord,
     ) -> Result<Option<MapStatus>, StatusError> {
-        let Some(map) = self.maps.get(name) else {
+        let Some(map) = self.maps.get(&record.name) else {
             return Ok(None);
         };
-        let record = store.maps()?.into_iter().find(|m| m.name == name);
-        let status = map_status(store, map, record)?;
-        write_map_status(&self.dir, name, &status)?;
+        let status = map_status(store, map, Some(record.clone()))?;
+        write_map_status(&self.dir, &record.name, &status)?;
         Ok(Some(status))
     }
 }
 
 impl crate::sync::ProgressObserver for LiveStatus {
-    fn saved(&self, store: &dyn crate::state::StateStore, map: &str) {
-        if let Err(error) = self.write(store, map) {
-            tracing::warn!(map, %error, "the status file of a running initial sync");
+    fn saved(&self, store: &dyn crate::state::StateStore, record: &crate::state::MapRecord) {
+        if let Err(error) = self.write(store, record) {
+            tracing::warn!(map = %record.name, %error, "the status file of a running initial sync");
         }
     }
 }

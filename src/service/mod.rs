@@ -187,14 +187,16 @@ struct LiveProgress {
 }
 
 impl crate::sync::ProgressObserver for LiveProgress {
-    fn saved(&self, store: &dyn StateStore, map: &str) {
-        match self.status.write(store, map) {
+    fn saved(&self, store: &dyn StateStore, record: &crate::state::MapRecord) {
+        match self.status.write(store, record) {
             Ok(Some(st)) => {
                 let mut snap = self.shared.write().expect("snapshot lock");
-                snap.maps.insert(map.to_string(), st);
+                snap.maps.insert(record.name.clone(), st);
             }
             Ok(None) => {}
-            Err(error) => tracing::warn!(map, %error, "the status of a running initial sync"),
+            Err(error) => {
+                tracing::warn!(map = %record.name, %error, "the status of a running initial sync")
+            }
         }
     }
 }

@@ -235,7 +235,8 @@ async fn write_with_retry(
 /// so that its progress can be shown while the pass still runs: the map's status file, the
 /// service's API and metrics.
 pub trait ProgressObserver: Send + Sync + std::fmt::Debug {
-    fn saved(&self, store: &dyn crate::state::StateStore, map: &str);
+    /// `record` is the map as just saved (its phase, its hold).
+    fn saved(&self, store: &dyn crate::state::StateStore, record: &crate::state::MapRecord);
 }
 
 /// Where a map's sync writes what happened: errored records, superseded errors, progress.
@@ -318,7 +319,7 @@ impl Journal<'_> {
     pub fn save_progress(&mut self) -> Result<(), crate::state::StateError> {
         self.save()?;
         if let Some(observer) = self.observer {
-            observer.saved(&*self.store, &self.map);
+            observer.saved(&*self.store, &self.record);
         }
         Ok(())
     }
