@@ -513,11 +513,8 @@ pub fn live_queues(
     statuses: &mut [(String, MapStatus)],
 ) -> Result<(), crate::state::StateError> {
     use crate::state::Phase;
-    let counted = statuses.iter().any(|(_, st)| {
-        Phase::parse(&st.phase)
-            .is_some_and(|p| matches!(p, Phase::Running | Phase::Paused | Phase::InitialSync))
-    });
-    if !counted {
+    let captures = |st: &MapStatus| Phase::parse(&st.phase).is_some_and(Phase::captures);
+    if !statuses.iter().any(|(_, st)| captures(st)) {
         return Ok(());
     }
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -528,9 +525,7 @@ pub fn live_queues(
     };
     let mut connections = crate::sync::link::Connections::new(dir, cfg);
     for (name, st) in statuses.iter_mut() {
-        let live = Phase::parse(&st.phase)
-            .is_some_and(|p| matches!(p, Phase::Running | Phase::Paused | Phase::InitialSync));
-        let Some(map) = cfg.map(name).filter(|_| live) else {
+        let Some(map) = cfg.map(name).filter(|_| captures(st)) else {
             continue;
         };
         let stored = store.runtime(name)?;

@@ -212,10 +212,7 @@ impl<'s, 'c> MapContext<'s, 'c> {
     pub async fn count_queue(&mut self, journal: &mut Journal<'_>, drained: bool) {
         journal.runtime.queue = if drained && journal.record.phase == Phase::Running {
             Some(QueueState::default())
-        } else if matches!(
-            journal.record.phase,
-            Phase::Running | Phase::Paused | Phase::InitialSync
-        ) {
+        } else if journal.record.phase.captures() {
             self.queue_depth(journal).await
         } else {
             Some(QueueState::default())

@@ -69,6 +69,13 @@ stored_names!(
     [NotRunning, InitialSync, Running, Paused, Stopped]
 );
 
+impl Phase {
+    /// Whether the map's capture is installed in this phase, so changes can queue up.
+    pub fn captures(self) -> bool {
+        matches!(self, Phase::Running | Phase::Paused | Phase::InitialSync)
+    }
+}
+
 /// A map as the store knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MapRecord {
