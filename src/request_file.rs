@@ -1,7 +1,7 @@
 //! Writing ErrorRequest files under `requests/`, for `dualwrite errors retry|dismiss` and the
 //! dashboard's Retry and Dismiss: the request's name, what it matches now and whether it
 //! would be Rejected ([`assess`]), and writing the file only when the whole config stays
-//! valid with it ([`write`]). Running requests belongs to `requests`; committing the file
+//! valid with it ([`write()`]). Running requests belongs to `requests`; committing the file
 //! to whoever asks for it (the dashboard commits, the CLI leaves it for review).
 
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@
 //! - **Secrets never leak**: connection URLs appear in no error, `Debug` output or log.
 
 pub mod decimal;
+mod fence;
 pub mod listen;
 mod mysql;
 pub(crate) mod postgres;

@@ -488,9 +488,9 @@ impl Dialect for Mysql {
             Some(db) => format!(
                 "{}.{}",
                 self.quote_ident(db),
-                self.quote_ident(super::sql::FENCE_TABLE)
+                self.quote_ident(super::fence::FENCE_TABLE)
             ),
-            None => self.quote_ident(super::sql::FENCE_TABLE),
+            None => self.quote_ident(super::fence::FENCE_TABLE),
         }
     }
 }

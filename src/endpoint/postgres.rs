@@ -965,7 +965,7 @@ impl Dialect for Postgres {
         format!(
             "{}.{}",
             self.quote_ident(&self.home_schema),
-            self.quote_ident(sql::FENCE_TABLE)
+            self.quote_ident(super::fence::FENCE_TABLE)
         )
     }
 }

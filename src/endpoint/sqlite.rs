@@ -858,7 +858,7 @@ fn copy_transaction(
     })
 }
 
-/// Runs the fence statements of a copy's transaction (see `sql::fence_statements`).
+/// Runs the fence statements of a copy's transaction (see `fence::fence_statements`).
 fn run_fence(tx: &Transaction<'_>, fence: &[Stmt]) -> Result<(), WriteError> {
     for stmt in fence {
         let mut prepared = tx.prepare_cached(&stmt.sql).map_err(classify)?;
