@@ -283,3 +283,107 @@ fn renamed_columns_and_constants_are_copied_in_the_database() {
         1
     );
 }
+
+/// The field's everyday mapping copied in the database: a `valueMap` over integers and one
+/// over text (a `CASE` each), renamed columns, a constant. The map `fast` shows it took the
+/// in-database path (a text value its INTEGER column holds arrives as stored, which the
+/// typed path would refuse). Values without an entry never become a silent NULL: each fails
+/// alone as a TransformError, and the rows land exactly as through typed values (the map
+/// `gaps_typed`, whose NUMERIC `quantity` makes it convert in Rust).
+#[test]
+fn value_maps_are_copied_in_the_database_and_values_without_an_entry_fail_alone() {
+    let repo = Repo::new(&[]);
+    project(&repo);
+    let columns = "    - { source: category, destination: code, valueMap: { \"0\": A, \"1\": B, \"2\": C, \"3\": D } }\n    - { source: state, destination: state_no, valueMap: { open: 1, closed: 2 } }\n    - { source: qty, destination: quantity }\n    - { destination: origin, default: crm }\n";
+    map(&repo, "fast", "items", "fast", "", columns);
+    map(&repo, "gaps", "gaps", "gaps", "", columns);
+    map(&repo, "gaps-typed", "gaps", "gaps_typed", "", columns);
+    let rows = |table: &str, unmapped: &str| {
+        format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, category INTEGER, state TEXT, qty INTEGER);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+             INSERT INTO {table} SELECT i,
+               CASE WHEN i IN ({unmapped}) THEN 9 WHEN i % 11 = 0 THEN NULL ELSE i % 4 END,
+               CASE i % 3 WHEN 0 THEN 'open' WHEN 1 THEN 'closed' ELSE NULL END,
+               i * 2
+             FROM n;"
+        )
+    };
+    db(&repo, "src.db")
+        .execute_batch(&format!(
+            "{} {} UPDATE items SET qty = 'x' WHERE id = 5;",
+            rows("items", "0"),
+            rows("gaps", "17, 1640")
+        ))
+        .unwrap();
+    let target =
+        "id INTEGER PRIMARY KEY, origin TEXT, quantity INTEGER, state_no INTEGER, code TEXT";
+    db(&repo, "dst.db")
+        .execute_batch(&format!(
+            "CREATE TABLE fast ({target}); CREATE TABLE gaps ({target}); CREATE TABLE gaps_typed ({});",
+            target.replace("quantity INTEGER", "quantity NUMERIC")
+        ))
+        .unwrap();
+    reconcile(&repo);
+
+    let st = status(&repo, "fast");
+    assert!(
+        st.contains("read: 2500\n        written: 2500\n        errors: 0"),
+        "{st}"
+    );
+    let dst = db(&repo, "dst.db");
+    assert_eq!(
+        dump(&dst, "fast", &["id", "quantity"])[4],
+        ["integer:5", "text:'x'"],
+        "the text in an INTEGER column arrives as stored: the in-database path"
+    );
+    let expected = "SELECT count(*) FROM fast f JOIN src.items s USING (id) WHERE
+          f.code IS (CASE s.category WHEN 0 THEN 'A' WHEN 1 THEN 'B' WHEN 2 THEN 'C' WHEN 3 THEN 'D' END)
+          AND f.state_no IS (CASE s.state WHEN 'open' THEN 1 WHEN 'closed' THEN 2 END)
+          AND f.quantity IS s.qty AND f.origin = 'crm'";
+    dst.execute(
+        "ATTACH DATABASE ?1 AS src",
+        [repo.path().join("src.db").to_str().unwrap()],
+    )
+    .unwrap();
+    assert_eq!(count(&dst, expected), 2500);
+    assert_eq!(
+        count(&dst, "SELECT count(*) FROM fast WHERE code IS NULL"),
+        227,
+        "NULL stays NULL"
+    );
+
+    for name in ["gaps", "gaps-typed"] {
+        let st = status(&repo, name);
+        assert!(
+            st.contains("read: 2500\n        written: 2498\n        errors: 2"),
+            "{name}: {st}"
+        );
+        assert!(st.contains("TransformError: 2"), "{name}: {st}");
+    }
+    let errors = repo.run(&["errors", "list", "--map", "gaps"]);
+    assert!(
+        errors.stdout.contains("has no entry in the valueMap"),
+        "{}",
+        errors.stdout
+    );
+    let columns = ["id", "code", "state_no", "quantity", "origin"];
+    let fast = dump(&dst, "gaps", &columns);
+    assert_eq!(fast.len(), 2498);
+    assert_eq!(
+        fast.iter()
+            .map(|r| r
+                .iter()
+                .map(|c| c.replace("real:", "integer:").replace(".0", ""))
+                .collect())
+            .collect::<Vec<Vec<String>>>(),
+        dump(&dst, "gaps_typed", &columns)
+            .iter()
+            .map(|r| r
+                .iter()
+                .map(|c| c.replace("real:", "integer:").replace(".0", ""))
+                .collect())
+            .collect::<Vec<Vec<String>>>(),
+        "in the database and through typed values"
+    );
+}

@@ -296,12 +296,21 @@ pub enum CopyValue {
     Column(String),
     /// A constant, already of the target column's kind; bound as a parameter.
     Constant(Value),
+    /// This source column's value through a `valueMap`: each arm's source value is of the
+    /// source column's kind (compared exactly, no collation), its target value of the
+    /// target column's kind. NULL stays NULL; any other value without an arm fails the
+    /// page (it is then written through typed values, where that record becomes a
+    /// TransformError), never a silent NULL.
+    Mapped {
+        column: String,
+        arms: Vec<(Value, Value)>,
+    },
 }
 
 /// A copy of one table into another that runs inside the target database, rows never
 /// passing through typed values: the same-engine fast path of the initial sync. Every
-/// target column is a source column of the same kind or a constant, so the target takes
-/// the values verbatim.
+/// target column is a source column of the same kind, a source column through a value map,
+/// or a constant, so the target takes the values verbatim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableCopy {
     pub origin: CopyOrigin,

@@ -44,6 +44,7 @@ impl Sqlite {
             let conn = Connection::open(&file)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             conn.set_prepared_statement_cache_capacity(64);
+            add_unmapped(&conn)?;
             Ok(conn)
         })
         .await
@@ -474,6 +475,26 @@ impl Engine for Sqlite {
     }
 }
 
+/// The SQL function a copy's value-map `CASE` ends in (`ELSE dualwrite_unmapped(col)`):
+/// NULL for NULL, otherwise an error that fails the page, which is then written through
+/// typed values, where the record without an entry becomes a TransformError.
+const UNMAPPED: &str = "dualwrite_unmapped";
+
+fn add_unmapped(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        UNMAPPED,
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| match ctx.get_raw(0) {
+            rusqlite::types::ValueRef::Null => Ok(None::<i64>),
+            _ => Err(rusqlite::Error::UserFunctionError(
+                "a value has no entry in the valueMap".into(),
+            )),
+        },
+    )
+}
+
 /// The schema name another database file is attached under for a copy.
 const COPY_SOURCE: &str = "_dualwrite_copy_source";
 
@@ -526,6 +547,16 @@ impl CopySql {
                     constants.push(value.clone());
                     format!("?{}", constants.len())
                 }
+                CopyValue::Mapped { column, arms } => {
+                    let mut case = format!("CASE {} COLLATE BINARY", q(column));
+                    for (when, then) in arms {
+                        constants.push(when.clone());
+                        constants.push(then.clone());
+                        let n = constants.len();
+                        case.push_str(&format!(" WHEN ?{} THEN ?{n}", n - 1));
+                    }
+                    format!("{case} ELSE {UNMAPPED}({}) END", q(column))
+                }
             })
             .collect();
         let to_columns: Vec<String> = copy.to_columns.iter().map(|c| q(c)).collect();
@@ -568,7 +599,7 @@ impl CopySql {
                 .iter()
                 .map(|v| match v {
                     CopyValue::Column(c) => Some(c.clone()),
-                    CopyValue::Constant(_) => None,
+                    CopyValue::Constant(_) | CopyValue::Mapped { .. } => None,
                 })
                 .collect::<Option<Vec<_>>>()
                 .map(|from| (from, copy.to_columns.clone())),

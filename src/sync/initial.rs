@@ -4,9 +4,11 @@
 //! of depth `READ_AHEAD`, so reading the next page overlaps converting and writing the
 //! current one; memory stays bounded to a few pages.
 //!
-//! When both sides are of one engine that can copy inside the database and the way is a
-//! plain copy ([`Flow::plain_copy`]), pages are copied there instead ([`Endpoint::copy_page`],
-//! SQLite → SQLite: `ATTACH` + `INSERT … SELECT`), rows never becoming typed values. Those
+//! When both sides are of one engine that can copy inside the database and every value
+//! can be taken as stored ([`Flow::copy_values`]: renamed and reordered columns, constants
+//! and `valueMap`s over integers or text included), pages are copied there instead
+//! ([`Endpoint::copy_page`], SQLite → SQLite: `ATTACH` + `INSERT … SELECT`, a value map as
+//! a `CASE`), rows never becoming typed values. Those
 //! pages are [`IN_DATABASE_PAGE`] rows or `batchSize`, whichever is more: with nothing
 //! materialized in dualwrite the commit (an fsync) per page dominates, and memory stays
 //! bounded whatever the size. Into an empty table whose columns are exactly the mapped ones
@@ -268,7 +270,7 @@ struct Filter<'a> {
 }
 
 /// The in-database copy of this way, when both endpoints can do it and nothing needs Rust:
-/// no keys to skip, no open errors to supersede, a plain mapping.
+/// no keys to skip, no open errors to supersede, values taken as stored.
 fn in_database_copy(
     sides: &Sides<'_>,
     flow: &Flow,
@@ -281,7 +283,7 @@ fn in_database_copy(
     if !filter.skip.is_empty() {
         return Ok(None);
     }
-    let Some(values) = flow.plain_copy(sides.from_info, sides.to_info) else {
+    let Some(values) = flow.copy_values(sides.from_info, sides.to_info) else {
         return Ok(None);
     };
     let copy = TableCopy {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::config::{ColumnMap, Direction, Scalar, TableMap};
-use crate::endpoint::{CopyValue, Row, TableInfo, Value};
+use crate::endpoint::{CopyValue, Row, TableInfo, Value, ValueKind};
 
 /// One way data flows in a map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,12 +42,72 @@ impl Way {
 
 #[derive(Clone, Debug)]
 enum Expr {
-    /// The value read at this index, optionally through a value map (by value text).
+    /// The value read at this index, optionally through a value map.
     Column {
         index: usize,
-        value_map: Option<HashMap<String, Value>>,
+        value_map: Option<ValueMap>,
     },
     Constant(Value),
+}
+
+/// A `valueMap` of one way: values are looked up by their text (`value_text`), integers and
+/// text without making that text (the everyday option set: a code per integer or name).
+#[derive(Clone, Debug)]
+struct ValueMap {
+    by_text: HashMap<String, Value>,
+    /// The entries whose text is an integer as `value_text` writes one.
+    by_int: HashMap<i64, Value>,
+}
+
+impl ValueMap {
+    fn new(by_text: HashMap<String, Value>) -> ValueMap {
+        let by_int = by_text
+            .iter()
+            .filter_map(|(text, to)| {
+                let i: i64 = text.parse().ok()?;
+                (i.to_string() == *text).then(|| (i, to.clone()))
+            })
+            .collect();
+        ValueMap { by_text, by_int }
+    }
+
+    /// What `v` maps to; `Ok(None)` for NULL, `Err(text)` when the map has no entry.
+    fn get(&self, v: &Value) -> Result<Option<&Value>, String> {
+        let found = match v {
+            Value::Null => return Ok(None),
+            Value::Int(i) => self.by_int.get(i),
+            Value::Text(t) => self.by_text.get(t.as_str()),
+            other => {
+                let text = value_text(other).unwrap_or_default();
+                return self.by_text.get(&text).map(Some).ok_or(text);
+            }
+        };
+        found
+            .map(Some)
+            .ok_or_else(|| value_text(v).unwrap_or_default())
+    }
+
+    /// The arms of an in-database `CASE` over a source column of `from` kind, each target
+    /// value converted to `to`; `None` when the source kind is not compared exactly there
+    /// (only integers and text are) or a target value does not convert.
+    fn arms(&self, from: ValueKind, to: ValueKind) -> Option<Vec<(Value, Value)>> {
+        let mut arms: Vec<(Value, Value)> = match from {
+            ValueKind::Int => self
+                .by_int
+                .iter()
+                .map(|(i, v)| Some((Value::Int(*i), v.convert_to(to).ok()?)))
+                .collect::<Option<_>>()?,
+            ValueKind::Text => self
+                .by_text
+                .iter()
+                .map(|(t, v)| Some((Value::Text(t.clone()), v.convert_to(to).ok()?)))
+                .collect::<Option<_>>()?,
+            _ => return None,
+        };
+        // One order, so the statement is the same text every page (prepared once).
+        arms.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+        Some(arms)
+    }
 }
 
 /// The compiled mapping of one way.
@@ -170,15 +230,17 @@ impl Flow {
             let Some(t) = t else { continue };
             let expr = match f {
                 Some(f) => {
-                    let value_map = c.value_map.as_ref().map(|vm| match way {
-                        Way::SourceToDestination => vm
-                            .iter()
-                            .map(|(k, v)| (k.clone(), scalar_value(v)))
-                            .collect(),
-                        Way::DestinationToSource => vm
-                            .iter()
-                            .map(|(k, v)| (v.to_string(), Value::Text(k.clone())))
-                            .collect(),
+                    let value_map = c.value_map.as_ref().map(|vm| {
+                        ValueMap::new(match way {
+                            Way::SourceToDestination => vm
+                                .iter()
+                                .map(|(k, v)| (k.clone(), scalar_value(v)))
+                                .collect(),
+                            Way::DestinationToSource => vm
+                                .iter()
+                                .map(|(k, v)| (v.to_string(), Value::Text(k.clone())))
+                                .collect(),
+                        })
                     });
                     read_columns.push(f);
                     Expr::Column {
@@ -234,15 +296,12 @@ impl Flow {
                 Expr::Column {
                     index,
                     value_map: Some(vm),
-                } => {
-                    let v = &row[*index];
-                    match value_text(v) {
-                        None => Ok(Value::Null),
-                        Some(text) => vm.get(&text).cloned().ok_or_else(|| {
-                            format!("column {target}: value {text:?} has no entry in the valueMap")
-                        }),
-                    }
-                }
+                } => match vm.get(&row[*index]) {
+                    Ok(found) => Ok(found.cloned().unwrap_or(Value::Null)),
+                    Err(text) => Err(format!(
+                        "column {target}: value {text:?} has no entry in the valueMap"
+                    )),
+                },
             })
             .collect()
     }
@@ -258,11 +317,12 @@ impl Flow {
                 .all(|(i, e)| matches!(e, Expr::Column { index, value_map: None } if *index == i))
     }
 
-    /// What each target column gets when this way is a plain copy the target can take
-    /// verbatim, for an in-database copy: every column a source column of the same kind
-    /// on both sides, or a constant that converts to its column's kind. `None` when any
-    /// value needs converting in Rust (a kind change, a `valueMap`).
-    pub fn plain_copy(&self, from: &TableInfo, to: &TableInfo) -> Option<Vec<CopyValue>> {
+    /// What each target column gets in an in-database copy, when the target can take every
+    /// value as the source stores it: a source column of the same kind on both sides, one
+    /// through a `valueMap` over integers or text ([`CopyValue::Mapped`]), or a constant
+    /// that converts to its column's kind. `None` when any value needs converting in Rust
+    /// (a kind change).
+    pub fn copy_values(&self, from: &TableInfo, to: &TableInfo) -> Option<Vec<CopyValue>> {
         self.exprs
             .iter()
             .zip(&self.write_columns)
@@ -277,7 +337,16 @@ impl Flow {
                         (from.column(source)?.kind == kind)
                             .then(|| CopyValue::Column(source.clone()))
                     }
-                    Expr::Column { .. } => None,
+                    Expr::Column {
+                        index,
+                        value_map: Some(vm),
+                    } => {
+                        let source = &self.read_columns[*index];
+                        Some(CopyValue::Mapped {
+                            column: source.clone(),
+                            arms: vm.arms(from.column(source)?.kind, kind)?,
+                        })
+                    }
                     Expr::Constant(v) => v.convert_to(kind).ok().map(CopyValue::Constant),
                 }
             })
