@@ -82,9 +82,24 @@ fn project(dst: &str) -> String {
 }
 
 fn map(src_table: &str, dst_table: &str) -> String {
+    map_with(src_table, dst_table, "")
+}
+
+/// The map, `qty_extra` appended to its `qty` column's line (`, valueMap: …`).
+fn map_with(src_table: &str, dst_table: &str, qty_extra: &str) -> String {
     format!(
-        "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 200\n  initialSync: {{ batchSize: 200 }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: name }}\n    - {{ source: qty, destination: qty }}\n"
+        "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: m }}\nspec:\n  source: {{ endpoint: src, table: {src_table} }}\n  destination: {{ endpoint: dst, table: {dst_table} }}\n  batchSize: 200\n  initialSync: {{ batchSize: 200 }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n    - {{ source: name, destination: name }}\n    - {{ source: qty, destination: qty{qty_extra} }}\n"
     )
+}
+
+/// A `valueMap` for `qty` (-1 to 999, as the crash tests write it) to `qty + OFFSET`.
+const OFFSET: i64 = 5_000;
+
+fn offset_map() -> String {
+    let entries: Vec<String> = (-1..1000)
+        .map(|q| format!("\"{q}\": {}", q + OFFSET))
+        .collect();
+    format!(", valueMap: {{ {} }}", entries.join(", "))
 }
 
 fn seed_source(repo: &Repo, rows: i64) {
@@ -105,12 +120,14 @@ fn seed_source(repo: &Repo, rows: i64) {
 /// row for row, nothing errored.
 fn kill_mid_copy_then_converge(
     target_columns: &str,
+    mapped: bool,
     what: &str,
     ready: impl Fn(&serde_json::Value, &std::path::Path) -> bool,
 ) -> i64 {
     let repo = Repo::new(&[]);
     repo.write("dualwrite.yaml", &project("{ sqlite: { path: dst.db } }"));
-    repo.write("maps/m.yaml", &map("items", "items"));
+    let qty_extra = if mapped { offset_map() } else { String::new() };
+    repo.write("maps/m.yaml", &map_with("items", "items", &qty_extra));
     seed_source(&repo, INITIAL_ROWS);
     rusqlite::Connection::open(repo.path().join("dst.db"))
         .unwrap()
@@ -128,10 +145,12 @@ fn kill_mid_copy_then_converge(
 
     let run = repo.run(&["reconcile"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert_eq!(
-        dump_sqlite(&repo.path().join("src.db"), "items"),
-        dump_sqlite(&dst, "items")
-    );
+    let offset = if mapped { OFFSET } else { 0 };
+    let expected: Vec<(i64, String, i64)> = dump_sqlite(&repo.path().join("src.db"), "items")
+        .into_iter()
+        .map(|(id, name, qty)| (id, name, qty + offset))
+        .collect();
+    assert_eq!(expected, dump_sqlite(&dst, "items"));
     let status = std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap();
     assert!(
         status.contains("phase: Running") && status.contains("status: Completed\n"),
@@ -150,9 +169,25 @@ fn kill_9_mid_initial_sync_then_reconcile_converges() {
     // pages (not as one whole-table statement) and is killed between them.
     let partial = kill_mid_copy_then_converge(
         "id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, name TEXT NOT NULL",
+        false,
         "mid initial sync",
         // Killed once the copy has committed rows (whether or not its progress, saved
         // about once a second, was stored yet: either way the next pass must converge).
+        |r, dst| r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000,
+    );
+    assert!(
+        partial > 0 && partial < INITIAL_ROWS,
+        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
+    );
+}
+
+/// The same through a `valueMap` (copied in the database as a `CASE`).
+#[test]
+fn kill_9_mid_a_mapped_initial_sync_then_reconcile_converges() {
+    let partial = kill_mid_copy_then_converge(
+        "id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL",
+        true,
+        "mid a mapped initial sync",
         |r, dst| r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000,
     );
     assert!(
@@ -167,6 +202,7 @@ fn kill_9_during_a_whole_table_copy_then_reconcile_converges() {
     // (or just after), which keeps all of it or none.
     let partial = kill_mid_copy_then_converge(
         "id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL",
+        false,
         "during the whole-table copy",
         |r, _| r["initialSync"]["status"] == "Running",
     );
