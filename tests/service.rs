@@ -11,6 +11,7 @@ mod support;
 
 use support::with_timeout;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -528,7 +529,7 @@ fn http_serves_metrics_health_readiness_and_the_status_files_as_json() {
             "dualwrite_map_phase{map=\"customers\",phase=\"Running\"} 1",
             "dualwrite_records_synced_total{map=\"customers\"}",
             "dualwrite_queue_pending{map=\"customers\"} 0",
-            "dualwrite_oldest_pending_change_age_seconds{map=\"customers\"} 0",
+            "dualwrite_oldest_pending_change_age_seconds{map=\"customers\"} 0.0\n",
             "dualwrite_initial_sync_records{map=\"customers\",direction=\"SourceToDestination\",stage=\"written\"} 2",
             "# TYPE dualwrite_errors_open gauge",
             "# TYPE dualwrite_alert_notification_failing gauge",
@@ -560,8 +561,133 @@ fn http_serves_metrics_health_readiness_and_the_status_files_as_json() {
         wait_for(Duration::from_secs(5), "queue metrics", || {
             let m = service.get("/metrics").1;
             m.contains("dualwrite_queue_pending{map=\"customers\"} 1")
-                && !m.contains("dualwrite_oldest_pending_change_age_seconds{map=\"customers\"} 0\n")
+                && !m.contains(
+                    "dualwrite_oldest_pending_change_age_seconds{map=\"customers\"} 0.0\n",
+                )
         });
+    });
+}
+
+/// The metric families docs/running.md lists: (name as scraped, type, label names).
+fn documented_metrics() -> Vec<(String, String, Vec<String>)> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/running.md")).unwrap();
+    doc.lines()
+        .filter(|l| l.starts_with("| `dualwrite_"))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let backticked = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_string)
+                    .collect()
+            };
+            let name = backticked(cells[1]).remove(0);
+            (name, cells[2].to_string(), backticked(cells[3]))
+        })
+        .collect()
+}
+
+const QUIET_RULE: &str = "\
+apiVersion: dualwrite/v1
+kind: AlertRule
+metadata: { name: pause-on-app-errors }
+spec:
+  maps: [customers]
+  errorType: ApplicationError
+  threshold: 1000
+  window: 15m
+  action: Pause
+";
+
+/// Families in an OpenMetrics exposition: name → (type, label names of its series).
+fn served_families(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut families: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declared.split_once(' ').unwrap();
+            families.insert(name.into(), (kind.into(), BTreeSet::new()));
+        } else if !line.starts_with('#') {
+            let name_end = line.find(['{', ' ']).unwrap();
+            let name = &line[..name_end];
+            // A counter's sample is its family's name and `_total`.
+            let family = match name.strip_suffix("_total") {
+                Some(stem) if !families.contains_key(name) => stem,
+                _ => name,
+            };
+            let labels = &mut families
+                .get_mut(family)
+                .unwrap_or_else(|| panic!("{line}: a sample of no declared family"))
+                .1;
+            if let Some(inner) = line[name_end..].strip_prefix('{') {
+                let inner = &inner[..inner.rfind('}').unwrap()];
+                for pair in inner.split("\",") {
+                    labels.insert(pair.split_once('=').unwrap().0.to_string());
+                }
+            }
+        }
+    }
+    families
+}
+
+/// What a Prometheus scraper and the sample alert rules rely on: `/metrics` is served as
+/// OpenMetrics, complete (`# EOF`), and its families are exactly the ones docs/running.md
+/// lists, with the documented type and labels. (The encoder's output is read by a strict
+/// OpenMetrics parser in `service::metrics`' unit tests.)
+#[test]
+fn metrics_are_openmetrics_with_the_documented_names_types_and_labels() {
+    with_timeout(120, || {
+        let repo = sqlite_repo();
+        repo.write("alerts/rule.yaml", QUIET_RULE);
+        repo.commit_all("an alert rule");
+        let service = Service::start(repo.path(), &["--interval", "1h"], &[]);
+        wait_for(Duration::from_secs(10), "Running", || {
+            phase(&repo, "customers").as_deref() == Some("Running")
+        });
+
+        let (code, head, text) = service.get_with_head("/metrics");
+        assert_eq!(code, 200, "{head}\n{text}");
+        assert!(
+            head.to_ascii_lowercase().contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            "{head}"
+        );
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+
+        let mut served = served_families(&text);
+        let documented = documented_metrics();
+        assert!(documented.len() >= 25, "{documented:?}");
+        for (name, kind, labels) in &documented {
+            // A counter's family is declared without `_total`; its samples carry it.
+            let family = match kind.as_str() {
+                "counter" => name
+                    .strip_suffix("_total")
+                    .expect("a counter ends in _total"),
+                "gauge" => name,
+                other => panic!("{name}: undocumented type {other}"),
+            };
+            let (served_kind, served_labels) = served
+                .remove(family)
+                .unwrap_or_else(|| panic!("{name} is documented but not served:\n{text}"));
+            assert_eq!(&served_kind, kind, "{name}");
+            if !served_labels.is_empty() || labels.is_empty() {
+                let labels: BTreeSet<String> = labels.iter().cloned().collect();
+                assert_eq!(served_labels, labels, "{name}");
+            }
+        }
+        assert!(served.is_empty(), "served, not documented: {served:?}");
+        // Series this run has, in the families whose labels were checked above.
+        for line in [
+            "\ndualwrite_ready 1\n",
+            "\ndualwrite_reconcile_passes_total{trigger=\"start\"} ",
+            "\ndualwrite_alert_firing{rule=\"pause-on-app-errors\",map=\"customers\"} 0\n",
+            "\ndualwrite_alert_notifications_sent_total{rule=\"pause-on-app-errors\",map=\"customers\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     });
 }
 

@@ -2,7 +2,7 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/metrics` | Prometheus text format (see `metrics`) |
+//! | `/metrics` | OpenMetrics text format, which Prometheus scrapes (see `metrics`) |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz` | 200 once a pass has completed and the last one reached the state store, else 503 |
 //! | `/api/v1/maps`, `/api/v1/maps/{name}` | the `status/maps/*.yaml` content, as JSON |
@@ -136,12 +136,18 @@ struct ServiceInfo<'a> {
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {
-    let body = super::metrics::render(&shared.read().expect("snapshot lock"));
-    respond(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        body,
-    )
+    let rendered = super::metrics::render(&shared.read().expect("snapshot lock"));
+    match rendered {
+        Ok(body) => respond(StatusCode::OK, super::metrics::CONTENT_TYPE, body),
+        Err(e) => {
+            tracing::error!(error = %e, "/metrics");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            )
+        }
+    }
 }
 
 async fn healthz() -> Response {

@@ -77,6 +77,11 @@ impl Service {
         http_get(self.port, path)
     }
 
+    /// (status, head: the status line and headers, body).
+    pub fn get_with_head(&self, path: &str) -> (u16, String, String) {
+        http_get_with_head(self.port, path)
+    }
+
     pub fn json(&self, path: &str) -> serde_json::Value {
         let (code, body) = self.get(path);
         assert_eq!(code, 200, "{path}: {body}");
@@ -109,8 +114,15 @@ impl Drop for Service {
 
 /// GET over a plain TCP connection: (status, body); (0, error) when nothing answers.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_with_head(port, path);
+    (status, body)
+}
+
+/// GET over a plain TCP connection: (status, head: the status line and headers, body);
+/// (0, "", error) when nothing answers.
+pub fn http_get_with_head(port: u16, path: &str) -> (u16, String, String) {
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, "connection refused".into());
+        return (0, String::new(), "connection refused".into());
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -122,16 +134,13 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     .unwrap();
     let mut response = String::new();
     if stream.read_to_string(&mut response).is_err() {
-        return (0, "read failed".into());
+        return (0, String::new(), "read failed".into());
     }
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
 }
