@@ -520,17 +520,23 @@ fn kind_of_type(ty: &Type) -> Option<ValueKind> {
 /// The type that `db_type` (as `format_type` spells it, modifiers and all) is read and
 /// written as natively; `None` for types without a native mapping (read and written as text).
 fn native_type(db_type: &str) -> Option<Type> {
-    let mut base = String::new();
-    let mut depth = 0;
-    for c in db_type.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            _ if depth == 0 => base.push(c),
-            _ => {}
+    // Asked per value written (`inexact`): no allocation for a type without modifiers.
+    let base: Cow<str> = if db_type.contains('(') {
+        let mut base = String::new();
+        let mut depth = 0;
+        for c in db_type.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => base.push(c),
+                _ => {}
+            }
         }
-    }
-    Some(match base.as_str() {
+        Cow::Owned(base)
+    } else {
+        Cow::Borrowed(db_type)
+    };
+    Some(match &*base {
         "boolean" => Type::BOOL,
         "smallint" => Type::INT2,
         "integer" => Type::INT4,
@@ -898,23 +904,24 @@ impl Dialect for Postgres {
     /// mantissa; `numeric(p,s)` rounds extra
     /// fraction digits; timestamps keep microseconds (fewer with a precision).
     fn inexact(&self, column: &ColumnInfo, value: &Value) -> Option<String> {
-        let ty = native_type(&column.db_type);
+        // Per value written: the column's type is looked at only for the kinds it matters to.
+        let ty = || native_type(&column.db_type);
         let modifiers = || type_modifiers(&column.db_type);
         match value {
             Value::Text(s) if s.contains('\0') => {
                 Some("PostgreSQL text cannot hold a NUL character".into())
             }
             Value::Float(f)
-                if ty == Some(Type::FLOAT4)
+                if ty() == Some(Type::FLOAT4)
                     && f64::from(*f as f32).to_bits() != f.to_bits()
                     && !f.is_nan() =>
             {
                 Some("a real (32-bit float) column cannot hold it exactly".into())
             }
-            Value::Int(i) if ty == Some(Type::INT2) && i16::try_from(*i).is_err() => {
+            Value::Int(i) if ty() == Some(Type::INT2) && i16::try_from(*i).is_err() => {
                 Some("out of range for smallint".into())
             }
-            Value::Int(i) if ty == Some(Type::INT4) && i32::try_from(*i).is_err() => {
+            Value::Int(i) if ty() == Some(Type::INT4) && i32::try_from(*i).is_err() => {
                 Some("out of range for integer".into())
             }
             Value::Decimal(d) => decimal_misfit(d, &modifiers()),

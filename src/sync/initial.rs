@@ -133,6 +133,10 @@ fn row_bytes(row: &Row) -> usize {
 
 /// `page` cut into runs of at most [`MAX_TRANSACTION_BYTES`], each with its size.
 fn by_bytes(page: Vec<Row>) -> Vec<(Vec<Row>, usize)> {
+    let total: usize = page.iter().map(row_bytes).sum();
+    if total <= MAX_TRANSACTION_BYTES {
+        return vec![(page, total)];
+    }
     let mut runs = Vec::new();
     let (mut run, mut size) = (Vec::new(), 0);
     for row in page {
