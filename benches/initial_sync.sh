@@ -316,6 +316,10 @@ if [ -z "${NO_BUILD:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet --bin dualwrite)
 fi
 DUALWRITE=${DUALWRITE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/dualwrite}
+if [ ! -x "$DUALWRITE" ]; then
+    echo "no dualwrite binary at $DUALWRITE (build it, or set CARGO_TARGET_DIR or DUALWRITE)" >&2
+    exit 1
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dualwrite-initial.XXXXXX")
 cleanup() {
