@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: its variables are used by the scripts that source it
 # Sourced by the benchmarks that use the database servers: where they are (override with
 # BENCH_PG_URL, MY_HOST, MY_USER, MY_DB), the URLs dualwrite reads (BENCH_PG_URL,
 # BENCH_MY_URL), and the psql / mariadb client commands as arrays.

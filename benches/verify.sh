@@ -63,9 +63,9 @@ timed() {
 # median NAME WANT_CODE COMMAND...: runs `timed` REPEAT times; prints "median_seconds
 # max_rss_mb all_seconds" (all_seconds comma-separated, in run order).
 median() {
-    local name=$1 want=$2 i secs rss all=() max=0
+    local name=$1 want=$2 secs rss all=() max=0
     shift 2
-    for i in $(seq "$REPEAT"); do
+    for _ in $(seq "$REPEAT"); do
         read -r secs rss < <(timed "$name" "$want" "$@")
         all+=("$secs")
         [ "$rss" -gt "$max" ] && max=$rss
