@@ -192,8 +192,18 @@ impl SqliteStore {
             counted: true,
         };
         if !store.has_table("error_counts")? {
-            let tx = store.conn.transaction()?;
-            tx.execute_batch(ERROR_COUNTS)?;
+            // Holding the write lock, and asking again: another writer may have just made them.
+            let tx = store
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let present: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'error_counts'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !present {
+                tx.execute_batch(ERROR_COUNTS)?;
+            }
             tx.commit()?;
         }
         Ok(store)
