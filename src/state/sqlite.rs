@@ -79,6 +79,9 @@ DROP INDEX IF EXISTS errors_by_key;
 CREATE INDEX IF NOT EXISTS errors_of_key ON errors (map, direction, key);
 CREATE INDEX IF NOT EXISTS errors_by_time ON errors (last_at);
 CREATE INDEX IF NOT EXISTS errors_by_filter ON errors (map, state, type, phase, direction, last_at);
+-- Newest first within a map and state (every listing, the overview's latest errors): the
+-- index holds its rows in id order, so a page reads its rows and stops, nothing is sorted.
+CREATE INDEX IF NOT EXISTS errors_newest_of_map ON errors (map, state);
 -- A time window of one map: the window is a range of this index, the other filters are read
 -- from it too (a count never reads the table).
 CREATE INDEX IF NOT EXISTS errors_by_window ON errors (map, state, last_at, direction, type, phase);
