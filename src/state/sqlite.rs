@@ -163,6 +163,17 @@ BEGIN
 END;
 ";
 
+fn has_table(conn: &Connection, table: &str) -> Result<bool, StateError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Columns added after the first release, as (table, column, type): added when missing.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("requests", "status", "TEXT"),
@@ -175,41 +186,33 @@ impl SqliteStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StateError::Other(e.to_string()))?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        // One opener at a time makes or updates the schema, under the write lock: two
+        // processes opening a new (or older) store together would otherwise both add what
+        // is missing, and one of them fail.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
         for (table, column, kind) in ADDED_COLUMNS {
-            let present: bool = conn.query_row(
+            let present: bool = tx.query_row(
                 &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
                 [column],
                 |r| r.get(0),
             )?;
             if !present {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
-        let mut store = Self {
+        if !has_table(&tx, "error_counts")? {
+            tx.execute_batch(ERROR_COUNTS)?;
+        }
+        tx.commit()?;
+        Ok(Self {
             conn,
             label: label.to_string(),
             counted: true,
-        };
-        if !store.has_table("error_counts")? {
-            // Holding the write lock, and asking again: another writer may have just made them.
-            let tx = store
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let present: bool = tx.query_row(
-                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'error_counts'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !present {
-                tx.execute_batch(ERROR_COUNTS)?;
-            }
-            tx.commit()?;
-        }
-        Ok(store)
+        })
     }
 
     /// Opens an existing store without changing it.
@@ -258,15 +261,7 @@ impl SqliteStore {
     }
 
     fn has_table(&self, table: &str) -> Result<bool, StateError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [table],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        has_table(&self.conn, table)
     }
 
     fn applied(&self, table: &str, with_state: bool) -> Result<Vec<AppliedRecord>, StateError> {
