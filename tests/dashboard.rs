@@ -517,6 +517,27 @@ struct Dashboard {
     port: u16,
 }
 
+impl Dashboard {
+    /// `dualwrite dashboard` on a free port over `repo`, once it accepts connections.
+    fn start(repo: &Repo, env: &[(&str, &str)]) -> Dashboard {
+        let port = support::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+            .arg("-C")
+            .arg(repo.path())
+            .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Dashboard { child, port };
+        wait_for(Duration::from_secs(20), "the dashboard", || {
+            std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
+        });
+        d
+    }
+}
+
 impl Drop for Dashboard {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -528,19 +549,7 @@ impl Drop for Dashboard {
 fn dualwrite_dashboard_serves_the_pages_without_running_the_loop() {
     with_timeout(120, || {
         let repo = demo();
-        let port = support::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
-            .arg("-C")
-            .arg(repo.path())
-            .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Dashboard { child, port };
-        wait_for(Duration::from_secs(20), "the dashboard", || {
-            std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
-        });
+        let d = Dashboard::start(&repo, &[]);
         assert_eq!(get(d.port, "/healthz").status, 200);
         let overview = get(d.port, "/");
         assert_eq!(overview.status, 200);
@@ -645,20 +654,7 @@ fn the_dashboard_keeps_its_postgres_connection_and_follows_the_store_as_it_comes
         let run = support::run_in(repo.path(), &["reconcile"], &env);
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     };
-    let port = support::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
-        .arg("-C")
-        .arg(repo.path())
-        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Dashboard { child, port };
-    wait_for(Duration::from_secs(20), "the dashboard", || {
-        std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
-    });
+    let d = Dashboard::start(&repo, &env);
     // No store yet.
     assert!(get(d.port, "/").body.contains("No state store yet"));
     assert_eq!(json(d.port, "/api/v1/errors")["matched"], 0);

@@ -578,28 +578,25 @@ impl Conn {
             }
             Mode::Another => {}
             Mode::Existing => {
-                let maps = format!("{}.maps", conn.target.schema);
-                let exists = conn.run(async |s| {
-                    let row = s
-                        .client
-                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&maps])
-                        .await?;
-                    Ok(row.get::<_, bool>(0))
-                })?;
-                if !exists {
+                if !conn.has_table("maps")? {
                     return Ok(None);
                 }
             }
         }
-        let counts = format!("{}.error_counts", conn.target.schema);
-        conn.counted = conn.run(async |s| {
+        conn.counted = conn.has_table("error_counts")?;
+        Ok(Some(conn))
+    }
+
+    /// Whether the store's schema has this table.
+    fn has_table(&mut self, table: &str) -> Result<bool, StateError> {
+        let name = format!("{}.{table}", self.target.schema);
+        self.run(async |s| {
             let row = s
                 .client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&counts])
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
                 .await?;
             Ok(row.get::<_, bool>(0))
-        })?;
-        Ok(Some(conn))
+        })
     }
 
     /// Runs `f` on a live session, reconnecting first if the connection was lost.
