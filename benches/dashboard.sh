@@ -13,7 +13,7 @@ PARTS=${PARTS:-sqlite pg}
 BENCH_DB=dw_dashboard_bench
 
 cargo build --release --quiet --bin dualwrite
-BIN=$ROOT/target/release/dualwrite
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/dualwrite
 WORK=$(mktemp -d)
 DASH_PID=
 cleanup() {

@@ -2,7 +2,8 @@
 //! dashboard --listen` over the README's demo (two seeded SQLite apps whose CRM rejects some
 //! records), one of them holding a hostile key. Plain HTTP from the test: pages, escaping,
 //! the error view's filters and paging, `/api/v1/errors`, the OpenAPI document, and the
-//! actions (403 without a token, cross-site POSTs refused, a Retry committed and completed).
+//! actions (403 without a token, cross-site POSTs refused, a Retry committed and completed);
+//! `dualwrite dashboard` over a PostgreSQL state store that appears, goes and comes back.
 
 mod support;
 
@@ -516,6 +517,27 @@ struct Dashboard {
     port: u16,
 }
 
+impl Dashboard {
+    /// `dualwrite dashboard` on a free port over `repo`, once it accepts connections.
+    fn start(repo: &Repo, env: &[(&str, &str)]) -> Dashboard {
+        let port = support::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+            .arg("-C")
+            .arg(repo.path())
+            .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Dashboard { child, port };
+        wait_for(Duration::from_secs(20), "the dashboard", || {
+            std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
+        });
+        d
+    }
+}
+
 impl Drop for Dashboard {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -527,19 +549,7 @@ impl Drop for Dashboard {
 fn dualwrite_dashboard_serves_the_pages_without_running_the_loop() {
     with_timeout(120, || {
         let repo = demo();
-        let port = support::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
-            .arg("-C")
-            .arg(repo.path())
-            .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Dashboard { child, port };
-        wait_for(Duration::from_secs(20), "the dashboard", || {
-            std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
-        });
+        let d = Dashboard::start(&repo, &[]);
         assert_eq!(get(d.port, "/healthz").status, 200);
         let overview = get(d.port, "/");
         assert_eq!(overview.status, 200);
@@ -553,4 +563,144 @@ fn dualwrite_dashboard_serves_the_pages_without_running_the_loop() {
         assert_eq!(json(d.port, "/api/v1/errors?map=orders")["matched"], 1);
         assert_eq!(get(d.port, "/metrics").status, 404);
     });
+}
+
+/// The same server as the PostgreSQL tests use, another database.
+fn postgres_admin() -> Option<(tokio::runtime::Runtime, tokio_postgres::Client, String)> {
+    let url = std::env::var("DUALWRITE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let connected = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_postgres::connect(&url, tokio_postgres::NoTls),
+        )
+        .await
+    });
+    match connected {
+        Ok(Ok((client, connection))) => {
+            runtime.spawn(connection);
+            Some((runtime, client, url))
+        }
+        Ok(Err(e)) if std::env::var("CI").is_err() => {
+            eprintln!("SKIPPED: PostgreSQL unreachable: {e}");
+            None
+        }
+        _ => panic!("PostgreSQL unreachable under CI=true"),
+    }
+}
+
+/// Keeps the test database until the test ends (pass or fail).
+struct Database<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    admin: &'a tokio_postgres::Client,
+    name: String,
+}
+
+impl Database<'_> {
+    fn exec(&self, sql: &str) {
+        self.runtime
+            .block_on(self.admin.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Connections to this database now, from anyone.
+    fn connections(&self) -> i64 {
+        self.runtime
+            .block_on(self.admin.query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&self.name],
+            ))
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for Database<'_> {
+    fn drop(&mut self) {
+        let _ = self.runtime.block_on(self.admin.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )));
+    }
+}
+
+#[test]
+fn the_dashboard_keeps_its_postgres_connection_and_follows_the_store_as_it_comes_and_goes() {
+    let Some((runtime, admin, url)) = postgres_admin() else {
+        return;
+    };
+    let db = Database {
+        runtime: &runtime,
+        admin: &admin,
+        name: format!("dw_dash_{}", std::process::id()),
+    };
+    db.exec(&format!("CREATE DATABASE {}", db.name));
+    let (server, _) = url.rsplit_once('/').unwrap();
+    let state_url = format!("{server}/{}", db.name);
+    let repo = demo();
+    let project = std::fs::read_to_string(repo.path().join("dualwrite.yaml")).unwrap();
+    let sqlite_store = "  stateStore:\n    sqlite: { path: .dualwrite/state.db }\n";
+    assert!(project.contains(sqlite_store));
+    repo.write(
+        "dualwrite.yaml",
+        &project.replace(
+            sqlite_store,
+            "  stateStore:\n    postgres: { urlFromEnv: DW_DASH_STATE }\n",
+        ),
+    );
+    let env = [("DW_DASH_STATE", state_url.as_str())];
+    let reconcile = || {
+        let run = support::run_in(repo.path(), &["reconcile"], &env);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    };
+    let d = Dashboard::start(&repo, &env);
+    // No store yet.
+    assert!(get(d.port, "/").body.contains("No state store yet"));
+    assert_eq!(json(d.port, "/api/v1/errors")["matched"], 0);
+    // The store appears: the next request reads it.
+    reconcile();
+    let overview = get(d.port, "/");
+    assert!(
+        !overview.body.contains("No state store yet"),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview.body.contains("ApplicationError"),
+        "{}",
+        overview.body
+    );
+    let matched = |query: &str| json(d.port, &format!("/api/v1/errors{query}"))["matched"].clone();
+    // The demo's customers with a negative credit limit and its order too large, then
+    // the hostile customer's (the second pass copies it).
+    assert_eq!(matched("?map=orders"), 1);
+    let customers = matched("?map=customers").as_u64().unwrap();
+    assert!(customers >= 2, "{customers}");
+    // Many requests, one connection kept (none left open between requests before).
+    for _ in 0..20 {
+        assert_eq!(get(d.port, "/").status, 200);
+        assert_eq!(matched("?map=orders"), 1);
+    }
+    assert_eq!(db.connections(), 1, "the dashboard keeps one connection");
+    // The store goes: a request may fail on the kept connection, the next says so.
+    let (inside, connection) = runtime
+        .block_on(tokio_postgres::connect(&state_url, tokio_postgres::NoTls))
+        .unwrap();
+    let connection = runtime.spawn(connection);
+    runtime
+        .block_on(inside.batch_execute("DROP SCHEMA dualwrite_state CASCADE"))
+        .unwrap();
+    drop(inside);
+    runtime.block_on(connection).unwrap().unwrap();
+    get(d.port, "/");
+    assert!(get(d.port, "/").body.contains("No state store yet"));
+    // And comes back, with what a pass records.
+    reconcile();
+    assert_eq!(matched("?map=orders"), 1);
+    assert_eq!(
+        matched("?map=orders&state=all"),
+        matched("?map=orders&state=all&from=2000-01-01T00:00:00Z")
+    );
+    drop(d);
 }

@@ -514,6 +514,167 @@ fn behaves_as_a_state_store(s: Subject<'_>) {
     filtered_queries_select_exactly_what_they_name(store);
     requests_keep_their_status(store);
     map_level_events_are_one_per_attempt(store);
+    error_counts_follow_every_change(store);
+}
+
+/// The open-error counts of `map` by (type, phase), counted from its records one by one.
+fn counted_by_hand(store: &dyn StateStore, map: &str) -> Vec<(ErrorType, ErrorPhase, u64)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for e in store
+        .query_errors(&ErrorQuery::open(map), Order::OldestFirst, 10_000)
+        .unwrap()
+    {
+        *counts
+            .entry((e.error_type.name(), e.phase.name()))
+            .or_insert(0u64) += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((t, p), n)| {
+            (
+                ErrorType::stored(t).unwrap(),
+                ErrorPhase::stored(p).unwrap(),
+                n,
+            )
+        })
+        .collect()
+}
+
+/// What the store's kept counts answer equals counting the records: the overview's counts
+/// and `count_errors` by map, state, type, phase, direction and scope (the same query with
+/// a time window is counted from the records).
+fn assert_counts_agree(store: &dyn StateStore, map: &str) {
+    assert_eq!(
+        store.open_error_counts(map).unwrap(),
+        counted_by_hand(store, map),
+        "open error counts of {map}"
+    );
+    let mut queries = vec![ErrorQuery::default(), ErrorQuery::open(map)];
+    for state in ErrorState::ALL {
+        queries.push(ErrorQuery {
+            state: Some(*state),
+            ..ErrorQuery::open(map)
+        });
+    }
+    queries.push(ErrorQuery {
+        direction: Some("DestinationToSource".into()),
+        error_type: Some(ErrorType::ApplicationError),
+        ..ErrorQuery::open(map)
+    });
+    queries.push(ErrorQuery {
+        phase: Some(ErrorPhase::Live),
+        scope: Some(ErrorScope::Record),
+        state: None,
+        ..ErrorQuery::open(map)
+    });
+    for query in queries {
+        assert!(query.by_counted_columns());
+        let scanned = ErrorQuery {
+            from: Some("0000".into()),
+            ..query.clone()
+        };
+        assert_eq!(
+            store.count_errors(&query).unwrap(),
+            store.count_errors(&scanned).unwrap(),
+            "{query:?}"
+        );
+    }
+}
+
+/// The counts a store keeps follow every way a record changes: recorded, failing again with
+/// another type, superseded, retried, deleted, a map-level event; folded by `tidy` or not.
+fn error_counts_follow_every_change(store: &mut dyn StateStore) {
+    let map = "counted";
+    let at = |i: i64| format!("2024-08-01T10:00:{i:02}.000Z");
+    let mut ids = Vec::new();
+    for i in 0..12i64 {
+        let mut e = error(
+            map,
+            ["SourceToDestination", "DestinationToSource"][i as usize % 2],
+            i,
+            &at(i),
+        );
+        e.phase = [
+            ErrorPhase::InitialSync,
+            ErrorPhase::Live,
+            ErrorPhase::CatchUp,
+        ][i as usize % 3];
+        if i % 4 == 3 {
+            e.error_type = ErrorType::TransformError;
+        }
+        ids.push(store.record_error(&e).unwrap());
+    }
+    assert_counts_agree(store, map);
+    assert_eq!(store.count_errors(&ErrorQuery::open(map)).unwrap(), 12);
+    // Fails again, now as another type and in another phase: moves between groups.
+    let mut again = error(map, "SourceToDestination", 0, &at(20));
+    again.error_type = ErrorType::SchemaError;
+    again.phase = ErrorPhase::Live;
+    assert_eq!(store.record_error(&again).unwrap(), ids[0]);
+    assert_counts_agree(store, map);
+    store.tidy().unwrap();
+    assert_counts_agree(store, map);
+    assert_eq!(
+        store
+            .supersede(
+                map,
+                "DestinationToSource",
+                &["{\"id\":1}".into(), "{\"id\":3}".into()]
+            )
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .resolve_errors(&ids[4..7], ErrorState::Retried)
+            .unwrap(),
+        3
+    );
+    assert_counts_agree(store, map);
+    assert_eq!(store.delete_errors(&[ids[1], ids[8], ids[9]]).unwrap(), 3);
+    store
+        .record_errors(&[
+            error(map, "SourceToDestination", 100, &at(30)),
+            error(map, "SourceToDestination", 101, &at(31)),
+        ])
+        .unwrap();
+    let mut event = error(map, "SourceToDestination", 0, &at(32));
+    event.scope = ErrorScope::Map;
+    event.key = String::new();
+    event.error_type = ErrorType::NetworkError;
+    store.record_error(&event).unwrap();
+    assert_counts_agree(store, map);
+    store.tidy().unwrap();
+    store.tidy().unwrap();
+    assert_counts_agree(store, map);
+    // A window, newest first, one at a time: the newest in the window, then the next.
+    let window = ErrorQuery {
+        from: Some(at(5)),
+        to: Some(at(12)),
+        ..ErrorQuery::open(map)
+    };
+    assert!(window.windowed());
+    let newest = store.query_errors(&window, Order::NewestFirst, 1).unwrap();
+    assert_eq!(newest.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[11]]);
+    let listed: Vec<i64> = store
+        .query_errors(&window, Order::NewestFirst, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [ids[11], ids[10], ids[7]],
+        "5, 6 retried, 8, 9 deleted"
+    );
+    let older = ErrorQuery {
+        below_id: Some(ids[10]),
+        ..window
+    };
+    assert_eq!(
+        store.query_errors(&older, Order::NewestFirst, 1).unwrap()[0].id,
+        ids[7]
+    );
 }
 
 /// `errors list` and ErrorRequest filters: each field narrows, ids and paging are exact,
@@ -883,8 +1044,121 @@ fn sqlite_store_keeps_the_state_store_contract() {
     });
 }
 
+/// A store as a version before the error counts left it (no counts, no triggers) is read
+/// right by a reader (which counts the records), given its counts filled from the records
+/// on the next open for writing, and counted from then on.
+struct OlderStore<'a> {
+    writer: &'a dyn Fn() -> Box<dyn StateStore>,
+    reader: &'a dyn Fn() -> Box<dyn StateStore>,
+    /// Drops the counts and their triggers, as if they had never been made.
+    make_older: &'a dyn Fn(),
+}
+
+fn counts_come_to_an_older_store(s: OlderStore<'_>) {
+    let map = "older";
+    let writer = (s.writer)();
+    for i in 0..5i64 {
+        let mut e = error(map, "SourceToDestination", i, "2024-09-01T10:00:00.000Z");
+        if i % 2 == 0 {
+            e.error_type = ErrorType::TransformError;
+        }
+        writer.record_error(&e).unwrap();
+    }
+    drop(writer);
+    (s.make_older)();
+    let reader = (s.reader)();
+    assert_eq!(reader.count_errors(&ErrorQuery::open(map)).unwrap(), 5);
+    assert_counts_agree(reader.as_ref(), map);
+    let writer = (s.writer)();
+    assert_counts_agree(writer.as_ref(), map);
+    assert_eq!(
+        writer
+            .open_error_counts(map)
+            .unwrap()
+            .iter()
+            .map(|c| c.2)
+            .sum::<u64>(),
+        5
+    );
+    writer
+        .record_error(&error(
+            map,
+            "DestinationToSource",
+            9,
+            "2024-09-01T10:00:01.000Z",
+        ))
+        .unwrap();
+    writer
+        .resolve_errors(
+            &[writer
+                .query_errors(&ErrorQuery::open(map), Order::OldestFirst, 1)
+                .unwrap()[0]
+                .id],
+            ErrorState::Retried,
+        )
+        .unwrap();
+    assert_counts_agree(writer.as_ref(), map);
+    // A reader opened before the counts came still answers right.
+    assert_counts_agree(reader.as_ref(), map);
+    assert_counts_agree((s.reader)().as_ref(), map);
+}
+
+#[test]
+fn sqlite_store_from_before_error_counts_gets_them_on_its_next_open_for_writing() {
+    with_timeout(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        counts_come_to_an_older_store(OlderStore {
+            writer: &|| Box::new(SqliteStore::open(&path, "state.db").unwrap()),
+            reader: &|| Box::new(SqliteStore::open_read_only(&path, "state.db").unwrap()),
+            make_older: &|| {
+                rusqlite::Connection::open(&path)
+                    .unwrap()
+                    .execute_batch(
+                        "DROP TRIGGER errors_counted_insert; DROP TRIGGER errors_counted_update;
+                         DROP TRIGGER errors_counted_delete; DROP TABLE error_counts;",
+                    )
+                    .unwrap()
+            },
+        });
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // PostgreSQL
+
+#[test]
+fn postgres_store_from_before_error_counts_gets_them_on_its_next_open_for_writing() {
+    let Some(url) = reachable_postgres() else {
+        return;
+    };
+    with_timeout(120, move || {
+        let schema = TestSchema::new(&url);
+        let name = schema.name.clone();
+        counts_come_to_an_older_store(OlderStore {
+            writer: &|| Box::new(PostgresStore::connect(&url, &name).unwrap()),
+            reader: &|| {
+                Box::new(
+                    PostgresStore::open_existing(&url, &name)
+                        .unwrap()
+                        .expect("the store exists"),
+                )
+            },
+            make_older: &|| {
+                admin(
+                    &url,
+                    &format!(
+                        "DROP TRIGGER errors_counted_insert ON {name}.errors;
+                         DROP TRIGGER errors_counted_update ON {name}.errors;
+                         DROP TRIGGER errors_counted_delete ON {name}.errors;
+                         DROP TABLE {name}.error_counts;"
+                    ),
+                )
+                .unwrap()
+            },
+        });
+    });
+}
 
 /// Installs a trigger in `schema` that rejects runtime writes of names with this prefix.
 fn poison_postgres(url: &str, schema: &str, prefix: &str) {

@@ -3,7 +3,8 @@
 //! OpenAPI document. Served beside the service's routes by `dualwrite run --listen`, and
 //! alone by `dualwrite dashboard --listen` (which never runs a pass).
 //!
-//! Reads the work tree's config and the state store for each request (`source`), never the
+//! Reads the work tree's config and the state store for each request (`source`, which keeps
+//! a PostgreSQL store's connections between requests), never the
 //! endpoints, except the record page, which reads the rows now as `errors list --show-rows`
 //! does. Read-only unless a dashboard token is configured; then Retry and Dismiss write
 //! ErrorRequest files the GitOps way (`actions`). Does not own the service's routes
@@ -123,6 +124,7 @@ impl IntoResponse for DashboardError {
 /// What every handler shares.
 struct Dashboard {
     dir: PathBuf,
+    source: source::Source,
     options: Options,
     sessions: actions::Sessions,
 }
@@ -172,6 +174,7 @@ fn page(markup: maud::Markup) -> Response {
 pub fn router(dir: &Path, options: Options) -> Router {
     let app = Arc::new(Dashboard {
         dir: dir.to_path_buf(),
+        source: source::Source::new(dir),
         options,
         sessions: actions::Sessions::new(),
     });
@@ -225,39 +228,43 @@ pub fn serve(dir: &Path, listen: SocketAddr, options: Options) -> Result<(), Das
 }
 
 async fn overview(State(app): App) -> Result<Response, DashboardError> {
-    let (maps, no_store) = source::read(&app.dir, |view| {
-        Ok(match &view.store {
-            None => (Vec::new(), true),
-            Some(store) => (
-                crate::status::map_statuses(
-                    store.as_ref(),
-                    view.cfg.maps.iter().map(|m| &m.resource),
-                )?,
-                false,
-            ),
+    let (maps, no_store) = app
+        .source
+        .read(|view| {
+            Ok(match &view.store {
+                None => (Vec::new(), true),
+                Some(store) => (
+                    crate::status::map_statuses(
+                        store.as_ref(),
+                        view.cfg.maps.iter().map(|m| &m.resource),
+                    )?,
+                    false,
+                ),
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok(page(pages::overview(&maps, no_store)))
 }
 
 async fn map(State(app): App, UrlPath(name): UrlPath<String>) -> Result<Response, DashboardError> {
     let map_name = name.clone();
-    let (status, activity, catch_up) = source::read(&app.dir, move |view| {
-        let map = view.require_map(&name)?;
-        let store = view.store()?;
-        let (_, status) = crate::status::map_statuses(store, std::iter::once(map))?
-            .pop()
-            .expect("one map asked, one answered");
-        let activity = store.activity(&name, ACTIVITY_SHOWN)?;
-        let query = ErrorQuery {
-            phase: Some(ErrorPhase::CatchUp),
-            ..ErrorQuery::open(&name)
-        };
-        let catch_up = store.query_errors(&query, Order::NewestFirst, CATCH_UP_SHOWN)?;
-        Ok((status, activity, catch_up))
-    })
-    .await?;
+    let (status, activity, catch_up) = app
+        .source
+        .read(move |view| {
+            let map = view.require_map(&name)?;
+            let store = view.store()?;
+            let (_, status) = crate::status::map_statuses(store, std::iter::once(map))?
+                .pop()
+                .expect("one map asked, one answered");
+            let activity = store.activity(&name, ACTIVITY_SHOWN)?;
+            let query = ErrorQuery {
+                phase: Some(ErrorPhase::CatchUp),
+                ..ErrorQuery::open(&name)
+            };
+            let catch_up = store.query_errors(&query, Order::NewestFirst, CATCH_UP_SHOWN)?;
+            Ok((status, activity, catch_up))
+        })
+        .await?;
     Ok(page(pages::map(&pages::MapPage {
         name: &map_name,
         status: &status,
@@ -272,14 +279,16 @@ async fn activity(
     format: crate::activity::Format,
 ) -> Result<Response, DashboardError> {
     let map = name.clone();
-    let entries = source::read(&app.dir, move |view| {
-        view.require_map(&name)?;
-        Ok(match &view.store {
-            Some(store) => store.activity_since(&name, None)?,
-            None => Vec::new(),
+    let entries = app
+        .source
+        .read(move |view| {
+            view.require_map(&name)?;
+            Ok(match &view.store {
+                Some(store) => store.activity_since(&name, None)?,
+                None => Vec::new(),
+            })
         })
-    })
-    .await?;
+        .await?;
     let body = crate::activity::export(&map, &entries, format)
         .map_err(|e| DashboardError::Internal(format!("the activity download: {e}")))?;
     let (content_type, ext) = match format {
@@ -329,46 +338,47 @@ async fn error_page(
 ) -> Result<ErrorPageData, DashboardError> {
     let selection = params.selection()?;
     let map = params.map().map(str::to_string);
-    source::read(&app.dir, move |view| {
-        if let Some(map) = &map {
-            view.require_map(map)?;
-        }
-        let maps = view
-            .cfg
-            .maps
-            .iter()
-            .map(|m| m.resource.metadata.name.clone())
-            .collect();
-        let Some(store) = &view.store else {
-            return Ok(ErrorPageData {
+    app.source
+        .read(move |view| {
+            if let Some(map) = &map {
+                view.require_map(map)?;
+            }
+            let maps = view
+                .cfg
+                .maps
+                .iter()
+                .map(|m| m.resource.metadata.name.clone())
+                .collect();
+            let Some(store) = &view.store else {
+                return Ok(ErrorPageData {
+                    maps,
+                    matched: 0,
+                    records: Vec::new(),
+                    next: None,
+                });
+            };
+            let all = ErrorQuery {
+                below_id: None,
+                ..selection.query.clone()
+            };
+            let matched = store.count_errors(&all)?;
+            // One more than the page: whether an older page exists, without counting.
+            let mut records =
+                store.query_errors(&selection.query, Order::NewestFirst, selection.limit + 1)?;
+            let next = if records.len() > selection.limit {
+                records.truncate(selection.limit);
+                records.last().map(|r| r.id)
+            } else {
+                None
+            };
+            Ok(ErrorPageData {
                 maps,
-                matched: 0,
-                records: Vec::new(),
-                next: None,
-            });
-        };
-        let all = ErrorQuery {
-            below_id: None,
-            ..selection.query.clone()
-        };
-        let matched = store.count_errors(&all)?;
-        // One more than the page: whether an older page exists, without counting.
-        let mut records =
-            store.query_errors(&selection.query, Order::NewestFirst, selection.limit + 1)?;
-        let next = if records.len() > selection.limit {
-            records.truncate(selection.limit);
-            records.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(ErrorPageData {
-            maps,
-            matched,
-            records,
-            next,
+                matched,
+                records,
+                next,
+            })
         })
-    })
-    .await
+        .await
 }
 
 async fn errors(
@@ -406,19 +416,21 @@ async fn record(State(app): App, UrlPath(id): UrlPath<String>) -> Result<Respons
     let id: i64 = id
         .parse()
         .map_err(|_| DashboardError::NotFound(format!("error {id}")))?;
-    let (cfg, record) = source::read(&app.dir, move |view| {
-        let query = ErrorQuery {
-            ids: vec![id],
-            ..Default::default()
-        };
-        let record = view
-            .store()?
-            .query_errors(&query, Order::NewestFirst, 1)?
-            .pop();
-        let record = record.ok_or_else(|| DashboardError::NotFound(format!("error {id}")))?;
-        Ok((view.cfg.clone(), record))
-    })
-    .await?;
+    let (cfg, record) = app
+        .source
+        .read(move |view| {
+            let query = ErrorQuery {
+                ids: vec![id],
+                ..Default::default()
+            };
+            let record = view
+                .store()?
+                .query_errors(&query, Order::NewestFirst, 1)?
+                .pop();
+            let record = record.ok_or_else(|| DashboardError::NotFound(format!("error {id}")))?;
+            Ok((view.cfg.clone(), record))
+        })
+        .await?;
     let previews =
         if record.state == ErrorState::Open && record.scope == crate::state::ErrorScope::Record {
             tokio::time::timeout(
@@ -465,7 +477,7 @@ fn alert_views(
 }
 
 async fn alerts(State(app): App) -> Result<Response, DashboardError> {
-    let rules = source::read(&app.dir, |view| alert_views(view, None)).await?;
+    let rules = app.source.read(|view| alert_views(view, None)).await?;
     Ok(page(pages::alerts(&rules, false)))
 }
 
@@ -473,26 +485,31 @@ async fn alert(
     State(app): App,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, DashboardError> {
-    let rules = source::read(&app.dir, move |view| alert_views(view, Some(&name))).await?;
+    let rules = app
+        .source
+        .read(move |view| alert_views(view, Some(&name)))
+        .await?;
     Ok(page(pages::alerts(&rules, true)))
 }
 
 async fn requests(State(app): App) -> Result<Response, DashboardError> {
-    let list = source::read(&app.dir, |view| {
-        view.cfg
-            .requests
-            .iter()
-            .map(|r| {
-                let name = r.resource.metadata.name.clone();
-                let status = match &view.store {
-                    Some(store) => store.request_status(&name)?,
-                    None => None,
-                };
-                Ok((name, status))
-            })
-            .collect::<Result<Vec<_>, DashboardError>>()
-    })
-    .await?;
+    let list = app
+        .source
+        .read(|view| {
+            view.cfg
+                .requests
+                .iter()
+                .map(|r| {
+                    let name = r.resource.metadata.name.clone();
+                    let status = match &view.store {
+                        Some(store) => store.request_status(&name)?,
+                        None => None,
+                    };
+                    Ok((name, status))
+                })
+                .collect::<Result<Vec<_>, DashboardError>>()
+        })
+        .await?;
     Ok(page(pages::requests(&list)))
 }
 
@@ -541,7 +558,10 @@ async fn confirm(
     app.guard(&headers, Some(&form.csrf))?;
     let form = Arc::new(form);
     let shown = Arc::clone(&form);
-    let preview = source::read(&app.dir, move |view| actions::preview(view, &form)).await?;
+    let preview = app
+        .source
+        .read(move |view| actions::preview(view, &form))
+        .await?;
     Ok(page(pages::confirm(&shown, &preview)))
 }
 
@@ -553,9 +573,9 @@ async fn submit(
     let form = actions::ActionForm::parse(&body)?;
     let token = app.guard(&headers, Some(&form.csrf))?.clone();
     let dir = app.dir.clone();
-    let name = source::read(&app.dir, move |view| {
-        actions::submit(&dir, view, &form, &token)
-    })
-    .await?;
+    let name = app
+        .source
+        .read(move |view| actions::submit(&dir, view, &form, &token))
+        .await?;
     Ok(page(pages::submitted(&name)))
 }

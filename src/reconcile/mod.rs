@@ -184,6 +184,7 @@ pub async fn run_on(
             &cfg.project.resource,
             crate::clock::millis(Utc::now()),
         )?;
+        store.tidy()?;
         let provenance = crate::requests::provenance(dir);
         queues = crate::requests::admit(store, cfg, &provenance, revision)?.1;
     }

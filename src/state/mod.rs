@@ -437,6 +437,20 @@ impl ErrorQuery {
         }
     }
 
+    /// Whether the query selects by the columns the stores keep counts of (map, state,
+    /// type, phase, direction, scope) and nothing else, so its count is a sum of those
+    /// counts instead of a scan of the records.
+    pub fn by_counted_columns(&self) -> bool {
+        self.from.is_none() && self.to.is_none() && self.ids.is_empty() && self.below_id.is_none()
+    }
+
+    /// Whether the query has a lower bound in time. Its records are then found through
+    /// the time index and sorted by id afterwards: newest first by id would otherwise walk
+    /// back over every newer record to reach the window (ids grow with time).
+    pub fn windowed(&self) -> bool {
+        self.from.is_some()
+    }
+
     /// The conditions, in a fixed order (the stores' indexes lead with map and state).
     pub fn conditions(&self) -> Vec<Condition<'_>> {
         let mut c = Vec::new();
@@ -665,9 +679,16 @@ pub trait StateStore: Send {
     fn has_open_errors(&self, map: &str) -> Result<bool, StateError>;
     /// Open errors of a map, newest first.
     fn open_errors(&self, map: &str, limit: usize) -> Result<Vec<ErrorRecord>, StateError>;
-    /// Counts of open errors of a map by (type, phase).
+    /// Counts of open errors of a map by (type, phase). Read from the counts the store
+    /// keeps as records change (see each store), not by counting the records.
     fn open_error_counts(&self, map: &str)
     -> Result<Vec<(ErrorType, ErrorPhase, u64)>, StateError>;
+    /// Housekeeping of the store's own bookkeeping, once a pass (the PostgreSQL store folds
+    /// the changes of its error counts into one row per group). Never changes what any
+    /// read answers.
+    fn tidy(&self) -> Result<(), StateError> {
+        Ok(())
+    }
     fn log(&self, map: &str, at: &str, event: &str, message: &str) -> Result<(), StateError>;
     /// The newest `limit` activity entries of a map, newest first.
     fn activity(&self, map: &str, limit: usize) -> Result<Vec<ActivityEntry>, StateError>;

@@ -10,6 +10,12 @@
 //! on a runtime, so neither kind of caller can panic with "Cannot start a runtime from
 //! within a runtime". Jobs run one at a time, in order, on the one connection.
 //!
+//! Counts of errored records per (map, state, type, phase, direction, scope) are kept by
+//! statement triggers on `errors`, whoever writes: each statement appends its changes to
+//! `error_counts` (rows are only ever added there, so writers never wait on each other for
+//! a counter), reads sum them per group, and `tidy` folds them once a pass. A store
+//! created before them gets them, filled from its records, on its next open for writing.
+//!
 //! The connection URL is a secret: it lives only on the store's thread, and every driver
 //! message is redacted before it leaves (the URL and its password become `***`).
 
@@ -98,6 +104,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS errors_open_record_key ON {s}.errors (map, dir
 CREATE INDEX IF NOT EXISTS errors_by_time ON {s}.errors (last_at);
 CREATE INDEX IF NOT EXISTS errors_by_filter
     ON {s}.errors (map, state, type, phase, direction, last_at);
+CREATE INDEX IF NOT EXISTS errors_by_window
+    ON {s}.errors (map, state, last_at, direction, type, phase) INCLUDE (id);
 CREATE TABLE IF NOT EXISTS {s}.alert_state (
     name TEXT PRIMARY KEY,
     data JSONB NOT NULL
@@ -130,7 +138,67 @@ CREATE TABLE IF NOT EXISTS {s}.leases (
 );
 ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS since TIMESTAMPTZ NOT NULL DEFAULT now();
+CREATE OR REPLACE FUNCTION {s}.count_error_changes() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {s}.error_counts (map, state, type, phase, direction, scope, n)
+            SELECT map, state, type, phase, direction, scope, COUNT(*) FROM new_rows
+            GROUP BY map, state, type, phase, direction, scope;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {s}.error_counts (map, state, type, phase, direction, scope, n)
+            SELECT map, state, type, phase, direction, scope, -COUNT(*) FROM old_rows
+            GROUP BY map, state, type, phase, direction, scope;
+    ELSE
+        INSERT INTO {s}.error_counts (map, state, type, phase, direction, scope, n)
+            SELECT map, state, type, phase, direction, scope, SUM(n) FROM (
+                SELECT map, state, type, phase, direction, scope, 1 AS n FROM new_rows
+                UNION ALL
+                SELECT map, state, type, phase, direction, scope, -1 AS n FROM old_rows
+            ) AS change
+            GROUP BY map, state, type, phase, direction, scope HAVING SUM(n) <> 0;
+    END IF;
+    RETURN NULL;
+END
+$f$;
+DO $$
+BEGIN
+    IF to_regclass('{s}.error_counts') IS NULL THEN
+        -- No record may change between the count below and the triggers taking over.
+        LOCK TABLE {s}.errors IN SHARE ROW EXCLUSIVE MODE;
+        CREATE TABLE {s}.error_counts (
+            map TEXT NOT NULL,
+            state TEXT NOT NULL,
+            type TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            n BIGINT NOT NULL
+        );
+        CREATE INDEX error_counts_by_map ON {s}.error_counts (map, state);
+        INSERT INTO {s}.error_counts (map, state, type, phase, direction, scope, n)
+            SELECT map, state, type, phase, direction, scope, COUNT(*) FROM {s}.errors
+            GROUP BY map, state, type, phase, direction, scope;
+        CREATE TRIGGER errors_counted_insert AFTER INSERT ON {s}.errors
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_error_changes();
+        CREATE TRIGGER errors_counted_update AFTER UPDATE ON {s}.errors
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_error_changes();
+        CREATE TRIGGER errors_counted_delete AFTER DELETE ON {s}.errors
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_error_changes();
+    END IF;
+END
+$$;
 ";
+
+/// Folds the changes recorded in `error_counts` into one row per group. Deleting only the
+/// rows this statement sees, it never loses a change committed meanwhile.
+const FOLD_ERROR_COUNTS: &str = "WITH gone AS (
+        DELETE FROM {s}.error_counts RETURNING map, state, type, phase, direction, scope, n)
+    INSERT INTO {s}.error_counts (map, state, type, phase, direction, scope, n)
+    SELECT map, state, type, phase, direction, scope, SUM(n) FROM gone
+    GROUP BY map, state, type, phase, direction, scope HAVING SUM(n) <> 0";
 
 const PUT_MAP: &str = "INSERT INTO {s}.maps (name, phase, applied, applied_revision, held_by)
     VALUES ($1, $2, $3, $4, $5)
@@ -170,7 +238,11 @@ const HAS_OPEN_ERRORS: &str = "SELECT 1 FROM {s}.errors WHERE map = $1 AND state
 const OPEN_ERRORS: &str = "SELECT id, map, phase, direction, type, key, row, message, code,
     first_at, last_at, attempts, state, scope
     FROM {s}.errors WHERE map = $1 AND state = 'Open' ORDER BY id DESC LIMIT $2";
-const OPEN_ERROR_COUNTS: &str = "SELECT type, phase, COUNT(*) FROM {s}.errors
+const OPEN_ERROR_COUNTS: &str = "SELECT type, phase, SUM(n)::bigint FROM {s}.error_counts
+    WHERE map = $1 AND state = 'Open' GROUP BY type, phase HAVING SUM(n) > 0
+    ORDER BY type, phase";
+/// The same, from the records, in a store not yet given `error_counts`.
+const OPEN_ERROR_COUNTS_UNCOUNTED: &str = "SELECT type, phase, COUNT(*) FROM {s}.errors
     WHERE map = $1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase";
 const LOG: &str = "INSERT INTO {s}.activity (map, at, event, message) VALUES ($1, $2, $3, $4)";
 const ACTIVITY: &str =
@@ -424,6 +496,9 @@ struct Conn {
     rt: Runtime,
     target: Target,
     session: Option<Session>,
+    /// Whether the store keeps `error_counts` (one written by an older version and not
+    /// yet opened for writing by this one does not: its records are counted instead).
+    counted: bool,
 }
 
 /// One live connection with its prepared statements.
@@ -487,6 +562,7 @@ impl Conn {
             rt,
             target,
             session: None,
+            counted: false,
         };
         match mode {
             Mode::Create => {
@@ -502,20 +578,25 @@ impl Conn {
             }
             Mode::Another => {}
             Mode::Existing => {
-                let maps = format!("{}.maps", conn.target.schema);
-                let exists = conn.run(async |s| {
-                    let row = s
-                        .client
-                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&maps])
-                        .await?;
-                    Ok(row.get::<_, bool>(0))
-                })?;
-                if !exists {
+                if !conn.has_table("maps")? {
                     return Ok(None);
                 }
             }
         }
+        conn.counted = conn.has_table("error_counts")?;
         Ok(Some(conn))
+    }
+
+    /// Whether the store's schema has this table.
+    fn has_table(&mut self, table: &str) -> Result<bool, StateError> {
+        let name = format!("{}.{table}", self.target.schema);
+        self.run(async |s| {
+            let row = s
+                .client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await?;
+            Ok(row.get::<_, bool>(0))
+        })
     }
 
     /// Runs `f` on a live session, reconnecting first if the connection was lost.
@@ -798,6 +879,28 @@ impl StateStore for PostgresStore {
         })
     }
 
+    /// Folds `error_counts`, one session at a time (another one folding now is enough):
+    /// reads sum a few rows per group instead of one per change since the last pass.
+    fn tidy(&self) -> Result<(), StateError> {
+        self.call(move |c| {
+            if !c.counted {
+                return Ok(());
+            }
+            let lock = format!("dualwrite error counts {}", c.target.schema);
+            c.run(async |s| {
+                let fold = s.prepare(FOLD_ERROR_COUNTS).await?;
+                let tx = s.client.transaction().await?;
+                let row = tx
+                    .query_one("SELECT pg_try_advisory_xact_lock(hashtext($1))", &[&lock])
+                    .await?;
+                if row.get::<_, bool>(0) {
+                    tx.execute(&fold, &[]).await?;
+                }
+                tx.commit().await
+            })
+        })
+    }
+
     fn forget_map(&self, name: &str) -> Result<(), StateError> {
         let name = name.to_string();
         self.call(move |c| {
@@ -889,10 +992,20 @@ impl StateStore for PostgresStore {
             Order::NewestFirst => "DESC",
             Order::OldestFirst => "ASC",
         };
-        let sql = format!(
-            "SELECT {ERROR_COLUMNS} FROM {{s}}.errors{clause} ORDER BY id {direction} LIMIT ${}",
-            params.len()
-        );
+        let limit = params.len();
+        let sql = if query.windowed() {
+            // The ids from the window's index (`id + 0`: not the primary key's order, which
+            // the planner would walk back through), then only those rows.
+            format!(
+                "SELECT {ERROR_COLUMNS} FROM {{s}}.errors WHERE id IN
+                   (SELECT id FROM {{s}}.errors{clause} ORDER BY id + 0 {direction} LIMIT ${limit})
+                 ORDER BY id {direction}"
+            )
+        } else {
+            format!(
+                "SELECT {ERROR_COLUMNS} FROM {{s}}.errors{clause} ORDER BY id {direction} LIMIT ${limit}"
+            )
+        };
         let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
         rows.iter().map(error_record).collect()
     }
@@ -926,8 +1039,15 @@ impl StateStore for PostgresStore {
 
     fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError> {
         let (clause, params) = where_clause(query);
-        let sql = format!("SELECT COUNT(*) FROM {{s}}.errors{clause}");
-        let rows = self.call(move |c| c.run(async |s| s.query_built(&sql, &params).await))?;
+        let by_counts = query.by_counted_columns();
+        let rows = self.call(move |c| {
+            let sql = if by_counts && c.counted {
+                format!("SELECT COALESCE(SUM(n), 0)::bigint FROM {{s}}.error_counts{clause}")
+            } else {
+                format!("SELECT COUNT(*) FROM {{s}}.errors{clause}")
+            };
+            c.run(async |s| s.query_built(&sql, &params).await)
+        })?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
@@ -995,8 +1115,14 @@ impl StateStore for PostgresStore {
         map: &str,
     ) -> Result<Vec<(ErrorType, ErrorPhase, u64)>, StateError> {
         let map = map.to_string();
-        let rows =
-            self.call(move |c| c.run(async |s| s.query(OPEN_ERROR_COUNTS, &[&map]).await))?;
+        let rows = self.call(move |c| {
+            let sql = if c.counted {
+                OPEN_ERROR_COUNTS
+            } else {
+                OPEN_ERROR_COUNTS_UNCOUNTED
+            };
+            c.run(async |s| s.query(sql, &[&map]).await)
+        })?;
         rows.iter()
             .map(|r| {
                 Ok((

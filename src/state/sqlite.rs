@@ -2,6 +2,9 @@
 //!
 //! It uses the rollback journal, not WAL: a read-only reader of a WAL database creates
 //! `-wal`/`-shm` files, and readers such as `reconcile --dry-run` must not write anything.
+//!
+//! Counts of errored records per group are kept by triggers (`ERROR_COUNTS`); a store
+//! created before them gets them, filled from its records, on its next open for writing.
 
 use std::path::Path;
 
@@ -38,6 +41,9 @@ sql_as_name!(ErrorPhase, ErrorType, ErrorState, RequestState);
 pub struct SqliteStore {
     conn: Connection,
     label: String,
+    /// Whether the store keeps `error_counts` (a store written by an older version, read
+    /// before this version first writes it, does not: its records are counted instead).
+    counted: bool,
 }
 
 const SCHEMA: &str = "
@@ -73,6 +79,12 @@ DROP INDEX IF EXISTS errors_by_key;
 CREATE INDEX IF NOT EXISTS errors_of_key ON errors (map, direction, key);
 CREATE INDEX IF NOT EXISTS errors_by_time ON errors (last_at);
 CREATE INDEX IF NOT EXISTS errors_by_filter ON errors (map, state, type, phase, direction, last_at);
+-- Newest first within a map and state (every listing, the overview's latest errors): the
+-- index holds its rows in id order, so a page reads its rows and stops, nothing is sorted.
+CREATE INDEX IF NOT EXISTS errors_newest_of_map ON errors (map, state);
+-- A time window of one map: the window is a range of this index, the other filters are read
+-- from it too (a count never reads the table).
+CREATE INDEX IF NOT EXISTS errors_by_window ON errors (map, state, last_at, direction, type, phase);
 CREATE TABLE IF NOT EXISTS alert_state (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -107,6 +119,61 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
+/// How many errored records there are per (map, state, type, phase, direction, scope),
+/// kept by triggers on `errors` in the writing transaction itself, whoever writes (this
+/// version, an older one, a hand-made fix): the overview's open-error counts and a
+/// listing's `matched` read these few rows instead of counting the records. One writer at a
+/// time (SQLite locks the database), so each group is one row updated in place. Created
+/// and filled from the records in one transaction when an existing store lacks it.
+const ERROR_COUNTS: &str = "
+CREATE TABLE error_counts (
+    map TEXT NOT NULL,
+    state TEXT NOT NULL,
+    type TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (map, state, type, phase, direction, scope)
+) WITHOUT ROWID;
+INSERT INTO error_counts (map, state, type, phase, direction, scope, n)
+    SELECT map, state, type, phase, direction, scope, COUNT(*) FROM errors
+    GROUP BY map, state, type, phase, direction, scope;
+CREATE TRIGGER errors_counted_insert AFTER INSERT ON errors BEGIN
+    INSERT INTO error_counts (map, state, type, phase, direction, scope, n)
+        VALUES (NEW.map, NEW.state, NEW.type, NEW.phase, NEW.direction, NEW.scope, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER errors_counted_delete AFTER DELETE ON errors BEGIN
+    UPDATE error_counts SET n = n - 1
+        WHERE map = OLD.map AND state = OLD.state AND type = OLD.type AND phase = OLD.phase
+          AND direction = OLD.direction AND scope = OLD.scope;
+END;
+CREATE TRIGGER errors_counted_update AFTER UPDATE OF map, state, type, phase, direction, scope
+    ON errors
+    WHEN (OLD.map, OLD.state, OLD.type, OLD.phase, OLD.direction, OLD.scope)
+      IS NOT (NEW.map, NEW.state, NEW.type, NEW.phase, NEW.direction, NEW.scope)
+BEGIN
+    UPDATE error_counts SET n = n - 1
+        WHERE map = OLD.map AND state = OLD.state AND type = OLD.type AND phase = OLD.phase
+          AND direction = OLD.direction AND scope = OLD.scope;
+    INSERT INTO error_counts (map, state, type, phase, direction, scope, n)
+        VALUES (NEW.map, NEW.state, NEW.type, NEW.phase, NEW.direction, NEW.scope, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+";
+
+fn has_table(conn: &Connection, table: &str) -> Result<bool, StateError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Columns added after the first release, as (table, column, type): added when missing.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("requests", "status", "TEXT"),
@@ -119,23 +186,32 @@ impl SqliteStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StateError::Other(e.to_string()))?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        // One opener at a time makes or updates the schema, under the write lock: two
+        // processes opening a new (or older) store together would otherwise both add what
+        // is missing, and one of them fail.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
         for (table, column, kind) in ADDED_COLUMNS {
-            let present: bool = conn.query_row(
+            let present: bool = tx.query_row(
                 &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
                 [column],
                 |r| r.get(0),
             )?;
             if !present {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
+        if !has_table(&tx, "error_counts")? {
+            tx.execute_batch(ERROR_COUNTS)?;
+        }
+        tx.commit()?;
         Ok(Self {
             conn,
             label: label.to_string(),
+            counted: true,
         })
     }
 
@@ -143,10 +219,13 @@ impl SqliteStore {
     pub fn open_read_only(path: &Path, label: &str) -> Result<Self, StateError> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(Self {
+        let mut store = Self {
             conn,
             label: label.to_string(),
-        })
+            counted: false,
+        };
+        store.counted = store.has_table("error_counts")?;
+        Ok(store)
     }
 
     /// Inserts many errored records in one transaction (benchmarks and imports).
@@ -182,15 +261,7 @@ impl SqliteStore {
     }
 
     fn has_table(&self, table: &str) -> Result<bool, StateError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [table],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        has_table(&self.conn, table)
     }
 
     fn applied(&self, table: &str, with_state: bool) -> Result<Vec<AppliedRecord>, StateError> {
@@ -528,10 +599,21 @@ impl StateStore for SqliteStore {
             Order::NewestFirst => "DESC",
             Order::OldestFirst => "ASC",
         };
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ERROR_COLUMNS} FROM errors{clause} ORDER BY id {direction} LIMIT ?{}",
-            values.len()
-        ))?;
+        let limit = values.len();
+        let sql = if query.windowed() {
+            // The ids from the window's index (`+id`: SQLite's way of keeping the rowid
+            // order from being used instead), then only those rows.
+            format!(
+                "SELECT {ERROR_COLUMNS} FROM errors WHERE id IN
+                   (SELECT id FROM errors{clause} ORDER BY +id {direction} LIMIT ?{limit})
+                 ORDER BY id {direction}"
+            )
+        } else {
+            format!(
+                "SELECT {ERROR_COLUMNS} FROM errors{clause} ORDER BY id {direction} LIMIT ?{limit}"
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(values), error_record)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -564,11 +646,14 @@ impl StateStore for SqliteStore {
 
     fn count_errors(&self, query: &ErrorQuery) -> Result<u64, StateError> {
         let (clause, values) = where_clause(query);
-        let n: i64 = self.conn.query_row(
-            &format!("SELECT COUNT(*) FROM errors{clause}"),
-            rusqlite::params_from_iter(values),
-            |r| r.get(0),
-        )?;
+        let sql = if self.counted && query.by_counted_columns() {
+            format!("SELECT COALESCE(SUM(n), 0) FROM error_counts{clause}")
+        } else {
+            format!("SELECT COUNT(*) FROM errors{clause}")
+        };
+        let n: i64 = self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(values), |r| r.get(0))?;
         Ok(n as u64)
     }
 
@@ -754,9 +839,13 @@ impl StateStore for SqliteStore {
         &self,
         map: &str,
     ) -> Result<Vec<(ErrorType, ErrorPhase, u64)>, StateError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT type, phase, COUNT(*) FROM errors WHERE map = ?1 AND state = 'Open' GROUP BY type, phase ORDER BY type, phase",
-        )?;
+        let mut stmt = self.conn.prepare_cached(if self.counted {
+            "SELECT type, phase, SUM(n) FROM error_counts WHERE map = ?1 AND state = 'Open'
+             GROUP BY type, phase HAVING SUM(n) > 0 ORDER BY type, phase"
+        } else {
+            "SELECT type, phase, COUNT(*) FROM errors WHERE map = ?1 AND state = 'Open'
+             GROUP BY type, phase ORDER BY type, phase"
+        })?;
         let rows = stmt.query_map([map], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         })?;
@@ -799,6 +888,7 @@ impl StateStore for SqliteStore {
         Ok(Box::new(SqliteStore {
             conn,
             label: self.label.clone(),
+            counted: self.counted,
         }))
     }
 
