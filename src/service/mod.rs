@@ -219,6 +219,8 @@ struct Service {
 
 impl Service {
     async fn start(dir: PathBuf, args: Options) -> Result<(), ServiceError> {
+        // First, so that a signal at any moment from here on stops the service cleanly.
+        let shutdown = shutdown_signal();
         let shared: Shared = Arc::default();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -252,7 +254,6 @@ impl Service {
             log: logging::PassLog::default(),
             retry_at: None,
         };
-        let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let mut timer = tokio::time::interval(service.args.interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -671,21 +672,27 @@ impl Service {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called,
+/// not when the future is first polled: a signal that arrives in between (the service
+/// already answering `/readyz`) must stop it, not kill it.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
