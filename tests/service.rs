@@ -372,21 +372,22 @@ fn a_running_initial_sync_shows_its_progress_in_the_api_metrics_and_status_file(
         const ROWS: i64 = 300_000;
         let repo = sqlite_repo();
         add_customers(&repo, ROWS);
-        // A valueMap: the copy goes through typed values, page by page, long enough to watch.
+        // A column whose kind changes (integer to decimal) and a valueMap: the copy goes
+        // through typed values (not inside the database), page by page, long enough to watch.
         sqlite(
             &repo,
             "erp.db",
-            "ALTER TABLE customers ADD COLUMN tier TEXT NOT NULL DEFAULT 'a'",
+            "ALTER TABLE customers ADD COLUMN tier TEXT NOT NULL DEFAULT 'a'; ALTER TABLE customers ADD COLUMN score INTEGER NOT NULL DEFAULT 3",
         );
         sqlite(
             &repo,
             "crm.db",
-            "DROP TABLE account; CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL, tier INTEGER)",
+            "DROP TABLE account; CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL, tier INTEGER, score NUMERIC)",
         );
         repo.write(
             "maps/customers.yaml",
             &format!(
-                "{CUSTOMERS}    - {{ source: tier, destination: tier, valueMap: {{ a: 1, b: 2 }} }}\n"
+                "{CUSTOMERS}    - {{ source: tier, destination: tier, valueMap: {{ a: 1, b: 2 }} }}\n    - {{ source: score, destination: score }}\n"
             ),
         );
         repo.commit_all("a long copy");

@@ -566,19 +566,30 @@ impl Engine for Mysql {
 
     async fn query(&self, stmt: Stmt, kinds: Vec<ValueKind>) -> Result<Vec<Row>, WriteError> {
         let mut conn = self.conn().await?;
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(&stmt.sql, params(stmt.params))
+        let mut result = conn
+            .exec_iter(&stmt.sql, params(stmt.params))
             .await
             .map_err(|e| self.classify(e))?;
-        rows.into_iter()
-            .map(|row| {
-                row.unwrap()
-                    .into_iter()
-                    .zip(&kinds)
-                    .map(|(v, kind)| from_my(v, *kind))
-                    .collect()
-            })
-            .collect()
+        // Converted as they arrive: a snapshot page is never held twice (driver rows and
+        // values) in memory.
+        let mut rows = Vec::new();
+        while let Some(row) = result.next().await.map_err(|e| self.classify(e))? {
+            let row: Result<Row, WriteError> = row
+                .unwrap()
+                .into_iter()
+                .zip(&kinds)
+                .map(|(v, kind)| from_my(v, *kind))
+                .collect();
+            match row {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    // The rest of the result is read off, so the session stays usable.
+                    let _ = result.drop_result().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(rows)
     }
 
     async fn transaction(
