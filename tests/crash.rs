@@ -181,6 +181,22 @@ fn kill_9_mid_initial_sync_then_reconcile_converges() {
     );
 }
 
+/// The same through typed values (the target's `qty` is a decimal, so values are converted
+/// in Rust: read, converted and written by overlapping tasks).
+#[test]
+fn kill_9_mid_a_typed_initial_sync_then_reconcile_converges() {
+    let partial = kill_mid_copy_then_converge(
+        "id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty NUMERIC NOT NULL",
+        false,
+        "mid a typed initial sync",
+        |r, dst| r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000,
+    );
+    assert!(
+        partial > 0 && partial < INITIAL_ROWS,
+        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
+    );
+}
+
 /// The same through a `valueMap` (copied in the database as a `CASE`).
 #[test]
 fn kill_9_mid_a_mapped_initial_sync_then_reconcile_converges() {
