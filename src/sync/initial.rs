@@ -1,10 +1,8 @@
 //! The initial sync: copies a table page by page in key order (bounded memory), writing each
 //! page as one batch. Pages are sized for the copy, not by the live `batchSize`
-//! ([`PageSize`]: `initialSync.batchSize`, or automatic by rows, bytes and time). A reader
-//! task pages the table ahead of the writer through a channel of depth `READ_AHEAD` and,
-//! when no row needs the target's state to decide (no keys to skip, not `only_missing`),
-//! also maps and converts each page there ([`Prepared`]): reading and converting the next
-//! page overlap writing the current one; memory stays bounded to a few pages.
+//! ([`PageSize`]: `initialSync.batchSize`, or automatic by rows, bytes and time). A reader task pages the table ahead of the writer through a channel
+//! of depth `READ_AHEAD`, so reading the next page overlaps converting and writing the
+//! current one; memory stays bounded to a few pages.
 //!
 //! When both sides are of one engine that can copy inside the database and every value
 //! can be taken as stored ([`Flow::copy_values`]: renamed and reordered columns, constants
@@ -206,14 +204,7 @@ pub async fn copy(
                 .await
         }
         Ok(None) => {
-            // Rows the target's state decides on are converted by the writer, after it asked.
-            let converts = filter.skip.is_empty() && !filter.only_missing;
-            let prep = converts.then(|| Prep {
-                flow: flow.clone(),
-                to_info: sides.to_info.clone(),
-                to_table: sides.to_table.clone(),
-            });
-            let (received, reader) = spawn_reader(sides, flow, after, sizer.clone(), prep);
+            let (received, reader) = spawn_reader(sides, flow, after, sizer.clone());
             let result = pages
                 .copy_typed(received, journal, &mut progress, &sizer)
                 .await;
@@ -230,62 +221,15 @@ pub async fn copy(
     Ok(())
 }
 
-/// What the reader sends: a page as read, or cut into transactions and converted.
-enum Batch {
-    Read(Vec<Row>),
-    Prepared(Vec<Prepared>),
-}
+type Page = Result<Vec<Row>, EndpointError>;
 
-type Page = Result<Batch, EndpointError>;
-
-/// What the reader needs to convert pages itself (see the module header).
-struct Prep {
-    flow: Flow,
-    to_info: crate::endpoint::TableInfo,
-    to_table: TableName,
-}
-
-/// One transaction's rows, mapped and converted for the target: what to write, the
-/// records that failed conversion, and what the run covers.
-struct Prepared {
-    items: Vec<super::Item>,
-    out: Outcome,
-    read: u64,
-    bytes: usize,
-    last_key: Vec<Value>,
-}
-
-impl Prep {
-    /// `page` cut into runs of at most [`MAX_TRANSACTION_BYTES`], each converted.
-    fn prepare(&self, page: Vec<Row>) -> Vec<Prepared> {
-        by_bytes(page)
-            .into_iter()
-            .filter_map(|(run, bytes)| {
-                let last_key = self.flow.key_of(run.last()?).to_vec();
-                let read = run.len() as u64;
-                let mut out = Outcome::default();
-                let items = prepare(&self.flow, &self.to_info, &self.to_table, run, &mut out);
-                Some(Prepared {
-                    items,
-                    out,
-                    read,
-                    bytes,
-                    last_key,
-                })
-            })
-            .collect()
-    }
-}
-
-/// Starts the task that reads pages after `after` in key order (and converts them, given
-/// `prep`); it ends after sending an empty page or an error, or when the receiver is
-/// dropped.
+/// Starts the task that reads pages after `after` in key order; it ends after sending an
+/// empty page or an error, or when the receiver is dropped.
 fn spawn_reader(
     sides: &Sides<'_>,
     flow: &Flow,
     mut after: Option<Vec<Value>>,
     sizer: Sizer,
-    prep: Option<Prep>,
 ) -> (
     tokio::sync::mpsc::Receiver<Page>,
     tokio::task::JoinHandle<()>,
@@ -311,11 +255,7 @@ fn spawn_reader(
                 Ok(rows) => rows.last().map(|r| r[..key_len].to_vec()),
                 Err(_) => None,
             };
-            let batch = page.map(|rows| match &prep {
-                Some(prep) if !rows.is_empty() => Batch::Prepared(prep.prepare(rows)),
-                _ => Batch::Read(rows),
-            });
-            if tx.send(batch).await.is_err() {
+            if tx.send(page).await.is_err() {
                 return;
             }
             match last {
@@ -507,26 +447,17 @@ impl Pages<'_> {
             let Some(page) = pages.recv().await else {
                 break;
             };
+            let page = page.map_err(SyncError::Read)?;
+            if page.is_empty() {
+                break;
+            }
             let started = Instant::now();
             let mut bytes = 0;
-            match page.map_err(SyncError::Read)? {
-                Batch::Read(page) if page.is_empty() => break,
-                Batch::Read(page) => {
-                    for (run, size) in by_bytes(page) {
-                        let read = run.len() as u64;
-                        bytes += size;
-                        write_page(sides, flow, filter, journal, way, run).await?;
-                        progress.advance(journal, read)?;
-                    }
-                }
-                Batch::Prepared(runs) => {
-                    for run in runs {
-                        let read = run.read;
-                        bytes += run.bytes;
-                        write_prepared(sides, flow, journal, way, run).await?;
-                        progress.advance(journal, read)?;
-                    }
-                }
+            for (run, size) in by_bytes(page) {
+                let read = run.len() as u64;
+                bytes += size;
+                write_page(sides, flow, filter, journal, way, run).await?;
+                progress.advance(journal, read)?;
             }
             sizer.written(bytes, started.elapsed());
         }
@@ -576,32 +507,6 @@ async fn write_page(
     };
     let mut out = Outcome::default();
     let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
-    let run = Prepared {
-        items,
-        out,
-        read,
-        bytes: 0,
-        last_key,
-    };
-    write_prepared(sides, flow, journal, way, run).await
-}
-
-/// Writes one converted run, isolating refused records, then records it: errors, counts,
-/// resume key.
-async fn write_prepared(
-    sides: &Sides<'_>,
-    flow: &Flow,
-    journal: &mut Journal<'_>,
-    way: &str,
-    run: Prepared,
-) -> Result<(), SyncError> {
-    let Prepared {
-        items,
-        mut out,
-        read,
-        last_key,
-        ..
-    } = run;
     write_isolating(sides, flow, items, &mut out).await?;
     // Committed: the resume key may now point at this page's last row.
     let errors = journal.settle(flow, crate::state::ErrorPhase::InitialSync, &out)?;
