@@ -163,21 +163,27 @@ fn kill_mid_copy_then_converge(
     partial
 }
 
+/// [`kill_mid_copy_then_converge`] once the copy has committed rows (whether or not its
+/// progress, saved about once a second, was stored yet: either way the next pass must
+/// converge), which must be between its pages: some rows copied, not all.
+fn kill_between_pages_then_converge(target_columns: &str, mapped: bool, what: &str) {
+    let partial = kill_mid_copy_then_converge(target_columns, mapped, what, |r, dst| {
+        r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000
+    });
+    assert!(
+        partial > 0 && partial < INITIAL_ROWS,
+        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
+    );
+}
+
 #[test]
 fn kill_9_mid_initial_sync_then_reconcile_converges() {
     // The target's columns are in another order than the source's, so the copy runs in
     // pages (not as one whole-table statement) and is killed between them.
-    let partial = kill_mid_copy_then_converge(
+    kill_between_pages_then_converge(
         "id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, name TEXT NOT NULL",
         false,
         "mid initial sync",
-        // Killed once the copy has committed rows (whether or not its progress, saved
-        // about once a second, was stored yet: either way the next pass must converge).
-        |r, dst| r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000,
-    );
-    assert!(
-        partial > 0 && partial < INITIAL_ROWS,
-        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
     );
 }
 
@@ -185,30 +191,20 @@ fn kill_9_mid_initial_sync_then_reconcile_converges() {
 /// in Rust: read, converted and written by overlapping tasks).
 #[test]
 fn kill_9_mid_a_typed_initial_sync_then_reconcile_converges() {
-    let partial = kill_mid_copy_then_converge(
+    kill_between_pages_then_converge(
         "id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty NUMERIC NOT NULL",
         false,
         "mid a typed initial sync",
-        |r, dst| r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000,
-    );
-    assert!(
-        partial > 0 && partial < INITIAL_ROWS,
-        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
     );
 }
 
 /// The same through a `valueMap` (copied in the database as a `CASE`).
 #[test]
 fn kill_9_mid_a_mapped_initial_sync_then_reconcile_converges() {
-    let partial = kill_mid_copy_then_converge(
+    kill_between_pages_then_converge(
         "id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL",
         true,
         "mid a mapped initial sync",
-        |r, dst| r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000,
-    );
-    assert!(
-        partial > 0 && partial < INITIAL_ROWS,
-        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
     );
 }
 
