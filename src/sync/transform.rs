@@ -50,6 +50,10 @@ enum Expr {
     Constant(Value),
 }
 
+/// A value a `valueMap` has no entry for (its text, as the map is keyed).
+#[derive(Debug)]
+struct NoEntry(String);
+
 /// A `valueMap` of one way: values are looked up by their text (`value_text`), integers and
 /// text without making that text (the everyday option set: a code per integer or name).
 #[derive(Clone, Debug)]
@@ -71,20 +75,20 @@ impl ValueMap {
         ValueMap { by_text, by_int }
     }
 
-    /// What `v` maps to; `Ok(None)` for NULL, `Err(text)` when the map has no entry.
-    fn get(&self, v: &Value) -> Result<Option<&Value>, String> {
+    /// What `v` maps to; `Ok(None)` for NULL.
+    fn get(&self, v: &Value) -> Result<Option<&Value>, NoEntry> {
         let found = match v {
             Value::Null => return Ok(None),
             Value::Int(i) => self.by_int.get(i),
             Value::Text(t) => self.by_text.get(t.as_str()),
             other => {
                 let text = value_text(other).unwrap_or_default();
-                return self.by_text.get(&text).map(Some).ok_or(text);
+                return self.by_text.get(&text).map(Some).ok_or(NoEntry(text));
             }
         };
         found
             .map(Some)
-            .ok_or_else(|| value_text(v).unwrap_or_default())
+            .ok_or_else(|| NoEntry(value_text(v).unwrap_or_default()))
     }
 
     /// The arms of an in-database `CASE` over a source column of `from` kind, each target
@@ -298,7 +302,7 @@ impl Flow {
                     value_map: Some(vm),
                 } => match vm.get(&row[*index]) {
                     Ok(found) => Ok(found.cloned().unwrap_or(Value::Null)),
-                    Err(text) => Err(format!(
+                    Err(NoEntry(text)) => Err(format!(
                         "column {target}: value {text:?} has no entry in the valueMap"
                     )),
                 },
