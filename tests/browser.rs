@@ -152,6 +152,32 @@ async fn reload_until(c: &Client, url: &str, what: &str, every: Duration, check:
     }
 }
 
+/// Waits until the browser's URL contains `part` (a form submitted, its page loaded).
+async fn wait_url(c: &Client, part: &str) {
+    let start = std::time::Instant::now();
+    let mut url = c.current_url().await.unwrap();
+    while !url.as_str().contains(part) && start.elapsed() < WAIT_LIMIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        url = c.current_url().await.unwrap();
+    }
+    assert!(url.as_str().contains(part), "{url}");
+}
+
+/// Reloads the requests page until `request` is Completed there (after the next pass).
+async fn wait_completed(c: &Client, base: &str, request: &str) {
+    let row = format!("#request-{request} td.state");
+    let start = std::time::Instant::now();
+    let mut state = String::new();
+    while state != "Completed" && start.elapsed() < WAIT_LIMIT {
+        c.goto(&format!("{base}/requests")).await.unwrap();
+        state = text(c, &row).await;
+        if state != "Completed" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(state, "Completed", "request {request}");
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
@@ -204,7 +230,34 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
             }
             click_to(&c, "a[href='/maps/customers']", "#conditions").await;
             assert_eq!(text(&c, "h1").await, "Map customers");
-            assert!(text(&c, "body").await.contains("SourceToDestination"));
+            // The map page: the initial sync by direction, catch-up errors, the activity log.
+            let directions = text(&c, "table.directions").await;
+            assert!(
+                directions.contains("SourceToDestination")
+                    && directions.contains("DestinationToSource"),
+                "{directions}"
+            );
+            assert!(text(&c, "body").await.contains("Catch-up errors"));
+            let activity = c.find_all(Locator::Css("#activity tr")).await.unwrap();
+            assert!(activity.len() >= 2, "a header and the map's events");
+            // A direction's initial-sync failures lead to the error view of that direction.
+            click_to(
+                &c,
+                "table.directions a[href*='direction=SourceToDestination']",
+                "#matched",
+            )
+            .await;
+            let url = c.current_url().await.unwrap();
+            assert!(
+                url.as_str().contains("direction=SourceToDestination")
+                    && url.as_str().contains("phase=InitialSync"),
+                "{url}"
+            );
+            let failed = text(&c, "table.errors").await;
+            assert!(
+                failed.contains("InitialSync") && !failed.contains("DestinationToSource"),
+                "{failed}"
+            );
             // The error view, filtered by map and type with the form.
             c.goto(&format!("{base}/errors")).await.unwrap();
             let form = c.form(Locator::Css("form.filter")).await.unwrap();
@@ -216,12 +269,8 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
                 .click()
                 .await
                 .unwrap();
-            let start = std::time::Instant::now();
-            let mut url = c.current_url().await.unwrap();
-            while !url.as_str().contains("type=ApplicationError") && start.elapsed() < WAIT_LIMIT {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                url = c.current_url().await.unwrap();
-            }
+            wait_url(&c, "type=ApplicationError").await;
+            let url = c.current_url().await.unwrap();
             assert!(
                 url.as_str().contains("map=customers")
                     && url.as_str().contains("type=ApplicationError"),
@@ -229,6 +278,35 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
             );
             let rows = c.find_all(Locator::Css("table.errors tr")).await.unwrap();
             assert!(rows.len() >= 3, "a header and the records");
+            let all = text(&c, "#matched").await;
+            // Filtered by time with the form: the last hour holds them all, a window that
+            // ended long ago none.
+            let none = "0 record(s) match, newest first.".to_string();
+            for (from, to, mark, expected) in [
+                ("1h", "", "from=1h", all),
+                ("", "2000-01-01T00:00:00Z", "to=2000-01-01", none),
+            ] {
+                let form = c.form(Locator::Css("form.filter")).await.unwrap();
+                form.set_by_name("from", from).await.unwrap();
+                form.set_by_name("to", to).await.unwrap();
+                c.find(Locator::Css("form.filter button"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+                wait_url(&c, mark).await;
+                assert_eq!(
+                    text(&c, "#matched").await,
+                    expected,
+                    "from {from:?} to {to:?}"
+                );
+            }
+            c.goto(&format!(
+                "{base}/errors?map=customers&type=ApplicationError"
+            ))
+            .await
+            .unwrap();
             let listing = text(&c, "table.errors").await;
             assert!(
                 listing.contains(HOSTILE),
@@ -262,6 +340,37 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
                 "Retry all matching",
             )
             .await;
+            // Dismiss one record that is not the hostile one: select it, confirm, submit.
+            let mut dismissed = None;
+            for row in c.find_all(Locator::Css("table.errors tr")).await.unwrap() {
+                let Ok(checkbox) = row.find(Locator::Css("input[name='id']")).await else {
+                    continue;
+                };
+                if !row.text().await.unwrap().contains(HOSTILE) {
+                    dismissed = checkbox.attr("value").await.unwrap();
+                    checkbox.click().await.unwrap();
+                    break;
+                }
+            }
+            let dismissed = dismissed.expect("a record other than the hostile one");
+            click_to(&c, "button[value='dismiss-selected']", "#confirm-matched").await;
+            let confirm = text(&c, "#confirm-matched").await;
+            assert!(confirm.starts_with("It matches 1 "), "{confirm}");
+            click_to(&c, "#submit", "#submitted").await;
+            let request = text(&c, "#submitted code").await;
+            assert!(request.starts_with("dismiss-customers-"), "{request}");
+            wait_completed(&c, &base, &request).await;
+            c.goto(&format!("{base}/errors?map=customers&state=all"))
+                .await
+                .unwrap();
+            let listing = c
+                .find_all(Locator::Css(&format!(
+                    "table.errors a[href='/errors/{dismissed}']"
+                )))
+                .await
+                .unwrap();
+            assert!(listing.is_empty(), "record {dismissed} was dismissed");
+            c.goto(&filtered).await.unwrap();
             // The cause fixed in the app, Retry all matching for the filter.
             fix.await;
             click_to(&c, "button[value='retry-all']", "#confirm-matched").await;
@@ -276,17 +385,7 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
                 "{log}"
             );
             // The requests page shows it Completed after the next pass ...
-            let row = format!("#request-{submitted} td.state");
-            let start = std::time::Instant::now();
-            let mut state = String::new();
-            while state != "Completed" && start.elapsed() < WAIT_LIMIT {
-                c.goto(&format!("{base}/requests")).await.unwrap();
-                state = text(&c, &row).await;
-                if state != "Completed" {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-            assert_eq!(state, "Completed");
+            wait_completed(&c, &base, &submitted).await;
             // ... and the records Retried: none open for the filter any more, the hostile
             // one among the Retried.
             c.goto(&filtered).await.unwrap();
