@@ -152,6 +152,22 @@ async fn reload_until(c: &Client, url: &str, what: &str, every: Duration, check:
     }
 }
 
+/// Fills the error view's filter form with `fields`, submits it and waits for the page
+/// whose URL contains `mark`.
+async fn filter(c: &Client, fields: &[(&str, &str)], mark: &str) {
+    let form = c.form(Locator::Css("form.filter")).await.unwrap();
+    for (name, value) in fields {
+        form.set_by_name(name, value).await.unwrap();
+    }
+    c.find(Locator::Css("form.filter button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url(c, mark).await;
+}
+
 /// Waits until the browser's URL contains `part` (a form submitted, its page loaded).
 async fn wait_url(c: &Client, part: &str) {
     let start = std::time::Instant::now();
@@ -260,16 +276,12 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
             );
             // The error view, filtered by map and type with the form.
             c.goto(&format!("{base}/errors")).await.unwrap();
-            let form = c.form(Locator::Css("form.filter")).await.unwrap();
-            form.set_by_name("map", "customers").await.unwrap();
-            form.set_by_name("type", "ApplicationError").await.unwrap();
-            c.find(Locator::Css("form.filter button"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
-            wait_url(&c, "type=ApplicationError").await;
+            filter(
+                &c,
+                &[("map", "customers"), ("type", "ApplicationError")],
+                "type=ApplicationError",
+            )
+            .await;
             let url = c.current_url().await.unwrap();
             assert!(
                 url.as_str().contains("map=customers")
@@ -286,16 +298,7 @@ fn journey(runtime: &tokio::runtime::Runtime, apps: &Apps<'_>, fix: impl Future<
                 ("1h", "", "from=1h", all),
                 ("", "2000-01-01T00:00:00Z", "to=2000-01-01", none),
             ] {
-                let form = c.form(Locator::Css("form.filter")).await.unwrap();
-                form.set_by_name("from", from).await.unwrap();
-                form.set_by_name("to", to).await.unwrap();
-                c.find(Locator::Css("form.filter button"))
-                    .await
-                    .unwrap()
-                    .click()
-                    .await
-                    .unwrap();
-                wait_url(&c, mark).await;
+                filter(&c, &[("from", from), ("to", to)], mark).await;
                 assert_eq!(
                     text(&c, "#matched").await,
                     expected,
