@@ -351,48 +351,35 @@ impl Dest {
 
     /// Rows with ids in `from..=to`.
     async fn count(&self, pg: &tokio_postgres::Client, from: i64, to: i64) -> i64 {
-        match self {
-            Dest::Pg => pg
-                .query_one(
-                    "SELECT count(*) FROM live_dst WHERE id BETWEEN $1 AND $2",
-                    &[&from, &to],
-                )
-                .await
-                .unwrap()
-                .get(0),
-            Dest::Mariadb(pool) => {
-                let mut conn = pool.get_conn().await.unwrap();
-                conn.exec_first(
-                    "SELECT count(*) FROM live_dst WHERE id BETWEEN ? AND ?",
-                    (from, to),
-                )
-                .await
-                .unwrap()
-                .unwrap()
-            }
-        }
+        self.count_where(pg, "id BETWEEN ? AND ?", &[from, to])
+            .await
     }
 
     /// Rows with ids up to `upto` whose `v` is 1 (updated once).
     async fn count_updated(&self, pg: &tokio_postgres::Client, upto: i64) -> i64 {
+        self.count_where(pg, "id <= ? AND v = 1", &[upto]).await
+    }
+
+    /// Rows of `live_dst` where `condition` holds, its `?` bound to `args` in order.
+    async fn count_where(&self, pg: &tokio_postgres::Client, condition: &str, args: &[i64]) -> i64 {
+        let sql = format!("SELECT count(*) FROM live_dst WHERE {condition}");
         match self {
-            Dest::Pg => pg
-                .query_one(
-                    "SELECT count(*) FROM live_dst WHERE id <= $1 AND v = 1",
-                    &[&upto],
-                )
-                .await
-                .unwrap()
-                .get(0),
+            Dest::Pg => {
+                let mut numbered = String::new();
+                for (n, part) in sql.split('?').enumerate() {
+                    if n > 0 {
+                        numbered.push_str(&format!("${n}"));
+                    }
+                    numbered.push_str(part);
+                }
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    args.iter().map(|a| a as _).collect();
+                pg.query_one(&numbered, &params).await.unwrap().get(0)
+            }
             Dest::Mariadb(pool) => {
                 let mut conn = pool.get_conn().await.unwrap();
-                conn.exec_first(
-                    "SELECT count(*) FROM live_dst WHERE id <= ? AND v = 1",
-                    (upto,),
-                )
-                .await
-                .unwrap()
-                .unwrap()
+                let params: Vec<mysql_async::Value> = args.iter().map(|a| (*a).into()).collect();
+                conn.exec_first(sql, params).await.unwrap().unwrap()
             }
         }
     }
