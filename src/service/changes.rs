@@ -145,8 +145,8 @@ impl Changes {
     }
 
     /// Polls the polled tables and (re)starts listeners that are missing or broke. Returns
-    /// the tables with new changes, if any. A listener (re)started wakes its tables once,
-    /// for what it may have missed while it was not listening.
+    /// the tables with new changes, if any. A listener started (or restarted) wakes its
+    /// tables once, for what it may have missed while nothing listened.
     pub(crate) async fn poll(&mut self) -> Option<BTreeSet<Table>> {
         let mut changed = BTreeSet::new();
         let names: Vec<String> = self.listened.keys().cloned().collect();
@@ -154,7 +154,7 @@ impl Changes {
             if self.listeners.get(&name).is_some_and(|l| !l.is_closed()) {
                 continue;
             }
-            let restarted = self.listeners.remove(&name).is_some();
+            self.listeners.remove(&name);
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
             match listen(&self.specs[&name], tx).await {
                 Ok(Some(listener)) => {
@@ -172,13 +172,14 @@ impl Changes {
                         }
                     });
                     self.listeners.insert(name.clone(), listener);
-                    if restarted {
-                        changed.extend(
-                            self.listened[&name]
-                                .iter()
-                                .map(|t| (name.clone(), t.clone())),
-                        );
-                    }
+                    // What was committed before it listened notified nobody: since the pass
+                    // before it started (the first pass, at start-up), or while a broken
+                    // one was down. Its tables are woken once for that.
+                    changed.extend(
+                        self.listened[&name]
+                            .iter()
+                            .map(|t| (name.clone(), t.clone())),
+                    );
                 }
                 Ok(None) => {}
                 Err(error) => {
