@@ -224,6 +224,99 @@ fn kill_9_during_a_whole_table_copy_then_reconcile_converges() {
     );
 }
 
+/// PostgreSQL → PostgreSQL through a `valueMap`: pages leave the source as binary `COPY`
+/// data with the map written as a `CASE` (the session's `pg_temp.dualwrite_unmapped` is
+/// there while the copy runs: that path) and enter the target as they are; killed between
+/// pages, then the next pass converges.
+#[test]
+fn kill_9_mid_a_binary_postgres_copy_then_reconcile_converges() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(mut pg) = runtime.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let EndpointSpec::Postgres { url } = pg.spec.clone() else {
+        unreachable!()
+    };
+    let (src, dst) = (unique_table("crash_bin_src"), unique_table("crash_bin_dst"));
+    pg.on_drop(format!("DROP TABLE IF EXISTS {src}"));
+    pg.on_drop(format!("DROP TABLE IF EXISTS {dst}"));
+    runtime.block_on(pg.plain.exec(&format!(
+        "CREATE TABLE {src} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint NOT NULL);
+         INSERT INTO {src} SELECT g, 'item ' || g, g % 1000 FROM generate_series(1, {INITIAL_ROWS}) g;
+         CREATE TABLE {dst} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint NOT NULL);"
+    )));
+    let common::Plain::Postgres(client) = &pg.plain else {
+        unreachable!()
+    };
+    let scalar = |sql: String| {
+        runtime
+            .block_on(client.query_one(&sql, &[]))
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let repo = Repo::new(&[]);
+    repo.write(
+        "dualwrite.yaml",
+        &project("{ postgres: { urlFromEnv: DW_CRASH_PG } }").replace(
+            "src: { sqlite: { path: src.db } }",
+            "src: { postgres: { urlFromEnv: DW_CRASH_PG } }",
+        ),
+    );
+    repo.write("maps/m.yaml", &map_with(&src, &dst, &offset_map()));
+    let env = [("DW_CRASH_PG", url.as_str())];
+    let mut child = spawn_reconcile(&repo, &env);
+    let binary = std::cell::Cell::new(false);
+    kill_when(&mut child, &repo, "mid a binary copy", |r| {
+        let copied = r["initialSync"]["status"] == "Running"
+            && scalar(format!("SELECT count(*) FROM {dst}")) > 2_000;
+        if copied {
+            binary.set(
+                scalar("SELECT count(*) FROM pg_proc WHERE proname = 'dualwrite_unmapped'".into())
+                    > 0,
+            );
+        }
+        copied
+    });
+    assert!(
+        binary.get(),
+        "the copy runs as binary pages, the map in SQL"
+    );
+    let partial = scalar(format!("SELECT count(*) FROM {dst}"));
+    assert!(
+        partial > 0 && partial < INITIAL_ROWS,
+        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
+    );
+
+    runtime.block_on(pg.plain.exec(&format!(
+        "UPDATE {src} SET qty = -1 WHERE id % 7 = 0; DELETE FROM {src} WHERE id % 11 = 0;
+         INSERT INTO {src} VALUES ({}, 'late', 5);",
+        INITIAL_ROWS + 1
+    )));
+    let run = support::run_in(repo.path(), &["reconcile"], &env);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let common::Plain::Postgres(client) = &pg.plain else {
+        unreachable!()
+    };
+    let differ = format!(
+        "SELECT count(*) FROM ((SELECT id, name, qty + {OFFSET} FROM {src} EXCEPT SELECT * FROM {dst})
+           UNION ALL (SELECT * FROM {dst} EXCEPT SELECT id, name, qty + {OFFSET} FROM {src})) d"
+    );
+    let rows = runtime.block_on(client.query_one(&differ, &[])).unwrap();
+    assert_eq!(
+        rows.get::<_, i64>(0),
+        0,
+        "the target equals the mapped source"
+    );
+    let status = std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap();
+    assert!(
+        status.contains("status: Completed\n") && status.contains("open: 0"),
+        "{status}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_live_sync_then_reconcile_converges() {
     let Some(mut pg) = TestDb::postgres().await else {

@@ -2,8 +2,10 @@
 //! `INSERT … SELECT`): the same rows and values as the typed path, the same counts, refused
 //! records isolated with SQLite's code, dualwrite's own writes never captured, renamed
 //! columns and constants, and a map that needs conversions falling back to typed values.
-//! Drives the binary on real files, as a user would.
+//! Drives the binary on real files, as a user would. PostgreSQL → PostgreSQL copies pages
+//! as binary `COPY` data with the mapping written in SQL, and falls back the same way.
 
+mod common;
 mod support;
 
 use rusqlite::Connection;
@@ -385,5 +387,119 @@ fn value_maps_are_copied_in_the_database_and_values_without_an_entry_fail_alone(
                 .collect())
             .collect::<Vec<Vec<String>>>(),
         "in the database and through typed values"
+    );
+}
+
+/// PostgreSQL → PostgreSQL: pages leave the source as binary `COPY` data with the mapping
+/// written in SQL (value maps over integers and text as a `CASE`, a renamed column, a
+/// constant, a narrower integer widened, the target's columns in another order) and enter
+/// the target as they are. A value without a value-map entry fails its page on the source
+/// and a record the target refuses fails its page there: each page is then written through
+/// typed values, so every other row lands and each bad record fails alone. The same rows
+/// and errors as the map `typed`, whose NUMERIC `quantity` makes it convert in Rust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pages_are_copied_as_binary_data_and_bad_records_fail_alone() {
+    let Some(mut pg) = common::TestDb::postgres().await else {
+        return;
+    };
+    let dualwrite::endpoint::EndpointSpec::Postgres { url } = pg.spec.clone() else {
+        unreachable!()
+    };
+    let src = common::unique_table("bin_src");
+    let (fast, typed) = (
+        common::unique_table("bin_dst"),
+        common::unique_table("bin_typed"),
+    );
+    for t in [&src, &fast, &typed] {
+        pg.on_drop(format!("DROP TABLE IF EXISTS {t}"));
+    }
+    // 40,000 rows: the automatic pages of 10,000 hold an unmapped value (ids 17 and 16400),
+    // a refused record (34000: a negative quantity) and nothing wrong (20001..30000).
+    pg.plain
+        .exec(&format!(
+            "CREATE TABLE {src} (id bigint PRIMARY KEY, category integer, state varchar(10),
+               qty integer, amount numeric(12,2), at timestamp(3), note text);
+             INSERT INTO {src} SELECT g,
+               CASE WHEN g IN (17, 16400) THEN 9 WHEN g % 11 = 0 THEN NULL ELSE g % 4 END,
+               CASE g % 3 WHEN 0 THEN 'open' WHEN 1 THEN 'closed' ELSE NULL END,
+               CASE WHEN g = 34000 THEN -1 ELSE g * 2 END,
+               ((g * 37) % 100000) / 100.0,
+               timestamp '2020-01-01' + g * interval '1.5 second',
+               CASE WHEN g % 10 = 0 THEN NULL ELSE E'note ' || g || E' \\\\ '' \\t ü' END
+             FROM generate_series(1, 40000) g;
+             CREATE TABLE {fast} (id bigint PRIMARY KEY, origin text NOT NULL, note text,
+               at timestamp(3), amount numeric(12,2), quantity bigint CHECK (quantity >= 0),
+               state_no smallint, code varchar(1));
+             CREATE TABLE {typed} (id bigint PRIMARY KEY, origin text NOT NULL, note text,
+               at timestamp(3), amount numeric(12,2), quantity numeric CHECK (quantity >= 0),
+               state_no smallint, code varchar(1));"
+        ))
+        .await;
+    let repo = Repo::new(&[]);
+    repo.write(
+        "dualwrite.yaml",
+        "apiVersion: dualwrite/v1\nkind: Project\nmetadata: { name: c }\nspec:\n  endpoints:\n    src: { postgres: { urlFromEnv: DW_BIN_PG } }\n    dst: { postgres: { urlFromEnv: DW_BIN_PG } }\n",
+    );
+    let columns = "    - { source: category, destination: code, valueMap: { \"0\": A, \"1\": B, \"2\": C, \"3\": D } }\n    - { source: state, destination: state_no, valueMap: { open: 1, closed: 2 } }\n    - { source: qty, destination: quantity }\n    - { source: amount, destination: amount }\n    - { source: at, destination: at }\n    - { source: note, destination: note }\n    - { destination: origin, default: crm }\n";
+    for (name, dst) in [("fast", &fast), ("typed", &typed)] {
+        repo.write(
+            &format!("maps/{name}.yaml"),
+            &format!(
+                "apiVersion: dualwrite/v1\nkind: TableMap\nmetadata: {{ name: {name} }}\nspec:\n  source: {{ endpoint: src, table: {src} }}\n  destination: {{ endpoint: dst, table: {dst} }}\n  columns:\n    - {{ source: id, destination: id, key: true }}\n{columns}"
+            ),
+        );
+    }
+    let env = [("DW_BIN_PG", url.as_str())];
+    let run = support::run_in(repo.path(), &["reconcile"], &env);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    for name in ["fast", "typed"] {
+        let st = status(&repo, name);
+        assert!(
+            st.contains("read: 40000\n        written: 39997\n        errors: 3"),
+            "{name}: {st}"
+        );
+        assert!(st.contains("TransformError: 2"), "{name}: {st}");
+        assert!(st.contains("ApplicationError: 1"), "{name}: {st}");
+    }
+    let client = match &pg.plain {
+        common::Plain::Postgres(c) => c,
+        _ => unreachable!(),
+    };
+    let count = |sql: String| async move {
+        let row = client.query_one(&sql, &[]).await.unwrap();
+        row.get::<_, i64>(0)
+    };
+    let expected = format!(
+        "SELECT count(*) FROM {fast} f JOIN {src} s USING (id) WHERE
+           f.code IS NOT DISTINCT FROM (CASE s.category WHEN 0 THEN 'A' WHEN 1 THEN 'B' WHEN 2 THEN 'C' WHEN 3 THEN 'D' END)
+           AND f.state_no IS NOT DISTINCT FROM (CASE s.state WHEN 'open' THEN 1 WHEN 'closed' THEN 2 END)
+           AND f.quantity = s.qty AND f.amount = s.amount AND f.at = s.at
+           AND f.note IS NOT DISTINCT FROM s.note AND f.origin = 'crm'"
+    );
+    assert_eq!(count(expected).await, 39997);
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM {src} WHERE id IN (17, 16400, 34000) AND id NOT IN (SELECT id FROM {fast})"
+        ))
+        .await,
+        3,
+        "each bad record fails alone"
+    );
+    let differ = format!(
+        "SELECT count(*) FROM ((SELECT id, origin, note, at, amount, quantity::numeric, state_no, code FROM {fast}
+           EXCEPT SELECT * FROM {typed}) UNION ALL (SELECT * FROM {typed}
+           EXCEPT SELECT id, origin, note, at, amount, quantity::numeric, state_no, code FROM {fast})) d"
+    );
+    assert_eq!(
+        count(differ).await,
+        0,
+        "the same rows as through typed values"
+    );
+    let errors = support::run_in(repo.path(), &["errors", "list", "--map", "fast"], &env);
+    assert!(
+        errors.stdout.contains("has no entry in the valueMap"),
+        "{}",
+        errors.stdout
     );
 }

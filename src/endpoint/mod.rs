@@ -281,12 +281,25 @@ pub enum WriteOp {
     Delete(Vec<Value>),
 }
 
-/// Where another endpoint of the same engine can read this endpoint's tables from inside
-/// its own database ([`Endpoint::copy_origin`]): the origin of a [`TableCopy`].
+/// How another endpoint of the same engine can take this endpoint's tables without rows
+/// becoming typed values ([`Endpoint::copy_origin`]): the origin of a [`TableCopy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyOrigin {
-    /// A SQLite database file (canonical path).
+    /// A SQLite database file (canonical path), read by the target inside its own database
+    /// ([`Endpoint::copy_page`]).
     SqliteFile(PathBuf),
+    /// A PostgreSQL database: pages leave it as binary `COPY` data
+    /// ([`Endpoint::export_page`]) and enter the target as they are
+    /// ([`Endpoint::import_page`]).
+    PostgresBinary,
+}
+
+impl CopyOrigin {
+    /// Whether the target copies the pages inside its own database ([`Endpoint::copy_page`]),
+    /// rather than taking pages the source exports ([`Endpoint::import_page`]).
+    pub fn in_database(&self) -> bool {
+        matches!(self, CopyOrigin::SqliteFile(_))
+    }
 }
 
 /// What one target column of a [`TableCopy`] gets.
@@ -307,14 +320,19 @@ pub enum CopyValue {
     },
 }
 
-/// A copy of one table into another that runs inside the target database, rows never
-/// passing through typed values: the same-engine fast path of the initial sync. Every
-/// target column is a source column of the same kind, a source column through a value map,
-/// or a constant, so the target takes the values verbatim.
+/// A copy of one table into another of the same engine, rows never passing through typed
+/// values: the same-engine fast path of the initial sync (inside the target database, or as
+/// pages in the engine's own binary form, see [`CopyOrigin`]). Every target column is a
+/// source column of the same kind, a source column through a value map, or a constant, so
+/// the target takes the values verbatim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableCopy {
     pub origin: CopyOrigin,
     pub from_table: TableName,
+    /// Both tables as introspected: the engine decides from their types whether it can
+    /// take every value as it is ([`Endpoint::can_copy`]).
+    pub from_info: TableInfo,
+    pub to_info: TableInfo,
     /// The source's key columns, in its primary-key order, and their kinds.
     pub from_key: Vec<String>,
     pub from_key_kinds: Vec<ValueKind>,
@@ -337,6 +355,27 @@ pub struct CopiedPage {
     /// The source key of the page's last row, of `from_key_kinds`: where the next page
     /// starts.
     pub last_key: Option<Vec<Value>>,
+}
+
+/// One page of a [`TableCopy`] as the source exported it ([`Endpoint::export_page`]): the
+/// rows in the engine's own binary form, ready for [`Endpoint::import_page`] of an
+/// endpoint of the same engine. Holds the page's bytes (bounded by the page size).
+#[derive(Debug, Clone)]
+pub struct ExportedPage {
+    /// Rows in the page (0: nothing after the key given, the copy is done).
+    pub rows: u64,
+    /// The source key of the page's last row, of `from_key_kinds`: where the next page
+    /// starts.
+    pub last_key: Option<Vec<Value>>,
+    /// The data, in chunks as they are sent on.
+    pub(crate) data: Vec<bytes::Bytes>,
+}
+
+impl ExportedPage {
+    /// The page's size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.data.iter().map(bytes::Bytes::len).sum()
+    }
 }
 
 /// Captured changes still waiting to be written (see [`Endpoint::queue_depth`]).
@@ -615,6 +654,43 @@ pub trait Endpoint: Send + Sync {
         let unsupported = EndpointError::Unsupported {
             engine: self.engine_name(),
             what: "in-database table copies".into(),
+        };
+        Box::pin(async move { Err(unsupported.into()) })
+    }
+
+    /// The source rows of `copy` after `after_key` (or from the first), at most `limit`, in
+    /// key order, in the engine's binary form: what [`Endpoint::import_page`] of the target
+    /// takes. Each value is already what its target column gets (value maps and constants
+    /// applied); a value without a value-map entry fails the page (the caller then reads it
+    /// through typed values, where that record becomes a TransformError). Only for a `copy`
+    /// the target said yes to ([`Endpoint::can_copy`]) whose origin is this endpoint's.
+    fn export_page<'a>(
+        &'a self,
+        _copy: &'a TableCopy,
+        _after_key: Option<&'a [Value]>,
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<ExportedPage, EndpointError>> {
+        let unsupported = EndpointError::Unsupported {
+            engine: self.engine_name(),
+            what: "exporting pages".into(),
+        };
+        Box::pin(async move { Err(unsupported) })
+    }
+
+    /// Writes a page [`Endpoint::export_page`] of the copy's source gave into the target
+    /// table, in one transaction, echo-suppressed and fenced like [`Endpoint::write_batch`]
+    /// and as idempotent (upserts; with `only_missing`, rows whose key is there are left
+    /// alone). Returns the rows written. On any failure nothing is written: the caller
+    /// writes those rows through typed values instead, which isolates bad records.
+    fn import_page<'a>(
+        &'a self,
+        _copy: &'a TableCopy,
+        _page: &'a ExportedPage,
+        _fence: Option<&'a Fence>,
+    ) -> BoxFuture<'a, Result<u64, WriteError>> {
+        let unsupported = EndpointError::Unsupported {
+            engine: self.engine_name(),
+            what: "importing pages".into(),
         };
         Box::pin(async move { Err(unsupported.into()) })
     }

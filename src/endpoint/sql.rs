@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 
 use super::fence::{FENCE_TABLE, fence_ddl, fence_statements, fenced};
 use super::{
-    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Decimal, Endpoint, EndpointError, Fence,
-    QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind, WriteError,
-    WriteErrorClass, WriteOp, key_string,
+    BoxFuture, Change, ColumnInfo, CopiedPage, CopyOrigin, Decimal, Endpoint, EndpointError,
+    ExportedPage, Fence, QueueDepth, Row, TableCopy, TableInfo, TableName, Value, ValueKind,
+    WriteError, WriteErrorClass, WriteOp, key_string,
 };
 use crate::capture::{CHANGELOG_TABLE, change_from_row};
 
@@ -417,6 +417,40 @@ pub(crate) trait Engine: Dialect + Send + Sync + 'static {
             Err(EndpointError::Unsupported {
                 engine: Self::NAME,
                 what: "in-database table copies".into(),
+            }
+            .into())
+        }
+    }
+
+    /// See [`Endpoint::export_page`]; only called on the origin of a copy the target's
+    /// [`Engine::can_copy`] said yes to.
+    fn export_page(
+        &self,
+        _copy: TableCopy,
+        _after_key: Option<Vec<Value>>,
+        _limit: usize,
+    ) -> impl Future<Output = Result<ExportedPage, WriteError>> + Send {
+        async {
+            Err(EndpointError::Unsupported {
+                engine: Self::NAME,
+                what: "exporting pages".into(),
+            }
+            .into())
+        }
+    }
+
+    /// See [`Endpoint::import_page`]; only called when [`Engine::can_copy`] said yes.
+    /// `fence` runs first in the transaction (see [`fence_statements`]).
+    fn import_page(
+        &self,
+        _copy: TableCopy,
+        _page: ExportedPage,
+        _fence: Vec<Stmt>,
+    ) -> impl Future<Output = Result<u64, WriteError>> + Send {
+        async {
+            Err(EndpointError::Unsupported {
+                engine: Self::NAME,
+                what: "importing pages".into(),
             }
             .into())
         }
@@ -1249,6 +1283,45 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
                     limit,
                     fence_stmts,
                 )
+                .await;
+            let result = result.map_err(|e| match fence {
+                Some(fence) => fenced(e, fence, E::NAME),
+                None => e,
+            });
+            self.checked(&copy.to_table, result)
+                .map_err(WriteError::from)
+        })
+    }
+
+    fn export_page<'a>(
+        &'a self,
+        copy: &'a TableCopy,
+        after_key: Option<&'a [Value]>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<ExportedPage, EndpointError>> {
+        Box::pin(async move {
+            let result = self
+                .engine
+                .export_page(copy.clone(), after_key.map(<[Value]>::to_vec), limit)
+                .await;
+            self.checked(&copy.from_table, result)
+        })
+    }
+
+    fn import_page<'a>(
+        &'a self,
+        copy: &'a TableCopy,
+        page: &'a ExportedPage,
+        fence: Option<&'a Fence>,
+    ) -> BoxFuture<'a, Result<u64, WriteError>> {
+        Box::pin(async move {
+            let fence_stmts = match fence {
+                Some(fence) => self.fence_statements(fence, &copy.to_table).await?,
+                None => Vec::new(),
+            };
+            let result = self
+                .engine
+                .import_page(copy.clone(), page.clone(), fence_stmts)
                 .await;
             let result = result.map_err(|e| match fence {
                 Some(fence) => fenced(e, fence, E::NAME),

@@ -459,7 +459,13 @@ impl Engine for Sqlite {
         limit: usize,
         fence: Vec<Stmt>,
     ) -> Result<CopiedPage, WriteError> {
-        let CopyOrigin::SqliteFile(origin) = &copy.origin;
+        let CopyOrigin::SqliteFile(origin) = &copy.origin else {
+            return Err(EndpointError::Unsupported {
+                engine: Self::NAME,
+                what: "copies from other engines".into(),
+            }
+            .into());
+        };
         // Another file is attached (read-only) for the page; this file is read as `main`.
         let attach = (*origin != self.path).then(|| origin.clone());
         let sql = CopySql::new(&copy, attach.is_some());
@@ -1004,6 +1010,14 @@ mod tests {
         let copy = |to: [&str; 3], values: Vec<CopyValue>| TableCopy {
             origin: CopyOrigin::SqliteFile(src.clone()),
             from_table: TableName::parse("t").unwrap(),
+            from_info: TableInfo {
+                columns: Vec::new(),
+                primary_key: vec!["id".into()],
+            },
+            to_info: TableInfo {
+                columns: Vec::new(),
+                primary_key: vec!["id".into()],
+            },
             from_key: vec!["id".into()],
             from_key_kinds: vec![ValueKind::Int],
             to_table: TableName::parse("t").unwrap(),

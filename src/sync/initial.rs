@@ -38,7 +38,7 @@ use crate::status::thousands;
 
 use super::{Journal, Outcome, Sides, SyncError, prepare, write_isolating};
 use crate::endpoint::{
-    CopiedPage, Endpoint, EndpointError, Row, TableCopy, TableName, Value, WriteErrorClass,
+    CopiedPage, Endpoint, EndpointError, ExportedPage, Row, TableCopy, Value, WriteErrorClass,
     key_from_json, key_to_json,
 };
 use crate::sync::Flow;
@@ -198,18 +198,21 @@ pub async fn copy(
     };
     let result = match in_database_copy(sides, flow, &filter, journal) {
         Err(e) => Err(e),
-        Ok(Some(copy)) => {
+        Ok(Some(copy)) if copy.origin.in_database() => {
             pages
                 .copy_in_database(&copy, after, journal, &mut progress)
                 .await
         }
+        Ok(Some(copy)) => {
+            pages
+                .copy_exported(&copy, after, journal, &mut progress, &sizer)
+                .await
+        }
         Ok(None) => {
-            let (received, reader) = spawn_reader(sides, flow, after, sizer.clone());
-            let result = pages
-                .copy_typed(received, journal, &mut progress, &sizer)
-                .await;
-            reader.abort();
-            result
+            let reader = spawn_reader(sides, flow, after, sizer.clone());
+            pages
+                .copy_typed(reader, journal, &mut progress, &sizer)
+                .await
         }
     };
     progress.bar.finish_and_clear();
@@ -223,38 +226,32 @@ pub async fn copy(
 
 type Page = Result<Vec<Row>, EndpointError>;
 
-/// Starts the task that reads pages after `after` in key order; it ends after sending an
-/// empty page or an error, or when the receiver is dropped.
-fn spawn_reader(
-    sides: &Sides<'_>,
-    flow: &Flow,
-    mut after: Option<Vec<Value>>,
-    sizer: Sizer,
-) -> (
-    tokio::sync::mpsc::Receiver<Page>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Page>(READ_AHEAD);
-    let from: Arc<dyn Endpoint> = sides.from.clone();
-    let table: TableName = sides.from_table.clone();
-    let columns = flow.read_columns.clone();
-    let key_columns = flow.from_key.clone();
-    let key_len = key_columns.len();
-    let handle = tokio::spawn(async move {
+/// A task fetching pages ahead of the writer; aborted when dropped.
+struct Ahead<P> {
+    pages: tokio::sync::mpsc::Receiver<P>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<P> Drop for Ahead<P> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the task that fetches the pages after `after` in key order, [`READ_AHEAD`] ahead
+/// of the writer: `fetch` gives a page and its last key. It ends after a page without one
+/// (empty, or an error), or when the receiver is dropped.
+fn spawn_pages<P, F>(mut after: Option<Vec<Value>>, fetch: F) -> Ahead<P>
+where
+    P: Send + 'static,
+    F: Fn(Option<Vec<Value>>) -> crate::endpoint::BoxFuture<'static, (P, Option<Vec<Value>>)>
+        + Send
+        + 'static,
+{
+    let (tx, pages) = tokio::sync::mpsc::channel::<P>(READ_AHEAD);
+    let task = tokio::spawn(async move {
         loop {
-            let page = from
-                .read_snapshot(
-                    &table,
-                    &columns,
-                    &key_columns,
-                    after.as_deref(),
-                    sizer.rows(),
-                )
-                .await;
-            let last = match &page {
-                Ok(rows) => rows.last().map(|r| r[..key_len].to_vec()),
-                Err(_) => None,
-            };
+            let (page, last) = fetch(after.take()).await;
             if tx.send(page).await.is_err() {
                 return;
             }
@@ -264,7 +261,61 @@ fn spawn_reader(
             }
         }
     });
-    (rx, handle)
+    Ahead { pages, task }
+}
+
+/// Reads the pages after `after` through typed values ([`Endpoint::read_snapshot`]).
+fn spawn_reader(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    after: Option<Vec<Value>>,
+    sizer: Sizer,
+) -> Ahead<Page> {
+    let from: Arc<dyn Endpoint> = sides.from.clone();
+    let table = Arc::new(sides.from_table.clone());
+    let columns = Arc::new(flow.read_columns.clone());
+    let key_columns = Arc::new(flow.from_key.clone());
+    spawn_pages(after, move |after| {
+        let (from, table, columns, key_columns) = (
+            from.clone(),
+            table.clone(),
+            columns.clone(),
+            key_columns.clone(),
+        );
+        let limit = sizer.rows();
+        Box::pin(async move {
+            let page = from
+                .read_snapshot(&table, &columns, &key_columns, after.as_deref(), limit)
+                .await;
+            let last = match &page {
+                Ok(rows) => rows.last().map(|r| r[..key_columns.len()].to_vec()),
+                Err(_) => None,
+            };
+            (page, last)
+        })
+    })
+}
+
+type Exported = Result<ExportedPage, EndpointError>;
+
+/// Exports the pages of `copy` after `after` from the source ([`Endpoint::export_page`]).
+fn spawn_exporter(
+    sides: &Sides<'_>,
+    copy: &TableCopy,
+    after: Option<Vec<Value>>,
+    sizer: Sizer,
+) -> Ahead<Exported> {
+    let from: Arc<dyn Endpoint> = sides.from.clone();
+    let copy = Arc::new(copy.clone());
+    spawn_pages(after, move |after| {
+        let (from, copy) = (from.clone(), copy.clone());
+        let limit = sizer.rows();
+        Box::pin(async move {
+            let page = from.export_page(&copy, after.as_deref(), limit).await;
+            let last = page.as_ref().ok().and_then(|p| p.last_key.clone());
+            (page, last)
+        })
+    })
 }
 
 /// Which rows of a page a copy leaves alone.
@@ -293,6 +344,8 @@ fn in_database_copy(
     let copy = TableCopy {
         origin,
         from_table: sides.from_table.clone(),
+        from_info: sides.from_info.clone(),
+        to_info: sides.to_info.clone(),
         from_key: flow.from_key.clone(),
         from_key_kinds: super::key_kinds(flow, sides.from_info),
         to_table: sides.to_table.clone(),
@@ -365,6 +418,67 @@ impl Pages<'_> {
         Ok(())
     }
 
+    /// Copies the pages the source exports in the engine's own binary form into the target
+    /// as they are ([`Endpoint::export_page`], [`Endpoint::import_page`]), the next page
+    /// exported while the current one is written. A page that fails on either side (a value
+    /// without a value-map entry, a record the target refuses) goes through typed values
+    /// ([`Pages::typed_span`]), and exporting starts again after it.
+    async fn copy_exported(
+        &self,
+        copy: &TableCopy,
+        mut after: Option<Vec<Value>>,
+        journal: &mut Journal<'_>,
+        progress: &mut Meter,
+        sizer: &Sizer,
+    ) -> Result<(), SyncError> {
+        let (sides, way) = (self.sides, self.way);
+        'export: loop {
+            let mut exporter = spawn_exporter(sides, copy, after.clone(), sizer.clone());
+            loop {
+                if crate::shutdown::requested() {
+                    return Err(SyncError::Stopped);
+                }
+                let failed = match exporter.pages.recv().await {
+                    None => break 'export,
+                    Some(Ok(page)) if page.rows == 0 => break 'export,
+                    Some(Ok(page)) => {
+                        let started = Instant::now();
+                        match sides.to.import_page(copy, &page, sides.fence).await {
+                            Ok(written) => {
+                                let bytes = page.bytes();
+                                let last_key = page.last_key.expect("a page with rows has a key");
+                                // Committed: the resume key may now point at its last row.
+                                record(journal, way, page.rows, written, 0, &last_key);
+                                after = Some(last_key);
+                                progress.advance(journal, page.rows)?;
+                                sizer.written(bytes, started.elapsed());
+                                continue;
+                            }
+                            Err(e) if e.class == WriteErrorClass::Fenced => {
+                                return Err(super::Halted::Fenced(e).into());
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "the target refused an exported page; writing it through typed values");
+                                page.rows as usize
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "exporting a page failed; reading it through typed values");
+                        sizer.rows()
+                    }
+                };
+                drop(exporter);
+                match self.typed_span(&mut after, failed, journal).await? {
+                    0 => break 'export,
+                    read => progress.advance(journal, read)?,
+                }
+                continue 'export;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the next `limit` rows after `after` through typed values, `batchSize` at a
     /// time, moving `after` along; returns the rows read (0: there were none).
     async fn typed_span(
@@ -428,7 +542,7 @@ impl Pages<'_> {
     /// [`MAX_TRANSACTION_BYTES`] a transaction; tells `sizer` how long each took.
     async fn copy_typed(
         &self,
-        mut pages: tokio::sync::mpsc::Receiver<Page>,
+        mut reader: Ahead<Page>,
         journal: &mut Journal<'_>,
         progress: &mut Meter,
         sizer: &Sizer,
@@ -444,7 +558,7 @@ impl Pages<'_> {
             if crate::shutdown::requested() {
                 return Err(SyncError::Stopped);
             }
-            let Some(page) = pages.recv().await else {
+            let Some(page) = reader.pages.recv().await else {
                 break;
             };
             let page = page.map_err(SyncError::Read)?;

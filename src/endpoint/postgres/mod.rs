@@ -15,6 +15,10 @@
 //! Types without a native mapping (uuid, enums, arrays, …) are read as text
 //! (`col::text`) and written from text (`$n::text::type`), so they round-trip through
 //! [`Value::Text`].
+//!
+//! Copies between two PostgreSQL databases as binary pages are in [`copy`].
+
+mod copy;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,8 +39,8 @@ use super::sql::{
     type_modifiers,
 };
 use super::{
-    ColumnInfo, Decimal, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
-    WriteErrorClass, redact, url_secrets,
+    ColumnInfo, CopyOrigin, Decimal, EndpointError, ExportedPage, Row, TableCopy, TableInfo,
+    TableName, Value, ValueKind, WriteError, WriteErrorClass, redact, url_secrets,
 };
 use crate::capture;
 
@@ -67,6 +71,9 @@ struct Conn {
     /// Staging tables this session has created (`pg_temp`, `ON COMMIT DELETE ROWS`), by
     /// quoted name.
     staged: HashMap<String, Staged>,
+    /// Whether this session has created the function a value map's `CASE` ends in
+    /// (see [`copy`]).
+    unmapped_ready: bool,
 }
 
 /// A staging table of this session, and how rows for its target are loaded.
@@ -124,6 +131,7 @@ impl Conn {
             client,
             statements: HashMap::new(),
             staged: HashMap::new(),
+            unmapped_ready: false,
         })
     }
 }
@@ -520,23 +528,7 @@ fn kind_of_type(ty: &Type) -> Option<ValueKind> {
 /// The type that `db_type` (as `format_type` spells it, modifiers and all) is read and
 /// written as natively; `None` for types without a native mapping (read and written as text).
 fn native_type(db_type: &str) -> Option<Type> {
-    // Asked per value written (`inexact`): no allocation for a type without modifiers.
-    let base: Cow<str> = if db_type.contains('(') {
-        let mut base = String::new();
-        let mut depth = 0;
-        for c in db_type.chars() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                _ if depth == 0 => base.push(c),
-                _ => {}
-            }
-        }
-        Cow::Owned(base)
-    } else {
-        Cow::Borrowed(db_type)
-    };
-    Some(match &*base {
+    Some(match &*base_type(db_type) {
         "boolean" => Type::BOOL,
         "smallint" => Type::INT2,
         "integer" => Type::INT4,
@@ -556,6 +548,27 @@ fn native_type(db_type: &str) -> Option<Type> {
         "jsonb" => Type::JSONB,
         _ => return None,
     })
+}
+
+/// `db_type` without its modifiers: `character varying(20)` → `character varying`,
+/// `timestamp(3) with time zone` → `timestamp with time zone`.
+fn base_type(db_type: &str) -> Cow<'_, str> {
+    // Asked per value written (`inexact`): no allocation for a type without modifiers.
+    if !db_type.contains('(') {
+        return Cow::Borrowed(db_type);
+    }
+    let mut base = String::new();
+    let mut depth = 0;
+    for c in db_type.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => base.push(c),
+            _ => {}
+        }
+    }
+    // `timestamp(3) with time zone` leaves two spaces.
+    Cow::Owned(base.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Whether `db_type` has a native mapping ([`native_type`]).
@@ -1118,6 +1131,32 @@ impl Engine for Postgres {
 
     fn capture_check(&self, table: &TableName) -> Result<(Stmt, i64), EndpointError> {
         Ok(capture::postgres::check(&self.quote_table(table)))
+    }
+
+    fn copy_origin(&self) -> Option<CopyOrigin> {
+        Some(CopyOrigin::PostgresBinary)
+    }
+
+    fn can_copy(&self, copy: &TableCopy) -> bool {
+        copy::can_copy(self, copy)
+    }
+
+    async fn export_page(
+        &self,
+        copy: TableCopy,
+        after_key: Option<Vec<Value>>,
+        limit: usize,
+    ) -> Result<ExportedPage, WriteError> {
+        self.export(&copy, after_key.as_deref(), limit).await
+    }
+
+    async fn import_page(
+        &self,
+        copy: TableCopy,
+        page: ExportedPage,
+        fence: Vec<Stmt>,
+    ) -> Result<u64, WriteError> {
+        self.import(&copy, &page, &fence).await
     }
 }
 
