@@ -90,12 +90,58 @@ impl Decimal {
         if !f.is_finite() {
             return None;
         }
-        // Rust writes a double's shortest round-trip digits positionally (no exponent).
-        f.to_string().parse().ok()
+        // Rust writes a double's shortest round-trip digits positionally (no exponent): at
+        // most 17 digits, a sign, a point and 324 zeros. Written on the stack, not the heap
+        // (once per value read from a REAL column).
+        let mut text = StackText::default();
+        std::fmt::Write::write_fmt(&mut text, format_args!("{f}")).ok()?;
+        text.as_str().parse().ok()
     }
 
     /// PostgreSQL's binary `numeric` form: digits in base 10000, exact, the scale kept.
+    /// Groups of four digits are counted from the decimal point both ways (the integer part
+    /// padded with zeros in front, the fraction behind); leading and trailing zero groups
+    /// are left out, the weight saying where the first group stands.
     pub fn to_pg_numeric(&self, out: &mut Vec<u8>) {
+        let (int, frac) = (self.int.as_bytes(), self.frac.as_bytes());
+        let pad = (4 - int.len() % 4) % 4;
+        let int_groups = (pad + int.len()) / 4;
+        let total = int_groups + frac.len().div_ceil(4);
+        let digit = |p: usize| -> u16 {
+            let d = if p < pad {
+                b'0'
+            } else if p < pad + int.len() {
+                int[p - pad]
+            } else {
+                *frac.get(p - pad - int.len()).unwrap_or(&b'0')
+            };
+            u16::from(d - b'0')
+        };
+        let group = |g: usize| (0..4).fold(0u16, |n, k| n * 10 + digit(g * 4 + k));
+        let first = (0..total).find(|&g| group(g) != 0);
+        let last = (0..total).rev().find(|&g| group(g) != 0);
+        // No group other than zero: no digits, weight 0.
+        let (groups, weight) = match (first, last) {
+            (Some(first), Some(last)) => (first..last + 1, int_groups as i16 - 1 - first as i16),
+            _ => (0..0, 0),
+        };
+        let sign = if self.negative {
+            PG_NEGATIVE
+        } else {
+            PG_POSITIVE
+        };
+        out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+        out.extend_from_slice(&weight.to_be_bytes());
+        out.extend_from_slice(&sign.to_be_bytes());
+        out.extend_from_slice(&(self.frac.len() as u16).to_be_bytes());
+        for g in groups {
+            out.extend_from_slice(&group(g).to_be_bytes());
+        }
+    }
+
+    /// The allocating form [`Decimal::to_pg_numeric`] replaced, kept to test it against.
+    #[cfg(test)]
+    fn to_pg_numeric_by_strings(&self, out: &mut Vec<u8>) {
         let pad_int = (4 - self.int.len() % 4) % 4;
         let int = format!("{}{}", "0".repeat(pad_int), self.int);
         let pad_frac = (4 - self.frac.len() % 4) % 4;
@@ -258,6 +304,39 @@ impl From<u64> for Decimal {
     }
 }
 
+/// Text written on the stack ([`Decimal::from_f64`]); writing more than it holds fails.
+struct StackText {
+    bytes: [u8; 400],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            bytes: [0; 400],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +388,17 @@ mod tests {
             d(text).to_pg_numeric(&mut raw);
             let back = Decimal::from_pg_numeric(&raw).unwrap();
             assert_eq!(back.to_string(), text, "{text}");
+            let mut by_strings = Vec::new();
+            d(text).to_pg_numeric_by_strings(&mut by_strings);
+            assert_eq!(
+                raw, by_strings,
+                "{text}: the same bytes as the allocating form"
+            );
+        }
+        for f in [0.1, -2.5e-7, 123456.789, 1e300, -5e-324, 0.0] {
+            let decimal = Decimal::from_f64(f).unwrap();
+            assert_eq!(decimal.to_string().parse::<f64>().unwrap(), f, "{f}");
+            assert_eq!(decimal, d(&f.to_string()), "{f}");
         }
         let nan = [0, 0, 0, 0, 0xC0, 0, 0, 0];
         assert_eq!(

@@ -165,17 +165,35 @@ impl SnapshotPage {
 /// Quotes an identifier with `quote`, doubling any quote inside it.
 /// The numbers in a type's modifiers: `numeric(38,10)` → `[38, 10]`, `datetime(6)` → `[6]`,
 /// `timestamp(3) with time zone` → `[3]`, `double` → `[]`.
-pub(crate) fn type_modifiers(db_type: &str) -> Vec<u32> {
-    db_type
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(inside, _)| {
-            inside
-                .split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+pub(crate) fn type_modifiers(db_type: &str) -> Modifiers {
+    let mut modifiers = Modifiers::default();
+    if let Some((_, rest)) = db_type.split_once('(')
+        && let Some((inside, _)) = rest.split_once(')')
+    {
+        for n in inside.split(',').filter_map(|n| n.trim().parse().ok()) {
+            if modifiers.len < modifiers.values.len() {
+                modifiers.values[modifiers.len] = n;
+                modifiers.len += 1;
+            }
+        }
+    }
+    modifiers
+}
+
+/// A type's modifiers ([`type_modifiers`]; the first three, which is all any type has), as
+/// a slice; asked per value written, so kept off the heap.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Modifiers {
+    values: [u32; 3],
+    len: usize,
+}
+
+impl std::ops::Deref for Modifiers {
+    type Target = [u32];
+
+    fn deref(&self) -> &[u32] {
+        &self.values[..self.len]
+    }
 }
 
 /// Why a decimal column with `modifiers` ([`type_modifiers`]: precision, then scale, 0 when
@@ -1339,8 +1357,8 @@ mod tests {
 
     #[test]
     fn type_modifiers_and_misfits() {
-        assert_eq!(type_modifiers("numeric(38,10)"), [38, 10]);
-        assert_eq!(type_modifiers("timestamp(3) with time zone"), [3]);
+        assert_eq!(*type_modifiers("numeric(38,10)"), [38, 10]);
+        assert_eq!(*type_modifiers("timestamp(3) with time zone"), [3]);
         assert!(type_modifiers("double precision").is_empty());
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         assert_eq!(decimal_misfit(&d("12.50"), &[12, 1]), None);

@@ -397,11 +397,11 @@ impl Engine for Sqlite {
             let mut rows = prepared.query(binds(&stmt.params)).map_err(classify)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(classify)? {
-                let values = kinds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, kind)| from_sql(row.get_ref(i).map_err(classify)?, *kind))
-                    .collect::<Result<Row, _>>()?;
+                // Sized up front: collecting results would grow each row twice.
+                let mut values = Vec::with_capacity(kinds.len());
+                for (i, kind) in kinds.iter().enumerate() {
+                    values.push(from_sql(row.get_ref(i).map_err(classify)?, *kind)?);
+                }
                 out.push(values);
             }
             Ok(out)
