@@ -1,6 +1,6 @@
 //! Fencing in SQL (see `crate::lease` and [`Fence`]): the `_dualwrite_fence` table each
 //! target database keeps (one row per map and target table: the newest lease epoch that
-//! wrote there), the statements that open every fenced write transaction, and telling a
+//! wrote there), the statements every fenced write transaction runs before it commits, and telling a
 //! refusal by the fence from any other write error. Engine-neutral through [`Dialect`].
 
 use super::sql::{Dialect, Stmt};
@@ -34,12 +34,15 @@ pub(crate) fn fence_ddl(d: &impl Dialect) -> Stmt {
     )
 }
 
-/// The first statements of a fenced write transaction into `table`: make sure the fence row
+/// The statements a fenced write transaction into `table` runs before it commits (first or
+/// last: the rows written in between are kept only if it commits): make sure the fence row
 /// of the map and that table exists, then raise it to `fence.epoch`, or fail its CHECK when
 /// it already holds a newer epoch. The row is keyed by the table too, so two projects that
 /// each have a map of one name, writing to different tables of one database, never meet.
 /// The row lock this takes is held to the commit, so a stale writer that raced a newer one
 /// waits for it and is then refused: no row of it is ever committed after the newer writes.
+/// Run last, they let two transactions of one writer load their rows at the same time (the
+/// second waits only for the first's commit).
 pub(crate) fn fence_statements(d: &impl Dialect, fence: &Fence, target: &TableName) -> Vec<Stmt> {
     let (table, map) = (d.fence_table(), d.quote_ident("map"));
     let target_column = d.quote_ident("target");

@@ -889,14 +889,13 @@ impl<E: Engine> SqlEndpoint<E> {
         if stmts.is_empty() {
             return Ok(());
         }
-        let stmts = match fence {
-            Some(fence) => {
-                let mut fenced = self.fence_statements(fence, table).await?;
-                fenced.extend(stmts);
-                fenced
-            }
-            None => stmts,
-        };
+        // The fence goes last: rows are written, then the fence row is raised (or refuses a
+        // stale writer) and its lock held to the commit, so two transactions of one writer
+        // (an initial sync's pages in flight) load their rows at the same time.
+        let mut stmts = stmts;
+        if let Some(fence) = fence {
+            stmts.extend(self.fence_statements(fence, table).await?);
+        }
         let result = self.engine.transaction(stmts, true).await.map(|_| ());
         let result = result.map_err(|e| match fence {
             Some(fence) => fenced(e, fence, E::NAME),

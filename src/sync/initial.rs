@@ -537,9 +537,18 @@ fn record(
         .insert(way.to_string(), key_to_json(last_key));
 }
 
+/// Page writes of a typed copy in flight at once: one page is converted and loaded while the
+/// one before it finishes in the target (each in its own transaction, on a connection of its
+/// own where the engine keeps several; the fence is raised last, so they load at the same
+/// time). Pages are recorded strictly in order, so the resume key only ever covers
+/// committed pages (a later page committed before an earlier one is written again after a
+/// crash: idempotent).
+pub const IN_FLIGHT: usize = 2;
+
 impl Pages<'_> {
     /// Writes the pages the reader sends through typed values, each cut to at most
-    /// [`MAX_TRANSACTION_BYTES`] a transaction; tells `sizer` how long each took.
+    /// [`MAX_TRANSACTION_BYTES`] a transaction, [`IN_FLIGHT`] at once; tells `sizer` how
+    /// long each took. On a failure (or a stop) the writes in flight finish first.
     async fn copy_typed(
         &self,
         mut reader: Ahead<Page>,
@@ -547,6 +556,7 @@ impl Pages<'_> {
         progress: &mut Meter,
         sizer: &Sizer,
     ) -> Result<(), SyncError> {
+        use futures_util::StreamExt;
         let Pages {
             sides,
             flow,
@@ -554,29 +564,58 @@ impl Pages<'_> {
             way,
             ..
         } = *self;
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let (mut ended, mut failed) = (false, None::<SyncError>);
         loop {
-            if crate::shutdown::requested() {
-                return Err(SyncError::Stopped);
+            if failed.is_none() && crate::shutdown::requested() {
+                failed = Some(SyncError::Stopped);
             }
-            let Some(page) = reader.pages.recv().await else {
-                break;
-            };
-            let page = page.map_err(SyncError::Read)?;
-            if page.is_empty() {
-                break;
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let done: Result<(Option<Written>, usize, Instant), SyncError> = done;
+                    let recorded = match done {
+                        _ if failed.is_some() => Ok(()),
+                        Ok((None, ..)) => Ok(()),
+                        Ok((Some(written), bytes, started)) => {
+                            sizer.written(bytes, started.elapsed());
+                            record_written(journal, flow, way, written)
+                                .and_then(|read| progress.advance(journal, read))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = recorded {
+                        failed.get_or_insert(e);
+                    }
+                }
+                page = reader.pages.recv(), if failed.is_none() && !ended && in_flight.len() < IN_FLIGHT => {
+                    match page {
+                        None => ended = true,
+                        Some(Ok(page)) if page.is_empty() => ended = true,
+                        Some(Ok(page)) => {
+                            for (run, bytes) in by_bytes(page) {
+                                let started = Instant::now();
+                                in_flight.push_back(async move {
+                                    let written = write_rows(sides, flow, filter, run).await?;
+                                    Ok::<_, SyncError>((written, bytes, started))
+                                });
+                            }
+                        }
+                        Some(Err(e)) => failed = Some(SyncError::Read(e)),
+                    }
+                }
+                else => break,
             }
-            let started = Instant::now();
-            let mut bytes = 0;
-            for (run, size) in by_bytes(page) {
-                let read = run.len() as u64;
-                bytes += size;
-                write_page(sides, flow, filter, journal, way, run).await?;
-                progress.advance(journal, read)?;
-            }
-            sizer.written(bytes, started.elapsed());
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
+}
+
+/// One page written through typed values, to record once every page before it is.
+struct Written {
+    read: u64,
+    last_key: Vec<Value>,
+    out: Outcome,
 }
 
 /// Writes one page read through typed values (leaving alone the rows `filter` says),
@@ -589,8 +628,37 @@ async fn write_page(
     way: &str,
     page: Vec<Row>,
 ) -> Result<(), SyncError> {
+    if let Some(written) = write_rows(sides, flow, filter, page).await? {
+        record_written(journal, flow, way, written)?;
+    }
+    Ok(())
+}
+
+/// Records a page [`write_rows`] wrote (its errors, counts and resume key); returns the rows
+/// it read.
+fn record_written(
+    journal: &mut Journal<'_>,
+    flow: &Flow,
+    way: &str,
+    written: Written,
+) -> Result<u64, SyncError> {
+    let errors = journal.settle(flow, crate::state::ErrorPhase::InitialSync, &written.out)?;
+    let count = written.out.written.len() as u64;
+    // Committed: the resume key may now point at this page's last row.
+    record(journal, way, written.read, count, errors, &written.last_key);
+    Ok(written.read)
+}
+
+/// Writes one page read through typed values (leaving alone the rows `filter` says),
+/// isolating refused records; `None` for an empty page.
+async fn write_rows(
+    sides: &Sides<'_>,
+    flow: &Flow,
+    filter: &Filter<'_>,
+    page: Vec<Row>,
+) -> Result<Option<Written>, SyncError> {
     let Some(last) = page.last() else {
-        return Ok(());
+        return Ok(None);
     };
     let last_key = flow.key_of(last).to_vec();
     let read = page.len() as u64;
@@ -622,17 +690,11 @@ async fn write_page(
     let mut out = Outcome::default();
     let items = prepare(flow, sides.to_info, sides.to_table, rows, &mut out);
     write_isolating(sides, flow, items, &mut out).await?;
-    // Committed: the resume key may now point at this page's last row.
-    let errors = journal.settle(flow, crate::state::ErrorPhase::InitialSync, &out)?;
-    record(
-        journal,
-        way,
+    Ok(Some(Written {
         read,
-        out.written.len() as u64,
-        errors,
-        &last_key,
-    );
-    Ok(())
+        last_key,
+        out,
+    }))
 }
 
 /// A copy's progress: the terminal bar (or a plain log line every [`PLAIN_EVERY`]), and

@@ -1,5 +1,7 @@
-//! The PostgreSQL engine: tokio-postgres without TLS, one connection, reconnected when it
-//! breaks, with a cache of prepared statements.
+//! The PostgreSQL engine: tokio-postgres without TLS, up to [`CONNECTIONS`] connections
+//! (the second opened only when two calls overlap: an initial sync writing one page while
+//! the next is loaded), each reconnected when it breaks, with a cache of prepared
+//! statements.
 //!
 //! Owns: PostgreSQL types ↔ [`ValueKind`], binding parameters to the types the server
 //! infers, reading rows (snapshot pages as binary `COPY … TO STDOUT`, the after-key written
@@ -62,8 +64,11 @@ pub(crate) struct Postgres {
     url: String,
     secrets: Vec<String>,
     home_schema: String,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    conns: [tokio::sync::Mutex<Option<Conn>>; CONNECTIONS],
 }
+
+/// Connections one endpoint keeps at most: two transactions of a copy in flight at once.
+const CONNECTIONS: usize = 2;
 
 struct Conn {
     client: Client,
@@ -494,13 +499,21 @@ impl Postgres {
             url: url.to_string(),
             secrets,
             home_schema: home_schema.unwrap_or_else(|| "public".to_string()),
-            conn: tokio::sync::Mutex::new(Some(conn)),
+            conns: [
+                tokio::sync::Mutex::new(Some(conn)),
+                tokio::sync::Mutex::new(None),
+            ],
         })
     }
 
-    /// The connection, reopened first if it broke.
+    /// A connection no other call is using (the first when all are busy), opened first if
+    /// it is not open yet or broke.
     async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>, WriteError> {
-        let mut guard = self.conn.lock().await;
+        let idle = self.conns.iter().find_map(|c| c.try_lock().ok());
+        let mut guard = match idle {
+            Some(guard) => guard,
+            None => self.conns[0].lock().await,
+        };
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = None;
             *guard = Some(Conn::open(&self.url, &self.secrets).await?);
