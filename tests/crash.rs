@@ -224,6 +224,92 @@ fn kill_9_during_a_whole_table_copy_then_reconcile_converges() {
     );
 }
 
+/// SQLite → PostgreSQL through typed values (the target's `qty` is numeric, so integers
+/// are converted in Rust), two page writes in flight on two connections (seen in
+/// `pg_stat_activity`), killed between pages; then the next pass converges.
+#[test]
+fn kill_9_mid_a_typed_copy_into_postgres_with_two_writes_in_flight_then_reconcile_converges() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(mut pg) = runtime.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let EndpointSpec::Postgres { url } = pg.spec.clone() else {
+        unreachable!()
+    };
+    let dst = unique_table("crash_typed");
+    pg.on_drop(format!("DROP TABLE IF EXISTS {dst}"));
+    runtime.block_on(pg.plain.exec(&format!(
+        "CREATE TABLE {dst} (id bigint PRIMARY KEY, name text NOT NULL, qty numeric NOT NULL)"
+    )));
+    let common::Plain::Postgres(client) = &pg.plain else {
+        unreachable!()
+    };
+    let scalar = |sql: String| {
+        runtime
+            .block_on(client.query_one(&sql, &[]))
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let repo = Repo::new(&[]);
+    repo.write(
+        "dualwrite.yaml",
+        &project("{ postgres: { urlFromEnv: DW_CRASH_PG } }"),
+    );
+    // Pages of 2,000 rows: many pages, each written while the next is loaded.
+    repo.write(
+        "maps/m.yaml",
+        &map("items", &dst).replace("batchSize: 200 }", "batchSize: 2000 }"),
+    );
+    seed_source(&repo, INITIAL_ROWS);
+    let env = [("DW_CRASH_PG", url.as_str())];
+    let mut child = spawn_reconcile(&repo, &env);
+    let writers = std::cell::Cell::new(0);
+    let sessions = format!(
+        "SELECT count(DISTINCT pid) FROM pg_stat_activity \
+         WHERE query LIKE '%{dst}%' AND pid <> pg_backend_pid()"
+    );
+    kill_when(&mut child, &repo, "mid a typed copy into PostgreSQL", |r| {
+        writers.set(writers.get().max(scalar(sessions.clone())));
+        r["initialSync"]["status"] == "Running"
+            && scalar(format!("SELECT count(*) FROM {dst}")) > 20_000
+            && writers.get() >= 2
+    });
+    let partial = scalar(format!("SELECT count(*) FROM {dst}"));
+    assert!(
+        partial > 0 && partial < INITIAL_ROWS,
+        "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
+    );
+
+    let src = rusqlite::Connection::open(repo.path().join("src.db")).unwrap();
+    src.execute_batch(&format!("UPDATE items SET qty = -1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 11 = 0; INSERT INTO items VALUES ({}, 'late', 5);", INITIAL_ROWS + 1)).unwrap();
+    let run = support::run_in(repo.path(), &["reconcile"], &env);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let expected = dump_sqlite(&repo.path().join("src.db"), "items");
+    let common::Plain::Postgres(client) = &pg.plain else {
+        unreachable!()
+    };
+    let rows = runtime
+        .block_on(client.query(
+            &format!("SELECT id, name, qty::bigint FROM {dst} ORDER BY id"),
+            &[],
+        ))
+        .unwrap();
+    let actual: Vec<(i64, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(actual.len(), expected.len());
+    assert!(actual == expected, "PostgreSQL differs from the source");
+    let status = std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap();
+    assert!(
+        status.contains("status: Completed\n") && status.contains("open: 0"),
+        "{status}"
+    );
+}
+
 /// PostgreSQL → PostgreSQL through a `valueMap`: pages leave the source as binary `COPY`
 /// data with the map written as a `CASE` (the session's `pg_temp.dualwrite_unmapped` is
 /// there while the copy runs: that path) and enter the target as they are; killed between

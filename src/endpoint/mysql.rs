@@ -574,12 +574,14 @@ impl Engine for Mysql {
         // values) in memory.
         let mut rows = Vec::new();
         while let Some(row) = result.next().await.map_err(|e| self.classify(e))? {
-            let row: Result<Row, WriteError> = row
+            // Sized up front: collecting results would grow each row twice.
+            let mut values = Vec::with_capacity(kinds.len());
+            let row = row
                 .unwrap()
                 .into_iter()
                 .zip(&kinds)
-                .map(|(v, kind)| from_my(v, *kind))
-                .collect();
+                .try_for_each(|(v, kind)| from_my(v, *kind).map(|v| values.push(v)))
+                .map(|()| values);
             match row {
                 Ok(row) => rows.push(row),
                 Err(e) => {
