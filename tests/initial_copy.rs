@@ -414,7 +414,8 @@ async fn postgres_pages_are_copied_as_binary_data_and_bad_records_fail_alone() {
         pg.on_drop(format!("DROP TABLE IF EXISTS {t}"));
     }
     // 40,000 rows: the automatic pages of 10,000 hold an unmapped value (ids 17 and 16400),
-    // a refused record (34000: a negative quantity) and nothing wrong (20001..30000).
+    // a refused record (34000: a negative quantity) and nothing wrong (20001..30000, where
+    // 25000's timestamp is `infinity`: the binary page carries it, typed values cannot).
     pg.plain
         .exec(&format!(
             "CREATE TABLE {src} (id bigint PRIMARY KEY, category integer, state varchar(10),
@@ -424,7 +425,7 @@ async fn postgres_pages_are_copied_as_binary_data_and_bad_records_fail_alone() {
                CASE g % 3 WHEN 0 THEN 'open' WHEN 1 THEN 'closed' ELSE NULL END,
                CASE WHEN g = 34000 THEN -1 ELSE g * 2 END,
                ((g * 37) % 100000) / 100.0,
-               timestamp '2020-01-01' + g * interval '1.5 second',
+               CASE WHEN g = 25000 THEN 'infinity' ELSE timestamp '2020-01-01' + g * interval '1.5 second' END,
                CASE WHEN g % 10 = 0 THEN NULL ELSE E'note ' || g || E' \\\\ '' \\t ü' END
              FROM generate_series(1, 40000) g;
              CREATE TABLE {fast} (id bigint PRIMARY KEY, origin text NOT NULL, note text,
@@ -453,13 +454,18 @@ async fn postgres_pages_are_copied_as_binary_data_and_bad_records_fail_alone() {
     let run = support::run_in(repo.path(), &["reconcile"], &env);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 
-    for name in ["fast", "typed"] {
+    for (name, written, errors, transform) in [("fast", 39997, 3, 2), ("typed", 39996, 4, 3)] {
         let st = status(&repo, name);
         assert!(
-            st.contains("read: 40000\n        written: 39997\n        errors: 3"),
+            st.contains(&format!(
+                "read: 40000\n        written: {written}\n        errors: {errors}"
+            )),
             "{name}: {st}"
         );
-        assert!(st.contains("TransformError: 2"), "{name}: {st}");
+        assert!(
+            st.contains(&format!("TransformError: {transform}")),
+            "{name}: {st}"
+        );
         assert!(st.contains("ApplicationError: 1"), "{name}: {st}");
     }
     let client = match &pg.plain {
@@ -488,7 +494,7 @@ async fn postgres_pages_are_copied_as_binary_data_and_bad_records_fail_alone() {
     );
     let differ = format!(
         "SELECT count(*) FROM ((SELECT id, origin, note, at, amount, quantity::numeric, state_no, code FROM {fast}
-           EXCEPT SELECT * FROM {typed}) UNION ALL (SELECT * FROM {typed}
+           WHERE id <> 25000 EXCEPT SELECT * FROM {typed}) UNION ALL (SELECT * FROM {typed}
            EXCEPT SELECT id, origin, note, at, amount, quantity::numeric, state_no, code FROM {fast})) d"
     );
     assert_eq!(

@@ -18,7 +18,7 @@ use mysql_async::{Conn, InfileData, Opts, OptsBuilder, Params, Pool, Value as My
 
 use super::sql::{
     DIRECT_RETRY_AFTER, Dialect, Engine, Load, Statement, Stmt, decimal_misfit, first_texts,
-    fraction_misfit, quote_with, text_at, type_modifiers,
+    fraction_misfit, multi_row_upserts, quote_with, text_at, type_modifiers,
 };
 use super::{
     ColumnInfo, EndpointError, Row, TableInfo, TableName, Value, ValueKind, WriteError,
@@ -110,17 +110,25 @@ impl Mysql {
     ) -> Result<u64, mysql_async::Error> {
         conn.query_drop("START TRANSACTION").await?;
         let mut affected = 0;
-        let mut replaced = 0;
         for stmt in stmts {
-            if replaced > 0 {
-                replaced -= 1;
-                continue;
-            }
-            if let Some(load) = &stmt.load
-                && let Some(rows) = self.load_directly(conn, load).await?
-            {
-                affected += rows;
-                replaced = load.replaces - 1;
+            if let Some(load) = stmt.load {
+                if let Some(rows) = self.load_directly(conn, &load).await? {
+                    affected += rows;
+                    continue;
+                }
+                let fallback = load.fallback.expect("a direct load has its upserts");
+                let upserts = multi_row_upserts(
+                    self,
+                    &load.target,
+                    &load.columns,
+                    &fallback.clause,
+                    load.rows,
+                    fallback.per_stmt,
+                );
+                for upsert in upserts {
+                    conn.exec_drop(&upsert.sql, params(upsert.params)).await?;
+                    affected += conn.affected_rows();
+                }
                 continue;
             }
             if stmt.params.is_empty() {
@@ -164,8 +172,14 @@ impl Mysql {
             .collect();
         conn.query_drop("SAVEPOINT dualwrite_direct").await?;
         conn.set_infile_handler(async move {
+            // In pieces: the driver copies each into a buffer it keeps for reuse, so one
+            // page-sized piece would keep a page-sized buffer per load in its pool.
             let data = bytes::Bytes::from(data);
-            Ok(Box::pin(futures_util::stream::once(async move { Ok(data) })) as InfileData)
+            let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..data.len())
+                .step_by(INFILE_PIECE)
+                .map(|at| Ok(data.slice(at..(at + INFILE_PIECE).min(data.len()))))
+                .collect();
+            Ok(Box::pin(futures_util::stream::iter(pieces)) as InfileData)
         });
         let loaded = conn
             .query_drop(format!(
@@ -202,6 +216,9 @@ impl Mysql {
         Ok(None)
     }
 }
+
+/// Bytes of `LOAD DATA LOCAL INFILE` data handed to the driver at a time.
+const INFILE_PIECE: usize = 64 * 1024;
 
 /// Rows as `LOAD DATA` reads them with the options of [`Mysql::load_directly`]: fields
 /// separated by tabs, rows ended by newlines, `\N` for NULL and `\\`, `\t`, `\n`, `\r`,

@@ -36,8 +36,8 @@ pub(crate) struct Statement<'a> {
     /// into a staging table that `sql` then upserts from, or by running
     /// [`Load::row_sql`] once per row (and not `sql`), for engines whose
     /// [`Dialect::bulk_load_min_rows`] says so; or, for engines that
-    /// [`Dialect::loads_new_rows`], straight into the target instead of this statement
-    /// and the ones after it that [`Load::replaces`] counts.
+    /// [`Dialect::loads_new_rows`], straight into the target (`sql` is then empty: the
+    /// multi-row upserts of [`Load::fallback`] run only when the load cannot).
     pub load: Option<Load<'a>>,
 }
 
@@ -68,7 +68,7 @@ impl Statement<'_> {
                 target: load.target,
                 staging: load.staging,
                 columns: load.columns,
-                replaces: load.replaces,
+                fallback: load.fallback,
             }),
         }
     }
@@ -109,10 +109,61 @@ pub(crate) struct Load<'a> {
     /// batch when already of the columns' kinds.
     pub rows: Vec<Cow<'a, [Value]>>,
     /// Engines that load runs of new rows straight into the target
-    /// ([`Dialect::loads_new_rows`]): the statements, from this one on, that write the same
-    /// rows as multi-row upserts, run only when the load cannot (a key already there, a
-    /// value the target adjusts). 0 for the staging and per-row loads.
-    pub replaces: usize,
+    /// ([`Dialect::loads_new_rows`]): how to write the same rows as multi-row upserts when
+    /// the load cannot (a key already there, a value the target adjusts), built only then
+    /// ([`multi_row_upserts`]), so a page's values are not copied into parameters it never
+    /// needs. `None` for the staging and per-row loads.
+    pub fallback: Option<Fallback>,
+}
+
+/// The multi-row upserts a direct [`Load`] stands for: their `ON CONFLICT`/`ON DUPLICATE
+/// KEY` clause and rows per statement.
+#[derive(Debug, Clone)]
+pub(crate) struct Fallback {
+    pub clause: String,
+    pub per_stmt: usize,
+}
+
+/// `INSERT INTO target (…) VALUES (…), (…) clause` for `rows`, at most `per_stmt` rows a
+/// statement, parameters in row order (copied from the rows).
+pub(crate) fn multi_row_upserts<'o>(
+    d: &(impl Dialect + ?Sized),
+    target: &str,
+    columns: &[ColumnInfo],
+    clause: &str,
+    rows: Vec<Cow<'o, [Value]>>,
+    per_stmt: usize,
+) -> Vec<Statement<'o>> {
+    let cols: Vec<String> = columns.iter().map(|c| d.quote_ident(&c.name)).collect();
+    let mut out = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Cow<'o, [Value]>> = rows.by_ref().take(per_stmt.max(1)).collect();
+        let mut sql = format!("INSERT INTO {target} ({}) VALUES ", cols.join(", "));
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            push_params(d, &mut sql, columns, i * cols.len() + 1);
+            sql.push(')');
+        }
+        sql.push(' ');
+        sql.push_str(clause);
+        let params = chunk.into_iter().flat_map(Cow::into_owned).collect();
+        out.push(Statement::new(sql, params));
+    }
+    out
+}
+
+/// Appends `p1, p2, …` for `cols` starting at parameter `first`.
+fn push_params(d: &(impl Dialect + ?Sized), sql: &mut String, cols: &[ColumnInfo], first: usize) {
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&d.param_expr(c, first + i));
+    }
 }
 
 /// One page of a table's snapshot: its rows in key order after a key, at most `limit`.
@@ -312,7 +363,7 @@ pub(crate) trait Dialect {
 
     /// Whether runs of at least [`DIRECT_LOAD_MIN_ROWS`] upserts are also offered as a
     /// [`Load`] that the engine may write straight into the target while their keys are
-    /// new there, running the multi-row upserts it [`Load::replaces`] otherwise.
+    /// new there, running the multi-row upserts of its [`Load::fallback`] otherwise.
     fn loads_new_rows(&self) -> bool {
         false
     }
@@ -791,7 +842,7 @@ impl<E: Engine> SqlEndpoint<E> {
                 exprs.join(", "),
             );
             let mut row_sql = format!("INSERT INTO {target} ({}) VALUES (", cols.join(", "));
-            self.push_params(&mut row_sql, &r.columns, 1);
+            push_params(&self.engine, &mut row_sql, &r.columns, 1);
             row_sql.push_str(") ");
             row_sql.push_str(&clause);
             let load = Load {
@@ -800,7 +851,7 @@ impl<E: Engine> SqlEndpoint<E> {
                 staging,
                 columns: r.columns.clone(),
                 rows,
-                replaces: 0,
+                fallback: None,
             };
             out.push(Statement {
                 sql,
@@ -810,46 +861,29 @@ impl<E: Engine> SqlEndpoint<E> {
             return;
         }
         let per_stmt = self.rows_per_stmt(cols.len());
-        let first = out.len();
-        let direct =
-            (self.engine.loads_new_rows() && rows.len() >= DIRECT_LOAD_MIN_ROWS).then(|| Load {
-                row_sql: String::new(),
-                target: target.clone(),
-                staging: String::new(),
-                columns: r.columns.clone(),
-                rows: rows.clone(),
-                replaces: rows.len().div_ceil(per_stmt),
+        if self.engine.loads_new_rows() && rows.len() >= DIRECT_LOAD_MIN_ROWS {
+            out.push(Statement {
+                sql: String::new(),
+                params: Vec::new(),
+                load: Some(Load {
+                    row_sql: String::new(),
+                    target,
+                    staging: String::new(),
+                    columns: r.columns.clone(),
+                    rows,
+                    fallback: Some(Fallback { clause, per_stmt }),
+                }),
             });
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<Cow<'o, [Value]>> = rows.by_ref().take(per_stmt).collect();
-            let mut sql = format!("INSERT INTO {target} ({}) VALUES ", cols.join(", "));
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                self.push_params(&mut sql, &r.columns, i * cols.len() + 1);
-                sql.push(')');
-            }
-            sql.push(' ');
-            sql.push_str(&clause);
-            let params = chunk.into_iter().flat_map(Cow::into_owned).collect();
-            out.push(Statement::new(sql, params));
+            return;
         }
-        if let Some(direct) = direct {
-            out[first].load = Some(direct);
-        }
-    }
-
-    /// Appends `p1, p2, …` for `cols` starting at parameter `first`.
-    fn push_params(&self, sql: &mut String, cols: &[ColumnInfo], first: usize) {
-        for (i, c) in cols.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&self.engine.param_expr(c, first + i));
-        }
+        out.extend(multi_row_upserts(
+            &self.engine,
+            &target,
+            &r.columns,
+            &clause,
+            rows,
+            per_stmt,
+        ));
     }
 
     fn delete_stmts(

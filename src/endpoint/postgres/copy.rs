@@ -255,7 +255,7 @@ impl Postgres {
             staging: self.staging_table(&target, &columns),
             columns,
             rows: Vec::new(),
-            replaces: 0,
+            fallback: None,
         };
         let upsert = format!(
             "INSERT INTO {target} ({names}) SELECT {names} FROM {} {clause}",
