@@ -1,24 +1,32 @@
 //! The initial sync: copies a table page by page in key order (bounded memory), writing each
 //! page as one batch. Pages are sized for the copy, not by the live `batchSize`
-//! ([`PageSize`]: `initialSync.batchSize`, or automatic by rows, bytes and time). A reader task pages the table ahead of the writer through a channel
-//! of depth `READ_AHEAD`, so reading the next page overlaps converting and writing the
-//! current one; memory stays bounded to a few pages.
+//! ([`PageSize`]: `initialSync.batchSize`, or automatic by rows, bytes and time). A reader
+//! task pages the table ahead of the writer through a channel of depth `READ_AHEAD`, and
+//! [`IN_FLIGHT`] page writes run at once (the next page converted and loaded while the one
+//! before finishes in the target), so reading, converting and writing overlap; memory stays
+//! bounded to a few pages.
 //!
-//! When both sides are of one engine that can copy inside the database and every value
-//! can be taken as stored ([`Flow::copy_values`]: renamed and reordered columns, constants
-//! and `valueMap`s over integers or text included), pages are copied there instead
-//! ([`Endpoint::copy_page`], SQLite → SQLite: `ATTACH` + `INSERT … SELECT`, a value map as
-//! a `CASE`), rows never becoming typed values. Those
-//! pages are [`IN_DATABASE_PAGE`] rows or `batchSize`, whichever is more: with nothing
-//! materialized in dualwrite the commit (an fsync) per page dominates, and memory stays
-//! bounded whatever the size. Into an empty table whose columns are exactly the mapped ones
-//! the endpoint may take the whole table as its first page, in one statement (see
-//! `endpoint::sqlite`). A page the target refuses is written again through typed values in
-//! `batchSize` pages, so every good record lands and the bad ones become errors exactly as
-//! on the typed path. Values are copied as SQLite stores them: one not in its column's
-//! canonical form (text in an INTEGER column, say) arrives as stored instead of being
-//! normalized or refused as the typed path would. Re-runs that skip keys (open errors) and
-//! maps with open errors to supersede take the typed path.
+//! When both sides are of one engine that can take the values as stored
+//! ([`Flow::copy_values`]: renamed and reordered columns, constants and `valueMap`s over
+//! integers or text included), rows never become typed values:
+//!
+//! - SQLite → SQLite copies inside the target database ([`Endpoint::copy_page`]: `ATTACH` +
+//!   `INSERT … SELECT`, a value map as a `CASE`). Those pages are [`IN_DATABASE_PAGE`] rows
+//!   or `batchSize`, whichever is more: with nothing materialized in dualwrite the commit
+//!   (an fsync) per page dominates, and memory stays bounded whatever the size. Into an
+//!   empty table whose columns are exactly the mapped ones the endpoint may take the whole
+//!   table as its first page, in one statement (see `endpoint::sqlite`). Values are copied
+//!   as SQLite stores them: one not in its column's canonical form (text in an INTEGER
+//!   column, say) arrives as stored instead of being normalized or refused as the typed path
+//!   would.
+//! - PostgreSQL → PostgreSQL moves pages in the engine's binary form
+//!   ([`Endpoint::export_page`] on the source, the mapping in its `SELECT`;
+//!   [`Endpoint::import_page`] on the target), the next page exported while one is loaded.
+//!
+//! A page either way refuses is written again through typed values in `batchSize` pages, so
+//! every good record lands and the bad ones become errors exactly as on the typed path.
+//! Re-runs that skip keys (open errors) and maps with open errors to supersede take the
+//! typed path.
 //!
 //! Progress (the last key written and the counts) is saved at most once per
 //! [`SAVE_EVERY`], always at the end and before returning an error; the key saved only ever
