@@ -224,35 +224,81 @@ fn kill_9_during_a_whole_table_copy_then_reconcile_converges() {
     );
 }
 
+/// A PostgreSQL test database for a plain (not async) test, which waits in `kill_when`:
+/// its URL, and statements run on a runtime of the test's own.
+struct Pg {
+    runtime: tokio::runtime::Runtime,
+    db: TestDb,
+    url: String,
+}
+
+impl Pg {
+    fn connect() -> Option<Pg> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = runtime.block_on(TestDb::postgres())?;
+        let EndpointSpec::Postgres { url } = db.spec.clone() else {
+            unreachable!()
+        };
+        Some(Pg { runtime, db, url })
+    }
+
+    /// `table`, dropped when the test ends.
+    fn table(&mut self, prefix: &str) -> String {
+        let table = unique_table(prefix);
+        self.db.on_drop(format!("DROP TABLE IF EXISTS {table}"));
+        table
+    }
+
+    fn exec(&mut self, sql: &str) {
+        self.runtime.block_on(self.db.plain.exec(sql));
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        let common::Plain::Postgres(client) = &self.db.plain else {
+            unreachable!()
+        };
+        client
+    }
+
+    fn scalar(&self, sql: &str) -> i64 {
+        let row = self.runtime.block_on(self.client().query_one(sql, &[]));
+        row.unwrap().get(0)
+    }
+
+    /// `(id, name, qty)` of `select`, in its order.
+    fn items(&self, select: &str) -> Vec<(i64, String, i64)> {
+        let rows = self.runtime.block_on(self.client().query(select, &[]));
+        rows.unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+}
+
+/// The map's status after the pass that converged: Completed, no open error.
+fn assert_converged(repo: &Repo) {
+    let status = std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap();
+    assert!(
+        status.contains("status: Completed\n") && status.contains("open: 0"),
+        "{status}"
+    );
+}
+
 /// SQLite → PostgreSQL through typed values (the target's `qty` is numeric, so integers
 /// are converted in Rust), two page writes in flight on two connections (seen in
 /// `pg_stat_activity`), killed between pages; then the next pass converges.
 #[test]
 fn kill_9_mid_a_typed_copy_into_postgres_with_two_writes_in_flight_then_reconcile_converges() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(mut pg) = runtime.block_on(TestDb::postgres()) else {
+    let Some(mut pg) = Pg::connect() else {
         return;
     };
-    let EndpointSpec::Postgres { url } = pg.spec.clone() else {
-        unreachable!()
-    };
-    let dst = unique_table("crash_typed");
-    pg.on_drop(format!("DROP TABLE IF EXISTS {dst}"));
-    runtime.block_on(pg.plain.exec(&format!(
+    let dst = pg.table("crash_typed");
+    pg.exec(&format!(
         "CREATE TABLE {dst} (id bigint PRIMARY KEY, name text NOT NULL, qty numeric NOT NULL)"
-    )));
-    let common::Plain::Postgres(client) = &pg.plain else {
-        unreachable!()
-    };
-    let scalar = |sql: String| {
-        runtime
-            .block_on(client.query_one(&sql, &[]))
-            .unwrap()
-            .get::<_, i64>(0)
-    };
+    ));
     let repo = Repo::new(&[]);
     repo.write(
         "dualwrite.yaml",
@@ -264,7 +310,7 @@ fn kill_9_mid_a_typed_copy_into_postgres_with_two_writes_in_flight_then_reconcil
         &map("items", &dst).replace("batchSize: 200 }", "batchSize: 2000 }"),
     );
     seed_source(&repo, INITIAL_ROWS);
-    let env = [("DW_CRASH_PG", url.as_str())];
+    let env = [("DW_CRASH_PG", pg.url.as_str())];
     let mut child = spawn_reconcile(&repo, &env);
     let writers = std::cell::Cell::new(0);
     let sessions = format!(
@@ -272,12 +318,12 @@ fn kill_9_mid_a_typed_copy_into_postgres_with_two_writes_in_flight_then_reconcil
          WHERE query LIKE '%{dst}%' AND pid <> pg_backend_pid()"
     );
     kill_when(&mut child, &repo, "mid a typed copy into PostgreSQL", |r| {
-        writers.set(writers.get().max(scalar(sessions.clone())));
+        writers.set(writers.get().max(pg.scalar(&sessions)));
         r["initialSync"]["status"] == "Running"
-            && scalar(format!("SELECT count(*) FROM {dst}")) > 20_000
+            && pg.scalar(&format!("SELECT count(*) FROM {dst}")) > 20_000
             && writers.get() >= 2
     });
-    let partial = scalar(format!("SELECT count(*) FROM {dst}"));
+    let partial = pg.scalar(&format!("SELECT count(*) FROM {dst}"));
     assert!(
         partial > 0 && partial < INITIAL_ROWS,
         "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
@@ -288,26 +334,12 @@ fn kill_9_mid_a_typed_copy_into_postgres_with_two_writes_in_flight_then_reconcil
     let run = support::run_in(repo.path(), &["reconcile"], &env);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let expected = dump_sqlite(&repo.path().join("src.db"), "items");
-    let common::Plain::Postgres(client) = &pg.plain else {
-        unreachable!()
-    };
-    let rows = runtime
-        .block_on(client.query(
-            &format!("SELECT id, name, qty::bigint FROM {dst} ORDER BY id"),
-            &[],
-        ))
-        .unwrap();
-    let actual: Vec<(i64, String, i64)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let actual = pg.items(&format!(
+        "SELECT id, name, qty::bigint FROM {dst} ORDER BY id"
+    ));
     assert_eq!(actual.len(), expected.len());
     assert!(actual == expected, "PostgreSQL differs from the source");
-    let status = std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap();
-    assert!(
-        status.contains("status: Completed\n") && status.contains("open: 0"),
-        "{status}"
-    );
+    assert_converged(&repo);
 }
 
 /// PostgreSQL → PostgreSQL through a `valueMap`: pages leave the source as binary `COPY`
@@ -316,33 +348,15 @@ fn kill_9_mid_a_typed_copy_into_postgres_with_two_writes_in_flight_then_reconcil
 /// pages, then the next pass converges.
 #[test]
 fn kill_9_mid_a_binary_postgres_copy_then_reconcile_converges() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(mut pg) = runtime.block_on(TestDb::postgres()) else {
+    let Some(mut pg) = Pg::connect() else {
         return;
     };
-    let EndpointSpec::Postgres { url } = pg.spec.clone() else {
-        unreachable!()
-    };
-    let (src, dst) = (unique_table("crash_bin_src"), unique_table("crash_bin_dst"));
-    pg.on_drop(format!("DROP TABLE IF EXISTS {src}"));
-    pg.on_drop(format!("DROP TABLE IF EXISTS {dst}"));
-    runtime.block_on(pg.plain.exec(&format!(
+    let (src, dst) = (pg.table("crash_bin_src"), pg.table("crash_bin_dst"));
+    pg.exec(&format!(
         "CREATE TABLE {src} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint NOT NULL);
          INSERT INTO {src} SELECT g, 'item ' || g, g % 1000 FROM generate_series(1, {INITIAL_ROWS}) g;
          CREATE TABLE {dst} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint NOT NULL);"
-    )));
-    let common::Plain::Postgres(client) = &pg.plain else {
-        unreachable!()
-    };
-    let scalar = |sql: String| {
-        runtime
-            .block_on(client.query_one(&sql, &[]))
-            .unwrap()
-            .get::<_, i64>(0)
-    };
+    ));
     let repo = Repo::new(&[]);
     repo.write(
         "dualwrite.yaml",
@@ -352,17 +366,16 @@ fn kill_9_mid_a_binary_postgres_copy_then_reconcile_converges() {
         ),
     );
     repo.write("maps/m.yaml", &map_with(&src, &dst, &offset_map()));
+    let url = pg.url.clone();
     let env = [("DW_CRASH_PG", url.as_str())];
     let mut child = spawn_reconcile(&repo, &env);
     let binary = std::cell::Cell::new(false);
     kill_when(&mut child, &repo, "mid a binary copy", |r| {
         let copied = r["initialSync"]["status"] == "Running"
-            && scalar(format!("SELECT count(*) FROM {dst}")) > 2_000;
+            && pg.scalar(&format!("SELECT count(*) FROM {dst}")) > 2_000;
         if copied {
-            binary.set(
-                scalar("SELECT count(*) FROM pg_proc WHERE proname = 'dualwrite_unmapped'".into())
-                    > 0,
-            );
+            let unmapped = "SELECT count(*) FROM pg_proc WHERE proname = 'dualwrite_unmapped'";
+            binary.set(pg.scalar(unmapped) > 0);
         }
         copied
     });
@@ -370,37 +383,26 @@ fn kill_9_mid_a_binary_postgres_copy_then_reconcile_converges() {
         binary.get(),
         "the copy runs as binary pages, the map in SQL"
     );
-    let partial = scalar(format!("SELECT count(*) FROM {dst}"));
+    let partial = pg.scalar(&format!("SELECT count(*) FROM {dst}"));
     assert!(
         partial > 0 && partial < INITIAL_ROWS,
         "killed mid-copy: {partial} of {INITIAL_ROWS} rows copied"
     );
 
-    runtime.block_on(pg.plain.exec(&format!(
+    pg.exec(&format!(
         "UPDATE {src} SET qty = -1 WHERE id % 7 = 0; DELETE FROM {src} WHERE id % 11 = 0;
          INSERT INTO {src} VALUES ({}, 'late', 5);",
         INITIAL_ROWS + 1
-    )));
+    ));
     let run = support::run_in(repo.path(), &["reconcile"], &env);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let common::Plain::Postgres(client) = &pg.plain else {
-        unreachable!()
-    };
-    let differ = format!(
-        "SELECT count(*) FROM ((SELECT id, name, qty + {OFFSET} FROM {src} EXCEPT SELECT * FROM {dst})
-           UNION ALL (SELECT * FROM {dst} EXCEPT SELECT id, name, qty + {OFFSET} FROM {src})) d"
-    );
-    let rows = runtime.block_on(client.query_one(&differ, &[])).unwrap();
-    assert_eq!(
-        rows.get::<_, i64>(0),
-        0,
-        "the target equals the mapped source"
-    );
-    let status = std::fs::read_to_string(repo.path().join("status/maps/m.yaml")).unwrap();
-    assert!(
-        status.contains("status: Completed\n") && status.contains("open: 0"),
-        "{status}"
-    );
+    let mapped = pg.items(&format!(
+        "SELECT id, name, qty + {OFFSET} FROM {src} ORDER BY id"
+    ));
+    let actual = pg.items(&format!("SELECT id, name, qty FROM {dst} ORDER BY id"));
+    assert_eq!(actual.len(), mapped.len());
+    assert!(actual == mapped, "the target equals the mapped source");
+    assert_converged(&repo);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -938,6 +938,29 @@ impl<E: Engine> SqlEndpoint<E> {
         self.checked(table, result)
     }
 
+    /// Runs `write` (an engine's copy into `table`) with the statements of `fence` for it
+    /// (none without one), a refusal by the fence told from any other failure, and a
+    /// schema failure forgetting what was known of the table.
+    async fn fenced_write<T, Fut>(
+        &self,
+        table: &TableName,
+        fence: Option<&Fence>,
+        write: impl FnOnce(Vec<Stmt>) -> Fut,
+    ) -> Result<T, WriteError>
+    where
+        Fut: Future<Output = Result<T, WriteError>>,
+    {
+        let fence_stmts = match fence {
+            Some(fence) => self.fence_statements(fence, table).await?,
+            None => Vec::new(),
+        };
+        let result = write(fence_stmts).await.map_err(|e| match fence {
+            Some(fence) => fenced(e, fence, E::NAME),
+            None => e,
+        });
+        self.checked(table, result).map_err(WriteError::from)
+    }
+
     /// The statements that open a transaction fenced by `fence`, the fence table created
     /// first if this endpoint has not seen it yet.
     async fn fence_statements(
@@ -1321,27 +1344,16 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         limit: usize,
         fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<CopiedPage, WriteError>> {
-        Box::pin(async move {
-            let fence_stmts = match fence {
-                Some(fence) => self.fence_statements(fence, &copy.to_table).await?,
-                None => Vec::new(),
-            };
-            let result = self
-                .engine
-                .copy_page(
+        Box::pin(
+            self.fenced_write(&copy.to_table, fence, move |fence_stmts| {
+                self.engine.copy_page(
                     copy.clone(),
                     after_key.map(<[Value]>::to_vec),
                     limit,
                     fence_stmts,
                 )
-                .await;
-            let result = result.map_err(|e| match fence {
-                Some(fence) => fenced(e, fence, E::NAME),
-                None => e,
-            });
-            self.checked(&copy.to_table, result)
-                .map_err(WriteError::from)
-        })
+            }),
+        )
     }
 
     fn export_page<'a>(
@@ -1365,22 +1377,12 @@ impl<E: Engine> Endpoint for SqlEndpoint<E> {
         page: &'a ExportedPage,
         fence: Option<&'a Fence>,
     ) -> BoxFuture<'a, Result<u64, WriteError>> {
-        Box::pin(async move {
-            let fence_stmts = match fence {
-                Some(fence) => self.fence_statements(fence, &copy.to_table).await?,
-                None => Vec::new(),
-            };
-            let result = self
-                .engine
-                .import_page(copy.clone(), page.clone(), fence_stmts)
-                .await;
-            let result = result.map_err(|e| match fence {
-                Some(fence) => fenced(e, fence, E::NAME),
-                None => e,
-            });
-            self.checked(&copy.to_table, result)
-                .map_err(WriteError::from)
-        })
+        Box::pin(
+            self.fenced_write(&copy.to_table, fence, move |fence_stmts| {
+                self.engine
+                    .import_page(copy.clone(), page.clone(), fence_stmts)
+            }),
+        )
     }
 }
 
