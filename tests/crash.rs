@@ -117,10 +117,12 @@ fn seed_source(repo: &Repo, rows: i64) {
 
 /// Kills a reconcile of a SQLite → SQLite initial sync once `ready` holds, changes the
 /// source while nothing runs, and checks that the next pass converges: both tables equal
-/// row for row, nothing errored.
+/// row for row, nothing errored. With `paged`, the target holds the first row already, so
+/// the copy goes in pages; without, an empty target takes it in one statement.
 fn kill_mid_copy_then_converge(
     target_columns: &str,
     mapped: bool,
+    paged: bool,
     what: &str,
     ready: impl Fn(&serde_json::Value, &std::path::Path) -> bool,
 ) -> i64 {
@@ -129,10 +131,21 @@ fn kill_mid_copy_then_converge(
     let qty_extra = if mapped { offset_map() } else { String::new() };
     repo.write("maps/m.yaml", &map_with("items", "items", &qty_extra));
     seed_source(&repo, INITIAL_ROWS);
-    rusqlite::Connection::open(repo.path().join("dst.db"))
-        .unwrap()
+    let offset = if mapped { OFFSET } else { 0 };
+    let target = rusqlite::Connection::open(repo.path().join("dst.db")).unwrap();
+    target
         .execute_batch(&format!("CREATE TABLE items ({target_columns})"))
         .unwrap();
+    if paged {
+        // A target that already holds a row (the first, as the copy writes it) is copied in
+        // pages, not as one whole-table statement.
+        target
+            .execute(
+                "INSERT INTO items (id, name, qty) VALUES (1, 'item 1', ?1)",
+                [1 + offset],
+            )
+            .unwrap();
+    }
 
     let mut child = spawn_reconcile(&repo, &[]);
     let dst = repo.path().join("dst.db");
@@ -145,7 +158,6 @@ fn kill_mid_copy_then_converge(
 
     let run = repo.run(&["reconcile"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let offset = if mapped { OFFSET } else { 0 };
     let expected: Vec<(i64, String, i64)> = dump_sqlite(&repo.path().join("src.db"), "items")
         .into_iter()
         .map(|(id, name, qty)| (id, name, qty + offset))
@@ -167,7 +179,7 @@ fn kill_mid_copy_then_converge(
 /// progress, saved about once a second, was stored yet: either way the next pass must
 /// converge), which must be between its pages: some rows copied, not all.
 fn kill_between_pages_then_converge(target_columns: &str, mapped: bool, what: &str) {
-    let partial = kill_mid_copy_then_converge(target_columns, mapped, what, |r, dst| {
+    let partial = kill_mid_copy_then_converge(target_columns, mapped, true, what, |r, dst| {
         r["initialSync"]["status"] == "Running" && count(dst, "items") > 2_000
     });
     assert!(
@@ -178,8 +190,9 @@ fn kill_between_pages_then_converge(target_columns: &str, mapped: bool, what: &s
 
 #[test]
 fn kill_9_mid_initial_sync_then_reconcile_converges() {
-    // The target's columns are in another order than the source's, so the copy runs in
-    // pages (not as one whole-table statement) and is killed between them.
+    // The target's columns are in another order than the source's; it holds the first row
+    // already, so the copy runs in pages (not as one whole-table statement) and is killed
+    // between them.
     kill_between_pages_then_converge(
         "id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, name TEXT NOT NULL",
         false,
@@ -210,10 +223,11 @@ fn kill_9_mid_a_mapped_initial_sync_then_reconcile_converges() {
 
 #[test]
 fn kill_9_during_a_whole_table_copy_then_reconcile_converges() {
-    // The same columns in the same order: the copy is one statement, killed while it runs
-    // (or just after), which keeps all of it or none.
+    // An empty target: the copy is one statement, killed while it runs (or just after),
+    // which keeps all of it or none.
     let partial = kill_mid_copy_then_converge(
         "id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL",
+        false,
         false,
         "during the whole-table copy",
         |r, _| r["initialSync"]["status"] == "Running",

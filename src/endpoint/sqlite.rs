@@ -701,20 +701,20 @@ fn copy_page(
 /// only a statement without `WHERE` gets.
 const WHOLE_TABLE_FOR_AT_MOST: Duration = Duration::from_secs(2);
 
-/// Copies the whole table in one `INSERT INTO target SELECT * FROM source` when that
-/// statement means exactly the map's copy and SQLite can move the records as they are
-/// stored (its transfer optimization): the target is empty and has no triggers, and both
-/// tables' columns, in table order, are the columns the map copies. The statement is
-/// interrupted (and nothing of it kept) after [`WHOLE_TABLE_FOR_AT_MOST`] or on shutdown;
-/// `None` then, and when it does not apply: the copy goes on in pages.
+/// Copies the whole table in one statement when the target is empty and has no triggers
+/// (a plain insert is then the whole upsert, and one transaction saves a commit and the
+/// bounds' queries per page): `INSERT INTO target SELECT * FROM source` when both tables'
+/// columns, in table order, are the columns the map copies (SQLite then moves the records
+/// as they are stored: its transfer optimization), otherwise the map's own
+/// `INSERT INTO target (…) SELECT … FROM source` (renames, reordered columns, constants,
+/// value maps as a `CASE`). The statement is interrupted (and nothing of it kept) after
+/// [`WHOLE_TABLE_FOR_AT_MOST`] or on shutdown, and refused by anything the target or a
+/// value map refuses; `None` then, and when it does not apply: the copy goes on in pages.
 fn whole_table(
     conn: &mut Connection,
     sql: &CopySql,
     fence: &[Stmt],
 ) -> Result<Option<CopiedPage>, WriteError> {
-    let Some((from_columns, to_columns)) = &sql.columns else {
-        return Ok(None);
-    };
     let (source_schema, source_table) = &sql.source_name;
     let columns_of = |schema: &str, table: &str| -> Result<Option<Vec<String>>, WriteError> {
         let mut stmt = conn
@@ -733,11 +733,19 @@ fn whole_table(
             .all(|(_, hidden)| *hidden == 0)
             .then(|| columns.into_iter().map(|(name, _)| name).collect()))
     };
-    if columns_of(source_schema, source_table)?.as_ref() != Some(from_columns)
-        || columns_of("main", &sql.target_name)?.as_ref() != Some(to_columns)
-    {
-        return Ok(None);
-    }
+    let transfer = match &sql.columns {
+        Some((from_columns, to_columns)) => {
+            columns_of(source_schema, source_table)?.as_ref() == Some(from_columns)
+                && columns_of("main", &sql.target_name)?.as_ref() == Some(to_columns)
+        }
+        None => false,
+    };
+    let (statement, params) = if transfer {
+        let select_all = format!("INSERT INTO {} SELECT * FROM {}", sql.target, sql.source);
+        (select_all, Vec::new())
+    } else {
+        (sql.insert.clone(), sql.constants.clone())
+    };
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
@@ -762,10 +770,7 @@ fn whole_table(
         10_000,
         Some(move || std::time::Instant::now() > deadline || crate::shutdown::requested()),
     );
-    let copied = tx.execute(
-        &format!("INSERT INTO {} SELECT * FROM {}", sql.target, sql.source),
-        [],
-    );
+    let copied = tx.execute(&statement, binds(&params));
     tx.progress_handler(0, None::<fn() -> bool>);
     // Interrupted or refused (a constraint of the target): dropping the transaction rolls
     // the statement back, and the pages do it, isolating what the target refuses.

@@ -14,8 +14,8 @@
 //!   `INSERT … SELECT`, a value map as a `CASE`). Those pages are [`IN_DATABASE_PAGE`] rows
 //!   or `batchSize`, whichever is more: with nothing materialized in dualwrite the commit
 //!   (an fsync) per page dominates, and memory stays bounded whatever the size. Into an
-//!   empty table whose columns are exactly the mapped ones the endpoint may take the whole
-//!   table as its first page, in one statement (see `endpoint::sqlite`). Values are copied
+//!   empty table without triggers the endpoint may take the whole table as its first page,
+//!   in one statement (see `endpoint::sqlite`). Values are copied
 //!   as SQLite stores them: one not in its column's canonical form (text in an INTEGER
 //!   column, say) arrives as stored instead of being normalized or refused as the typed path
 //!   would.
