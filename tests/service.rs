@@ -266,12 +266,13 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
         const ROWS: i64 = 300_000;
         let repo = sqlite_repo();
         add_customers(&repo, ROWS);
-        // A target column the map does not write: the copy runs in pages, not as one
-        // whole-table statement.
+        // A target that holds a row already (the source's first key, which the copy
+        // overwrites): the copy runs in pages, not as one whole-table statement.
         sqlite(
             &repo,
             "crm.db",
-            "DROP TABLE account; CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT)",
+            "DROP TABLE account; CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT);
+             INSERT INTO account (id, name) VALUES (1, 'seed')",
         );
         repo.write(
             "maps/customers.yaml",
@@ -280,7 +281,7 @@ fn sigterm_in_the_middle_of_an_initial_sync_exits_zero_in_time_and_the_next_star
         repo.commit_all("small batches, a long copy");
         let mut service = Service::spawn(repo.path(), &["--interval", "1h"], &[]);
         wait_for(Duration::from_secs(60), "the copy to be under way", || {
-            sqlite_count(&repo, "crm.db", "account") > 0
+            sqlite_count(&repo, "crm.db", "account") > 1
         });
         service.signal("-TERM");
         let (code, took) = service.wait_exit(Duration::from_secs(10));
