@@ -116,7 +116,12 @@ impl Mysql {
                     affected += rows;
                     continue;
                 }
-                let fallback = load.fallback.expect("a direct load has its upserts");
+                // Every direct load carries its upserts (`SqlEndpoint::upsert_stmts`).
+                let Some(fallback) = load.fallback else {
+                    return Err(mysql_async::Error::Other(
+                        "a direct load without the upserts it stands for".into(),
+                    ));
+                };
                 let upserts = multi_row_upserts(
                     self,
                     &load.target,
