@@ -23,8 +23,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 use super::{
-    COPY_CHUNK, Conn, ConnError, Decoder, Postgres, base_type, bind_all, failed, is_native,
-    literal, native_type, params, prepare, refs, skip_copy_header, take, take_i32,
+    COPY_CHUNK, Conn, ConnError, Decoder, Postgres, base_type, bind_all, each_copy_row, failed,
+    is_native, literal, native_type, params, prepare, read_fields, refs, take, take_i32,
 };
 use crate::capture;
 use crate::endpoint::sql::{DIRECT_RETRY_AFTER, Dialect, Load, Stmt, on_conflict_clause};
@@ -290,18 +290,16 @@ impl Conn {
         let (mut rows, mut last, mut header) = (0u64, None::<Bytes>, true);
         while let Some(message) = stream.next().await {
             let message = message?;
-            let mut rest: &[u8] = &message;
-            if std::mem::take(&mut header) {
-                skip_copy_header(&mut rest).map_err(ConnError::Bind)?;
-            }
-            while !rest.is_empty() {
+            each_copy_row(&message, &mut header, |rest| {
                 let start = message.len() - rest.len();
-                if !skip_copy_row(&mut rest).map_err(ConnError::Bind)? {
-                    break;
+                let more = skip_copy_row(rest)?;
+                if more {
+                    rows += 1;
+                    last = Some(message.slice(start..message.len() - rest.len()));
                 }
-                rows += 1;
-                last = Some(message.slice(start..message.len() - rest.len()));
-            }
+                Ok(more)
+            })
+            .map_err(ConnError::Bind)?;
             buf.extend_from_slice(&message);
             if buf.len() >= COPY_CHUNK {
                 data.push(buf.split().freeze());
@@ -392,14 +390,6 @@ fn skip_copy_row(data: &mut &[u8]) -> Result<bool, WriteError> {
 
 /// The key of one row of binary `COPY` data: its first fields, read by `keys`.
 fn read_key(mut row: &[u8], keys: &[(Decoder, ValueKind)]) -> Result<Vec<Value>, WriteError> {
-    take(&mut row, 2)?;
-    keys.iter()
-        .map(|(decoder, kind)| {
-            let raw = match usize::try_from(take_i32(&mut row)?) {
-                Ok(len) => Some(take(&mut row, len)?),
-                Err(_) => None,
-            };
-            decoder.read(raw, *kind)
-        })
-        .collect()
+    take(&mut row, 2)?; // the field count
+    read_fields(&mut row, keys.iter().map(|(decoder, kind)| (decoder, kind)))
 }

@@ -268,20 +268,31 @@ impl Conn {
         let mut header = true;
         while let Some(message) = stream.next().await {
             let message = message?;
-            let mut data: &[u8] = &message;
-            if std::mem::take(&mut header) {
-                skip_copy_header(&mut data).map_err(ConnError::Bind)?;
-            }
-            // The server sends one row per message, the trailer in the last.
-            while !data.is_empty() {
-                match read_copy_row(&mut data, decoders, kinds).map_err(ConnError::Bind)? {
-                    Some(row) => rows.push(row),
-                    None => break,
-                }
-            }
+            each_copy_row(&message, &mut header, |data| {
+                Ok(read_copy_row(data, decoders, kinds)?
+                    .map(|row| rows.push(row))
+                    .is_some())
+            })
+            .map_err(ConnError::Bind)?;
         }
         Ok(rows)
     }
+}
+
+/// Walks one message of binary `COPY … TO STDOUT` data (the first also carries the header,
+/// skipped while `first` says so): `row` takes each row off the data and says `false` at
+/// the trailer. The server sends one row per message, the trailer in the last.
+fn each_copy_row(
+    message: &[u8],
+    first: &mut bool,
+    mut row: impl FnMut(&mut &[u8]) -> Result<bool, WriteError>,
+) -> Result<(), WriteError> {
+    let mut data = message;
+    if std::mem::take(first) {
+        skip_copy_header(&mut data)?;
+    }
+    while !data.is_empty() && row(&mut data)? {}
+    Ok(())
 }
 
 /// The first `n` bytes of `data`, taken off it.
@@ -329,15 +340,24 @@ fn read_copy_row(
             decoders.len()
         )));
     }
-    let mut row = Vec::with_capacity(decoders.len());
-    for (decoder, kind) in decoders.iter().zip(kinds) {
+    read_fields(data, decoders.iter().zip(kinds)).map(Some)
+}
+
+/// The next fields of a binary `COPY` row (after its field count), one per decoder, each a
+/// value of its kind.
+fn read_fields<'d>(
+    data: &mut &[u8],
+    fields: impl ExactSizeIterator<Item = (&'d Decoder, &'d ValueKind)>,
+) -> Result<Row, WriteError> {
+    let mut row = Vec::with_capacity(fields.len());
+    for (decoder, kind) in fields {
         let raw = match usize::try_from(take_i32(data)?) {
             Ok(len) => Some(take(data, len)?),
             Err(_) => None,
         };
         row.push(decoder.read(raw, *kind)?);
     }
-    Ok(Some(row))
+    Ok(row)
 }
 
 impl Conn {
